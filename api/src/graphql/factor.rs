@@ -1,0 +1,350 @@
+//! Factors: `enrollFactor`, `activateFactor`, `verifyFactor`, `removeFactor`, `factor`.
+
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
+use cqrs_es::AggregateError;
+use rand::RngCore;
+use tessera_domain::{
+    factor::{
+        self, Enroll, FactorCommand, FactorError, FactorOutcome, TotpSpec, outcome_of,
+        totp::{self, TotpParams},
+    },
+    ids::FactorId,
+    secret::{PassCode, SecretBytes},
+};
+
+use crate::{
+    graphql::{
+        ContextExt,
+        error::{ApiError, ApiResult, IntoGraphql},
+        types::{Factor, FactorResult, FactorType},
+        user::parse_user_id,
+    },
+    state::AppState,
+};
+
+/// Longest pass code accepted before it is even looked at.
+const MAX_PASS_CODE: usize = 64;
+
+/// Input of `enrollFactor`.
+#[derive(InputObject)]
+pub struct EnrollFactorInput {
+    /// The owner.
+    pub user_id: ID,
+    /// `TOTP` (SMS and EMAIL follow).
+    #[graphql(name = "type")]
+    pub factor_type: FactorType,
+    /// For SMS factors.
+    pub phone_number: Option<String>,
+    /// For EMAIL factors.
+    pub email: Option<String>,
+    /// A label ("Work phone"), at most 128 characters.
+    pub label: Option<String>,
+}
+
+/// What an authenticator app needs. Shown once, at enrolment.
+#[derive(SimpleObject)]
+pub struct TotpActivation {
+    /// The secret, unpadded base32, for manual entry.
+    pub secret_base32: String,
+    /// `otpauth://totp/…`.
+    pub otpauth_uri: String,
+    /// The URI as a QR code: a `data:image/png;base64,…` URI.
+    pub qr_code_png: String,
+}
+
+/// Result of `enrollFactor`.
+#[derive(SimpleObject)]
+pub struct EnrollFactorPayload {
+    /// The new factor, pending activation.
+    pub factor: Factor,
+    /// For TOTP.
+    pub totp: Option<TotpActivation>,
+}
+
+/// Input of `activateFactor`.
+#[derive(InputObject)]
+pub struct ActivateFactorInput {
+    /// The pending factor.
+    pub factor_id: ID,
+    /// The code from the authenticator.
+    pub pass_code: String,
+}
+
+/// Result of `activateFactor`.
+#[derive(SimpleObject)]
+pub struct ActivateFactorPayload {
+    /// `SUCCESS`, `REJECTED`, `LOCKED_OUT` or `EXPIRED`.
+    pub factor_result: FactorResult,
+    /// The factor after the attempt.
+    pub factor: Factor,
+    /// Recovery codes, when this activation generated them (not yet issued).
+    pub recovery_codes: Option<Vec<String>>,
+}
+
+/// Input of `verifyFactor`.
+#[derive(InputObject)]
+pub struct VerifyFactorInput {
+    /// An active factor.
+    pub factor_id: ID,
+    /// The code from the authenticator.
+    pub pass_code: String,
+}
+
+/// Result of `verifyFactor`.
+#[derive(SimpleObject)]
+pub struct VerifyFactorPayload {
+    /// The answer.
+    pub factor_result: FactorResult,
+    /// The factor after the attempt.
+    pub factor: Option<Factor>,
+}
+
+/// Input of `removeFactor`.
+#[derive(InputObject)]
+pub struct RemoveFactorInput {
+    /// The factor.
+    pub factor_id: ID,
+}
+
+#[derive(Default)]
+pub struct FactorQuery;
+
+fn parse_factor_id(id: &str) -> ApiResult<FactorId> {
+    FactorId::parse(id)
+        .ok_or_else(|| ApiError::bad_input("INVALID_ID", "factorId is not a valid id"))
+}
+
+fn pass_code(code: String) -> ApiResult<PassCode> {
+    if code.len() > MAX_PASS_CODE {
+        return Err(ApiError::bad_input(
+            "MALFORMED_PASS_CODE",
+            "passCode is too long",
+        ));
+    }
+    Ok(PassCode::new(code))
+}
+
+/// Loads a factor and checks that the caller may act on its owner.
+async fn authorized_factor(ctx: &Context<'_>, id: FactorId) -> ApiResult<factor::Factor> {
+    let state = ctx.state()?;
+    let caller = ctx.caller()?;
+    let (f, _) = state.factors.load(&id.to_string()).await?;
+    match f.user_id {
+        Some(owner) if f.exists() => {
+            if caller.may_act_on(owner) {
+                Ok(f)
+            } else {
+                Err(ApiError::Forbidden)
+            }
+        }
+        _ => Err(FactorError::NotFound.into()),
+    }
+}
+
+impl From<FactorError> for ApiError {
+    fn from(e: FactorError) -> Self {
+        AggregateError::UserError(e).into()
+    }
+}
+
+/// Runs a proof-of-possession command and turns its events into a `factorResult`.
+async fn prove(
+    ctx: &Context<'_>,
+    state: &AppState,
+    id: FactorId,
+    command: FactorCommand,
+) -> ApiResult<(FactorResult, Factor)> {
+    let caller = ctx.caller()?;
+    let key = id.to_string();
+    let now = || state.clock.now();
+    match state
+        .factors
+        .execute(&key, command, &ctx.meta().metadata(&caller.actor()))
+        .await
+    {
+        Ok(committed) => {
+            state.settle(&key, &committed).await;
+            let outcome = outcome_of(&committed.payloads())
+                .ok_or_else(|| ApiError::internal("proof command wrote no outcome"))?;
+            Ok((
+                outcome.into(),
+                Factor::from_aggregate(id, &committed.state, now()),
+            ))
+        }
+        // Activating an enrolment that already expired answers EXPIRED, as the activation
+        // that found it expired did.
+        Err(AggregateError::UserError(FactorError::EnrollmentExpired)) => {
+            let (f, _) = state.factors.load(&key).await?;
+            Ok((
+                FactorOutcome::Expired.into(),
+                Factor::from_aggregate(id, &f, now()),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[Object]
+impl FactorQuery {
+    /// A factor by id (`null` if there is none).
+    async fn factor(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Factor>> {
+        async {
+            let state = ctx.state()?;
+            let id = parse_factor_id(&id)?;
+            let Some(row) = state.queries.factor(&id.to_string()).await? else {
+                return Ok(None);
+            };
+            let owner = parse_user_id(&row.user_id)?;
+            if !ctx.caller()?.may_act_on(owner) {
+                return Err(ApiError::Forbidden);
+            }
+            Factor::from_row(row, state.clock.now()).map(Some)
+        }
+        .await
+        .gql(ctx)
+    }
+}
+
+#[derive(Default)]
+pub struct FactorMutation;
+
+#[Object]
+impl FactorMutation {
+    /// Enrols a factor, pending activation. For TOTP, returns the secret, otpauth URI and QR
+    /// code once; they are never shown again.
+    async fn enroll_factor(
+        &self,
+        ctx: &Context<'_>,
+        input: EnrollFactorInput,
+    ) -> async_graphql::Result<EnrollFactorPayload> {
+        async {
+            let state = ctx.state()?;
+            let caller = ctx.caller()?;
+            let user_id = parse_user_id(&input.user_id)?;
+            if !caller.may_act_on(user_id) {
+                return Err(ApiError::Forbidden);
+            }
+            let (user, _) = state.users.load(&user_id.to_string()).await?;
+            if !user.exists() {
+                return Err(ApiError::not_found("USER_NOT_FOUND", "user not found"));
+            }
+            if input.factor_type != FactorType::Totp {
+                return Err(FactorError::UnsupportedType.into());
+            }
+            let mut secret = vec![0u8; totp::MIN_SECRET_BYTES];
+            rand::rngs::OsRng.fill_bytes(&mut secret);
+            let secret = SecretBytes::new(secret);
+            let params = TotpParams::default();
+            let factor_id = FactorId::generate();
+            let key = factor_id.to_string();
+            let command = FactorCommand::Enroll(Enroll {
+                factor_id,
+                user_id,
+                factor_type: input.factor_type.into(),
+                label: input.label,
+                totp: Some(TotpSpec {
+                    secret: secret.clone(),
+                    params,
+                }),
+            });
+            let committed = state
+                .factors
+                .execute(&key, command, &ctx.meta().metadata(&caller.actor()))
+                .await?;
+            state.settle(&key, &committed).await;
+            let p = totp::provisioning(
+                params,
+                secret.expose(),
+                &state.config.totp_issuer,
+                &user.login,
+            )
+            .map_err(ApiError::internal)?;
+            Ok(EnrollFactorPayload {
+                factor: Factor::from_aggregate(factor_id, &committed.state, state.clock.now()),
+                totp: Some(TotpActivation {
+                    secret_base32: p.secret_base32,
+                    otpauth_uri: p.otpauth_uri,
+                    qr_code_png: format!("data:image/png;base64,{}", p.qr_png_base64),
+                }),
+            })
+        }
+        .await
+        .gql(ctx)
+    }
+
+    /// Activates a pending factor with a code from it.
+    async fn activate_factor(
+        &self,
+        ctx: &Context<'_>,
+        input: ActivateFactorInput,
+    ) -> async_graphql::Result<ActivateFactorPayload> {
+        async {
+            let state = ctx.state()?;
+            let id = parse_factor_id(&input.factor_id)?;
+            let pass_code = pass_code(input.pass_code)?;
+            authorized_factor(ctx, id).await?;
+            let (factor_result, factor) =
+                prove(ctx, state, id, FactorCommand::Activate { pass_code }).await?;
+            Ok(ActivateFactorPayload {
+                factor_result,
+                factor,
+                recovery_codes: None,
+            })
+        }
+        .await
+        .gql(ctx)
+    }
+
+    /// Checks a code from an active factor. A wrong code is `REJECTED`, not an error.
+    async fn verify_factor(
+        &self,
+        ctx: &Context<'_>,
+        input: VerifyFactorInput,
+    ) -> async_graphql::Result<VerifyFactorPayload> {
+        async {
+            let state = ctx.state()?;
+            let id = parse_factor_id(&input.factor_id)?;
+            let pass_code = pass_code(input.pass_code)?;
+            authorized_factor(ctx, id).await?;
+            let (factor_result, factor) =
+                prove(ctx, state, id, FactorCommand::Verify { pass_code }).await?;
+            Ok(VerifyFactorPayload {
+                factor_result,
+                factor: Some(factor),
+            })
+        }
+        .await
+        .gql(ctx)
+    }
+
+    /// Removes a factor for good.
+    async fn remove_factor(
+        &self,
+        ctx: &Context<'_>,
+        input: RemoveFactorInput,
+    ) -> async_graphql::Result<Factor> {
+        async {
+            let state = ctx.state()?;
+            let caller = ctx.caller()?;
+            let id = parse_factor_id(&input.factor_id)?;
+            authorized_factor(ctx, id).await?;
+            let key = id.to_string();
+            let committed = state
+                .factors
+                .execute(
+                    &key,
+                    FactorCommand::Remove,
+                    &ctx.meta().metadata(&caller.actor()),
+                )
+                .await?;
+            state.settle(&key, &committed).await;
+            Ok(Factor::from_aggregate(
+                id,
+                &committed.state,
+                state.clock.now(),
+            ))
+        }
+        .await
+        .gql(ctx)
+    }
+}

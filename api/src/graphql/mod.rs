@@ -1,0 +1,76 @@
+//! The GraphQL schema (SPEC §4 Contract): one module per feature, merged here.
+
+pub mod error;
+mod factor;
+mod types;
+mod user;
+
+use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
+
+use crate::{
+    auth::Caller,
+    graphql::error::ApiError,
+    state::{AppState, RequestMeta},
+};
+
+/// All queries.
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(user::UserQuery, factor::FactorQuery);
+
+/// All mutations.
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(user::UserMutation, factor::FactorMutation);
+
+/// The schema type.
+pub type TesseraSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// Builds the schema over `state` (`None` only for printing the SDL).
+pub fn build_schema(state: Option<AppState>) -> TesseraSchema {
+    let mut builder = Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .limit_depth(12)
+    .limit_complexity(500);
+    if let Some(state) = state {
+        builder = builder.data(state);
+    }
+    builder.finish()
+}
+
+/// Resolver helpers over the request's context.
+pub(crate) trait ContextExt {
+    fn state(&self) -> Result<&AppState, ApiError>;
+    fn caller(&self) -> Result<&Caller, ApiError>;
+    fn meta(&self) -> RequestMeta;
+    fn admin(&self) -> Result<&Caller, ApiError>;
+}
+
+impl ContextExt for Context<'_> {
+    fn state(&self) -> Result<&AppState, ApiError> {
+        self.data::<AppState>()
+            .map_err(|_| ApiError::internal("schema built without state"))
+    }
+
+    fn caller(&self) -> Result<&Caller, ApiError> {
+        self.data_opt::<Caller>().ok_or(ApiError::Unauthenticated)
+    }
+
+    fn meta(&self) -> RequestMeta {
+        self.data_opt::<RequestMeta>()
+            .cloned()
+            .unwrap_or(RequestMeta {
+                request_id: uuid::Uuid::new_v4().to_string(),
+                client_ip: None,
+                user_agent: None,
+            })
+    }
+
+    fn admin(&self) -> Result<&Caller, ApiError> {
+        match self.caller()? {
+            c @ Caller::Admin { .. } => Ok(c),
+            Caller::User { .. } => Err(ApiError::Forbidden),
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! Object types shared by several features.
+
+use async_graphql::{ComplexObject, Context, Enum, ID, SimpleObject};
+use chrono::{DateTime, Utc};
+use tessera_domain::{
+    factor::{self, Factor as FactorAgg, FactorOutcome},
+    ids::FactorId,
+    user::User as UserAgg,
+};
+use tessera_projections::{
+    parse_ts,
+    read_model::{FactorRow, UserRow},
+};
+
+use crate::graphql::{
+    ContextExt,
+    error::{ApiError, ApiResult, IntoGraphql},
+};
+
+/// Kinds of factor.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FactorType {
+    /// RFC 6238 authenticator apps.
+    Totp,
+    /// One-time codes by SMS.
+    Sms,
+    /// One-time codes by e-mail.
+    Email,
+    /// WebAuthn (not yet).
+    Webauthn,
+}
+
+impl From<factor::FactorType> for FactorType {
+    fn from(t: factor::FactorType) -> Self {
+        match t {
+            factor::FactorType::Totp => Self::Totp,
+            factor::FactorType::Sms => Self::Sms,
+            factor::FactorType::Email => Self::Email,
+            factor::FactorType::Webauthn => Self::Webauthn,
+        }
+    }
+}
+
+impl From<FactorType> for factor::FactorType {
+    fn from(t: FactorType) -> Self {
+        match t {
+            FactorType::Totp => Self::Totp,
+            FactorType::Sms => Self::Sms,
+            FactorType::Email => Self::Email,
+            FactorType::Webauthn => Self::Webauthn,
+        }
+    }
+}
+
+/// Lifecycle status.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FactorStatus {
+    /// Waiting for a correct code.
+    PendingActivation,
+    /// Usable.
+    Active,
+    /// Too many failures.
+    LockedOut,
+    /// Not activated in time.
+    Expired,
+    /// Removed.
+    Removed,
+}
+
+impl From<factor::FactorStatus> for FactorStatus {
+    fn from(s: factor::FactorStatus) -> Self {
+        match s {
+            factor::FactorStatus::PendingActivation => Self::PendingActivation,
+            factor::FactorStatus::Active => Self::Active,
+            factor::FactorStatus::LockedOut => Self::LockedOut,
+            factor::FactorStatus::Expired => Self::Expired,
+            factor::FactorStatus::Removed => Self::Removed,
+        }
+    }
+}
+
+/// The answer to a proof of possession: a value, never an error.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FactorResult {
+    /// Correct.
+    Success,
+    /// Checked and wrong.
+    Rejected,
+    /// Correct for a time step already used.
+    PasscodeReplayed,
+    /// Locked; not checked.
+    LockedOut,
+    /// Enrolment or challenge expired.
+    Expired,
+    /// A challenge must be answered first.
+    ChallengeRequired,
+}
+
+impl From<FactorOutcome> for FactorResult {
+    fn from(o: FactorOutcome) -> Self {
+        match o {
+            FactorOutcome::Success => Self::Success,
+            FactorOutcome::Rejected => Self::Rejected,
+            FactorOutcome::PasscodeReplayed => Self::PasscodeReplayed,
+            FactorOutcome::LockedOut => Self::LockedOut,
+            FactorOutcome::Expired => Self::Expired,
+        }
+    }
+}
+
+/// A second factor of a user.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Factor {
+    /// Id.
+    pub id: ID,
+    /// Owner.
+    pub user_id: ID,
+    /// Kind.
+    #[graphql(name = "type")]
+    pub factor_type: FactorType,
+    /// Status now (a lock whose time is up shows `ACTIVE`).
+    pub status: FactorStatus,
+    /// The user's label.
+    pub label: Option<String>,
+    /// Enrolment time.
+    pub created_at: DateTime<Utc>,
+    /// Last successful verification.
+    pub last_verified_at: Option<DateTime<Utc>>,
+    /// Consecutive failed guesses.
+    pub failed_attempts: i32,
+    /// While locked: until when.
+    pub locked_until: Option<DateTime<Utc>>,
+    /// While pending: the activation deadline.
+    pub activation_expires_at: Option<DateTime<Utc>>,
+}
+
+impl Factor {
+    /// From the read model, with the status at `now`.
+    pub fn from_row(row: FactorRow, now: DateTime<Utc>) -> ApiResult<Self> {
+        let bad = || ApiError::internal(format!("malformed factors_v1 row {}", row.id));
+        let stored = factor::FactorStatus::parse(&row.status).ok_or_else(bad)?;
+        let locked_until = row.locked_until.as_deref().and_then(parse_ts);
+        let expires_at = row.expires_at.as_deref().and_then(parse_ts);
+        let status = factor::effective_status(stored, locked_until, expires_at, now);
+        let factor_type = match row.factor_type.as_str() {
+            "TOTP" => FactorType::Totp,
+            "SMS" => FactorType::Sms,
+            "EMAIL" => FactorType::Email,
+            "WEBAUTHN" => FactorType::Webauthn,
+            _ => return Err(bad()),
+        };
+        Ok(Self {
+            id: ID(row.id.clone()),
+            user_id: ID(row.user_id),
+            factor_type,
+            status: status.into(),
+            label: row.label,
+            created_at: parse_ts(&row.created_at).ok_or_else(bad)?,
+            last_verified_at: row.last_verified_at.as_deref().and_then(parse_ts),
+            failed_attempts: i32::try_from(row.failed_attempts).unwrap_or(i32::MAX),
+            locked_until: locked_until.filter(|t| *t > now),
+            activation_expires_at: (status == factor::FactorStatus::PendingActivation)
+                .then_some(expires_at)
+                .flatten(),
+        })
+    }
+
+    /// From the aggregate as a command left it.
+    pub fn from_aggregate(id: FactorId, f: &FactorAgg, now: DateTime<Utc>) -> Self {
+        let status = f.status_at(now);
+        Self {
+            id: ID(id.to_string()),
+            user_id: ID(f.user_id.map(|u| u.to_string()).unwrap_or_default()),
+            factor_type: f.factor_type.unwrap_or(factor::FactorType::Totp).into(),
+            status: status.into(),
+            label: f.label.clone(),
+            created_at: f.created_at.unwrap_or(now),
+            last_verified_at: f.last_verified_at,
+            failed_attempts: i32::try_from(f.consecutive_failures).unwrap_or(i32::MAX),
+            locked_until: f.locked_until.filter(|t| *t > now),
+            activation_expires_at: (status == factor::FactorStatus::PendingActivation)
+                .then_some(f.expires_at)
+                .flatten(),
+        }
+    }
+}
+
+/// A user.
+#[derive(SimpleObject, Clone, Debug)]
+#[graphql(complex)]
+pub struct User {
+    /// Id.
+    pub id: ID,
+    /// Login (normalised: trimmed, lower case).
+    pub login: String,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Phone number (E.164).
+    pub phone_number: Option<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// `ACTIVE`, …
+    pub status: String,
+    /// Registration time.
+    pub created_at: DateTime<Utc>,
+}
+
+#[ComplexObject]
+impl User {
+    /// The user's factors, removed ones included, oldest first.
+    async fn factors(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Factor>> {
+        async {
+            let state = ctx.state()?;
+            let now = state.clock.now();
+            state
+                .queries
+                .factors_of_user(&self.id)
+                .await?
+                .into_iter()
+                .map(|row| Factor::from_row(row, now))
+                .collect::<ApiResult<Vec<_>>>()
+        }
+        .await
+        .gql(ctx)
+    }
+
+    /// Unused recovery codes. Recovery codes are not issued yet, so this is 0 for everyone.
+    async fn recovery_codes_remaining(&self) -> i32 {
+        0
+    }
+}
+
+impl User {
+    /// From the read model.
+    pub fn from_row(row: UserRow) -> ApiResult<Self> {
+        Ok(Self {
+            created_at: parse_ts(&row.created_at)
+                .ok_or_else(|| ApiError::internal(format!("malformed users_v1 row {}", row.id)))?,
+            id: ID(row.id),
+            login: row.login,
+            email: row.email,
+            phone_number: row.phone_number,
+            display_name: row.display_name,
+            status: row.status,
+        })
+    }
+
+    /// From the aggregate as a command left it.
+    pub fn from_aggregate(id: String, u: &UserAgg) -> Self {
+        Self {
+            id: ID(id),
+            login: u.login.clone(),
+            email: u.email.clone(),
+            phone_number: u.phone_number.clone(),
+            display_name: u.display_name.clone(),
+            status: "ACTIVE".into(),
+            created_at: u.created_at.unwrap_or_default(),
+        }
+    }
+}

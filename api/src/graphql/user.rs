@@ -1,0 +1,172 @@
+//! Users: `createUser`, `user`, `userByLogin`, `users`, `me`.
+
+use async_graphql::{
+    Context, ID, InputObject, Object,
+    connection::{Connection, Edge, query},
+};
+use tessera_domain::{
+    ids::UserId,
+    secret::Secret,
+    user::{Register, UserCommand},
+};
+
+use crate::{
+    auth::Caller,
+    graphql::{
+        ContextExt,
+        error::{ApiError, ApiResult, IntoGraphql},
+        types::User,
+    },
+};
+
+/// Input of `createUser`.
+#[derive(InputObject)]
+pub struct CreateUserInput {
+    /// Unique login (case-insensitive).
+    pub login: String,
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Phone number in E.164 form.
+    pub phone_number: Option<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// First-factor password (8 to 256 characters); stored only as an argon2id hash.
+    pub password: Option<String>,
+}
+
+#[derive(Default)]
+pub struct UserQuery;
+
+/// Parses a user id argument; a malformed id is bad input.
+pub(crate) fn parse_user_id(id: &str) -> ApiResult<UserId> {
+    UserId::parse(id).ok_or_else(|| ApiError::bad_input("INVALID_ID", "userId is not a valid id"))
+}
+
+async fn user_by_id(ctx: &Context<'_>, id: UserId) -> ApiResult<Option<User>> {
+    let state = ctx.state()?;
+    match state.queries.user(&id.to_string()).await? {
+        Some(row) => Ok(Some(User::from_row(row)?)),
+        None => Ok(None),
+    }
+}
+
+#[Object]
+impl UserQuery {
+    /// A user by id (`null` if there is none).
+    async fn user(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<User>> {
+        async {
+            let id = parse_user_id(&id)?;
+            if !ctx.caller()?.may_act_on(id) {
+                return Err(ApiError::Forbidden);
+            }
+            user_by_id(ctx, id).await
+        }
+        .await
+        .gql(ctx)
+    }
+
+    /// A user by login (`null` if there is none).
+    async fn user_by_login(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(validator(max_length = 256))] login: String,
+    ) -> async_graphql::Result<Option<User>> {
+        async {
+            let id = UserId::for_login(&login);
+            if !ctx.caller()?.may_act_on(id) {
+                return Err(ApiError::Forbidden);
+            }
+            user_by_id(ctx, id).await
+        }
+        .await
+        .gql(ctx)
+    }
+
+    /// The calling user (`null` for API keys).
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+        async {
+            match ctx.caller()? {
+                Caller::User { user_id } => user_by_id(ctx, *user_id).await,
+                Caller::Admin { .. } => Ok(None),
+            }
+        }
+        .await
+        .gql(ctx)
+    }
+
+    /// All users, by id (admins only).
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Connection<String, User>> {
+        if let Err(e) = ctx.admin() {
+            return Err(e.into_graphql(ctx));
+        }
+        query(
+            after,
+            None,
+            first,
+            None,
+            |after: Option<String>, _, first, _| async move {
+                let limit = first.unwrap_or(50).clamp(0, 200);
+                let result: ApiResult<_> = async {
+                    let state = ctx.state()?;
+                    let limit = i64::try_from(limit).unwrap_or(200);
+                    let mut rows = state
+                        .queries
+                        .users_after(after.as_deref(), limit + 1)
+                        .await?;
+                    let has_next = i64::try_from(rows.len()).unwrap_or(0) > limit;
+                    rows.truncate(usize::try_from(limit).unwrap_or(0));
+                    let mut connection = Connection::new(after.is_some(), has_next);
+                    for row in rows {
+                        let cursor = row.id.clone();
+                        connection
+                            .edges
+                            .push(Edge::new(cursor, User::from_row(row)?));
+                    }
+                    Ok(connection)
+                }
+                .await;
+                result.gql(ctx)
+            },
+        )
+        .await
+    }
+}
+
+#[derive(Default)]
+pub struct UserMutation;
+
+#[Object]
+impl UserMutation {
+    /// Creates a user (admins only). A taken login answers `CONFLICT`.
+    async fn create_user(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateUserInput,
+    ) -> async_graphql::Result<User> {
+        async {
+            let caller = ctx.admin()?;
+            let state = ctx.state()?;
+            let id = UserId::for_login(&input.login).to_string();
+            let command = UserCommand::Register(Register {
+                login: input.login,
+                email: input.email,
+                phone_number: input.phone_number,
+                display_name: input.display_name,
+                password: input.password.map(Secret::new),
+            });
+            let committed = state
+                .users
+                .execute(&id, command, &ctx.meta().metadata(&caller.actor()))
+                .await?;
+            state.settle(&id, &committed).await;
+            Ok(User::from_aggregate(id, &committed.state))
+        }
+        .await
+        .gql(ctx)
+    }
+}

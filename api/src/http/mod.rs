@@ -1,0 +1,19 @@
+//! Plain HTTP endpoints beside GraphQL.
+
+use axum::{extract::State, http::StatusCode};
+
+use crate::App;
+
+/// `GET /healthz`: the process is up.
+pub(crate) async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// `GET /readyz`: the store answers.
+pub(crate) async fn readyz(State(app): State<App>) -> (StatusCode, &'static str) {
+    if app.state.pool.ping().await {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "store unreachable")
+    }
+}

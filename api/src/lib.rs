@@ -1,0 +1,266 @@
+//! The tessera server: axum + async-graphql over the domain and the read models.
+//!
+//! [`start`] opens the store, applies migrations, starts the projection loop and serves
+//! `POST /graphql`, GraphiQL on `GET /graphql`, `/healthz` and `/readyz` until stopped.
+//! Transport code only converts and authorises; rules live in `tessera-domain`.
+#![forbid(unsafe_code)]
+#![deny(clippy::all)]
+
+pub mod auth;
+pub mod config;
+pub mod graphql;
+mod http;
+pub mod keys;
+pub mod state;
+pub mod store;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::{
+    Router,
+    extract::{ConnectInfo, State},
+    http::{HeaderMap, HeaderValue, header},
+    response::{Html, IntoResponse, Response},
+    routing::get,
+};
+use tessera_domain::{
+    factor::FactorServices,
+    services::{Clock, SystemClock},
+    user::UserServices,
+};
+use tessera_projections::{
+    Db, Runner,
+    read_model::{Queries, ReadModels},
+};
+use tokio::{sync::watch, task::JoinHandle};
+use tower_http::limit::RequestBodyLimitLayer;
+use tracing::Instrument;
+
+pub use crate::config::Config;
+use crate::{
+    auth::Authenticator,
+    graphql::{TesseraSchema, build_schema},
+    state::{AppState, RequestMeta},
+    store::{Pool, Store},
+};
+
+/// Largest accepted request body (SPEC §4: larger bodies get 413).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// How often the projection loop looks for events written by other processes.
+const PROJECTION_POLL: Duration = Duration::from_millis(100);
+
+/// Errors at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Key material.
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    /// The store.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// Migrations.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The read side.
+    #[error("projections: {0}")]
+    Projections(#[from] tessera_projections::Error),
+    /// The listener.
+    #[error("listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the store (applying migrations) and builds the state every request shares.
+///
+/// # Errors
+/// See [`StartError`].
+pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
+    let master = keys::load_master_key(&config)?;
+    let pool = Pool::connect(&config.database_url, config.db_pool_size).await?;
+    pool.migrate().await?;
+    let db = Db::connect(&config.database_url, config.db_pool_size).await?;
+    let users = Store::new(
+        &pool,
+        UserServices {
+            clock: Arc::clone(&clock),
+        },
+    );
+    let factors = Store::new(
+        &pool,
+        FactorServices {
+            clock: Arc::clone(&clock),
+            cipher: master.totp_cipher(),
+            policy: config.factor_policy(),
+        },
+    );
+    let read_models = Runner::new(db.clone(), ReadModels).await?;
+    let auth = Authenticator::new(
+        master.keyed_hasher(),
+        config.bootstrap_api_key.as_deref(),
+        db.clone(),
+    );
+    Ok(AppState {
+        config: Arc::new(config),
+        pool,
+        users: Arc::new(users),
+        factors: Arc::new(factors),
+        queries: Queries::new(db),
+        read_models,
+        auth: Arc::new(auth),
+        clock,
+    })
+}
+
+#[derive(Clone)]
+struct App {
+    state: AppState,
+    schema: TesseraSchema,
+}
+
+/// The HTTP routes over `state`.
+pub fn app(state: AppState) -> Router {
+    let schema = build_schema(Some(state.clone()));
+    Router::new()
+        .route("/graphql", get(graphiql).post(graphql_post))
+        .route("/healthz", get(http::healthz))
+        .route("/readyz", get(http::readyz))
+        // async-graphql-axum reads the body itself, past axum's DefaultBodyLimit: a real
+        // limit layer answers 413 before any of it is parsed.
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .with_state(App { state, schema })
+}
+
+async fn graphiql() -> Html<String> {
+    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
+}
+
+async fn graphql_post(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> Response {
+    let meta = RequestMeta {
+        request_id: request_id(&headers),
+        client_ip: Some(peer.ip().to_string()),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(256).collect()),
+    };
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let caller = app.state.auth.authenticate(authorization).await;
+    let span = tracing::info_span!("graphql", request_id = %meta.request_id, actor = caller.as_ref().map(auth::Caller::actor));
+    let mut request = request.into_inner().data(meta.clone());
+    if let Some(caller) = caller {
+        request = request.data(caller);
+    }
+    let mut response = app.schema.execute(request).instrument(span).await;
+    // Errors without a code come from parsing and validation, before any resolver: the
+    // request was malformed.
+    for error in &mut response.errors {
+        let extensions = error.extensions.get_or_insert_with(Default::default);
+        if extensions.get("code").is_none() {
+            extensions.set("code", "BAD_USER_INPUT");
+        }
+    }
+    let mut http = GraphQLResponse::from(response).into_response();
+    if let Ok(value) = HeaderValue::from_str(&meta.request_id) {
+        http.headers_mut().insert("x-request-id", value);
+    }
+    http
+}
+
+/// A running server.
+pub struct Server {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The shared state (tests read the store through it).
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    projections: JoinHandle<()>,
+}
+
+impl Server {
+    /// Stops accepting, finishes in-flight requests and stops the projection loop.
+    pub async fn stop(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.http.await;
+        let _ = self.projections.await;
+    }
+
+    /// Resolves when a stop was requested by [`Server::stop`] or the shutdown signal.
+    pub async fn wait(self) -> std::io::Result<()> {
+        let result = match self.http.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        let _ = self.shutdown.send(true);
+        let _ = self.projections.await;
+        result
+    }
+
+    /// A sender that stops the server when `true` is sent.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Starts a server with the system clock.
+///
+/// # Errors
+/// See [`StartError`].
+pub async fn start(config: Config) -> Result<Server, StartError> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// Starts a server with the given clock (tests move time).
+///
+/// # Errors
+/// See [`StartError`].
+pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
+    let listen = config.listen;
+    let state = open(config, clock).await?;
+    // Catch up before answering, so reads after a restart are current.
+    state.read_models.catch_up().await?;
+    let (shutdown, rx) = watch::channel(false);
+    let projections = state.read_models.spawn(PROJECTION_POLL, rx.clone());
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let router = app(state.clone());
+    let mut stop = rx;
+    let http = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+    });
+    Ok(Server {
+        addr,
+        state,
+        shutdown,
+        http,
+        projections,
+    })
+}

@@ -1,0 +1,135 @@
+//! The `tessera` binary.
+//!
+//! ```text
+//! tessera serve                      # GraphQL on TESSERA_LISTEN (default 127.0.0.1:8080)
+//! tessera migrate                    # apply migrations and exit
+//! tessera rebuild-projections        # replay the log into fresh read models
+//! tessera schema                     # print the GraphQL SDL
+//! tessera api-key create --name ci   # mint an admin API key (shown once)
+//! ```
+
+use std::{process::ExitCode, sync::Arc};
+
+use clap::{Parser, Subcommand};
+use tessera_api::{Config, graphql::build_schema, keys, open, start, store::Pool};
+use tessera_domain::services::SystemClock;
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "Event-sourced multi-factor authentication over GraphQL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve GraphQL.
+    Serve(#[command(flatten)] Box<Config>),
+    /// Apply database migrations and exit.
+    Migrate(#[command(flatten)] Box<Config>),
+    /// Rebuild every read model from the event log.
+    RebuildProjections(#[command(flatten)] Box<Config>),
+    /// Print the GraphQL schema (SDL).
+    Schema,
+    /// Manage API keys.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Mint an admin API key; the token is printed once.
+    Create {
+        /// A name to recognise the key by.
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        config: Box<Config>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse().command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+    match command {
+        Command::Serve(config) => {
+            if let Some(path) = config.sqlite_path() {
+                tracing::info!(database = %path.display(), key_file = %keys::key_file_for(&path).display(), "using the embedded SQLite store");
+            }
+            let server = start(*config).await?;
+            tracing::info!(addr = %server.addr, "tessera listening; GraphiQL at http://{}/graphql", server.addr);
+            let stop = server.shutdown_handle();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                tracing::info!("shutting down");
+                let _ = stop.send(true);
+            });
+            server.wait().await?;
+        }
+        Command::Migrate(config) => {
+            let pool = Pool::connect(&config.database_url, 2).await?;
+            pool.migrate().await?;
+            println!("migrations applied");
+        }
+        Command::RebuildProjections(config) => {
+            let state = open(*config, Arc::new(SystemClock)).await?;
+            let started = std::time::Instant::now();
+            let n = state.read_models.rebuild().await?;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "rebuilt read models from {n} events in {secs:.2} s ({:.0} events/s)",
+                n as f64 / secs.max(1e-9)
+            );
+        }
+        Command::Schema => println!("{}", build_schema(None).sdl()),
+        Command::ApiKey {
+            command: ApiKeyCommand::Create { name, config },
+        } => {
+            let state = open(*config, Arc::new(SystemClock)).await?;
+            let (id, token) = state.auth.create_api_key(&name).await?;
+            eprintln!("created API key {id} ({name}); the token is shown only now:");
+            println!("{token}");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

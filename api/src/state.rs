@@ -1,0 +1,91 @@
+//! What every request shares.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use cqrs_es::{Aggregate, AggregateError};
+use tessera_domain::{factor::Factor, services::Clock, user::User};
+use tessera_projections::{
+    Runner,
+    read_model::{Queries, ReadModels},
+};
+
+use crate::{
+    auth::Authenticator,
+    config::Config,
+    store::{Committed, Pool, Store},
+};
+
+/// How long a mutation waits for the read models to show what it wrote.
+const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
+
+/// Shared application state.
+#[derive(Clone)]
+pub struct AppState {
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// The write side, typed pool.
+    pub pool: Pool,
+    /// Users.
+    pub users: Arc<Store<User>>,
+    /// Factors.
+    pub factors: Arc<Store<Factor>>,
+    /// Read models.
+    pub queries: Queries,
+    /// The read-model projection.
+    pub read_models: Arc<Runner<ReadModels>>,
+    /// Bearer tokens.
+    pub auth: Arc<Authenticator>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Request context recorded in every event's metadata (not in payloads).
+#[derive(Clone, Debug)]
+pub struct RequestMeta {
+    /// Per-request id, also in the `x-request-id` response header and in logs.
+    pub request_id: String,
+    /// The peer address.
+    pub client_ip: Option<String>,
+    /// The `User-Agent` header.
+    pub user_agent: Option<String>,
+}
+
+impl RequestMeta {
+    /// Event metadata for `actor`.
+    pub fn metadata(&self, actor: &str) -> HashMap<String, String> {
+        let mut m = HashMap::from([
+            ("actor".to_string(), actor.to_string()),
+            ("request_id".to_string(), self.request_id.clone()),
+        ]);
+        if let Some(ip) = &self.client_ip {
+            m.insert("client_ip".into(), ip.clone());
+        }
+        if let Some(ua) = &self.user_agent {
+            m.insert("user_agent".into(), ua.clone());
+        }
+        m
+    }
+}
+
+impl AppState {
+    /// After a commit, waits (bounded) until the read models include it, so a query right
+    /// after a mutation sees the mutation.
+    pub async fn settle<A: Aggregate>(&self, id: &str, committed: &Committed<A>) {
+        let Some(seq) = committed.last_sequence() else {
+            return;
+        };
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        match self
+            .read_models
+            .wait_for_event(A::TYPE, id, seq, READ_YOUR_WRITES)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(aggregate = A::TYPE, id, "read models lag behind a commit"),
+            Err(e) => tracing::warn!(error = %e, "could not wait for read models"),
+        }
+    }
+}
+
+/// Convenience for resolvers: the aggregate error type of `A`.
+pub type CommandError<A> = AggregateError<<A as Aggregate>::Error>;

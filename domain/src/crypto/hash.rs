@@ -1,0 +1,95 @@
+use argon2::{
+    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD as B64};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+/// HMAC-SHA256 under a derived key, for high-entropy API keys and short one-time codes.
+/// A slow hash adds nothing to a random 6-digit code with a 5-try budget, and would cost every
+/// request; the key keeps a database dump from being brute-forced offline.
+#[derive(Clone)]
+pub struct KeyedHasher {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for KeyedHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyedHasher(***)")
+    }
+}
+
+impl KeyedHasher {
+    /// A hasher under `key`.
+    pub fn new(key: [u8; 32]) -> Self {
+        Self { key }
+    }
+
+    fn mac(&self, domain: &str, value: &str) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key");
+        mac.update(domain.as_bytes());
+        mac.update(&[0]);
+        mac.update(value.as_bytes());
+        mac
+    }
+
+    /// The keyed hash of `value` in `domain` (e.g. `"api-key"`), base64url.
+    pub fn hash(&self, domain: &str, value: &str) -> String {
+        B64.encode(self.mac(domain, value).finalize().into_bytes())
+    }
+
+    /// Constant-time comparison of `value` against a stored hash.
+    pub fn verify(&self, domain: &str, value: &str, stored: &str) -> bool {
+        match B64.decode(stored) {
+            Ok(tag) => self.mac(domain, value).verify_slice(&tag).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// An argon2id hash (PHC string) with the crate's defaults (19 MiB, t=2, p=1: OWASP's
+/// minimum recommendation).
+pub fn hash_password(password: &str) -> String {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .expect("argon2 with default parameters cannot fail")
+        .to_string()
+}
+
+/// Checks a password against a PHC string; a malformed hash never verifies.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyed_hash_verifies_only_the_same_value_domain_and_key() {
+        let h = KeyedHasher::new([1; 32]);
+        let stored = h.hash("api-key", "secret");
+        assert!(h.verify("api-key", "secret", &stored));
+        assert!(!h.verify("api-key", "secreT", &stored));
+        assert!(!h.verify("otp", "secret", &stored));
+        assert!(!KeyedHasher::new([2; 32]).verify("api-key", "secret", &stored));
+        assert!(!h.verify("api-key", "secret", "not base64!"));
+    }
+
+    #[test]
+    fn argon2id_round_trip() {
+        let phc = hash_password("correct horse");
+        assert!(phc.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse", &phc));
+        assert!(!verify_password("wrong horse", &phc));
+        assert!(!verify_password("correct horse", "garbage"));
+    }
+}

@@ -1,0 +1,154 @@
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    crypto::EncryptedSecret,
+    factor::{FactorType, totp::TotpParams},
+    ids::{FactorId, UserId},
+};
+
+/// Events of a factor. The variant name is the stored `event_type` (SPEC §2, frozen).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum FactorEvent {
+    /// Enrolled, pending activation.
+    Enrolled(Enrolled),
+    /// Activated with a correct code.
+    Activated(Activated),
+    /// A correct code was presented.
+    Verified(Verified),
+    /// A proof of possession failed.
+    FailedAttempt(FailedAttempt),
+    /// Too many consecutive failures.
+    LockedOut(LockedOut),
+    /// The lockout ended (its time ran out, or an administrator lifted it).
+    Unlocked(Unlocked),
+    /// Removed for good.
+    Removed(Removed),
+    /// The pending enrolment was not activated in time.
+    EnrollmentExpired(EnrollmentExpired),
+}
+
+/// Payload of [`FactorEvent::Enrolled`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Enrolled {
+    /// The factor (the secret's AEAD associated data).
+    pub factor_id: FactorId,
+    /// The owner.
+    pub user_id: UserId,
+    /// The kind of factor.
+    pub factor_type: FactorType,
+    /// The user's label.
+    pub label: Option<String>,
+    /// For TOTP: the sealed secret and parameters.
+    pub totp: Option<TotpEnrollment>,
+    /// The activation deadline.
+    pub expires_at: DateTime<Utc>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// The TOTP part of an enrolment: the secret only ever sealed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TotpEnrollment {
+    /// AES-256-GCM sealed secret, bound to the factor id.
+    pub secret: EncryptedSecret,
+    /// Algorithm, digits, period.
+    pub params: TotpParams,
+}
+
+/// Payload of [`FactorEvent::Activated`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Activated {
+    /// The TOTP step the code matched; never accepted again.
+    pub step: Option<u64>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`FactorEvent::Verified`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verified {
+    /// The TOTP step the code matched; never accepted again.
+    pub step: Option<u64>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Why a proof of possession failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FailureReason {
+    /// The code matched no step in the window.
+    WrongCode,
+    /// The code matched a step already used.
+    Replayed,
+    /// The factor was locked; the code was not checked.
+    Locked,
+}
+
+/// Payload of [`FactorEvent::FailedAttempt`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    /// Why.
+    pub reason: FailureReason,
+    /// Consecutive failures counted towards lockout after this one (replays and attempts
+    /// while locked are not guesses and do not count).
+    pub consecutive_failures: u32,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`FactorEvent::LockedOut`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LockedOut {
+    /// Verification answers `LOCKED_OUT` until then.
+    pub until: DateTime<Utc>,
+    /// The failures that caused it.
+    pub consecutive_failures: u32,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`FactorEvent::Unlocked`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Unlocked {
+    /// `true` when the lockout ran out, `false` when an administrator lifted it.
+    pub automatic: bool,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`FactorEvent::Removed`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Removed {
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`FactorEvent::EnrollmentExpired`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnrollmentExpired {
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl DomainEvent for FactorEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::Enrolled(_) => "Enrolled",
+            Self::Activated(_) => "Activated",
+            Self::Verified(_) => "Verified",
+            Self::FailedAttempt(_) => "FailedAttempt",
+            Self::LockedOut(_) => "LockedOut",
+            Self::Unlocked(_) => "Unlocked",
+            Self::Removed(_) => "Removed",
+            Self::EnrollmentExpired(_) => "EnrollmentExpired",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_string()
+    }
+}

@@ -1,0 +1,139 @@
+//! The `Factor` aggregate: enrolment, activation, verification, lockout and removal of one
+//! second factor of one user.
+
+mod aggregate;
+mod commands;
+mod error;
+mod events;
+pub mod lockout;
+#[cfg(test)]
+mod tests;
+pub mod totp;
+
+pub use aggregate::{Factor, FactorServices, FactorState};
+pub use commands::{Enroll, FactorCommand, TotpSpec};
+pub use error::FactorError;
+pub use events::{
+    Activated, Enrolled, EnrollmentExpired, FactorEvent, FailedAttempt, FailureReason, LockedOut,
+    Removed, TotpEnrollment, Unlocked, Verified,
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Kinds of second factor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FactorType {
+    /// RFC 6238 time-based one-time passwords.
+    Totp,
+    /// One-time codes by SMS.
+    Sms,
+    /// One-time codes by e-mail.
+    Email,
+    /// WebAuthn credentials (not yet supported).
+    Webauthn,
+}
+
+impl FactorType {
+    /// The contract name (`TOTP`, `SMS`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Totp => "TOTP",
+            Self::Sms => "SMS",
+            Self::Email => "EMAIL",
+            Self::Webauthn => "WEBAUTHN",
+        }
+    }
+}
+
+/// Lifecycle status as clients see it (SPEC §4 `FactorStatus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FactorStatus {
+    /// Enrolled, waiting for a correct code.
+    PendingActivation,
+    /// Usable.
+    Active,
+    /// Too many failures; usable again after the lockout or an admin unlock.
+    LockedOut,
+    /// The enrolment was not activated in time.
+    Expired,
+    /// Removed for good.
+    Removed,
+}
+
+impl FactorStatus {
+    /// The contract name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PendingActivation => "PENDING_ACTIVATION",
+            Self::Active => "ACTIVE",
+            Self::LockedOut => "LOCKED_OUT",
+            Self::Expired => "EXPIRED",
+            Self::Removed => "REMOVED",
+        }
+    }
+
+    /// Parses the contract name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::PendingActivation,
+            Self::Active,
+            Self::LockedOut,
+            Self::Expired,
+            Self::Removed,
+        ]
+        .into_iter()
+        .find(|v| v.as_str() == s)
+    }
+}
+
+/// The answer to a proof of possession (SPEC §4 `FactorResult`). Not an error: a value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FactorOutcome {
+    /// The code was right.
+    Success,
+    /// The code was checked and wrong.
+    Rejected,
+    /// The code was right for a time step already used.
+    PasscodeReplayed,
+    /// The factor is locked; the code was not checked.
+    LockedOut,
+    /// The enrolment expired before activation.
+    Expired,
+}
+
+/// What the events written by one activate/verify command mean for the caller.
+pub fn outcome_of(events: &[FactorEvent]) -> Option<FactorOutcome> {
+    events.iter().find_map(|e| match e {
+        FactorEvent::Activated(_) | FactorEvent::Verified(_) => Some(FactorOutcome::Success),
+        FactorEvent::FailedAttempt(f) => Some(match f.reason {
+            FailureReason::WrongCode => FactorOutcome::Rejected,
+            FailureReason::Replayed => FactorOutcome::PasscodeReplayed,
+            FailureReason::Locked => FactorOutcome::LockedOut,
+        }),
+        FactorEvent::EnrollmentExpired(_) => Some(FactorOutcome::Expired),
+        _ => None,
+    })
+}
+
+/// The status a client sees at `now`, from the stored status and the two deadlines: a lock
+/// whose time is up shows `ACTIVE`, a pending enrolment past its deadline shows `EXPIRED`,
+/// even before the event that records it is written.
+pub fn effective_status(
+    stored: FactorStatus,
+    locked_until: Option<chrono::DateTime<chrono::Utc>>,
+    expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> FactorStatus {
+    match stored {
+        FactorStatus::PendingActivation if expires_at.is_some_and(|t| now >= t) => {
+            FactorStatus::Expired
+        }
+        FactorStatus::Active | FactorStatus::LockedOut => match locked_until {
+            Some(until) if now < until => FactorStatus::LockedOut,
+            _ => FactorStatus::Active,
+        },
+        other => other,
+    }
+}

@@ -1,0 +1,1012 @@
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use cqrs_es::{Aggregate, DomainEvent, test::TestFramework};
+use uuid::Uuid;
+
+use super::*;
+use crate::{
+    crypto::{CipherError, SecretCipher},
+    factor::totp::{TotpAlgorithm, TotpParams, code_at_step, step_at},
+    ids::{FactorId, UserId},
+    secret::{PassCode, SecretBytes},
+    services::{FactorPolicy, FixedClock},
+};
+
+/// RFC 6238's SHA1 test key: 20 bytes, the minimum.
+const SECRET: &[u8] = b"12345678901234567890";
+/// `SECRET` in unpadded base32, as an authenticator app would show it.
+const SECRET_BASE32: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+/// `SECRET` in standard base64.
+const SECRET_BASE64: &str = "MTIzNDU2Nzg5MDEyMzQ1Njc4OTA";
+
+// ----- fixtures -------------------------------------------------------------------------
+
+/// Enrolment time (20 s into a 30 s step).
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_700_000_000, 0).unwrap()
+}
+
+/// The time of the commands on an active factor: four steps after enrolment.
+fn now() -> DateTime<Utc> {
+    t0() + TimeDelta::seconds(120)
+}
+
+fn secs(n: i64) -> TimeDelta {
+    TimeDelta::seconds(n)
+}
+
+fn params() -> TotpParams {
+    TotpParams::default()
+}
+
+fn step_of(t: DateTime<Utc>) -> u64 {
+    step_at(params(), u64::try_from(t.timestamp()).unwrap())
+}
+
+fn fid() -> FactorId {
+    FactorId(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0001))
+}
+
+fn other_fid() -> FactorId {
+    FactorId(Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0002))
+}
+
+fn uid() -> UserId {
+    UserId::for_login("alice")
+}
+
+fn cipher() -> SecretCipher {
+    SecretCipher::new([7u8; 32])
+}
+
+fn policy() -> FactorPolicy {
+    FactorPolicy {
+        totp_skew_steps: 1,
+        lockout_threshold: 5,
+        lockout_duration: secs(900),
+        enrollment_ttl: TimeDelta::minutes(15),
+    }
+}
+
+fn framework_with(at: DateTime<Utc>, policy: FactorPolicy) -> TestFramework<Factor> {
+    TestFramework::with(FactorServices {
+        clock: Arc::new(FixedClock::at(at)),
+        cipher: cipher(),
+        policy,
+    })
+}
+
+fn framework_at(at: DateTime<Utc>) -> TestFramework<Factor> {
+    framework_with(at, policy())
+}
+
+/// The code an authenticator shows for `step`.
+fn code(step: u64) -> PassCode {
+    PassCode::new(code_at_step(params(), SECRET, step))
+}
+
+/// A well-formed code that matches no step within three of `around`.
+fn wrong_code(around: u64) -> PassCode {
+    let near: Vec<String> = (around - 3..=around + 3)
+        .map(|s| code_at_step(params(), SECRET, s))
+        .collect();
+    let wrong = (0..1_000_000)
+        .map(|n| format!("{n:06}"))
+        .find(|c| !near.contains(c))
+        .unwrap();
+    PassCode::new(wrong)
+}
+
+fn pass(s: &str) -> PassCode {
+    PassCode::new(s.to_string())
+}
+
+fn enroll_cmd() -> Enroll {
+    Enroll {
+        factor_id: fid(),
+        user_id: uid(),
+        factor_type: FactorType::Totp,
+        label: Some("Work phone".into()),
+        totp: Some(TotpSpec {
+            secret: SecretBytes::new(SECRET.to_vec()),
+            params: params(),
+        }),
+    }
+}
+
+/// The `Enrolled` event of `SECRET` under `fid()` at `t0()`, sealed with the test cipher.
+fn enrolled_payload() -> Enrolled {
+    Enrolled {
+        factor_id: fid(),
+        user_id: uid(),
+        factor_type: FactorType::Totp,
+        label: Some("Work phone".into()),
+        totp: Some(TotpEnrollment {
+            secret: cipher().seal(&SecretBytes::new(SECRET.to_vec()), &fid().to_string()),
+            params: params(),
+        }),
+        expires_at: t0() + TimeDelta::minutes(15),
+        at: t0(),
+    }
+}
+
+fn enrolled() -> FactorEvent {
+    FactorEvent::Enrolled(enrolled_payload())
+}
+
+fn activated() -> FactorEvent {
+    FactorEvent::Activated(Activated {
+        step: Some(step_of(t0())),
+        at: t0(),
+    })
+}
+
+/// An enrolled and activated factor (activated at `t0()` with the code of its step).
+fn active() -> Vec<FactorEvent> {
+    vec![enrolled(), activated()]
+}
+
+fn verified(step: u64, at: DateTime<Utc>) -> FactorEvent {
+    FactorEvent::Verified(Verified {
+        step: Some(step),
+        at,
+    })
+}
+
+fn failed(reason: FailureReason, consecutive_failures: u32, at: DateTime<Utc>) -> FactorEvent {
+    FactorEvent::FailedAttempt(FailedAttempt {
+        reason,
+        consecutive_failures,
+        at,
+    })
+}
+
+fn locked_out(until: DateTime<Utc>, consecutive_failures: u32, at: DateTime<Utc>) -> FactorEvent {
+    FactorEvent::LockedOut(LockedOut {
+        until,
+        consecutive_failures,
+        at,
+    })
+}
+
+fn unlocked(automatic: bool, at: DateTime<Utc>) -> FactorEvent {
+    FactorEvent::Unlocked(Unlocked { automatic, at })
+}
+
+/// `n` wrong guesses, counted 1..=n, each a second apart, ending before `now()`.
+fn wrong_guesses(n: u32) -> Vec<FactorEvent> {
+    (1..=n)
+        .map(|i| {
+            failed(
+                FailureReason::WrongCode,
+                i,
+                now() - secs(60) + secs(i64::from(i)),
+            )
+        })
+        .collect()
+}
+
+/// An active factor locked by five wrong guesses until `until`.
+fn locked_until(until: DateTime<Utc>) -> Vec<FactorEvent> {
+    let locked_at = now() - secs(50);
+    let mut events = active();
+    events.extend(wrong_guesses(5));
+    events.push(locked_out(until, 5, locked_at));
+    events
+}
+
+fn verify(pass_code: PassCode) -> FactorCommand {
+    FactorCommand::Verify { pass_code }
+}
+
+fn activate(pass_code: PassCode) -> FactorCommand {
+    FactorCommand::Activate { pass_code }
+}
+
+// ----- enrolment ------------------------------------------------------------------------
+
+#[tokio::test]
+async fn enrol_totp_seals_the_secret_bound_to_the_factor_id_and_sets_the_deadline() {
+    let events = framework_at(t0())
+        .given_no_previous_events()
+        .when_async(FactorCommand::Enroll(enroll_cmd()))
+        .await
+        .inspect_result()
+        .unwrap();
+    let [FactorEvent::Enrolled(got)] = events.as_slice() else {
+        panic!("expected one Enrolled, got {events:?}");
+    };
+    let sealed = &got.totp.as_ref().expect("TOTP enrolment").secret;
+
+    // Everything but the random nonce is as expected; the deadline is now + enrollment_ttl.
+    let mut expected = enrolled_payload();
+    expected.totp.as_mut().unwrap().secret = sealed.clone();
+    assert_eq!(*got, expected);
+    assert_eq!(got.expires_at, t0() + policy().enrollment_ttl);
+
+    // The secret is never in the event in any readable form.
+    let json = serde_json::to_string(&events).unwrap();
+    for leak in [
+        std::str::from_utf8(SECRET).unwrap(),
+        SECRET_BASE32,
+        SECRET_BASE64,
+    ] {
+        assert!(!sealed.ciphertext.contains(leak), "ciphertext holds {leak}");
+        assert!(!json.contains(leak), "event JSON holds {leak}");
+    }
+    assert_eq!(sealed.key_id, cipher().key_id());
+
+    // It opens with the factor id as associated data, and only with it.
+    let opened = cipher().open(sealed, &fid().to_string()).unwrap();
+    assert_eq!(opened.expose().as_slice(), SECRET);
+    assert_eq!(
+        cipher().open(sealed, &other_fid().to_string()),
+        Err(CipherError::Corrupt)
+    );
+}
+
+#[tokio::test]
+async fn enrolment_deadline_follows_the_configured_ttl() {
+    let policy = FactorPolicy {
+        enrollment_ttl: TimeDelta::minutes(3),
+        ..policy()
+    };
+    let events = framework_with(t0(), policy)
+        .given_no_previous_events()
+        .when_async(FactorCommand::Enroll(enroll_cmd()))
+        .await
+        .inspect_result()
+        .unwrap();
+    let [FactorEvent::Enrolled(got)] = events.as_slice() else {
+        panic!("expected one Enrolled, got {events:?}");
+    };
+    assert_eq!(got.at, t0());
+    assert_eq!(got.expires_at, t0() + TimeDelta::minutes(3));
+}
+
+#[tokio::test]
+async fn enrolling_twice_is_rejected() {
+    framework_at(t0())
+        .given(vec![enrolled()])
+        .when_async(FactorCommand::Enroll(enroll_cmd()))
+        .await
+        .then_expect_error(FactorError::AlreadyEnrolled);
+    // Also once active or removed: a factor id is never reused.
+    let mut removed = active();
+    removed.push(FactorEvent::Removed(Removed { at: t0() }));
+    for given in [active(), removed] {
+        framework_at(now())
+            .given(given)
+            .when_async(FactorCommand::Enroll(enroll_cmd()))
+            .await
+            .then_expect_error(FactorError::AlreadyEnrolled);
+    }
+}
+
+#[tokio::test]
+async fn totp_secret_shorter_than_160_bits_is_rejected() {
+    let mut cmd = enroll_cmd();
+    cmd.totp.as_mut().unwrap().secret = SecretBytes::new(vec![0x42; 19]);
+    framework_at(t0())
+        .given_no_previous_events()
+        .when_async(FactorCommand::Enroll(cmd))
+        .await
+        .then_expect_error(FactorError::InvalidTotpSpec);
+
+    let mut missing = enroll_cmd();
+    missing.totp = None;
+    framework_at(t0())
+        .given_no_previous_events()
+        .when_async(FactorCommand::Enroll(missing))
+        .await
+        .then_expect_error(FactorError::InvalidTotpSpec);
+}
+
+#[tokio::test]
+async fn totp_digits_outside_6_to_8_or_period_outside_15_to_120_are_rejected() {
+    let with = |digits: u8, period: u32| {
+        let mut cmd = enroll_cmd();
+        cmd.totp.as_mut().unwrap().params = TotpParams {
+            algorithm: TotpAlgorithm::Sha1,
+            digits,
+            period,
+        };
+        FactorCommand::Enroll(cmd)
+    };
+    for (digits, period) in [(5, 30), (9, 30), (0, 30), (6, 14), (6, 121), (6, 0)] {
+        framework_at(t0())
+            .given_no_previous_events()
+            .when_async(with(digits, period))
+            .await
+            .then_expect_error(FactorError::InvalidTotpSpec);
+    }
+    // The bounds themselves are accepted.
+    for (digits, period) in [(6, 15), (8, 120), (7, 60)] {
+        let events = framework_at(t0())
+            .given_no_previous_events()
+            .when_async(with(digits, period))
+            .await
+            .inspect_result()
+            .unwrap_or_else(|e| panic!("{digits} digits / {period} s rejected: {e:?}"));
+        assert!(matches!(events.as_slice(), [FactorEvent::Enrolled(_)]));
+    }
+}
+
+#[tokio::test]
+async fn label_longer_than_128_characters_is_rejected() {
+    let with_label = |label: String| {
+        let mut cmd = enroll_cmd();
+        cmd.label = Some(label);
+        FactorCommand::Enroll(cmd)
+    };
+    for bad in ["x".repeat(129), "é".repeat(129), "Work\nphone".to_string()] {
+        framework_at(t0())
+            .given_no_previous_events()
+            .when_async(with_label(bad))
+            .await
+            .then_expect_error(FactorError::InvalidLabel);
+    }
+    // 128 characters are fine, however many bytes they take.
+    let events = framework_at(t0())
+        .given_no_previous_events()
+        .when_async(with_label("é".repeat(128)))
+        .await
+        .inspect_result()
+        .unwrap();
+    let [FactorEvent::Enrolled(got)] = events.as_slice() else {
+        panic!("expected one Enrolled, got {events:?}");
+    };
+    assert_eq!(got.label.as_deref(), Some("é".repeat(128).as_str()));
+}
+
+#[tokio::test]
+async fn sms_email_and_webauthn_are_unsupported() {
+    for factor_type in [FactorType::Sms, FactorType::Email, FactorType::Webauthn] {
+        for with_totp in [false, true] {
+            let mut cmd = enroll_cmd();
+            cmd.factor_type = factor_type;
+            if !with_totp {
+                cmd.totp = None;
+            }
+            framework_at(t0())
+                .given_no_previous_events()
+                .when_async(FactorCommand::Enroll(cmd))
+                .await
+                .then_expect_error(FactorError::UnsupportedType);
+        }
+    }
+}
+
+// ----- activation -----------------------------------------------------------------------
+
+#[tokio::test]
+async fn activate_with_the_right_code_writes_activated_with_its_step() {
+    let at = t0() + secs(60);
+    let step = step_of(at);
+    framework_at(at)
+        .given(vec![enrolled()])
+        .when_async(activate(code(step)))
+        .await
+        .then_expect_events(vec![FactorEvent::Activated(Activated {
+            step: Some(step),
+            at,
+        })]);
+}
+
+#[tokio::test]
+async fn activate_with_a_wrong_code_is_a_failed_attempt_not_an_error() {
+    let at = t0() + secs(60);
+    framework_at(at)
+        .given(vec![enrolled()])
+        .when_async(activate(wrong_code(step_of(at))))
+        .await
+        .then_expect_events(vec![failed(FailureReason::WrongCode, 1, at)]);
+}
+
+#[tokio::test]
+async fn activate_after_the_deadline_expires_the_enrolment() {
+    let deadline = t0() + policy().enrollment_ttl;
+    // One second before the deadline the right code still activates.
+    let before = deadline - secs(1);
+    framework_at(before)
+        .given(vec![enrolled()])
+        .when_async(activate(code(step_of(before))))
+        .await
+        .then_expect_events(vec![FactorEvent::Activated(Activated {
+            step: Some(step_of(before)),
+            at: before,
+        })]);
+    // After it, even the right code only records the expiry.
+    let after = deadline + secs(1);
+    let events = framework_at(after)
+        .given(vec![enrolled()])
+        .when_async(activate(code(step_of(after))))
+        .await
+        .inspect_result()
+        .unwrap();
+    assert_eq!(
+        events,
+        vec![FactorEvent::EnrollmentExpired(EnrollmentExpired {
+            at: after
+        })]
+    );
+    assert_eq!(outcome_of(&events), Some(FactorOutcome::Expired));
+}
+
+#[tokio::test]
+async fn activate_an_expired_factor_is_rejected() {
+    let after = t0() + policy().enrollment_ttl + secs(60);
+    framework_at(after)
+        .given(vec![
+            enrolled(),
+            FactorEvent::EnrollmentExpired(EnrollmentExpired {
+                at: after - secs(30),
+            }),
+        ])
+        .when_async(activate(code(step_of(after))))
+        .await
+        .then_expect_error(FactorError::EnrollmentExpired);
+}
+
+#[tokio::test]
+async fn activate_an_active_factor_is_rejected() {
+    framework_at(now())
+        .given(active())
+        .when_async(activate(code(step_of(now()))))
+        .await
+        .then_expect_error(FactorError::AlreadyActive);
+}
+
+#[tokio::test]
+async fn activate_an_unknown_factor_is_not_found() {
+    framework_at(now())
+        .given_no_previous_events()
+        .when_async(activate(code(step_of(now()))))
+        .await
+        .then_expect_error(FactorError::NotFound);
+}
+
+#[tokio::test]
+async fn activate_a_removed_factor_is_rejected() {
+    framework_at(now())
+        .given(vec![enrolled(), FactorEvent::Removed(Removed { at: t0() })])
+        .when_async(activate(code(step_of(now()))))
+        .await
+        .then_expect_error(FactorError::Removed);
+}
+
+#[tokio::test]
+async fn malformed_codes_are_rejected_and_write_nothing() {
+    let at = t0() + secs(60);
+    for bad in ["12a456", "12345", "1234567", "", " 12345", "１２３４５６"] {
+        framework_at(at)
+            .given(vec![enrolled()])
+            .when_async(activate(pass(bad)))
+            .await
+            .then_expect_error(FactorError::MalformedPassCode);
+        framework_at(now())
+            .given(active())
+            .when_async(verify(pass(bad)))
+            .await
+            .then_expect_error(FactorError::MalformedPassCode);
+    }
+}
+
+#[tokio::test]
+async fn an_eight_digit_sha256_factor_takes_eight_digit_codes() {
+    let p = TotpParams {
+        algorithm: TotpAlgorithm::Sha256,
+        digits: 8,
+        period: 60,
+    };
+    let mut payload = enrolled_payload();
+    payload.totp.as_mut().unwrap().params = p;
+    let at = t0() + secs(60);
+    let step = step_at(p, u64::try_from(at.timestamp()).unwrap());
+    let right = code_at_step(p, SECRET, step);
+    assert_eq!(right.len(), 8);
+    framework_at(at)
+        .given(vec![FactorEvent::Enrolled(payload.clone())])
+        .when_async(activate(pass(&right)))
+        .await
+        .then_expect_events(vec![FactorEvent::Activated(Activated {
+            step: Some(step),
+            at,
+        })]);
+    // A six-digit code is the wrong shape for it.
+    framework_at(at)
+        .given(vec![FactorEvent::Enrolled(payload)])
+        .when_async(activate(pass(&right[..6])))
+        .await
+        .then_expect_error(FactorError::MalformedPassCode);
+}
+
+// ----- verification ---------------------------------------------------------------------
+
+#[tokio::test]
+async fn verify_with_the_right_code_writes_verified_with_its_step() {
+    let step = step_of(now());
+    framework_at(now())
+        .given(active())
+        .when_async(verify(code(step)))
+        .await
+        .then_expect_events(vec![verified(step, now())]);
+}
+
+#[tokio::test]
+async fn verify_with_a_wrong_code_is_a_failed_attempt() {
+    framework_at(now())
+        .given(active())
+        .when_async(verify(wrong_code(step_of(now()))))
+        .await
+        .then_expect_events(vec![failed(FailureReason::WrongCode, 1, now())]);
+}
+
+#[tokio::test]
+async fn the_same_code_twice_is_replayed_and_does_not_count_towards_lockout() {
+    let step = step_of(now());
+    let mut given = active();
+    given.push(verified(step, now() - secs(5)));
+    given.push(failed(FailureReason::WrongCode, 1, now() - secs(3)));
+    let events = framework_at(now())
+        .given(given)
+        .when_async(verify(code(step)))
+        .await
+        .inspect_result()
+        .unwrap();
+    assert_eq!(events, vec![failed(FailureReason::Replayed, 1, now())]);
+    assert_eq!(outcome_of(&events), Some(FactorOutcome::PasscodeReplayed));
+}
+
+#[tokio::test]
+async fn the_activation_code_cannot_be_replayed_to_verify() {
+    framework_at(t0() + secs(5))
+        .given(active())
+        .when_async(verify(code(step_of(t0()))))
+        .await
+        .then_expect_events(vec![failed(FailureReason::Replayed, 0, t0() + secs(5))]);
+}
+
+#[tokio::test]
+async fn a_step_earlier_than_the_last_used_is_replayed() {
+    let step = step_of(now());
+    let mut given = active();
+    // The last success used the next step (the client's clock ran a step ahead).
+    given.push(verified(step + 1, now() - secs(2)));
+    framework_at(now())
+        .given(given.clone())
+        .when_async(verify(code(step)))
+        .await
+        .then_expect_events(vec![failed(FailureReason::Replayed, 0, now())]);
+    framework_at(now())
+        .given(given)
+        .when_async(verify(code(step - 1)))
+        .await
+        .then_expect_events(vec![failed(FailureReason::Replayed, 0, now())]);
+}
+
+#[tokio::test]
+async fn default_skew_accepts_one_step_either_side_and_rejects_two() {
+    let step = step_of(now());
+    for accepted in [step - 1, step + 1] {
+        framework_at(now())
+            .given(active())
+            .when_async(verify(code(accepted)))
+            .await
+            .then_expect_events(vec![verified(accepted, now())]);
+    }
+    for rejected in [step - 2, step + 2] {
+        framework_at(now())
+            .given(active())
+            .when_async(verify(code(rejected)))
+            .await
+            .then_expect_events(vec![failed(FailureReason::WrongCode, 1, now())]);
+    }
+}
+
+#[tokio::test]
+async fn zero_skew_accepts_only_the_current_step() {
+    let zero = || FactorPolicy {
+        totp_skew_steps: 0,
+        ..policy()
+    };
+    let step = step_of(now());
+    framework_with(now(), zero())
+        .given(active())
+        .when_async(verify(code(step)))
+        .await
+        .then_expect_events(vec![verified(step, now())]);
+    for rejected in [step - 1, step + 1] {
+        framework_with(now(), zero())
+            .given(active())
+            .when_async(verify(code(rejected)))
+            .await
+            .then_expect_events(vec![failed(FailureReason::WrongCode, 1, now())]);
+    }
+}
+
+#[tokio::test]
+async fn verify_a_pending_or_expired_factor_is_not_active() {
+    framework_at(t0() + secs(60))
+        .given(vec![enrolled()])
+        .when_async(verify(code(step_of(t0() + secs(60)))))
+        .await
+        .then_expect_error(FactorError::NotActive);
+    let after = t0() + TimeDelta::minutes(20);
+    framework_at(after)
+        .given(vec![
+            enrolled(),
+            FactorEvent::EnrollmentExpired(EnrollmentExpired { at: after }),
+        ])
+        .when_async(verify(code(step_of(after))))
+        .await
+        .then_expect_error(FactorError::NotActive);
+}
+
+#[tokio::test]
+async fn verify_a_removed_factor_is_rejected() {
+    let mut given = active();
+    given.push(FactorEvent::Removed(Removed {
+        at: now() - secs(1),
+    }));
+    framework_at(now())
+        .given(given)
+        .when_async(verify(code(step_of(now()))))
+        .await
+        .then_expect_error(FactorError::Removed);
+}
+
+#[tokio::test]
+async fn verify_an_unknown_factor_is_not_found() {
+    framework_at(now())
+        .given_no_previous_events()
+        .when_async(verify(code(step_of(now()))))
+        .await
+        .then_expect_error(FactorError::NotFound);
+}
+
+#[tokio::test]
+async fn a_secret_sealed_for_another_factor_cannot_be_opened() {
+    let mut payload = enrolled_payload();
+    payload.totp.as_mut().unwrap().secret =
+        cipher().seal(&SecretBytes::new(SECRET.to_vec()), &other_fid().to_string());
+    framework_at(now())
+        .given(vec![FactorEvent::Enrolled(payload), activated()])
+        .when_async(verify(code(step_of(now()))))
+        .await
+        .then_expect_error(FactorError::SecretUnavailable);
+}
+
+// ----- lockout --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_wrong_code_that_reaches_the_threshold_locks_the_factor() {
+    let mut given = active();
+    given.extend(wrong_guesses(4));
+    let events = framework_at(now())
+        .given(given)
+        .when_async(verify(wrong_code(step_of(now()))))
+        .await
+        .inspect_result()
+        .unwrap();
+    assert_eq!(
+        events,
+        vec![
+            failed(FailureReason::WrongCode, 5, now()),
+            locked_out(now() + policy().lockout_duration, 5, now()),
+        ]
+    );
+    assert_eq!(outcome_of(&events), Some(FactorOutcome::Rejected));
+}
+
+#[tokio::test]
+async fn threshold_and_lockout_duration_come_from_the_policy() {
+    let policy = FactorPolicy {
+        lockout_threshold: 3,
+        lockout_duration: secs(60),
+        ..policy()
+    };
+    let mut given = active();
+    given.extend(wrong_guesses(2));
+    framework_with(now(), policy)
+        .given(given)
+        .when_async(verify(wrong_code(step_of(now()))))
+        .await
+        .then_expect_events(vec![
+            failed(FailureReason::WrongCode, 3, now()),
+            locked_out(now() + secs(60), 3, now()),
+        ]);
+}
+
+#[tokio::test]
+async fn fewer_failures_than_the_threshold_do_not_lock() {
+    let mut given = active();
+    given.extend(wrong_guesses(3));
+    framework_at(now())
+        .given(given)
+        .when_async(verify(wrong_code(step_of(now()))))
+        .await
+        .then_expect_events(vec![failed(FailureReason::WrongCode, 4, now())]);
+}
+
+#[tokio::test]
+async fn while_locked_even_the_right_code_is_refused_unchecked() {
+    let events = framework_at(now())
+        .given(locked_until(now() + secs(60)))
+        .when_async(verify(code(step_of(now()))))
+        .await
+        .inspect_result()
+        .unwrap();
+    assert_eq!(events, vec![failed(FailureReason::Locked, 5, now())]);
+    assert_eq!(outcome_of(&events), Some(FactorOutcome::LockedOut));
+
+    // A wrong code while locked is not counted either.
+    framework_at(now())
+        .given(locked_until(now() + secs(60)))
+        .when_async(verify(wrong_code(step_of(now()))))
+        .await
+        .then_expect_events(vec![failed(FailureReason::Locked, 5, now())]);
+}
+
+#[tokio::test]
+async fn when_the_lockout_runs_out_verify_unlocks_then_checks_the_code() {
+    let step = step_of(now());
+    framework_at(now())
+        .given(locked_until(now() - secs(1)))
+        .when_async(verify(code(step)))
+        .await
+        .then_expect_events(vec![unlocked(true, now()), verified(step, now())]);
+    // The count starts again after the automatic unlock.
+    framework_at(now())
+        .given(locked_until(now() - secs(1)))
+        .when_async(verify(wrong_code(step)))
+        .await
+        .then_expect_events(vec![
+            unlocked(true, now()),
+            failed(FailureReason::WrongCode, 1, now()),
+        ]);
+}
+
+#[tokio::test]
+async fn a_success_resets_the_consecutive_failure_count() {
+    let mut given = active();
+    given.extend(wrong_guesses(4));
+    given.push(verified(step_of(now()) - 1, now() - secs(10)));
+    framework_at(now())
+        .given(given)
+        .when_async(verify(wrong_code(step_of(now()))))
+        .await
+        .then_expect_events(vec![failed(FailureReason::WrongCode, 1, now())]);
+}
+
+#[tokio::test]
+async fn admin_unlock_lifts_a_lockout_and_resets_the_count() {
+    framework_at(now())
+        .given(locked_until(now() + secs(60)))
+        .when_async(FactorCommand::Unlock)
+        .await
+        .then_expect_events(vec![unlocked(false, now())]);
+
+    let mut given = locked_until(now() + secs(60));
+    given.push(unlocked(false, now() - secs(1)));
+    framework_at(now())
+        .given(given.clone())
+        .when_async(verify(wrong_code(step_of(now()))))
+        .await
+        .then_expect_events(vec![failed(FailureReason::WrongCode, 1, now())]);
+    framework_at(now())
+        .given(given)
+        .when_async(verify(code(step_of(now()))))
+        .await
+        .then_expect_events(vec![verified(step_of(now()), now())]);
+}
+
+#[tokio::test]
+async fn admin_unlock_of_an_unlocked_factor_is_rejected() {
+    framework_at(now())
+        .given(active())
+        .when_async(FactorCommand::Unlock)
+        .await
+        .then_expect_error(FactorError::NotLocked);
+    let mut given = locked_until(now() + secs(60));
+    given.push(unlocked(false, now() - secs(1)));
+    framework_at(now())
+        .given(given)
+        .when_async(FactorCommand::Unlock)
+        .await
+        .then_expect_error(FactorError::NotLocked);
+}
+
+// ----- removal --------------------------------------------------------------------------
+
+#[tokio::test]
+async fn remove_writes_removed() {
+    framework_at(now())
+        .given(active())
+        .when_async(FactorCommand::Remove)
+        .await
+        .then_expect_events(vec![FactorEvent::Removed(Removed { at: now() })]);
+    // A pending, a locked or an expired factor can be removed too.
+    let mut expired = vec![enrolled()];
+    expired.push(FactorEvent::EnrollmentExpired(EnrollmentExpired {
+        at: now(),
+    }));
+    for given in [vec![enrolled()], locked_until(now() + secs(60)), expired] {
+        framework_at(now())
+            .given(given)
+            .when_async(FactorCommand::Remove)
+            .await
+            .then_expect_events(vec![FactorEvent::Removed(Removed { at: now() })]);
+    }
+}
+
+#[tokio::test]
+async fn remove_twice_is_rejected() {
+    let mut given = active();
+    given.push(FactorEvent::Removed(Removed {
+        at: now() - secs(1),
+    }));
+    framework_at(now())
+        .given(given.clone())
+        .when_async(FactorCommand::Remove)
+        .await
+        .then_expect_error(FactorError::Removed);
+    framework_at(now())
+        .given(given)
+        .when_async(FactorCommand::Unlock)
+        .await
+        .then_expect_error(FactorError::Removed);
+}
+
+#[tokio::test]
+async fn remove_or_unlock_an_unknown_factor_is_not_found() {
+    for cmd in [FactorCommand::Remove, FactorCommand::Unlock] {
+        framework_at(now())
+            .given_no_previous_events()
+            .when_async(cmd)
+            .await
+            .then_expect_error(FactorError::NotFound);
+    }
+}
+
+// ----- outcome and status ---------------------------------------------------------------
+
+#[test]
+fn outcome_of_maps_each_event_list() {
+    let at = now();
+    let cases = [
+        (
+            vec![FactorEvent::Activated(Activated { step: Some(1), at })],
+            Some(FactorOutcome::Success),
+        ),
+        (vec![verified(1, at)], Some(FactorOutcome::Success)),
+        (
+            vec![unlocked(true, at), verified(1, at)],
+            Some(FactorOutcome::Success),
+        ),
+        (
+            vec![failed(FailureReason::WrongCode, 1, at)],
+            Some(FactorOutcome::Rejected),
+        ),
+        (
+            vec![
+                failed(FailureReason::WrongCode, 5, at),
+                locked_out(at + secs(900), 5, at),
+            ],
+            Some(FactorOutcome::Rejected),
+        ),
+        (
+            vec![unlocked(true, at), failed(FailureReason::WrongCode, 1, at)],
+            Some(FactorOutcome::Rejected),
+        ),
+        (
+            vec![failed(FailureReason::Replayed, 0, at)],
+            Some(FactorOutcome::PasscodeReplayed),
+        ),
+        (
+            vec![failed(FailureReason::Locked, 5, at)],
+            Some(FactorOutcome::LockedOut),
+        ),
+        (
+            vec![FactorEvent::EnrollmentExpired(EnrollmentExpired { at })],
+            Some(FactorOutcome::Expired),
+        ),
+        (vec![], None),
+        (vec![FactorEvent::Removed(Removed { at })], None),
+        (vec![unlocked(false, at)], None),
+        (vec![enrolled()], None),
+    ];
+    for (events, expected) in cases {
+        assert_eq!(outcome_of(&events), expected, "{events:?}");
+    }
+}
+
+#[test]
+fn effective_status_reads_the_deadlines_at_now() {
+    use FactorStatus as S;
+    let n = now();
+    let cases = [
+        // Locked with time left.
+        (S::Active, Some(n + secs(1)), None, S::LockedOut),
+        (S::LockedOut, Some(n + secs(1)), None, S::LockedOut),
+        // The lock's time is up (or there is none).
+        (S::Active, Some(n), None, S::Active),
+        (S::Active, Some(n - secs(1)), None, S::Active),
+        (S::LockedOut, Some(n - secs(1)), None, S::Active),
+        (S::LockedOut, None, None, S::Active),
+        (S::Active, None, None, S::Active),
+        // Pending past its deadline shows expired; before it, pending.
+        (S::PendingActivation, None, Some(n - secs(1)), S::Expired),
+        (S::PendingActivation, None, Some(n), S::Expired),
+        (
+            S::PendingActivation,
+            None,
+            Some(n + secs(1)),
+            S::PendingActivation,
+        ),
+        (S::PendingActivation, None, None, S::PendingActivation),
+        // Terminal states stay as stored.
+        (S::Expired, None, Some(n + secs(1)), S::Expired),
+        (S::Removed, Some(n + secs(1)), None, S::Removed),
+    ];
+    for (stored, locked, expires, expected) in cases {
+        assert_eq!(
+            effective_status(stored, locked, expires, n),
+            expected,
+            "{stored:?} locked {locked:?} expires {expires:?}"
+        );
+    }
+}
+
+#[test]
+fn status_at_folds_the_events_and_the_clock() {
+    let fold = |events: Vec<FactorEvent>| {
+        let mut factor = Factor::default();
+        for e in events {
+            factor.apply(e);
+        }
+        factor
+    };
+    let pending = fold(vec![enrolled()]);
+    assert_eq!(pending.status_at(t0()), FactorStatus::PendingActivation);
+    assert_eq!(
+        pending.status_at(t0() + TimeDelta::minutes(15)),
+        FactorStatus::Expired
+    );
+    assert_eq!(fold(active()).status_at(now()), FactorStatus::Active);
+    let locked = fold(locked_until(now() + secs(60)));
+    assert_eq!(locked.status_at(now()), FactorStatus::LockedOut);
+    assert_eq!(locked.status_at(now() + secs(60)), FactorStatus::Active);
+    let mut removed = active();
+    removed.push(FactorEvent::Removed(Removed { at: now() }));
+    assert_eq!(fold(removed).status_at(now()), FactorStatus::Removed);
+}
+
+// ----- frozen names ---------------------------------------------------------------------
+
+#[test]
+fn event_type_strings_are_frozen() {
+    let at = t0();
+    let all = [
+        (enrolled(), "Enrolled"),
+        (activated(), "Activated"),
+        (verified(1, at), "Verified"),
+        (failed(FailureReason::WrongCode, 1, at), "FailedAttempt"),
+        (locked_out(at, 5, at), "LockedOut"),
+        (unlocked(true, at), "Unlocked"),
+        (FactorEvent::Removed(Removed { at }), "Removed"),
+        (
+            FactorEvent::EnrollmentExpired(EnrollmentExpired { at }),
+            "EnrollmentExpired",
+        ),
+    ];
+    for (event, name) in all {
+        assert_eq!(event.event_type(), name);
+        assert_eq!(event.event_version(), "1.0");
+        // The variant name is also the serde tag, so the stored payload agrees.
+        let json = serde_json::to_value(&event).unwrap();
+        assert!(json.get(name).is_some(), "{json}");
+    }
+    assert_eq!(Factor::TYPE, "Factor");
+}

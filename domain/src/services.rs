@@ -1,0 +1,80 @@
+//! Services injected into aggregates: the clock, and the policy numbers from configuration.
+
+use std::{
+    fmt,
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+};
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+/// Where "now" comes from. Production uses [`SystemClock`]; tests use [`FixedClock`].
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current time.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The real clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that moves only when told to; shared by clones.
+#[derive(Clone, Debug)]
+pub struct FixedClock(Arc<AtomicI64>);
+
+impl FixedClock {
+    /// A clock standing at `t` (millisecond precision).
+    pub fn at(t: DateTime<Utc>) -> Self {
+        Self(Arc::new(AtomicI64::new(t.timestamp_millis())))
+    }
+    /// A clock standing at a Unix time in seconds.
+    pub fn at_unix(secs: i64) -> Self {
+        Self(Arc::new(AtomicI64::new(secs * 1000)))
+    }
+    /// Moves the clock forward (or back, if negative).
+    pub fn advance(&self, by: TimeDelta) {
+        self.0.fetch_add(by.num_milliseconds(), Ordering::SeqCst);
+    }
+    /// Sets the clock.
+    pub fn set(&self, t: DateTime<Utc>) {
+        self.0.store(t.timestamp_millis(), Ordering::SeqCst);
+    }
+}
+
+impl Clock for FixedClock {
+    fn now(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(self.0.load(Ordering::SeqCst)).unwrap_or_default()
+    }
+}
+
+/// Policy numbers for factors, from `TESSERA_*` configuration.
+#[derive(Clone, Debug)]
+pub struct FactorPolicy {
+    /// Accepted clock skew in TOTP steps on either side (`TESSERA_TOTP_SKEW_STEPS`).
+    pub totp_skew_steps: u8,
+    /// Consecutive failures that lock a factor (`TESSERA_LOCKOUT_THRESHOLD`).
+    pub lockout_threshold: u32,
+    /// How long a lockout lasts (`TESSERA_LOCKOUT_SECONDS`).
+    pub lockout_duration: TimeDelta,
+    /// How long a pending enrolment may wait for activation.
+    pub enrollment_ttl: TimeDelta,
+}
+
+impl Default for FactorPolicy {
+    fn default() -> Self {
+        Self {
+            totp_skew_steps: 1,
+            lockout_threshold: 5,
+            lockout_duration: TimeDelta::seconds(900),
+            enrollment_ttl: TimeDelta::minutes(15),
+        }
+    }
+}

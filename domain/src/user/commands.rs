@@ -1,0 +1,107 @@
+use crate::{ids::normalize_login, secret::Secret, user::UserError};
+
+/// Commands on a user.
+#[derive(Clone, Debug)]
+pub enum UserCommand {
+    /// Create the user.
+    Register(Register),
+}
+
+/// Registers a user under a login that no other user has.
+#[derive(Clone, Debug)]
+pub struct Register {
+    /// Login name, unique case-insensitively.
+    pub login: String,
+    /// Optional e-mail address.
+    pub email: Option<String>,
+    /// Optional phone number in E.164 form.
+    pub phone_number: Option<String>,
+    /// Optional display name.
+    pub display_name: Option<String>,
+    /// Optional first-factor password; only its argon2id hash is ever stored.
+    pub password: Option<Secret<String>>,
+}
+
+const MAX_LOGIN: usize = 256;
+const MAX_DISPLAY_NAME: usize = 256;
+const MIN_PASSWORD: usize = 8;
+const MAX_PASSWORD: usize = 256;
+
+impl Register {
+    /// Checks every field; the first problem wins.
+    ///
+    /// # Errors
+    /// The `Invalid*` variant of [`UserError`] naming the bad field.
+    pub fn validate(&self) -> Result<(), UserError> {
+        let login = normalize_login(&self.login);
+        if login.is_empty()
+            || login.chars().count() > MAX_LOGIN
+            || login.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(UserError::InvalidLogin);
+        }
+        if let Some(email) = &self.email {
+            validate_email(email)?;
+        }
+        if let Some(phone) = &self.phone_number {
+            validate_phone_number(phone)?;
+        }
+        if let Some(name) = &self.display_name
+            && (name.chars().count() > MAX_DISPLAY_NAME || name.chars().any(char::is_control))
+        {
+            return Err(UserError::InvalidDisplayName);
+        }
+        if let Some(password) = &self.password {
+            let n = password.expose().chars().count();
+            if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
+                return Err(UserError::InvalidPassword);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A pragmatic address check: one `@`, a non-empty local part, a dotted domain of valid labels,
+/// at most 254 characters (RFC 5321). Delivery is the real test.
+///
+/// # Errors
+/// [`UserError::InvalidEmail`].
+pub fn validate_email(email: &str) -> Result<(), UserError> {
+    let ok = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && local.len() <= 64
+                && !local
+                    .chars()
+                    .any(|c| c.is_whitespace() || c.is_control() || c == '@')
+                && domain.contains('.')
+                && domain.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                })
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(UserError::InvalidEmail)
+    }
+}
+
+/// E.164: `+`, a non-zero country digit, 7 to 15 digits in all.
+///
+/// # Errors
+/// [`UserError::InvalidPhoneNumber`].
+pub fn validate_phone_number(phone: &str) -> Result<(), UserError> {
+    let digits = phone.strip_prefix('+').unwrap_or("");
+    let ok = (7..=15).contains(&digits.len())
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && !digits.starts_with('0');
+    if ok {
+        Ok(())
+    } else {
+        Err(UserError::InvalidPhoneNumber)
+    }
+}

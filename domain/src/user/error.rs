@@ -1,0 +1,53 @@
+use crate::error::{Classify, ErrorKind};
+
+/// Why a command on a user was rejected. Messages never contain a secret.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UserError {
+    /// A user with this login exists.
+    #[error("a user with this login already exists")]
+    AlreadyRegistered,
+    /// The user does not exist.
+    #[error("user not found")]
+    NotFound,
+    /// Empty, too long, or containing whitespace or control characters.
+    #[error("login must be 1 to 256 characters without whitespace")]
+    InvalidLogin,
+    /// Not an e-mail address.
+    #[error("email is not a valid address")]
+    InvalidEmail,
+    /// Not an E.164 number.
+    #[error("phoneNumber must be in E.164 form, e.g. +14155550100")]
+    InvalidPhoneNumber,
+    /// Too long or containing control characters.
+    #[error("displayName must be at most 256 characters")]
+    InvalidDisplayName,
+    /// Outside 8 to 256 characters.
+    #[error("password must be 8 to 256 characters")]
+    InvalidPassword,
+}
+
+impl Classify for UserError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::AlreadyRegistered => ErrorKind::WrongState,
+            Self::NotFound => ErrorKind::NotFound,
+            Self::InvalidLogin
+            | Self::InvalidEmail
+            | Self::InvalidPhoneNumber
+            | Self::InvalidDisplayName
+            | Self::InvalidPassword => ErrorKind::InvalidInput,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::AlreadyRegistered => "LOGIN_TAKEN",
+            Self::NotFound => "USER_NOT_FOUND",
+            Self::InvalidLogin => "INVALID_LOGIN",
+            Self::InvalidEmail => "INVALID_EMAIL",
+            Self::InvalidPhoneNumber => "INVALID_PHONE_NUMBER",
+            Self::InvalidDisplayName => "INVALID_DISPLAY_NAME",
+            Self::InvalidPassword => "INVALID_PASSWORD",
+        }
+    }
+}

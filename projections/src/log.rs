@@ -1,0 +1,227 @@
+//! Reading the event log in an order safe to checkpoint.
+//!
+//! PostgreSQL draws `global_position` at insert time, so positions are not committed in
+//! order: a transaction can commit position 12 while position 10 is still open. A reader that
+//! checkpoints "last position seen" would then skip 10 for ever. Filtering
+//! `tx_id < xmin` alone is not enough either, because one transaction's positions can
+//! interleave with another's (9 and 12 in one, 10 in the other). The tailer therefore orders
+//! by `(tx_id, global_position)` and reads only `tx_id < pg_snapshot_xmin(..)`: every
+//! transaction below xmin has ended, and every transaction that commits later has a larger
+//! id, so nothing can ever appear behind the cursor. SQLite serialises writers and assigns
+//! `global_seq` inside the writing transaction, so its order is commit order already.
+
+use serde_json::Value;
+use sqlx::{AnyConnection, Row, any::AnyRow};
+
+use crate::{Backend, Error};
+
+/// A place in the log, in tailing order. On SQLite `tx` is always 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cursor {
+    /// Writing transaction id (PostgreSQL `xid8`).
+    pub tx: i64,
+    /// Global position.
+    pub pos: i64,
+}
+
+impl Cursor {
+    /// The opaque string form used in APIs: `tx.pos` (sorts as the cursor does only when
+    /// parsed, not as text).
+    pub fn encode(self) -> String {
+        format!("{}.{}", self.tx, self.pos)
+    }
+
+    /// Parses [`Cursor::encode`] output.
+    pub fn decode(s: &str) -> Option<Self> {
+        let (tx, pos) = s.split_once('.')?;
+        Some(Self {
+            tx: tx.parse().ok()?,
+            pos: pos.parse().ok()?,
+        })
+    }
+}
+
+/// One event as stored, with its place in the log.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    /// Where it is in tailing order.
+    pub cursor: Cursor,
+    /// `User`, `Factor`, …
+    pub aggregate_type: String,
+    /// The stream id.
+    pub aggregate_id: String,
+    /// Position within the stream, from 1.
+    pub sequence: i64,
+    /// The variant name.
+    pub event_type: String,
+    /// The payload schema version.
+    pub event_version: String,
+    /// The payload (externally tagged by variant).
+    pub payload: Value,
+    /// Actor, request id, client IP, user agent.
+    pub metadata: Value,
+    /// When the store recorded it (RFC 3339).
+    pub recorded_at: String,
+}
+
+impl StoredEvent {
+    /// Decodes the payload as an aggregate's event enum.
+    ///
+    /// # Errors
+    /// [`Error::Decode`] if the payload does not match.
+    pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, Error> {
+        serde_json::from_value(self.payload.clone()).map_err(|source| Error::Decode {
+            aggregate_type: self.aggregate_type.clone(),
+            aggregate_id: self.aggregate_id.clone(),
+            sequence: self.sequence,
+            source,
+        })
+    }
+}
+
+const PG_COLUMNS: &str = "tx_id::text::bigint AS tx, global_position AS pos, aggregate_type, \
+    aggregate_id, sequence, event_type, event_version, payload::text AS payload, \
+    metadata::text AS metadata, \
+    to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at";
+
+const LITE_COLUMNS: &str = "0 AS tx, global_seq AS pos, aggregate_type, aggregate_id, sequence, \
+    event_type, event_version, payload, metadata, recorded_at";
+
+/// Reads up to `limit` events after `after`, in tailing order, that can never be followed by
+/// an earlier one.
+///
+/// # Errors
+/// Database or decoding errors.
+pub async fn read_after(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    after: Cursor,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, Error> {
+    let rows = match backend {
+        Backend::Postgres => {
+            let sql = format!(
+                "SELECT {PG_COLUMNS} FROM events \
+                 WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) \
+                   AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY tx_id, global_position LIMIT $3"
+            );
+            sqlx::query(&sql)
+                .bind(after.tx)
+                .bind(after.pos)
+                .bind(limit)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+        Backend::Sqlite => {
+            let sql = format!(
+                "SELECT {LITE_COLUMNS} FROM events WHERE global_seq > $1 \
+                 ORDER BY global_seq LIMIT $2"
+            );
+            sqlx::query(&sql)
+                .bind(after.pos)
+                .bind(limit)
+                .fetch_all(&mut *conn)
+                .await?
+        }
+    };
+    rows.iter().map(from_row).collect()
+}
+
+/// Whether anything is readable after `after` (a cheap, read-only peek before opening a
+/// write transaction).
+///
+/// # Errors
+/// Database errors.
+pub async fn has_after(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    after: Cursor,
+) -> Result<bool, Error> {
+    let row = match backend {
+        Backend::Postgres => {
+            sqlx::query(
+                "SELECT 1 FROM events \
+                 WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) \
+                   AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) LIMIT 1",
+            )
+            .bind(after.tx)
+            .bind(after.pos)
+            .fetch_optional(&mut *conn)
+            .await?
+        }
+        Backend::Sqlite => {
+            sqlx::query("SELECT 1 FROM events WHERE global_seq > $1 LIMIT 1")
+                .bind(after.pos)
+                .fetch_optional(&mut *conn)
+                .await?
+        }
+    };
+    Ok(row.is_some())
+}
+
+/// The cursor of one committed event, for read-your-writes waits.
+///
+/// # Errors
+/// Database errors.
+pub async fn cursor_of(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: i64,
+) -> Result<Option<Cursor>, Error> {
+    let sql = match backend {
+        Backend::Postgres => {
+            "SELECT tx_id::text::bigint AS tx, global_position AS pos FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3"
+        }
+        Backend::Sqlite => {
+            "SELECT 0 AS tx, global_seq AS pos FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3"
+        }
+    };
+    let row = sqlx::query(sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(sequence)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some(r) => Some(Cursor {
+            tx: r.try_get("tx")?,
+            pos: r.try_get("pos")?,
+        }),
+        None => None,
+    })
+}
+
+fn from_row(row: &AnyRow) -> Result<StoredEvent, Error> {
+    let payload: String = row.try_get("payload")?;
+    let metadata: String = row.try_get("metadata")?;
+    let aggregate_type: String = row.try_get("aggregate_type")?;
+    let aggregate_id: String = row.try_get("aggregate_id")?;
+    let sequence: i64 = row.try_get("sequence")?;
+    let parse = |s: &str| {
+        serde_json::from_str(s).map_err(|source| Error::Decode {
+            aggregate_type: aggregate_type.clone(),
+            aggregate_id: aggregate_id.clone(),
+            sequence,
+            source,
+        })
+    };
+    Ok(StoredEvent {
+        cursor: Cursor {
+            tx: row.try_get("tx")?,
+            pos: row.try_get("pos")?,
+        },
+        payload: parse(&payload)?,
+        metadata: parse(&metadata)?,
+        aggregate_type: aggregate_type.clone(),
+        aggregate_id: aggregate_id.clone(),
+        sequence,
+        event_type: row.try_get("event_type")?,
+        event_version: row.try_get("event_version")?,
+        recorded_at: row.try_get("recorded_at")?,
+    })
+}

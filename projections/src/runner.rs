@@ -1,0 +1,282 @@
+//! Applies the log to a projection: a batch of events and the consumer's checkpoint are written
+//! in one transaction, so a crash can neither lose nor repeat an update.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use sqlx::{AnyConnection, Row};
+use tokio::{
+    sync::{Notify, watch},
+    task::JoinHandle,
+};
+
+use crate::{
+    Backend, Db, Error,
+    log::{self, Cursor, StoredEvent},
+    ts,
+};
+
+/// A consumer of the log with a durable checkpoint.
+pub trait Projection: Send + Sync + 'static {
+    /// The checkpoint's name; bump its version suffix to rebuild after a schema change.
+    fn name(&self) -> &'static str;
+
+    /// Tables emptied by a rebuild.
+    fn tables(&self) -> &'static [&'static str];
+
+    /// Applies one event inside the batch's transaction. Must be deterministic and free of
+    /// side effects outside the transaction, so that a rebuild gives the same tables.
+    fn apply<'a>(
+        &'a self,
+        conn: &'a mut AnyConnection,
+        backend: Backend,
+        event: &'a StoredEvent,
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a;
+}
+
+/// Drives one projection: on a timer, when nudged after a local commit, and on demand.
+pub struct Runner<P> {
+    db: Db,
+    projection: P,
+    batch: i64,
+    applied: watch::Sender<Cursor>,
+    wake: Notify,
+}
+
+impl<P: Projection> Runner<P> {
+    /// Prepares a runner, creating its checkpoint row if needed.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn new(db: Db, projection: P) -> Result<Arc<Self>, Error> {
+        sqlx::query(
+            "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(projection.name())
+        .execute(&db.pool)
+        .await?;
+        let row = sqlx::query("SELECT tx_id, position FROM projection_checkpoints WHERE name = $1")
+            .bind(projection.name())
+            .fetch_one(&db.pool)
+            .await?;
+        let cursor = Cursor {
+            tx: row.try_get("tx_id")?,
+            pos: row.try_get("position")?,
+        };
+        Ok(Arc::new(Self {
+            db,
+            projection,
+            batch: 500,
+            applied: watch::channel(cursor).0,
+            wake: Notify::new(),
+        }))
+    }
+
+    /// The projection.
+    pub fn projection(&self) -> &P {
+        &self.projection
+    }
+
+    /// The checkpoint as last seen by this process.
+    pub fn checkpoint(&self) -> Cursor {
+        *self.applied.borrow()
+    }
+
+    /// Locks the checkpoint row for this transaction and returns it. The first statement of
+    /// the transaction is a write, so SQLite takes its write lock up front (a read-then-write
+    /// transaction could fail to upgrade) and PostgreSQL makes other nodes wait their turn.
+    async fn lock_checkpoint(&self, conn: &mut AnyConnection) -> Result<Cursor, Error> {
+        let row = sqlx::query(
+            "UPDATE projection_checkpoints SET updated_at = $1 WHERE name = $2 \
+             RETURNING tx_id, position",
+        )
+        .bind(ts(chrono::Utc::now()))
+        .bind(self.projection.name())
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(Cursor {
+            tx: row.try_get("tx_id")?,
+            pos: row.try_get("position")?,
+        })
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        from: Cursor,
+    ) -> Result<(usize, Cursor), Error> {
+        let events = log::read_after(conn, self.db.backend, from, self.batch).await?;
+        for event in &events {
+            self.projection.apply(conn, self.db.backend, event).await?;
+        }
+        let last = events.last().map_or(from, |e| e.cursor);
+        if last != from {
+            sqlx::query(
+                "UPDATE projection_checkpoints SET tx_id = $1, position = $2 WHERE name = $3",
+            )
+            .bind(last.tx)
+            .bind(last.pos)
+            .bind(self.projection.name())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok((events.len(), last))
+    }
+
+    fn publish(&self, cursor: Cursor) {
+        self.applied.send_if_modified(|seen| {
+            let newer = cursor > *seen;
+            if newer {
+                *seen = cursor;
+            }
+            newer
+        });
+    }
+
+    /// Applies one batch in one transaction; returns how many events it applied.
+    ///
+    /// # Errors
+    /// Database or decoding errors; nothing of the batch is kept then.
+    pub async fn run_batch(&self) -> Result<usize, Error> {
+        let mut tx = self.db.pool.begin().await?;
+        let from = self.lock_checkpoint(&mut tx).await?;
+        let (n, last) = self.apply_batch(&mut tx, from).await?;
+        tx.commit().await?;
+        self.publish(last);
+        Ok(n)
+    }
+
+    /// Applies batches until the log is drained; returns how many events were applied.
+    ///
+    /// # Errors
+    /// As [`Runner::run_batch`].
+    pub async fn catch_up(&self) -> Result<usize, Error> {
+        let mut total = 0;
+        loop {
+            let n = self.run_batch().await?;
+            total += n;
+            if i64::try_from(n).unwrap_or(i64::MAX) < self.batch {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Empties the projection's tables and replays the whole log into them, in one
+    /// transaction: readers see the old tables until the new ones are complete.
+    ///
+    /// # Errors
+    /// As [`Runner::run_batch`]; the old tables stay then.
+    pub async fn rebuild(&self) -> Result<usize, Error> {
+        let mut tx = self.db.pool.begin().await?;
+        self.lock_checkpoint(&mut tx).await?;
+        for table in self.projection.tables() {
+            sqlx::query(&format!("DELETE FROM {table}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut cursor = Cursor::default();
+        let mut total = 0;
+        loop {
+            let (n, last) = self.apply_batch(&mut tx, cursor).await?;
+            total += n;
+            cursor = last;
+            if i64::try_from(n).unwrap_or(i64::MAX) < self.batch {
+                break;
+            }
+        }
+        sqlx::query("UPDATE projection_checkpoints SET tx_id = $1, position = $2 WHERE name = $3")
+            .bind(cursor.tx)
+            .bind(cursor.pos)
+            .bind(self.projection.name())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.publish(cursor);
+        Ok(total)
+    }
+
+    /// Wakes the background loop now (after a local commit).
+    pub fn nudge(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Waits until the projection has applied the event at `target`, nudging the loop.
+    /// Returns `false` if `timeout` passed first.
+    pub async fn wait_for(&self, target: Cursor, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        let wait = async {
+            loop {
+                if *rx.borrow_and_update() >= target {
+                    return;
+                }
+                self.nudge();
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+
+    /// Waits until the projection has applied event `sequence` of an aggregate.
+    ///
+    /// # Errors
+    /// Database errors while looking the event up.
+    pub async fn wait_for_event(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: i64,
+        timeout: Duration,
+    ) -> Result<bool, Error> {
+        let mut conn = self.db.pool.acquire().await?;
+        let target = log::cursor_of(
+            &mut conn,
+            self.db.backend,
+            aggregate_type,
+            aggregate_id,
+            sequence,
+        )
+        .await?;
+        drop(conn);
+        Ok(match target {
+            Some(target) => self.wait_for(target, timeout).await,
+            None => false,
+        })
+    }
+
+    /// Runs the loop until `shutdown` turns true: a cheap read-only peek every `poll` (events
+    /// from other nodes), a full batch when something is there or when nudged.
+    pub fn spawn(
+        self: &Arc<Self>,
+        poll: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = this.tick().await {
+                    tracing::error!(projection = this.projection.name(), error = %e, "projection batch failed; retrying");
+                    tokio::time::sleep(poll).await;
+                }
+                tokio::select! {
+                    () = this.wake.notified() => {}
+                    () = tokio::time::sleep(poll) => {}
+                    _ = shutdown.changed() => {}
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+        })
+    }
+
+    async fn tick(&self) -> Result<(), Error> {
+        let mut conn = self.db.pool.acquire().await?;
+        let pending = log::has_after(&mut conn, self.db.backend, self.checkpoint()).await?;
+        drop(conn);
+        if pending {
+            self.catch_up().await?;
+        }
+        Ok(())
+    }
+}
