@@ -1,0 +1,6 @@
+//! End-to-end tests: one binary (one link), each test on PostgreSQL and on SQLite.
+
+mod auth;
+mod enrollment;
+mod projections;
+mod verification;

@@ -1,0 +1,128 @@
+//! The read side: rebuild equals live, and no event committed late is skipped.
+
+use serde_json::json;
+use tessera_api::store::Pool;
+use tessera_tests::{TestServer, both_stores};
+
+both_stores!(rebuild_gives_identical_tables, |store| async move {
+    let s = TestServer::start(store).await;
+    let (_, factor, secret) = s.active_totp("alice").await;
+    assert_eq!(s.verify(&factor, "000001").await, "REJECTED");
+    assert_eq!(s.verify(&factor, &s.code(&secret, 0)).await, "SUCCESS");
+    s.create_user("bob").await;
+    let bob = s.create_user("carol").await;
+    let (f2, _) = s.enroll_totp(&bob).await;
+    s.ok(
+        "mutation($f: ID!) { removeFactor(input: {factorId: $f}) { id } }",
+        json!({ "f": f2 }),
+    )
+    .await;
+    let state = &s.server().state;
+    let live = state.queries.dump().await.unwrap();
+    assert_eq!(live.len(), 5, "3 users and 2 factors: {live:#?}");
+    let applied = state.read_models.rebuild().await.unwrap();
+    assert!(applied >= 9, "replayed {applied} events");
+    assert_eq!(state.queries.dump().await.unwrap(), live);
+});
+
+both_stores!(no_event_committed_late_is_skipped, |store| async move {
+    let s = TestServer::start(store).await;
+    let state = &s.server().state;
+    let Pool::Pg(pg) = &state.pool else {
+        // SQLite serialises writers: a second writer waits for the first to commit, so
+        // positions cannot be committed out of order there. Show that instead.
+        let Pool::Lite(lite) = &state.pool else {
+            unreachable!()
+        };
+        let mut open = lite.begin().await.unwrap();
+        insert_lite(&mut open, "late").await;
+        let other = tokio::time::timeout(std::time::Duration::from_millis(300), async {
+            let mut conn = lite.acquire().await.unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *conn)
+                .await
+                .map(|_| ())
+        })
+        .await;
+        assert!(
+            matches!(other, Err(_) | Ok(Err(_))),
+            "a second writer must wait"
+        );
+        open.commit().await.unwrap();
+        state.read_models.catch_up().await.unwrap();
+        assert!(state.queries.user(&id("late")).await.unwrap().is_some());
+        return;
+    };
+    // Transaction C writes, then A writes, then C writes again and commits while A stays
+    // open: C's second position is above A's. A reader that checkpoints by position alone
+    // would move past A's event and never see it.
+    let mut c = pg.begin().await.unwrap();
+    let p1 = insert_pg(&mut c, "c1").await;
+    let mut a = pg.begin().await.unwrap();
+    let pa = insert_pg(&mut a, "a1").await;
+    let p3 = insert_pg(&mut c, "c2").await;
+    c.commit().await.unwrap();
+    assert!(p1 < pa && pa < p3, "interleaving happened: {p1} {pa} {p3}");
+
+    state.read_models.catch_up().await.unwrap();
+    // C's transaction ended below A's id: its events are final and applied, and the
+    // checkpoint is now past A's position.
+    for login in ["c1", "c2"] {
+        assert!(
+            state.queries.user(&id(login)).await.unwrap().is_some(),
+            "{login} not applied"
+        );
+    }
+    assert!(
+        state.queries.user(&id("a1")).await.unwrap().is_none(),
+        "a1 is not committed"
+    );
+    assert!(
+        state.read_models.checkpoint().pos > pa,
+        "checkpoint passed A's position"
+    );
+
+    a.commit().await.unwrap();
+    state.read_models.catch_up().await.unwrap();
+    assert!(
+        state.queries.user(&id("a1")).await.unwrap().is_some(),
+        "the event committed late was skipped"
+    );
+});
+
+fn id(login: &str) -> String {
+    tessera_domain::ids::UserId::for_login(login).to_string()
+}
+
+fn registered_payload(login: &str) -> String {
+    json!({ "Registered": {
+        "login": login, "email": null, "phone_number": null, "display_name": null,
+        "at": "2026-01-01T00:00:00Z" } })
+    .to_string()
+}
+
+/// Inserts a `Registered` event as postgres-es does; returns its global position.
+async fn insert_pg(conn: &mut sqlx::PgConnection, login: &str) -> i64 {
+    sqlx::query_scalar(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('User', $1, 1, 'Registered', '1.0', $2::json, '{}') RETURNING global_position",
+    )
+    .bind(id(login))
+    .bind(registered_payload(login))
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+/// Inserts a `Registered` event as sqlite-es does.
+async fn insert_lite(conn: &mut sqlx::SqliteConnection, login: &str) {
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+         VALUES ('User', $1, 1, 'Registered', '1.0', $2, '{}')",
+    )
+    .bind(id(login))
+    .bind(registered_payload(login))
+    .execute(conn)
+    .await
+    .unwrap();
+}
