@@ -14,5 +14,6 @@ pub mod ids;
 pub mod secret;
 pub mod services;
 pub mod user;
+pub mod versioning;
 
 pub use error::{Classify, ErrorKind};

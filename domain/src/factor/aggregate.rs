@@ -328,6 +328,7 @@ impl Factor {
             Some(until) if now < until => {
                 let failed = FailedAttempt {
                     reason: FailureReason::Locked,
+                    counted: false,
                     consecutive_failures: self.consecutive_failures,
                     at: now,
                 };
@@ -374,6 +375,7 @@ impl Factor {
     async fn record_replay(&mut self, now: DateTime<Utc>, sink: &EventSink<Self>) {
         let failed = FailedAttempt {
             reason: FailureReason::Replayed,
+            counted: false,
             consecutive_failures: self.consecutive_failures,
             at: now,
         };
@@ -395,6 +397,7 @@ impl Factor {
         );
         let failed = FailedAttempt {
             reason: FailureReason::WrongCode,
+            counted: true,
             consecutive_failures: after.consecutive_failures,
             at: now,
         };

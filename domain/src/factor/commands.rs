@@ -51,3 +51,15 @@ pub struct TotpSpec {
 
 /// Longest accepted label.
 pub const MAX_LABEL: usize = 128;
+
+impl crate::versioning::CommandName for FactorCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Enroll(_) => "Enroll",
+            Self::Activate { .. } => "Activate",
+            Self::Verify { .. } => "Verify",
+            Self::Remove => "Remove",
+            Self::Unlock => "Unlock",
+        }
+    }
+}

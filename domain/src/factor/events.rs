@@ -1,11 +1,13 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::{
     crypto::EncryptedSecret,
     factor::{FactorType, totp::TotpParams},
     ids::{FactorId, UserId},
+    versioning::Versioned,
 };
 
 /// Events of a factor. The variant name is the stored `event_type` (SPEC §2, frozen).
@@ -87,11 +89,14 @@ pub enum FailureReason {
     Locked,
 }
 
-/// Payload of [`FactorEvent::FailedAttempt`].
+/// Payload of [`FactorEvent::FailedAttempt`] (version 2.0; 1.0 lacked `counted`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FailedAttempt {
     /// Why.
     pub reason: FailureReason,
+    /// Whether this failure counted towards lockout. The event records the decision, not only
+    /// its inputs, so a later change of policy does not change what old events mean.
+    pub counted: bool,
     /// Consecutive failures counted towards lockout after this one (replays and attempts
     /// while locked are not guesses and do not count).
     pub consecutive_failures: u32,
@@ -149,6 +154,30 @@ impl DomainEvent for FactorEvent {
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_string()
+        <Self as Versioned>::current_version(&self.event_type())
+            .unwrap_or("1.0")
+            .to_string()
+    }
+}
+
+impl Versioned for FactorEvent {
+    fn current_version(event_type: &str) -> Option<&'static str> {
+        Some(match event_type {
+            "FailedAttempt" => "2.0",
+            "Enrolled" | "Activated" | "Verified" | "LockedOut" | "Unlocked" | "Removed"
+            | "EnrollmentExpired" => "1.0",
+            _ => return None,
+        })
+    }
+
+    fn upcast(event_type: &str, event_version: &str, mut payload: Value) -> Value {
+        if let ("FailedAttempt", "1.0") = (event_type, event_version)
+            && let Some(Value::Object(body)) = payload.get_mut("FailedAttempt")
+        {
+            // 1.0 had no `counted`; under the policy of its time only wrong codes counted.
+            let counted = body.get("reason").and_then(Value::as_str) == Some("WRONG_CODE");
+            body.insert("counted".into(), Value::Bool(counted));
+        }
+        payload
     }
 }

@@ -157,6 +157,7 @@ fn verified(step: u64, at: DateTime<Utc>) -> FactorEvent {
 fn failed(reason: FailureReason, consecutive_failures: u32, at: DateTime<Utc>) -> FactorEvent {
     FactorEvent::FailedAttempt(FailedAttempt {
         reason,
+        counted: reason == FailureReason::WrongCode,
         consecutive_failures,
         at,
     })
@@ -989,24 +990,87 @@ fn status_at_folds_the_events_and_the_clock() {
 fn event_type_strings_are_frozen() {
     let at = t0();
     let all = [
-        (enrolled(), "Enrolled"),
-        (activated(), "Activated"),
-        (verified(1, at), "Verified"),
-        (failed(FailureReason::WrongCode, 1, at), "FailedAttempt"),
-        (locked_out(at, 5, at), "LockedOut"),
-        (unlocked(true, at), "Unlocked"),
-        (FactorEvent::Removed(Removed { at }), "Removed"),
+        (enrolled(), "Enrolled", "1.0"),
+        (activated(), "Activated", "1.0"),
+        (verified(1, at), "Verified", "1.0"),
+        (
+            failed(FailureReason::WrongCode, 1, at),
+            "FailedAttempt",
+            "2.0",
+        ),
+        (locked_out(at, 5, at), "LockedOut", "1.0"),
+        (unlocked(true, at), "Unlocked", "1.0"),
+        (FactorEvent::Removed(Removed { at }), "Removed", "1.0"),
         (
             FactorEvent::EnrollmentExpired(EnrollmentExpired { at }),
             "EnrollmentExpired",
+            "1.0",
         ),
     ];
-    for (event, name) in all {
+    for (event, name, version) in all {
         assert_eq!(event.event_type(), name);
-        assert_eq!(event.event_version(), "1.0");
+        assert_eq!(event.event_version(), version);
         // The variant name is also the serde tag, so the stored payload agrees.
         let json = serde_json::to_value(&event).unwrap();
         assert!(json.get(name).is_some(), "{json}");
     }
     assert_eq!(Factor::TYPE, "Factor");
+}
+
+// ----- versions ---------------------------------------------------------------------------
+
+#[test]
+fn failed_attempt_1_0_upcasts_to_2_0_on_both_paths() {
+    use cqrs_es::persist::SerializedEvent;
+
+    use crate::versioning::{decode, upcasters};
+
+    let v1 = |reason: &str| {
+        serde_json::json!({ "FailedAttempt": {
+            "reason": reason, "consecutive_failures": 2, "at": "2026-01-01T00:00:00Z" } })
+    };
+    // Without the upcaster, 1.0 does not decode as the current shape.
+    assert!(serde_json::from_value::<FactorEvent>(v1("WRONG_CODE")).is_err());
+    let at: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+    for (reason, kind, counted) in [
+        ("WRONG_CODE", FailureReason::WrongCode, true),
+        ("REPLAYED", FailureReason::Replayed, false),
+        ("LOCKED", FailureReason::Locked, false),
+    ] {
+        let expected = FactorEvent::FailedAttempt(FailedAttempt {
+            reason: kind,
+            counted,
+            consecutive_failures: 2,
+            at,
+        });
+        // The read side's path.
+        let read: FactorEvent = decode("FailedAttempt", "1.0", v1(reason)).unwrap();
+        assert_eq!(read, expected);
+        // The write side's path (cqrs-es upcaster).
+        let stored = SerializedEvent::new(
+            "f".into(),
+            3,
+            "Factor".into(),
+            "FailedAttempt".into(),
+            "1.0".into(),
+            v1(reason),
+            serde_json::json!({}),
+        );
+        let ups = upcasters::<FactorEvent>();
+        assert!(ups[0].can_upcast("FailedAttempt", "1.0"));
+        assert!(!ups[0].can_upcast("FailedAttempt", "2.0"));
+        assert!(!ups[0].can_upcast("Verified", "1.0"));
+        let upcast = ups[0].upcast(stored);
+        assert_eq!(upcast.event_version, "2.0");
+        assert_eq!(
+            serde_json::from_value::<FactorEvent>(upcast.payload).unwrap(),
+            expected
+        );
+    }
+    // The current version decodes untouched.
+    let current = serde_json::to_value(failed(FailureReason::Replayed, 0, at)).unwrap();
+    assert_eq!(
+        decode::<FactorEvent>("FailedAttempt", "2.0", current).unwrap(),
+        failed(FailureReason::Replayed, 0, at)
+    );
 }

@@ -7,6 +7,14 @@ pub enum UserCommand {
     Register(Register),
 }
 
+impl crate::versioning::CommandName for UserCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Register(_) => "Register",
+        }
+    }
+}
+
 /// Registers a user under a login that no other user has.
 #[derive(Clone, Debug)]
 pub struct Register {

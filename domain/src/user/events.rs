@@ -1,6 +1,9 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::versioning::Versioned;
 
 /// Events of a user. The variant name is the stored `event_type` (SPEC §2, frozen).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -53,6 +56,18 @@ impl DomainEvent for UserEvent {
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_string()
+        <Self as Versioned>::current_version(&self.event_type())
+            .unwrap_or("1.0")
+            .to_string()
+    }
+}
+
+impl Versioned for UserEvent {
+    fn current_version(event_type: &str) -> Option<&'static str> {
+        matches!(event_type, "Registered" | "PasswordSet").then_some("1.0")
+    }
+
+    fn upcast(_event_type: &str, _event_version: &str, payload: Value) -> Value {
+        payload
     }
 }
