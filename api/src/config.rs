@@ -41,6 +41,10 @@ pub struct Config {
     /// Size of the database pools.
     #[arg(long, env = "TESSERA_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
+    /// A factor's state is snapshotted every this many events, so verification reads at most
+    /// this many events however long the factor's history grows.
+    #[arg(long, env = "TESSERA_FACTOR_SNAPSHOT_EVERY", default_value_t = 100)]
+    pub factor_snapshot_every: usize,
 }
 
 impl Default for Config {
@@ -56,6 +60,7 @@ impl Default for Config {
             enrollment_ttl_seconds: 900,
             totp_issuer: "Tessera".into(),
             db_pool_size: 16,
+            factor_snapshot_every: 100,
         }
     }
 }

@@ -1,12 +1,15 @@
 //! The tessera server: axum + async-graphql over the domain and the read models.
 //!
-//! [`start`] opens the store, applies migrations, starts the projection loop and serves
-//! `POST /graphql`, GraphiQL on `GET /graphql`, `/healthz` and `/readyz` until stopped.
+//! [`start`] opens the store, applies migrations, starts the log consumers (read models, the
+//! log sealer, the log-head watch) and serves `POST /graphql`, GraphiQL on `GET /graphql`,
+//! subscriptions on `GET /graphql/ws` (graphql-transport-ws), `/healthz` and `/readyz` until
+//! stopped. [`cli`] holds the subcommands that work on the log offline.
 //! Transport code only converts and authorises; rules live in `tessera-domain`.
 #![forbid(unsafe_code)]
 #![deny(clippy::all)]
 
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod graphql;
 mod http;
@@ -16,11 +19,14 @@ pub mod store;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql::{
+    Data,
+    http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource},
+};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::{
     Router,
-    extract::{ConnectInfo, State},
+    extract::{ConnectInfo, State, WebSocketUpgrade},
     http::{HeaderMap, HeaderValue, header},
     response::{Html, IntoResponse, Response},
     routing::get,
@@ -31,8 +37,9 @@ use tessera_domain::{
     user::UserServices,
 };
 use tessera_projections::{
-    Db, Runner,
+    Db, LogHead, Runner,
     read_model::{Queries, ReadModels},
+    seal::Sealer,
 };
 use tokio::{sync::watch, task::JoinHandle};
 use tower_http::limit::RequestBodyLimitLayer;
@@ -87,15 +94,20 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
             clock: Arc::clone(&clock),
         },
     );
-    let factors = Store::new(
+    // A brute-forced factor collects thousands of FailedAttempt events: snapshots keep its
+    // verification as fast as a new factor's.
+    let factors = Store::with_snapshots(
         &pool,
         FactorServices {
             clock: Arc::clone(&clock),
             cipher: master.totp_cipher(),
             policy: config.factor_policy(),
         },
+        config.factor_snapshot_every,
     );
     let read_models = Runner::new(db.clone(), ReadModels).await?;
+    let sealer = Runner::new(db.clone(), Sealer).await?;
+    let log_head = LogHead::new(db.clone());
     let auth = Authenticator::new(
         master.keyed_hasher(),
         config.bootstrap_api_key.as_deref(),
@@ -106,10 +118,14 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         pool,
         users: Arc::new(users),
         factors: Arc::new(factors),
-        queries: Queries::new(db),
+        queries: Queries::new(db.clone()),
         read_models,
+        sealer,
+        log_head,
+        db,
         auth: Arc::new(auth),
         clock,
+        shutdown: watch::channel(false).0,
     })
 }
 
@@ -124,6 +140,7 @@ pub fn app(state: AppState) -> Router {
     let schema = build_schema(Some(state.clone()));
     Router::new()
         .route("/graphql", get(graphiql).post(graphql_post))
+        .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         // async-graphql-axum reads the body itself, past axum's DefaultBodyLimit: a real
@@ -133,19 +150,40 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
 }
 
-fn request_id(headers: &HeaderMap) -> String {
+/// A caller-supplied id header, if it is a sane id (it ends up in logs and event metadata).
+fn id_header(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
-        .get("x-request-id")
+        .get(name)
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             !v.is_empty()
                 && v.len() <= 64
                 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string)
+        .map(str::to_string)
+}
+
+fn request_meta(headers: &HeaderMap, peer: SocketAddr) -> RequestMeta {
+    let request_id =
+        id_header(headers, "x-request-id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    RequestMeta {
+        correlation_id: id_header(headers, "x-correlation-id")
+            .unwrap_or_else(|| request_id.clone()),
+        request_id,
+        client_ip: Some(peer.ip().to_string()),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().take(256).collect()),
+    }
 }
 
 async fn graphql_post(
@@ -154,14 +192,7 @@ async fn graphql_post(
     headers: HeaderMap,
     request: GraphQLRequest,
 ) -> Response {
-    let meta = RequestMeta {
-        request_id: request_id(&headers),
-        client_ip: Some(peer.ip().to_string()),
-        user_agent: headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().take(256).collect()),
-    };
+    let meta = request_meta(&headers, peer);
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -187,6 +218,45 @@ async fn graphql_post(
     http
 }
 
+/// Subscriptions over graphql-transport-ws (and the older graphql-ws). The caller
+/// authenticates in `connection_init` with `{"Authorization": "Bearer <token>"}`; a missing or
+/// bad token closes the connection. Sessions end when the server stops, so a restart really
+/// drops them and clients resume from their last position.
+async fn graphql_ws(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let meta = request_meta(&headers, peer);
+    let auth = Arc::clone(&app.state.auth);
+    let mut stop = app.state.shutdown.subscribe();
+    let schema = app.schema;
+    upgrade
+        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| async move {
+            let session = GraphQLWebSocket::new(socket, schema, protocol)
+                .on_connection_init(move |payload| async move {
+                    let token = ["Authorization", "authorization"]
+                        .iter()
+                        .find_map(|k| payload.get(*k).and_then(serde_json::Value::as_str));
+                    let Some(caller) = auth.authenticate(token).await else {
+                        return Err(async_graphql::Error::new("unauthenticated"));
+                    };
+                    let mut data = Data::default();
+                    data.insert(caller);
+                    data.insert(meta);
+                    Ok(data)
+                })
+                .serve();
+            tokio::select! {
+                () = session => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        })
+}
+
 /// A running server.
 pub struct Server {
     /// Where it listens.
@@ -195,7 +265,7 @@ pub struct Server {
     pub state: AppState,
     shutdown: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
-    projections: JoinHandle<()>,
+    consumers: Vec<JoinHandle<()>>,
 }
 
 impl Server {
@@ -203,7 +273,9 @@ impl Server {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.http.await;
-        let _ = self.projections.await;
+        for task in self.consumers {
+            let _ = task.await;
+        }
     }
 
     /// Resolves when a stop was requested by [`Server::stop`] or the shutdown signal.
@@ -213,7 +285,9 @@ impl Server {
             Err(e) => Err(std::io::Error::other(e)),
         };
         let _ = self.shutdown.send(true);
-        let _ = self.projections.await;
+        for task in self.consumers {
+            let _ = task.await;
+        }
         result
     }
 
@@ -240,8 +314,14 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
     let state = open(config, clock).await?;
     // Catch up before answering, so reads after a restart are current.
     state.read_models.catch_up().await?;
-    let (shutdown, rx) = watch::channel(false);
-    let projections = state.read_models.spawn(PROJECTION_POLL, rx.clone());
+    state.log_head.refresh().await?;
+    let shutdown = state.shutdown.clone();
+    let rx = shutdown.subscribe();
+    let consumers = vec![
+        state.read_models.spawn(PROJECTION_POLL, rx.clone()),
+        state.sealer.spawn(PROJECTION_POLL, rx.clone()),
+        state.log_head.spawn(PROJECTION_POLL, rx.clone()),
+    ];
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let router = app(state.clone());
@@ -261,6 +341,6 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
         state,
         shutdown,
         http,
-        projections,
+        consumers,
     })
 }

@@ -4,6 +4,8 @@
 //! tessera serve                      # GraphQL on TESSERA_LISTEN (default 127.0.0.1:8080)
 //! tessera migrate                    # apply migrations and exit
 //! tessera rebuild-projections        # replay the log into fresh read models
+//! tessera export-events --from T     # the sealed log as JSON lines, each with its chain link
+//! tessera verify-log                 # check the log against its hash chain (exit 1 if not)
 //! tessera schema                     # print the GraphQL SDL
 //! tessera api-key create --name ci   # mint an admin API key (shown once)
 //! ```
@@ -11,7 +13,13 @@
 use std::{process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
-use tessera_api::{Config, graphql::build_schema, keys, open, start, store::Pool};
+use tessera_api::{
+    Config,
+    cli::{self, ExportArgs},
+    graphql::build_schema,
+    keys, open, start,
+    store::Pool,
+};
 use tessera_domain::services::SystemClock;
 
 #[derive(Parser)]
@@ -33,6 +41,16 @@ enum Command {
     Migrate(#[command(flatten)] Box<Config>),
     /// Rebuild every read model from the event log.
     RebuildProjections(#[command(flatten)] Box<Config>),
+    /// Write the sealed event log (redacted, each event with its hash-chain link) to stdout.
+    ExportEvents {
+        #[command(flatten)]
+        args: ExportArgs,
+        #[command(flatten)]
+        config: Box<Config>,
+    },
+    /// Check the event log against its hash chain; exit 1 if a row was edited, inserted or
+    /// deleted.
+    VerifyLog(#[command(flatten)] Box<Config>),
     /// Print the GraphQL schema (SDL).
     Schema,
     /// Manage API keys.
@@ -64,7 +82,7 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse().command).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE
@@ -72,7 +90,7 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
+async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match command {
         Command::Serve(config) => {
             if let Some(path) = config.sqlite_path() {
@@ -94,14 +112,25 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             println!("migrations applied");
         }
         Command::RebuildProjections(config) => {
-            let state = open(*config, Arc::new(SystemClock)).await?;
-            let started = std::time::Instant::now();
-            let n = state.read_models.rebuild().await?;
-            let secs = started.elapsed().as_secs_f64();
+            let rebuilt = cli::rebuild_projections(*config).await?;
             println!(
-                "rebuilt read models from {n} events in {secs:.2} s ({:.0} events/s)",
-                n as f64 / secs.max(1e-9)
+                "rebuilt read models from {} events in {:.2} s ({:.0} events/s)",
+                rebuilt.events,
+                rebuilt.seconds,
+                rebuilt.rate()
             );
+        }
+        Command::ExportEvents { args, config } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let n = cli::export_events(&config, &args, &mut out).await?;
+            eprintln!("exported {n} events");
+        }
+        Command::VerifyLog(config) => {
+            let report = cli::verify_log(&config, &mut std::io::stdout()).await?;
+            if !report.intact() {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Schema => println!("{}", build_schema(None).sdl()),
         Command::ApiKey {
@@ -113,7 +142,7 @@ async fn run(command: Command) -> Result<(), Box<dyn std::error::Error>> {
             println!("{token}");
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn shutdown_signal() {

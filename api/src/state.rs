@@ -5,9 +5,11 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use cqrs_es::{Aggregate, AggregateError};
 use tessera_domain::{factor::Factor, services::Clock, user::User};
 use tessera_projections::{
-    Runner,
+    Db, LogHead, Runner,
     read_model::{Queries, ReadModels},
+    seal::Sealer,
 };
+use tokio::sync::watch;
 
 use crate::{
     auth::Authenticator,
@@ -33,6 +35,14 @@ pub struct AppState {
     pub queries: Queries,
     /// The read-model projection.
     pub read_models: Arc<Runner<ReadModels>>,
+    /// The consumer that extends the log's hash chain.
+    pub sealer: Arc<Runner<Sealer>>,
+    /// The log's head, which subscriptions wait on.
+    pub log_head: Arc<LogHead>,
+    /// The read side's pool (audit reads).
+    pub db: Db,
+    /// Turns true when the server stops; long-lived sessions (websockets) end on it.
+    pub shutdown: watch::Sender<bool>,
     /// Bearer tokens.
     pub auth: Arc<Authenticator>,
     /// The clock.
@@ -44,6 +54,9 @@ pub struct AppState {
 pub struct RequestMeta {
     /// Per-request id, also in the `x-request-id` response header and in logs.
     pub request_id: String,
+    /// Ties the requests of one flow together (a login: challenge, then verify): the
+    /// caller's `x-correlation-id`, or this request's id.
+    pub correlation_id: String,
     /// The peer address.
     pub client_ip: Option<String>,
     /// The `User-Agent` header.
@@ -51,11 +64,23 @@ pub struct RequestMeta {
 }
 
 impl RequestMeta {
+    /// Context for a request with no HTTP headers to read (tests, internal callers).
+    pub fn internal() -> Self {
+        let id = uuid::Uuid::new_v4().to_string();
+        Self {
+            request_id: id.clone(),
+            correlation_id: id,
+            client_ip: None,
+            user_agent: None,
+        }
+    }
+
     /// Event metadata for `actor`.
     pub fn metadata(&self, actor: &str) -> HashMap<String, String> {
         let mut m = HashMap::from([
             ("actor".to_string(), actor.to_string()),
             ("request_id".to_string(), self.request_id.clone()),
+            ("correlation_id".to_string(), self.correlation_id.clone()),
         ]);
         if let Some(ip) = &self.client_ip {
             m.insert("client_ip".into(), ip.clone());
@@ -74,6 +99,8 @@ impl AppState {
         let Some(seq) = committed.last_sequence() else {
             return;
         };
+        // Subscriptions on this node hear of it now rather than at the next poll.
+        self.log_head.nudge();
         let seq = i64::try_from(seq).unwrap_or(i64::MAX);
         match self
             .read_models

@@ -4,16 +4,20 @@
 //! [`runner`] applies batches of events and the consumer's checkpoint in one transaction;
 //! [`read_model`] holds the `users_v1` and `factors_v1` tables and their queries. Read models
 //! can be dropped and rebuilt from the log at any time ([`runner::Runner::rebuild`]).
+//! [`audit`] reads the log for auditors (filters, point-in-time streams, redaction) and
+//! [`seal`] keeps a hash chain over it that shows any edited, inserted or deleted row.
 #![forbid(unsafe_code)]
 #![deny(clippy::all)]
 
+pub mod audit;
 pub mod db;
 pub mod log;
 pub mod read_model;
 pub mod runner;
+pub mod seal;
 
 pub use db::{Backend, Db};
-pub use log::{Cursor, StoredEvent};
+pub use log::{Cursor, LogHead, StoredEvent};
 pub use runner::{Projection, Runner};
 
 /// Errors of the read side.
@@ -34,6 +38,9 @@ pub enum Error {
         /// The decoding error.
         source: serde_json::Error,
     },
+    /// The log does not match its hash chain, or the chain is malformed.
+    #[error("log seal: {0}")]
+    Seal(String),
 }
 
 /// Fixed-width RFC 3339 UTC text, which sorts as text in both stores.

@@ -12,8 +12,16 @@
 
 use serde_json::Value;
 use sqlx::{AnyConnection, Row, any::AnyRow};
+use tessera_domain::versioning::{self, Versioned};
 
-use crate::{Backend, Error};
+use std::{sync::Arc, time::Duration};
+
+use tokio::{
+    sync::{Notify, watch},
+    task::JoinHandle,
+};
+
+use crate::{Backend, Db, Error};
 
 /// A place in the log, in tailing order. On SQLite `tx` is always 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -65,26 +73,29 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
-    /// Decodes the payload as an aggregate's event enum.
+    /// Decodes the payload as an aggregate's event enum, upcasting an older version first
+    /// (the same upcaster the write side loads through).
     ///
     /// # Errors
     /// [`Error::Decode`] if the payload does not match.
-    pub fn decode<E: serde::de::DeserializeOwned>(&self) -> Result<E, Error> {
-        serde_json::from_value(self.payload.clone()).map_err(|source| Error::Decode {
-            aggregate_type: self.aggregate_type.clone(),
-            aggregate_id: self.aggregate_id.clone(),
-            sequence: self.sequence,
-            source,
-        })
+    pub fn decode<E: Versioned>(&self) -> Result<E, Error> {
+        versioning::decode(&self.event_type, &self.event_version, self.payload.clone()).map_err(
+            |source| Error::Decode {
+                aggregate_type: self.aggregate_type.clone(),
+                aggregate_id: self.aggregate_id.clone(),
+                sequence: self.sequence,
+                source,
+            },
+        )
     }
 }
 
-const PG_COLUMNS: &str = "tx_id::text::bigint AS tx, global_position AS pos, aggregate_type, \
+pub(crate) const PG_COLUMNS: &str = "tx_id::text::bigint AS tx, global_position AS pos, aggregate_type, \
     aggregate_id, sequence, event_type, event_version, payload::text AS payload, \
     metadata::text AS metadata, \
     to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at";
 
-const LITE_COLUMNS: &str = "0 AS tx, global_seq AS pos, aggregate_type, aggregate_id, sequence, \
+pub(crate) const LITE_COLUMNS: &str = "0 AS tx, global_seq AS pos, aggregate_type, aggregate_id, sequence, \
     event_type, event_version, payload, metadata, recorded_at";
 
 /// Reads up to `limit` events after `after`, in tailing order, that can never be followed by
@@ -160,6 +171,103 @@ pub async fn has_after(
     Ok(row.is_some())
 }
 
+/// The last event a tailing reader can see now: every event at or before it is committed and
+/// nothing can ever appear before it. [`Cursor::default`] for an empty log.
+///
+/// # Errors
+/// Database errors.
+pub async fn head(conn: &mut AnyConnection, backend: Backend) -> Result<Cursor, Error> {
+    let sql = match backend {
+        Backend::Postgres => {
+            "SELECT tx_id::text::bigint AS tx, global_position AS pos FROM events \
+             WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY tx_id DESC, global_position DESC LIMIT 1"
+        }
+        Backend::Sqlite => {
+            "SELECT 0 AS tx, global_seq AS pos FROM events WHERE global_seq IS NOT NULL \
+             ORDER BY global_seq DESC LIMIT 1"
+        }
+    };
+    Ok(match sqlx::query(sql).fetch_optional(&mut *conn).await? {
+        Some(r) => Cursor {
+            tx: r.try_get("tx")?,
+            pos: r.try_get("pos")?,
+        },
+        None => Cursor::default(),
+    })
+}
+
+/// The log's [`head`] as a watch: tailing readers (subscriptions) wait on it instead of each
+/// polling the database. It polls, so it sees events written by any process on the database,
+/// and a local commit can [`LogHead::nudge`] it for promptness.
+pub struct LogHead {
+    db: Db,
+    head: watch::Sender<Cursor>,
+    wake: Notify,
+}
+
+impl LogHead {
+    /// A watch over `db`'s log, not yet polling.
+    pub fn new(db: Db) -> Arc<Self> {
+        Arc::new(Self {
+            db,
+            head: watch::channel(Cursor::default()).0,
+            wake: Notify::new(),
+        })
+    }
+
+    /// Changes whenever the head moves.
+    pub fn subscribe(&self) -> watch::Receiver<Cursor> {
+        self.head.subscribe()
+    }
+
+    /// Polls now instead of at the next tick.
+    pub fn nudge(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Reads the head and publishes it if it moved.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn refresh(&self) -> Result<Cursor, Error> {
+        let mut conn = self.db.pool.acquire().await?;
+        let now = head(&mut conn, self.db.backend).await?;
+        self.head.send_if_modified(|seen| {
+            let moved = now > *seen;
+            if moved {
+                *seen = now;
+            }
+            moved
+        });
+        Ok(now)
+    }
+
+    /// Polls every `poll` (and when nudged) until `shutdown` turns true.
+    pub fn spawn(
+        self: &Arc<Self>,
+        poll: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                if let Err(e) = this.refresh().await {
+                    tracing::warn!(error = %e, "reading the log head failed; retrying");
+                }
+                tokio::select! {
+                    () = this.wake.notified() => {}
+                    () = tokio::time::sleep(poll) => {}
+                    _ = shutdown.changed() => {}
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
+            }
+        })
+    }
+}
+
 /// The cursor of one committed event, for read-your-writes waits.
 ///
 /// # Errors
@@ -196,7 +304,7 @@ pub async fn cursor_of(
     })
 }
 
-fn from_row(row: &AnyRow) -> Result<StoredEvent, Error> {
+pub(crate) fn from_row(row: &AnyRow) -> Result<StoredEvent, Error> {
     let payload: String = row.try_get("payload")?;
     let metadata: String = row.try_get("metadata")?;
     let aggregate_type: String = row.try_get("aggregate_type")?;

@@ -31,6 +31,22 @@ pub trait Projection: Send + Sync + 'static {
         backend: Backend,
         event: &'a StoredEvent,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'a;
+
+    /// Applies a batch, in order, inside the batch's transaction. The default applies the
+    /// events one by one; a projection may override it to write in bulk, with the same result.
+    fn apply_batch<'a>(
+        &'a self,
+        conn: &'a mut AnyConnection,
+        backend: Backend,
+        events: &'a [StoredEvent],
+    ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
+        async move {
+            for event in events {
+                self.apply(conn, backend, event).await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Drives one projection: on a timer, when nudged after a local commit, and on demand.
@@ -105,9 +121,9 @@ impl<P: Projection> Runner<P> {
         from: Cursor,
     ) -> Result<(usize, Cursor), Error> {
         let events = log::read_after(conn, self.db.backend, from, self.batch).await?;
-        for event in &events {
-            self.projection.apply(conn, self.db.backend, event).await?;
-        }
+        self.projection
+            .apply_batch(conn, self.db.backend, &events)
+            .await?;
         let last = events.last().map_or(from, |e| e.cursor);
         if last != from {
             sqlx::query(

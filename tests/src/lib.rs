@@ -149,6 +149,17 @@ impl TestServer {
 
     /// POSTs a GraphQL request with `token` (or none).
     pub async fn gql_as(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        self.gql_with(token, &[], query, variables).await
+    }
+
+    /// POSTs a GraphQL request with `token` (or none) and extra headers.
+    pub async fn gql_with(
+        &self,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        query: &str,
+        variables: Value,
+    ) -> Value {
         let mut request = self
             .http
             .post(format!("{}/graphql", self.base))
@@ -156,8 +167,89 @@ impl TestServer {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         let response = request.send().await.expect("HTTP request");
         response.json().await.expect("JSON response")
+    }
+
+    /// Every page of `events(filter)` with `first` per page, concatenated; also checks that
+    /// each edge's cursor is its node's position and that the last page says so.
+    pub async fn all_events(&self, filter: Value, first: i64) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut after = Value::Null;
+        loop {
+            let data = self
+                .ok(
+                    "query($f: EventFilter, $n: Int, $a: String) { events(filter: $f, first: $n, after: $a) {
+                        edges { cursor node { position aggregateType aggregateId sequence eventType
+                                              eventVersion payload metadata recordedAt } }
+                        pageInfo { hasNextPage endCursor } } }",
+                    json!({ "f": filter, "n": first, "a": after }),
+                )
+                .await;
+            let page = &data["events"];
+            let edges = page["edges"].as_array().expect("edges");
+            assert!(edges.len() as i64 <= first, "page larger than first");
+            for edge in edges {
+                assert_eq!(edge["cursor"], edge["node"]["position"]);
+                out.push(edge["node"].clone());
+            }
+            if page["pageInfo"]["hasNextPage"] != true {
+                return out;
+            }
+            assert_eq!(edges.len() as i64, first, "a page before the last is full");
+            after = page["pageInfo"]["endCursor"].clone();
+        }
+    }
+
+    /// `(aggregate type, aggregate id, sequence)` of every stored event in the tailing order,
+    /// read straight from the table: the oracle for the audit API.
+    pub async fn log_identities(&self) -> Vec<(String, String, i64)> {
+        use tessera_api::store::Pool;
+        match &self.server().state.pool {
+            Pool::Pg(pg) => sqlx::query_as(
+                "SELECT aggregate_type, aggregate_id, sequence FROM events ORDER BY tx_id, global_position",
+            )
+            .fetch_all(pg)
+            .await
+            .expect("read events"),
+            Pool::Lite(lite) => sqlx::query_as(
+                "SELECT aggregate_type, aggregate_id, sequence FROM events ORDER BY global_seq",
+            )
+            .fetch_all(lite)
+            .await
+            .expect("read events"),
+        }
+    }
+
+    /// Every event through `events(first: 500)` once it shows all `log_identities` (a
+    /// transaction elsewhere on the PostgreSQL cluster can hold the tail back briefly).
+    pub async fn settled_events(&self) -> Vec<Value> {
+        let want = self.log_identities().await;
+        for _ in 0..100 {
+            let all = self.all_events(Value::Null, 500).await;
+            if all.iter().map(identity).collect::<Vec<_>>() == want {
+                return all;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the events query never showed the whole log");
+    }
+
+    /// A 6-digit code that is wrong for `secret` anywhere near the server's clock.
+    pub fn wrong_code(&self, secret: &str) -> String {
+        let near: Vec<String> = (-3..=3).map(|d| self.code(secret, d)).collect();
+        (0..1000)
+            .map(|n| format!("{:06}", 999_999 - n))
+            .find(|c| !near.contains(c))
+            .expect("a wrong code exists")
+    }
+
+    /// The websocket URL of the running server.
+    pub fn ws_url(&self) -> String {
+        format!("{}/graphql/ws", self.base.replacen("http", "ws", 1))
     }
 
     /// Runs a query that must succeed; returns `data`.
@@ -320,6 +412,21 @@ pub fn code_at(secret_base32: &str, unix: i64) -> String {
         .generate(u64::try_from(unix).expect("time after 1970"))
 }
 
+/// `(aggregateType, aggregateId, sequence)` of an `AuditEvent` node.
+pub fn identity(node: &Value) -> (String, String, i64) {
+    (
+        node["aggregateType"]
+            .as_str()
+            .expect("aggregateType")
+            .to_string(),
+        node["aggregateId"]
+            .as_str()
+            .expect("aggregateId")
+            .to_string(),
+        node["sequence"].as_i64().expect("sequence"),
+    )
+}
+
 /// `extensions.code` of the first error.
 pub fn error_code(response: &Value) -> &str {
     response["errors"][0]["extensions"]["code"]
@@ -332,4 +439,158 @@ pub fn error_reason(response: &Value) -> &str {
     response["errors"][0]["extensions"]["reason"]
         .as_str()
         .unwrap_or("")
+}
+
+/// A graphql-transport-ws client over a real websocket.
+pub struct WsClient {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+/// A message a [`WsClient`] received.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WsMessage {
+    /// `next`: a result of subscription `id`.
+    Next {
+        /// Subscription id.
+        id: String,
+        /// `{"data": …}` (or `errors`).
+        payload: Value,
+    },
+    /// `error` for subscription `id`.
+    Error {
+        /// Subscription id.
+        id: String,
+        /// The errors.
+        payload: Value,
+    },
+    /// `complete` of subscription `id`.
+    Complete {
+        /// Subscription id.
+        id: String,
+    },
+    /// The server closed the connection (close code, if any).
+    Closed(Option<u16>),
+}
+
+impl WsClient {
+    /// Connects to `url` with the graphql-transport-ws subprotocol and sends
+    /// `connection_init` with `{"Authorization": "Bearer <token>"}` (or an empty payload).
+    /// Returns the client once acknowledged, or how the server refused.
+    pub async fn connect(url: &str, token: Option<&str>) -> Result<Self, WsMessage> {
+        use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+        let mut request = url.into_client_request().expect("ws request");
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("graphql-transport-ws"),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket handshake");
+        let mut client = Self { ws };
+        let payload = match token {
+            Some(t) => json!({ "Authorization": format!("Bearer {t}") }),
+            None => json!({}),
+        };
+        client
+            .send(json!({ "type": "connection_init", "payload": payload }))
+            .await;
+        loop {
+            match client.raw(Duration::from_secs(10)).await {
+                Some(Ok(m)) if m["type"] == "connection_ack" => return Ok(client),
+                Some(Ok(_)) => continue,
+                Some(Err(closed)) => return Err(closed),
+                None => return Err(WsMessage::Closed(None)),
+            }
+        }
+    }
+
+    async fn send(&mut self, message: Value) {
+        use futures::SinkExt;
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::Text(
+                message.to_string().into(),
+            ))
+            .await
+            .expect("ws send");
+    }
+
+    /// Starts subscription `id`.
+    pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        self.send(json!({ "type": "subscribe", "id": id,
+                          "payload": { "query": query, "variables": variables } }))
+            .await;
+    }
+
+    /// The next protocol message (pings answered on the way), `Err` if the connection
+    /// closed, `None` on timeout.
+    async fn raw(&mut self, timeout: Duration) -> Option<Result<Value, WsMessage>> {
+        use futures::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?;
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(&text).expect("JSON message");
+                    if value["type"] == "ping" {
+                        self.send(json!({ "type": "pong" })).await;
+                        continue;
+                    }
+                    return Some(Ok(value));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Some(Err(WsMessage::Closed(frame.map(|f| f.code.into()))));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Some(Err(WsMessage::Closed(None))),
+            }
+        }
+    }
+
+    /// The next message, or `None` if nothing came within `timeout`.
+    pub async fn recv(&mut self, timeout: Duration) -> Option<WsMessage> {
+        let value = match self.raw(timeout).await? {
+            Ok(v) => v,
+            Err(closed) => return Some(closed),
+        };
+        let id = value["id"].as_str().unwrap_or_default().to_string();
+        Some(match value["type"].as_str() {
+            Some("next") => WsMessage::Next {
+                id,
+                payload: value["payload"].clone(),
+            },
+            Some("error") => WsMessage::Error {
+                id,
+                payload: value["payload"].clone(),
+            },
+            Some("complete") => WsMessage::Complete { id },
+            other => panic!("unexpected message type {other:?}: {value}"),
+        })
+    }
+
+    /// Collects `n` `next` payloads' `data.<field>` of subscription `id`, failing on anything
+    /// else or if `timeout` passes between two messages.
+    pub async fn take(&mut self, id: &str, field: &str, n: usize, timeout: Duration) -> Vec<Value> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            match self.recv(timeout).await {
+                Some(WsMessage::Next { id: got, payload }) if got == id => {
+                    assert!(
+                        payload.get("errors").is_none(),
+                        "subscription error: {payload}"
+                    );
+                    out.push(payload["data"][field].clone());
+                }
+                other => panic!(
+                    "expected {n} results on {id}, got {} then {other:?}",
+                    out.len()
+                ),
+            }
+        }
+        out
+    }
 }

@@ -1,6 +1,7 @@
 //! Factors: `enrollFactor`, `activateFactor`, `verifyFactor`, `removeFactor`, `factor`.
 
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
 use rand::RngCore;
 use tessera_domain::{
@@ -16,6 +17,7 @@ use crate::{
     graphql::{
         ContextExt,
         error::{ApiError, ApiResult, IntoGraphql},
+        history,
         types::{Factor, FactorResult, FactorType},
         user::parse_user_id,
     },
@@ -186,11 +188,26 @@ async fn prove(
 
 #[Object]
 impl FactorQuery {
-    /// A factor by id (`null` if there is none).
-    async fn factor(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Factor>> {
+    /// A factor by id (`null` if there is none). With `asOf`, the factor as it was at that
+    /// moment, folded from the log (`null` if not enrolled by then).
+    async fn factor(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        as_of: Option<DateTime<Utc>>,
+    ) -> async_graphql::Result<Option<Factor>> {
         async {
             let state = ctx.state()?;
             let id = parse_factor_id(&id)?;
+            if let Some(at) = as_of {
+                let Some((owner, factor)) = history::factor(state, id, at).await? else {
+                    return Ok(None);
+                };
+                if !ctx.caller()?.may_act_on(owner) {
+                    return Err(ApiError::Forbidden);
+                }
+                return Ok(Some(factor));
+            }
             let Some(row) = state.queries.factor(&id.to_string()).await? else {
                 return Ok(None);
             };

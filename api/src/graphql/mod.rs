@@ -1,11 +1,13 @@
 //! The GraphQL schema (SPEC §4 Contract): one module per feature, merged here.
 
+mod audit;
 pub mod error;
 mod factor;
+mod history;
 mod types;
 mod user;
 
-use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
+use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 
 use crate::{
     auth::Caller,
@@ -15,21 +17,25 @@ use crate::{
 
 /// All queries.
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(user::UserQuery, factor::FactorQuery);
+pub struct QueryRoot(user::UserQuery, factor::FactorQuery, audit::AuditQuery);
 
 /// All mutations.
 #[derive(MergedObject, Default)]
 pub struct MutationRoot(user::UserMutation, factor::FactorMutation);
 
+/// All subscriptions (each feature adds its own part).
+#[derive(MergedSubscription, Default)]
+pub struct SubscriptionRoot(audit::AuditSubscription);
+
 /// The schema type.
-pub type TesseraSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type TesseraSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Builds the schema over `state` (`None` only for printing the SDL).
 pub fn build_schema(state: Option<AppState>) -> TesseraSchema {
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        SubscriptionRoot::default(),
     )
     .limit_depth(12)
     .limit_complexity(500);
@@ -60,11 +66,7 @@ impl ContextExt for Context<'_> {
     fn meta(&self) -> RequestMeta {
         self.data_opt::<RequestMeta>()
             .cloned()
-            .unwrap_or(RequestMeta {
-                request_id: uuid::Uuid::new_v4().to_string(),
-                client_ip: None,
-                user_agent: None,
-            })
+            .unwrap_or_else(RequestMeta::internal)
     }
 
     fn admin(&self) -> Result<&Caller, ApiError> {

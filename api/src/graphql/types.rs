@@ -203,6 +203,9 @@ pub struct User {
     pub status: String,
     /// Registration time.
     pub created_at: DateTime<Utc>,
+    /// Set when this is the user as at a past moment: the factors are then as at it too.
+    #[graphql(skip)]
+    pub as_of: Option<DateTime<Utc>>,
 }
 
 #[ComplexObject]
@@ -211,6 +214,9 @@ impl User {
     async fn factors(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Factor>> {
         async {
             let state = ctx.state()?;
+            if let Some(at) = self.as_of {
+                return crate::graphql::history::factors_of_user(state, &self.id, at).await;
+            }
             let now = state.clock.now();
             state
                 .queries
@@ -242,6 +248,7 @@ impl User {
             phone_number: row.phone_number,
             display_name: row.display_name,
             status: row.status,
+            as_of: None,
         })
     }
 
@@ -255,6 +262,7 @@ impl User {
             display_name: u.display_name.clone(),
             status: "ACTIVE".into(),
             created_at: u.created_at.unwrap_or_default(),
+            as_of: None,
         }
     }
 }

@@ -4,6 +4,7 @@ use async_graphql::{
     Context, ID, InputObject, Object,
     connection::{Connection, Edge, query},
 };
+use chrono::{DateTime, Utc};
 use tessera_domain::{
     ids::UserId,
     secret::Secret,
@@ -15,6 +16,7 @@ use crate::{
     graphql::{
         ContextExt,
         error::{ApiError, ApiResult, IntoGraphql},
+        history,
         types::User,
     },
 };
@@ -52,14 +54,23 @@ async fn user_by_id(ctx: &Context<'_>, id: UserId) -> ApiResult<Option<User>> {
 
 #[Object]
 impl UserQuery {
-    /// A user by id (`null` if there is none).
-    async fn user(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<User>> {
+    /// A user by id (`null` if there is none). With `asOf`, the user and their factors as
+    /// they were at that moment, folded from the log (`null` if not registered by then).
+    async fn user(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        as_of: Option<DateTime<Utc>>,
+    ) -> async_graphql::Result<Option<User>> {
         async {
             let id = parse_user_id(&id)?;
             if !ctx.caller()?.may_act_on(id) {
                 return Err(ApiError::Forbidden);
             }
-            user_by_id(ctx, id).await
+            match as_of {
+                Some(at) => history::user(ctx.state()?, id, at).await,
+                None => user_by_id(ctx, id).await,
+            }
         }
         .await
         .gql(ctx)

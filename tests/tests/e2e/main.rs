@@ -1,6 +1,9 @@
 //! End-to-end tests: one binary (one link), each test on PostgreSQL and on SQLite.
 
+mod audit;
 mod auth;
 mod enrollment;
 mod projections;
+mod seal;
+mod subscriptions;
 mod verification;
