@@ -5,5 +5,6 @@ mod auth;
 mod enrollment;
 mod projections;
 mod seal;
+mod snapshots;
 mod subscriptions;
 mod verification;

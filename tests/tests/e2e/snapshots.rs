@@ -1,0 +1,360 @@
+//! Factor snapshots: a load through the snapshot equals a full replay, across many snapshot
+//! boundaries, including commits that straddle one (a `FailedAttempt` and the `LockedOut` it
+//! caused), which the stock cqrs-es 0.5.0 snapshot commit gets wrong; an unreadable snapshot
+//! is replaced, never duplicated. Also: an event stored at an older version still loads.
+
+use std::collections::BTreeMap;
+
+use chrono::TimeDelta;
+use serde_json::{Value, json};
+use tessera_api::store::Pool;
+use tessera_domain::{
+    factor::{Factor, FactorEvent},
+    versioning,
+};
+use tessera_tests::{Store, TestServer, both_stores};
+
+/// Snapshot size in these tests: small and odd against the 7-event cycle below, so commits
+/// of two events straddle boundaries.
+const EVERY: usize = 5;
+
+async fn server(store: Store) -> TestServer {
+    TestServer::start_with(store, |c| {
+        c.lockout_threshold = 3;
+        c.lockout_seconds = 60;
+        c.factor_snapshot_every = EVERY;
+    })
+    .await
+}
+
+/// One brute-force cycle, 7 events: three wrong codes (the third locks: FailedAttempt and
+/// LockedOut in one commit), one attempt while locked, then after the lock the right code
+/// (Unlocked and Verified in one commit).
+async fn cycle(s: &TestServer, factor: &str, secret: &str) {
+    let wrong = s.wrong_code(secret);
+    for _ in 0..3 {
+        assert_eq!(s.verify(factor, &wrong).await, "REJECTED");
+    }
+    assert_eq!(s.verify(factor, &s.code(secret, 0)).await, "LOCKED_OUT");
+    s.clock.advance(TimeDelta::seconds(61));
+    assert_eq!(s.verify(factor, &s.code(secret, 0)).await, "SUCCESS");
+    s.clock.advance(TimeDelta::seconds(30));
+}
+
+/// `(last_sequence, payload)` of every snapshot row of `id`.
+async fn snapshot_rows(s: &TestServer, id: &str) -> Vec<(i64, String)> {
+    match &s.server().state.pool {
+        Pool::Pg(pg) => sqlx::query_as(
+            "SELECT last_sequence, payload::text FROM snapshots WHERE aggregate_id = $1 ORDER BY last_sequence",
+        )
+        .bind(id)
+        .fetch_all(pg)
+        .await
+        .unwrap(),
+        Pool::Lite(lite) => sqlx::query_as(
+            "SELECT last_sequence, payload FROM snapshots WHERE aggregate_id = $1 ORDER BY last_sequence",
+        )
+        .bind(id)
+        .fetch_all(lite)
+        .await
+        .unwrap(),
+    }
+}
+
+async fn assert_snapshot_equals_replay(s: &TestServer, factor: &str) -> (Factor, usize) {
+    let store = &s.server().state.factors;
+    let (through_snapshot, seq) = store.load(factor).await.unwrap();
+    let (replayed, replay_seq) = store.load_by_replay(factor).await.unwrap();
+    assert_eq!(seq, replay_seq);
+    assert_eq!(through_snapshot, replayed, "at sequence {seq}");
+    (replayed, seq)
+}
+
+both_stores!(snapshot_load_equals_full_replay, |store| async move {
+    let s = server(store).await;
+    let (_, factor, secret) = s.active_totp("alice").await;
+    for _ in 0..10 {
+        cycle(&s, &factor, &secret).await;
+        assert_snapshot_equals_replay(&s, &factor).await;
+    }
+    let (state, seq) = assert_snapshot_equals_replay(&s, &factor).await;
+    assert_eq!(seq, 2 + 7 * 10);
+    assert_eq!(state.consecutive_failures, 0);
+
+    // The history really crossed boundaries inside two-event commits.
+    let events = s.all_events(json!({ "aggregateId": factor }), 500).await;
+    assert_eq!(events.len(), seq);
+    let mut commits: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for e in &events {
+        commits
+            .entry(e["metadata"]["causation_id"].as_str().unwrap().into())
+            .or_default()
+            .push(e["sequence"].as_i64().unwrap());
+    }
+    let every = EVERY as i64;
+    let straddling: Vec<&Vec<i64>> = commits
+        .values()
+        .filter(|seqs| {
+            seqs.iter()
+                .any(|&q| q % every == 0 && q < *seqs.last().unwrap())
+        })
+        .collect();
+    assert!(straddling.len() >= 4, "{commits:?}");
+    let crossed = (seq as i64) / every;
+    assert!(crossed >= 14);
+
+    // One snapshot row, at the last boundary crossing, holding the state after every event
+    // of that commit.
+    let rows = snapshot_rows(&s, &factor).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let (last_sequence, payload) = &rows[0];
+    assert!(*last_sequence > (seq as i64) - every - 2, "{last_sequence}");
+    let mut folded = Factor::default();
+    for e in events.iter().take(*last_sequence as usize) {
+        folded.apply_stored(e);
+    }
+    let mut snapshot: Factor = serde_json::from_str(payload).unwrap();
+    // The API redacts the sealed secret, so the fold from its nodes has none: compare the rest.
+    assert!(snapshot.totp.is_some());
+    snapshot.totp = None;
+    assert_eq!(snapshot, folded);
+    // And loads do read it: a marked snapshot shows through `load`, not through a replay.
+    let mut marked: Value = serde_json::from_str(payload).unwrap();
+    marked["label"] = json!("from-the-snapshot");
+    let update = "UPDATE snapshots SET payload = PAYLOAD WHERE aggregate_id = $2";
+    match &s.server().state.pool {
+        Pool::Pg(pg) => sqlx::query(&update.replace("PAYLOAD", "$1::json"))
+            .bind(marked.to_string())
+            .bind(&factor)
+            .execute(pg)
+            .await
+            .map(|_| ())
+            .unwrap(),
+        Pool::Lite(lite) => sqlx::query(&update.replace("PAYLOAD", "$1"))
+            .bind(marked.to_string())
+            .bind(&factor)
+            .execute(lite)
+            .await
+            .map(|_| ())
+            .unwrap(),
+    }
+    let store = &s.server().state.factors;
+    assert_eq!(
+        store.load(&factor).await.unwrap().0.label.as_deref(),
+        Some("from-the-snapshot")
+    );
+    assert_eq!(store.load_by_replay(&factor).await.unwrap().0.label, None);
+
+    // The read model agrees too.
+    let read = s
+        .ok(
+            "query($f: ID!) { factor(id: $f) { status failedAttempts } }",
+            json!({ "f": factor }),
+        )
+        .await;
+    assert_eq!(read["factor"]["status"], "ACTIVE");
+    assert_eq!(read["factor"]["failedAttempts"], 0);
+});
+
+/// Folding helper over API nodes (payloads of these events hold no redacted field that
+/// `apply` reads).
+trait ApplyStored {
+    fn apply_stored(&mut self, node: &Value);
+}
+
+impl ApplyStored for Factor {
+    fn apply_stored(&mut self, node: &Value) {
+        use cqrs_es::Aggregate;
+        let mut payload = node["payload"].clone();
+        if let Some(totp) = payload.pointer_mut("/Enrolled/totp") {
+            // The sealed secret is redacted in the API.
+            *totp = Value::Null;
+        }
+        let event: FactorEvent = versioning::decode(
+            node["eventType"].as_str().unwrap(),
+            node["eventVersion"].as_str().unwrap(),
+            payload,
+        )
+        .unwrap();
+        self.apply(event);
+    }
+}
+
+both_stores!(
+    an_unreadable_snapshot_is_replaced_not_duplicated,
+    |store| async move {
+        let s = server(store).await;
+        let (_, factor, secret) = s.active_totp("alice").await;
+        cycle(&s, &factor, &secret).await;
+        assert_eq!(snapshot_rows(&s, &factor).await.len(), 1);
+        // The aggregate's shape changed (or the row was damaged): the payload no longer reads as
+        // a Factor; and a stale older row sits beside it.
+        match &s.server().state.pool {
+            Pool::Pg(pg) => {
+                sqlx::query("UPDATE snapshots SET payload = '{\"state\": 42}'::json WHERE aggregate_id = $1")
+                .bind(&factor)
+                .execute(pg)
+                .await
+                .unwrap();
+                sqlx::query(
+                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
+                 VALUES ('Factor', $1, 1, 0, '{}'::json)",
+            )
+            .bind(&factor)
+            .execute(pg)
+            .await
+            .unwrap();
+            }
+            Pool::Lite(lite) => {
+                sqlx::query(
+                    "UPDATE snapshots SET payload = '{\"state\": 42}' WHERE aggregate_id = $1",
+                )
+                .bind(&factor)
+                .execute(lite)
+                .await
+                .unwrap();
+                sqlx::query(
+                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
+                 VALUES ('Factor', $1, 1, 0, '{}')",
+            )
+            .bind(&factor)
+            .execute(lite)
+            .await
+            .unwrap();
+            }
+        }
+        // Verification still works, from a full replay.
+        assert_snapshot_equals_replay(&s, &factor).await;
+        assert_eq!(
+            snapshot_rows(&s, &factor).await.len(),
+            0,
+            "unreadable rows are gone"
+        );
+        cycle(&s, &factor, &secret).await;
+        let rows = snapshot_rows(&s, &factor).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_snapshot_equals_replay(&s, &factor).await;
+    }
+);
+
+both_stores!(
+    an_event_stored_at_an_old_version_still_loads,
+    |store| async move {
+        let s = server(store).await;
+        let (_, factor, secret) = s.active_totp("alice").await;
+        // Sequence 3: a FailedAttempt as version 1.0 wrote it (no `counted`).
+        let old = json!({ "FailedAttempt": { "reason": "WRONG_CODE", "consecutive_failures": 1,
+                                         "at": "2026-01-01T00:00:00Z" } })
+        .to_string();
+        let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                  VALUES ('Factor', $1, 3, 'FailedAttempt', '1.0', PAYLOAD, '{}')";
+        match &s.server().state.pool {
+            Pool::Pg(pg) => {
+                sqlx::query(&insert.replace("PAYLOAD", "$2::json"))
+                    .bind(&factor)
+                    .bind(&old)
+                    .execute(pg)
+                    .await
+                    .unwrap();
+            }
+            Pool::Lite(lite) => {
+                sqlx::query(&insert.replace("PAYLOAD", "$2"))
+                    .bind(&factor)
+                    .bind(&old)
+                    .execute(lite)
+                    .await
+                    .unwrap();
+            }
+        }
+        // The write side loads it: one failure already counted, so the next wrong code is the
+        // second.
+        let r = s.verify_raw(&factor, &s.wrong_code(&secret)).await;
+        assert_eq!(r["data"]["verifyFactor"]["factorResult"], "REJECTED", "{r}");
+        assert_eq!(r["data"]["verifyFactor"]["factor"]["failedAttempts"], 2);
+        // The read side (live and rebuilt) and the point-in-time fold read it the same way.
+        let state = &s.server().state;
+        state.read_models.rebuild().await.unwrap();
+        let read = s
+        .ok(
+            "query($f: ID!, $t: DateTime) { factor(id: $f) { failedAttempts } asOf: factor(id: $f, asOf: $t) { failedAttempts } }",
+            json!({ "f": factor, "t": chrono::Utc::now().to_rfc3339() }),
+        )
+        .await;
+        assert_eq!(read["factor"]["failedAttempts"], 2);
+        assert_eq!(read["asOf"]["failedAttempts"], 2);
+        // The log shows it as stored.
+        let events = s.all_events(json!({ "aggregateId": factor }), 10).await;
+        assert_eq!(events[2]["eventVersion"], "1.0");
+        assert_eq!(events[3]["eventVersion"], "2.0");
+        assert_eq!(events[3]["payload"]["FailedAttempt"]["counted"], true);
+    }
+);
+
+// Why `Store::execute` does not use cqrs-es 0.5.0's snapshot commit, pinned: even handed the
+// aggregate as loaded (the double-apply workaround), a commit of two events across a
+// boundary snapshots only the first while recording the second's sequence, so the next load
+// never applies the second. If an upgrade fixes this, this test fails: reconsider then.
+both_stores!(
+    stock_snapshot_commit_loses_the_event_after_a_boundary,
+    |store| async move {
+        let s = server(store).await;
+        match &s.server().state.pool {
+            Pool::Pg(pg) => {
+                stock_commit_loses_an_event(postgres_es::PostgresEventRepository::new(pg.clone()))
+                    .await
+            }
+            Pool::Lite(lite) => {
+                stock_commit_loses_an_event(sqlite_es::SqliteEventRepository::new(lite.clone()))
+                    .await
+            }
+        }
+    }
+);
+
+async fn stock_commit_loses_an_event<R: cqrs_es::persist::PersistedEventRepository>(repo: R) {
+    use std::collections::HashMap;
+
+    use cqrs_es::{Aggregate, EventStore, persist::PersistedEventStore};
+    use tessera_domain::factor::{Activated, FailedAttempt, FailureReason, LockedOut};
+
+    let at = chrono::Utc::now();
+    let failed = |n| {
+        FactorEvent::FailedAttempt(FailedAttempt {
+            reason: FailureReason::WrongCode,
+            counted: true,
+            consecutive_failures: n,
+            at,
+        })
+    };
+    let store = PersistedEventStore::<R, Factor>::new_snapshot_store(repo, 4);
+    let id = uuid::Uuid::now_v7().to_string();
+    let ctx = store.load_aggregate(&id).await.unwrap();
+    let first = vec![
+        FactorEvent::Activated(Activated { step: Some(1), at }),
+        failed(1),
+        failed(2),
+    ];
+    store.commit(first, ctx, HashMap::new()).await.unwrap();
+    // Sequence 4 (a boundary) and 5, in one commit.
+    let ctx = store.load_aggregate(&id).await.unwrap();
+    let locked = FactorEvent::LockedOut(LockedOut {
+        until: at + TimeDelta::minutes(15),
+        consecutive_failures: 3,
+        at,
+    });
+    store
+        .commit(vec![failed(3), locked], ctx, HashMap::new())
+        .await
+        .unwrap();
+    let loaded = store.load_aggregate(&id).await.unwrap();
+    assert_eq!(loaded.current_sequence, 5);
+    let mut replayed = Factor::default();
+    for e in store.load_events(&id).await.unwrap() {
+        replayed.apply(e.payload);
+    }
+    assert!(replayed.locked_until.is_some(), "the log has the lockout");
+    assert_eq!(
+        loaded.aggregate.locked_until, None,
+        "the stock snapshot load has lost it"
+    );
+}
