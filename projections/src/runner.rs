@@ -15,6 +15,10 @@ use crate::{
     ts,
 };
 
+/// Events per batch in a rebuild: large, since one transaction holds them all anyway and a
+/// projection that writes in bulk ([`Projection::apply_batch`]) gains with every event.
+const REBUILD_BATCH: i64 = 5_000;
+
 /// A consumer of the log with a durable checkpoint.
 pub trait Projection: Send + Sync + 'static {
     /// The checkpoint's name; bump its version suffix to rebuild after a schema change.
@@ -119,8 +123,9 @@ impl<P: Projection> Runner<P> {
         &self,
         conn: &mut AnyConnection,
         from: Cursor,
+        size: i64,
     ) -> Result<(usize, Cursor), Error> {
-        let events = log::read_after(conn, self.db.backend, from, self.batch).await?;
+        let events = log::read_after(conn, self.db.backend, from, size).await?;
         self.projection
             .apply_batch(conn, self.db.backend, &events)
             .await?;
@@ -155,7 +160,7 @@ impl<P: Projection> Runner<P> {
     pub async fn run_batch(&self) -> Result<usize, Error> {
         let mut tx = self.db.pool.begin().await?;
         let from = self.lock_checkpoint(&mut tx).await?;
-        let (n, last) = self.apply_batch(&mut tx, from).await?;
+        let (n, last) = self.apply_batch(&mut tx, from, self.batch).await?;
         tx.commit().await?;
         self.publish(last);
         Ok(n)
@@ -192,10 +197,10 @@ impl<P: Projection> Runner<P> {
         let mut cursor = Cursor::default();
         let mut total = 0;
         loop {
-            let (n, last) = self.apply_batch(&mut tx, cursor).await?;
+            let (n, last) = self.apply_batch(&mut tx, cursor, REBUILD_BATCH).await?;
             total += n;
             cursor = last;
-            if i64::try_from(n).unwrap_or(i64::MAX) < self.batch {
+            if i64::try_from(n).unwrap_or(i64::MAX) < REBUILD_BATCH {
                 break;
             }
         }

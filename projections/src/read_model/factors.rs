@@ -1,7 +1,11 @@
-use sqlx::{AnyConnection, FromRow};
+use sqlx::FromRow;
 use tessera_domain::factor::FactorEvent;
 
-use crate::{Error, StoredEvent, read_model::Queries, ts};
+use crate::{
+    Error, StoredEvent,
+    read_model::{Queries, Rows},
+    ts,
+};
 
 /// A row of `factors_v1`. `status` is as stored; apply
 /// `tessera_domain::factor::effective_status` with the clock before showing it.
@@ -31,71 +35,99 @@ pub struct FactorRow {
     pub last_seq: i64,
 }
 
-pub(super) async fn apply(
-    conn: &mut AnyConnection,
-    stored: &StoredEvent,
-    event: FactorEvent,
-) -> Result<(), Error> {
+/// Folds one event into the rows of a batch. Mirrors what one SQL statement per event would
+/// do: `Enrolled` creates the row unless it exists; any later event applies only to an
+/// existing row that has not seen it (`last_seq < seq`), so re-applying is a no-op.
+pub(super) fn fold(rows: &mut Rows<FactorRow>, stored: &StoredEvent, event: FactorEvent) {
     let id = stored.aggregate_id.as_str();
     let seq = stored.sequence;
-    if let FactorEvent::Enrolled(e) = event {
-        sqlx::query(
-            "INSERT INTO factors_v1 (id, user_id, factor_type, status, label, created_at, expires_at, last_seq) \
-             VALUES ($1, $2, $3, 'PENDING_ACTIVATION', $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(e.user_id.to_string())
-        .bind(e.factor_type.as_str())
-        .bind(e.label)
-        .bind(ts(e.at))
-        .bind(ts(e.expires_at))
-        .bind(seq)
-        .execute(&mut *conn)
-        .await?;
-        return Ok(());
+    match event {
+        FactorEvent::Enrolled(e) => rows.create(FactorRow {
+            id: id.to_string(),
+            user_id: e.user_id.to_string(),
+            factor_type: e.factor_type.as_str().into(),
+            status: "PENDING_ACTIVATION".into(),
+            label: e.label,
+            created_at: ts(e.at),
+            expires_at: Some(ts(e.expires_at)),
+            last_verified_at: None,
+            failed_attempts: 0,
+            locked_until: None,
+            last_seq: seq,
+        }),
+        FactorEvent::Activated(e) => rows.update(id, seq, |r| {
+            r.status = "ACTIVE".into();
+            r.last_verified_at = Some(ts(e.at));
+            r.failed_attempts = 0;
+        }),
+        FactorEvent::Verified(e) => rows.update(id, seq, |r| {
+            r.last_verified_at = Some(ts(e.at));
+            r.failed_attempts = 0;
+        }),
+        FactorEvent::FailedAttempt(e) => rows.update(id, seq, |r| {
+            r.failed_attempts = i64::from(e.consecutive_failures);
+        }),
+        FactorEvent::LockedOut(e) => rows.update(id, seq, |r| {
+            if r.status == "ACTIVE" {
+                r.status = "LOCKED_OUT".into();
+            }
+            r.locked_until = Some(ts(e.until));
+        }),
+        FactorEvent::Unlocked(_) => rows.update(id, seq, |r| {
+            if r.status == "LOCKED_OUT" {
+                r.status = "ACTIVE".into();
+            }
+            r.locked_until = None;
+            r.failed_attempts = 0;
+        }),
+        FactorEvent::Removed(_) => rows.update(id, seq, |r| r.status = "REMOVED".into()),
+        FactorEvent::EnrollmentExpired(_) => {
+            rows.update(id, seq, |r| r.status = "EXPIRED".into());
+        }
     }
-    // Every other event updates one row; `last_seq < seq` makes a re-applied event a no-op.
-    // `$1` is the sequence, `$2` the id, `$3` the one value an event carries, if any.
-    let (set, value) = match event {
-        FactorEvent::Enrolled(_) => unreachable!("handled above"),
-        FactorEvent::Activated(e) => (
-            "status = 'ACTIVE', last_verified_at = $3, failed_attempts = 0",
-            Some(Value::Text(ts(e.at))),
-        ),
-        FactorEvent::Verified(e) => (
-            "last_verified_at = $3, failed_attempts = 0",
-            Some(Value::Text(ts(e.at))),
-        ),
-        FactorEvent::FailedAttempt(e) => (
-            "failed_attempts = $3",
-            Some(Value::Int(i64::from(e.consecutive_failures))),
-        ),
-        FactorEvent::LockedOut(e) => (
-            "status = CASE WHEN status = 'ACTIVE' THEN 'LOCKED_OUT' ELSE status END, locked_until = $3",
-            Some(Value::Text(ts(e.until))),
-        ),
-        FactorEvent::Unlocked(_) => (
-            "status = CASE WHEN status = 'LOCKED_OUT' THEN 'ACTIVE' ELSE status END, \
-             locked_until = NULL, failed_attempts = 0",
-            None,
-        ),
-        FactorEvent::Removed(_) => ("status = 'REMOVED'", None),
-        FactorEvent::EnrollmentExpired(_) => ("status = 'EXPIRED'", None),
-    };
-    let sql = format!("UPDATE factors_v1 SET {set}, last_seq = $1 WHERE id = $2 AND last_seq < $1");
-    let query = sqlx::query(&sql).bind(seq).bind(id);
-    let query = match value {
-        Some(Value::Text(s)) => query.bind(s),
-        Some(Value::Int(n)) => query.bind(n),
-        None => query,
-    };
-    query.execute(&mut *conn).await?;
-    Ok(())
 }
 
-enum Value {
-    Text(String),
-    Int(i64),
+impl super::Row for FactorRow {
+    const TABLE: &'static str = "factors_v1";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "user_id",
+        "factor_type",
+        "status",
+        "label",
+        "created_at",
+        "expires_at",
+        "last_verified_at",
+        "failed_attempts",
+        "locked_until",
+        "last_seq",
+    ];
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn last_seq(&self) -> i64 {
+        self.last_seq
+    }
+
+    fn set_last_seq(&mut self, seq: i64) {
+        self.last_seq = seq;
+    }
+
+    fn bind<'q>(&'q self, q: super::AnyQuery<'q>) -> super::AnyQuery<'q> {
+        q.bind(&self.id)
+            .bind(&self.user_id)
+            .bind(&self.factor_type)
+            .bind(&self.status)
+            .bind(&self.label)
+            .bind(&self.created_at)
+            .bind(&self.expires_at)
+            .bind(&self.last_verified_at)
+            .bind(self.failed_attempts)
+            .bind(&self.locked_until)
+            .bind(self.last_seq)
+    }
 }
 
 const COLUMNS: &str = "id, user_id, factor_type, status, label, created_at, expires_at, \

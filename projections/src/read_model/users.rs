@@ -1,7 +1,11 @@
-use sqlx::{AnyConnection, FromRow};
+use sqlx::FromRow;
 use tessera_domain::user::UserEvent;
 
-use crate::{Error, StoredEvent, read_model::Queries, ts};
+use crate::{
+    Error, StoredEvent,
+    read_model::{Queries, Rows},
+    ts,
+};
 
 /// A row of `users_v1`.
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]
@@ -24,38 +28,62 @@ pub struct UserRow {
     pub last_seq: i64,
 }
 
-pub(super) async fn apply(
-    conn: &mut AnyConnection,
-    stored: &StoredEvent,
-    event: UserEvent,
-) -> Result<(), Error> {
+/// Folds one event into the rows of a batch. Mirrors what one SQL statement per event would
+/// do: a `Registered` creates the row unless it exists; any later event applies only to an
+/// existing row that has not seen it (`last_seq < seq`), so re-applying is a no-op.
+pub(super) fn fold(rows: &mut Rows<UserRow>, stored: &StoredEvent, event: UserEvent) {
     let id = stored.aggregate_id.as_str();
     let seq = stored.sequence;
     match event {
-        UserEvent::Registered(e) => {
-            sqlx::query(
-                "INSERT INTO users_v1 (id, login, email, phone_number, display_name, status, created_at, last_seq) \
-                 VALUES ($1, $2, $3, $4, $5, 'ACTIVE', $6, $7) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(id)
-            .bind(e.login)
-            .bind(e.email)
-            .bind(e.phone_number)
-            .bind(e.display_name)
-            .bind(ts(e.at))
-            .bind(seq)
-            .execute(&mut *conn)
-            .await?;
-        }
-        UserEvent::PasswordSet(_) => {
-            sqlx::query("UPDATE users_v1 SET last_seq = $1 WHERE id = $2 AND last_seq < $1")
-                .bind(seq)
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-        }
+        UserEvent::Registered(e) => rows.create(UserRow {
+            id: id.to_string(),
+            login: e.login,
+            email: e.email,
+            phone_number: e.phone_number,
+            display_name: e.display_name,
+            status: "ACTIVE".into(),
+            created_at: ts(e.at),
+            last_seq: seq,
+        }),
+        UserEvent::PasswordSet(_) => rows.update(id, seq, |_| {}),
     }
-    Ok(())
+}
+
+impl super::Row for UserRow {
+    const TABLE: &'static str = "users_v1";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "login",
+        "email",
+        "phone_number",
+        "display_name",
+        "status",
+        "created_at",
+        "last_seq",
+    ];
+
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn last_seq(&self) -> i64 {
+        self.last_seq
+    }
+
+    fn set_last_seq(&mut self, seq: i64) {
+        self.last_seq = seq;
+    }
+
+    fn bind<'q>(&'q self, q: super::AnyQuery<'q>) -> super::AnyQuery<'q> {
+        q.bind(&self.id)
+            .bind(&self.login)
+            .bind(&self.email)
+            .bind(&self.phone_number)
+            .bind(&self.display_name)
+            .bind(&self.status)
+            .bind(&self.created_at)
+            .bind(self.last_seq)
+    }
 }
 
 const COLUMNS: &str = "id, login, email, phone_number, display_name, status, created_at, last_seq";
