@@ -176,3 +176,45 @@ both_stores!(
         );
     }
 );
+
+both_stores!(
+    a_long_history_arrives_complete_and_in_order,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        // 900 events, more than a subscription reads per query, streams interleaved.
+        let written = tessera_tests::synthetic::insert_users(&s.server().state.pool, 45, 9).await;
+        assert_eq!(written, 900);
+        let log = s.settled_events().await;
+        let mut ws = WsClient::connect(&s.ws_url(), Some(ADMIN_KEY))
+            .await
+            .unwrap();
+        ws.subscribe("all", EVENTS, json!({})).await;
+        ws.subscribe(
+            "locks",
+            "subscription { events(filter: {eventTypes: [\"LockedOut\"]}) { position eventType } }",
+            json!({}),
+        )
+        .await;
+        let mut all = Vec::new();
+        let mut locks = Vec::new();
+        while all.len() < 900 || locks.len() < 45 {
+            match ws.recv(WAIT).await {
+                Some(WsMessage::Next { id, payload }) if id == "all" => {
+                    all.push(payload["data"]["events"].clone());
+                }
+                Some(WsMessage::Next { id, payload }) if id == "locks" => {
+                    locks.push(payload["data"]["events"].clone());
+                }
+                other => panic!("after {} + {}: {other:?}", all.len(), locks.len()),
+            }
+        }
+        assert_eq!(all, log);
+        let expected: Vec<Value> = log
+            .iter()
+            .filter(|e| e["eventType"] == "LockedOut")
+            .map(|e| json!({ "position": e["position"], "eventType": "LockedOut" }))
+            .collect();
+        assert_eq!(locks, expected);
+        assert_eq!(ws.recv(Duration::from_millis(300)).await, None);
+    }
+);
