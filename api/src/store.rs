@@ -155,17 +155,20 @@ impl PersistedEventRepository for AnyRepo {
         &self,
         id: &str,
     ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-        const SQL: &str = "SELECT last_sequence, current_snapshot, payload FROM snapshots \
+        const PG: &str = "SELECT last_sequence, current_snapshot, payload::text AS payload \
+            FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2 \
+            ORDER BY last_sequence DESC LIMIT 1";
+        const LITE: &str = "SELECT last_sequence, current_snapshot, payload FROM snapshots \
             WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY last_sequence DESC LIMIT 1";
         let row = match self {
-            Self::Pg(_, pool) => sqlx::query(&SQL.replace("payload", "payload::text AS payload"))
+            Self::Pg(_, pool) => sqlx::query(PG)
                 .bind(A::TYPE)
                 .bind(id)
                 .fetch_optional(pool)
                 .await
                 .map_err(unknown)?
                 .map(|row| snapshot_parts!(row)),
-            Self::Lite(_, pool) => sqlx::query(SQL)
+            Self::Lite(_, pool) => sqlx::query(LITE)
                 .bind(A::TYPE)
                 .bind(id)
                 .fetch_optional(pool)

@@ -1,6 +1,7 @@
 //! Verification latency against the length of a factor's history: verify at 10 events vs at
-//! 100,000 events (a brute-forced factor), with Factor snapshots on (every 100 events), on
-//! PostgreSQL and SQLite. Prints figures; not a test.
+//! 100,000 events (a brute-forced factor), with Factor snapshots on (every
+//! `TESSERA_FACTOR_SNAPSHOT_EVERY` events, or `TESSERA_BENCH_SNAPSHOT_EVERY`), on PostgreSQL
+//! and SQLite. Prints figures; not a test.
 //!
 //! ```sh
 //! cargo bench -p tessera-tests --bench verify_latency
@@ -175,9 +176,9 @@ async fn settle(s: &TestServer) {
     }
 }
 
-async fn run(backend: Backend, long: usize, rounds: usize) {
+async fn run(backend: Backend, long: usize, rounds: usize, every: usize) {
     let s = TestServer::start_with(backend, |c| {
-        c.factor_snapshot_every = 100;
+        c.factor_snapshot_every = every;
         c.lockout_threshold = 1_000_000;
     })
     .await;
@@ -187,6 +188,7 @@ async fn run(backend: Backend, long: usize, rounds: usize) {
         small.push(seed(&s, &format!("small{i}"), 10).await);
     }
     // One short of a boundary, so the first (unmeasured) verify writes the snapshot.
+    let long = long.div_ceil(every) * every;
     let (big, big_secret) = seed(&s, "big", long - 1).await;
     settle(&s).await;
     let state = &s.server().state;
@@ -212,8 +214,9 @@ async fn run(backend: Backend, long: usize, rounds: usize) {
     }
     let (a, b, c) = (stats(&at_small), stats(&at_long), stats(&unsnapshotted));
     println!(
-        "{backend:?}: seeded {rounds} factors of 10 events and one of {length} in {:.1} s; \
-         first verify of the long one (full replay, writes the snapshot) {:.1} ms",
+        "{backend:?}, snapshot every {every}: seeded {rounds} factors of 10 events and one of \
+         {length} in {:.1} s; first verify of the long one (full replay, writes the snapshot) \
+         {:.1} ms",
         seeded.as_secs_f64(),
         first.as_secs_f64() * 1e3
     );
@@ -243,6 +246,10 @@ async fn main() {
     // `cargo bench` passes `--bench`; this target takes no arguments of its own.
     let long = env("TESSERA_BENCH_EVENTS", 100_000);
     let rounds = env("TESSERA_BENCH_ROUNDS", 200);
+    let every = env(
+        "TESSERA_BENCH_SNAPSHOT_EVERY",
+        tessera_api::Config::default().factor_snapshot_every,
+    );
     let stores = std::env::var("TESSERA_BENCH_STORES").unwrap_or_else(|_| "postgres,sqlite".into());
     for name in stores.split(',') {
         let backend = match name.trim() {
@@ -250,6 +257,6 @@ async fn main() {
             "sqlite" => Backend::Sqlite,
             other => panic!("unknown store {other}"),
         };
-        run(backend, long, rounds).await;
+        run(backend, long, rounds, every).await;
     }
 }
