@@ -32,6 +32,10 @@ pub struct Config {
     /// Length of a lockout in seconds.
     #[arg(long, env = "TESSERA_LOCKOUT_SECONDS", default_value_t = 900)]
     pub lockout_seconds: i64,
+    /// Consecutive failures of a user, across factors, recovery codes and lockouts, that lock
+    /// the second factor until an administrator unlocks it.
+    #[arg(long, env = "TESSERA_HARD_LOCK_THRESHOLD", default_value_t = 100)]
+    pub hard_lock_threshold: u32,
     /// Seconds a pending enrolment waits for activation.
     #[arg(long, env = "TESSERA_ENROLLMENT_TTL_SECONDS", default_value_t = 900)]
     pub enrollment_ttl_seconds: i64,
@@ -53,6 +57,7 @@ impl Default for Config {
             totp_skew_steps: 1,
             lockout_threshold: 5,
             lockout_seconds: 900,
+            hard_lock_threshold: 100,
             enrollment_ttl_seconds: 900,
             totp_issuer: "Tessera".into(),
             db_pool_size: 16,

@@ -85,6 +85,7 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         &pool,
         UserServices {
             clock: Arc::clone(&clock),
+            hard_lock_threshold: config.hard_lock_threshold,
         },
     );
     let factors = Store::new(

@@ -286,6 +286,32 @@ impl TestServer {
         }
     }
 
+    /// The events of one stream as `(event_type, payload)`, in order, read from the store.
+    pub async fn events_of(&self, aggregate_id: &str) -> Vec<(String, Value)> {
+        let sql = "SELECT event_type, CAST(payload AS TEXT) FROM events WHERE aggregate_id = $1 ORDER BY sequence";
+        let rows: Vec<(String, String)> = match &self.server().state.pool {
+            tessera_api::store::Pool::Pg(p) => {
+                sqlx::query_as(sql).bind(aggregate_id).fetch_all(p).await
+            }
+            tessera_api::store::Pool::Lite(p) => {
+                sqlx::query_as(sql).bind(aggregate_id).fetch_all(p).await
+            }
+        }
+        .expect("read events");
+        rows.into_iter()
+            .map(|(t, p)| (t, serde_json::from_str(&p).expect("payload is JSON")))
+            .collect()
+    }
+
+    /// How many `FailedAttempt` events of `aggregate_id` have `reason`.
+    pub async fn failures(&self, aggregate_id: &str, reason: &str) -> usize {
+        self.events_of(aggregate_id)
+            .await
+            .iter()
+            .filter(|(t, p)| t == "FailedAttempt" && p["FailedAttempt"]["reason"] == reason)
+            .count()
+    }
+
     /// Waits briefly for something eventually true.
     pub async fn eventually<F, Fut>(&self, mut check: F) -> bool
     where

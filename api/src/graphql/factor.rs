@@ -8,14 +8,16 @@ use tessera_domain::{
         self, Enroll, FactorCommand, FactorError, FactorOutcome, TotpSpec, outcome_of,
         totp::{self, TotpParams},
     },
-    ids::FactorId,
+    ids::{FactorId, UserId},
     secret::{PassCode, SecretBytes},
+    user::UserCommand,
 };
 
 use crate::{
     graphql::{
         ContextExt,
         error::{ApiError, ApiResult, IntoGraphql},
+        recovery::issue_recovery_codes,
         types::{Factor, FactorResult, FactorType},
         user::parse_user_id,
     },
@@ -77,7 +79,7 @@ pub struct ActivateFactorPayload {
     pub factor_result: FactorResult,
     /// The factor after the attempt.
     pub factor: Factor,
-    /// Recovery codes, when this activation generated them (not yet issued).
+    /// Ten recovery codes when this was the user's first activated factor; shown once.
     pub recovery_codes: Option<Vec<String>>,
 }
 
@@ -109,7 +111,7 @@ pub struct RemoveFactorInput {
 #[derive(Default)]
 pub struct FactorQuery;
 
-fn parse_factor_id(id: &str) -> ApiResult<FactorId> {
+pub(crate) fn parse_factor_id(id: &str) -> ApiResult<FactorId> {
     FactorId::parse(id)
         .ok_or_else(|| ApiError::bad_input("INVALID_ID", "factorId is not a valid id"))
 }
@@ -125,7 +127,10 @@ fn pass_code(code: String) -> ApiResult<PassCode> {
 }
 
 /// Loads a factor and checks that the caller may act on its owner.
-async fn authorized_factor(ctx: &Context<'_>, id: FactorId) -> ApiResult<factor::Factor> {
+pub(crate) async fn authorized_factor(
+    ctx: &Context<'_>,
+    id: FactorId,
+) -> ApiResult<factor::Factor> {
     let state = ctx.state()?;
     let caller = ctx.caller()?;
     let (f, _) = state.factors.load(&id.to_string()).await?;
@@ -141,6 +146,10 @@ async fn authorized_factor(ctx: &Context<'_>, id: FactorId) -> ApiResult<factor:
     }
 }
 
+fn owner_of(f: &factor::Factor) -> ApiResult<UserId> {
+    f.user_id.ok_or_else(|| FactorError::NotFound.into())
+}
+
 impl From<FactorError> for ApiError {
     fn from(e: FactorError) -> Self {
         AggregateError::UserError(e).into()
@@ -148,40 +157,68 @@ impl From<FactorError> for ApiError {
 }
 
 /// Runs a proof-of-possession command and turns its events into a `factorResult`.
+///
+/// Around the factor's own rules sits the user's hard lock (SPEC §2, NIST SP 800-63B): a
+/// locked user's factors are not checked at all, every wrong code counts towards the user's
+/// budget across factors, recovery codes and lockout cycles, and a success resets it.
 async fn prove(
     ctx: &Context<'_>,
     state: &AppState,
     id: FactorId,
+    owner: UserId,
     command: FactorCommand,
 ) -> ApiResult<(FactorResult, Factor)> {
     let caller = ctx.caller()?;
+    let metadata = ctx.meta().metadata(&caller.actor());
     let key = id.to_string();
+    let user_key = owner.to_string();
     let now = || state.clock.now();
-    match state
-        .factors
-        .execute(&key, command, &ctx.meta().metadata(&caller.actor()))
-        .await
-    {
-        Ok(committed) => {
-            state.settle(&key, &committed).await;
-            let outcome = outcome_of(&committed.payloads())
-                .ok_or_else(|| ApiError::internal("proof command wrote no outcome"))?;
-            Ok((
-                outcome.into(),
-                Factor::from_aggregate(id, &committed.state, now()),
-            ))
-        }
+    let (user, _) = state.users.load(&user_key).await?;
+    if user.second_factor_locked {
+        let refused = state
+            .users
+            .execute(
+                &user_key,
+                UserCommand::RefuseWhileLocked { factor_id: id },
+                &metadata,
+            )
+            .await?;
+        state.settle(&user_key, &refused).await;
+        let (f, _) = state.factors.load(&key).await?;
+        return Ok((
+            FactorOutcome::LockedOut.into(),
+            Factor::from_aggregate(id, &f, now()),
+        ));
+    }
+    let committed = match state.factors.execute(&key, command, &metadata).await {
+        Ok(committed) => committed,
         // Activating an enrolment that already expired answers EXPIRED, as the activation
         // that found it expired did.
         Err(AggregateError::UserError(FactorError::EnrollmentExpired)) => {
             let (f, _) = state.factors.load(&key).await?;
-            Ok((
+            return Ok((
                 FactorOutcome::Expired.into(),
                 Factor::from_aggregate(id, &f, now()),
-            ))
+            ));
         }
-        Err(e) => Err(e.into()),
+        Err(e) => return Err(e.into()),
+    };
+    state.settle(&key, &committed).await;
+    let outcome = outcome_of(&committed.payloads())
+        .ok_or_else(|| ApiError::internal("proof command wrote no outcome"))?;
+    let on_user = match outcome {
+        FactorOutcome::Rejected => Some(UserCommand::RecordFactorFailure { factor_id: id }),
+        FactorOutcome::Success if user.consecutive_failures > 0 => Some(UserCommand::ResetFailures),
+        _ => None,
+    };
+    if let Some(command) = on_user {
+        let counted = state.users.execute(&user_key, command, &metadata).await?;
+        state.settle(&user_key, &counted).await;
     }
+    Ok((
+        outcome.into(),
+        Factor::from_aggregate(id, &committed.state, now()),
+    ))
 }
 
 #[Object]
@@ -282,13 +319,18 @@ impl FactorMutation {
             let state = ctx.state()?;
             let id = parse_factor_id(&input.factor_id)?;
             let pass_code = pass_code(input.pass_code)?;
-            authorized_factor(ctx, id).await?;
+            let owner = owner_of(&authorized_factor(ctx, id).await?)?;
             let (factor_result, factor) =
-                prove(ctx, state, id, FactorCommand::Activate { pass_code }).await?;
+                prove(ctx, state, id, owner, FactorCommand::Activate { pass_code }).await?;
+            let recovery_codes = if factor_result == FactorResult::Success {
+                issue_recovery_codes(ctx, state, owner, true).await?
+            } else {
+                None
+            };
             Ok(ActivateFactorPayload {
                 factor_result,
                 factor,
-                recovery_codes: None,
+                recovery_codes,
             })
         }
         .await
@@ -305,9 +347,9 @@ impl FactorMutation {
             let state = ctx.state()?;
             let id = parse_factor_id(&input.factor_id)?;
             let pass_code = pass_code(input.pass_code)?;
-            authorized_factor(ctx, id).await?;
+            let owner = owner_of(&authorized_factor(ctx, id).await?)?;
             let (factor_result, factor) =
-                prove(ctx, state, id, FactorCommand::Verify { pass_code }).await?;
+                prove(ctx, state, id, owner, FactorCommand::Verify { pass_code }).await?;
             Ok(VerifyFactorPayload {
                 factor_result,
                 factor: Some(factor),

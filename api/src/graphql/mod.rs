@@ -2,6 +2,8 @@
 
 pub mod error;
 mod factor;
+pub mod limits;
+mod recovery;
 mod types;
 mod user;
 
@@ -19,7 +21,11 @@ pub struct QueryRoot(user::UserQuery, factor::FactorQuery);
 
 /// All mutations.
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(user::UserMutation, factor::FactorMutation);
+pub struct MutationRoot(
+    user::UserMutation,
+    factor::FactorMutation,
+    recovery::RecoveryMutation,
+);
 
 /// The schema type.
 pub type TesseraSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
@@ -32,7 +38,8 @@ pub fn build_schema(state: Option<AppState>) -> TesseraSchema {
         EmptySubscription,
     )
     .limit_depth(12)
-    .limit_complexity(500);
+    .limit_complexity(500)
+    .extension(limits::ProofBudget);
     if let Some(state) = state {
         builder = builder.data(state);
     }

@@ -22,6 +22,10 @@ pub struct UserRow {
     pub created_at: String,
     /// Last applied stream sequence.
     pub last_seq: i64,
+    /// Unused recovery codes.
+    pub recovery_codes_remaining: i64,
+    /// 1 while the user's second factor is hard-locked.
+    pub second_factor_locked: i64,
 }
 
 pub(super) async fn apply(
@@ -47,18 +51,36 @@ pub(super) async fn apply(
             .execute(&mut *conn)
             .await?;
         }
-        UserEvent::PasswordSet(_) => {
-            sqlx::query("UPDATE users_v1 SET last_seq = $1 WHERE id = $2 AND last_seq < $1")
-                .bind(seq)
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
+        other => {
+            // `$3` is the one value an event carries, if any.
+            let (set, value): (&str, Option<i64>) = match other {
+                UserEvent::RecoveryCodesGenerated(e) => (
+                    "recovery_codes_remaining = $3, ",
+                    Some(i64::try_from(e.hashes.len()).unwrap_or(0)),
+                ),
+                UserEvent::RecoveryUsed(e) => (
+                    "recovery_codes_remaining = $3, ",
+                    Some(i64::from(e.remaining)),
+                ),
+                UserEvent::LockedOut(_) => ("second_factor_locked = 1, ", None),
+                UserEvent::Unlocked(_) => ("second_factor_locked = 0, ", None),
+                _ => ("", None),
+            };
+            let sql =
+                format!("UPDATE users_v1 SET {set}last_seq = $1 WHERE id = $2 AND last_seq < $1");
+            let query = sqlx::query(&sql).bind(seq).bind(id);
+            let query = match value {
+                Some(n) => query.bind(n),
+                None => query,
+            };
+            query.execute(&mut *conn).await?;
         }
     }
     Ok(())
 }
 
-const COLUMNS: &str = "id, login, email, phone_number, display_name, status, created_at, last_seq";
+const COLUMNS: &str = "id, login, email, phone_number, display_name, status, created_at, last_seq, \
+     recovery_codes_remaining, second_factor_locked";
 
 impl Queries {
     /// One user by id.

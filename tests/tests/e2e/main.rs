@@ -3,4 +3,5 @@
 mod auth;
 mod enrollment;
 mod projections;
+mod security;
 mod verification;
