@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::all)]
 
+pub mod alerts;
 pub mod auth;
 pub mod config;
 pub mod graphql;
@@ -16,22 +17,26 @@ pub mod store;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use async_graphql::Data;
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
 use axum::{
     Router,
-    extract::{ConnectInfo, State},
+    extract::{ConnectInfo, State, WebSocketUpgrade},
     http::{HeaderMap, HeaderValue, header},
     response::{Html, IntoResponse, Response},
     routing::get,
 };
 use tessera_domain::{
+    alert::AlertServices,
     factor::FactorServices,
     services::{Clock, SystemClock},
     user::UserServices,
 };
 use tessera_projections::{
     Db, Runner,
+    alerts::{AlertReactor, FailureRule},
+    live::LiveTail,
     read_model::{Queries, ReadModels},
 };
 use tokio::{sync::watch, task::JoinHandle};
@@ -70,6 +75,9 @@ pub enum StartError {
     /// The listener.
     #[error("listen: {0}")]
     Io(#[from] std::io::Error),
+    /// Inconsistent settings.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// Opens the store (applying migrations) and builds the state every request shares.
@@ -96,7 +104,37 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
             policy: config.factor_policy(),
         },
     );
+    let alerts = Store::new(
+        &pool,
+        AlertServices {
+            clock: Arc::clone(&clock),
+        },
+    );
     let read_models = Runner::new(db.clone(), ReadModels).await?;
+    let webhook = match (&config.alert_webhook_url, &config.alert_webhook_secret) {
+        (Some(url), Some(secret)) => {
+            Some(alerts::Webhook::new(url.clone(), secret).map_err(StartError::Config)?)
+        }
+        (Some(_), None) => {
+            return Err(StartError::Config(
+                "TESSERA_ALERT_WEBHOOK_URL needs TESSERA_ALERT_WEBHOOK_SECRET".into(),
+            ));
+        }
+        _ => None,
+    };
+    let reactor = Runner::new(
+        db.clone(),
+        AlertReactor {
+            rule: FailureRule {
+                threshold: config.alert_threshold,
+                window: chrono::TimeDelta::seconds(config.alert_window_seconds),
+            },
+            channels: alerts::Deliverer::channels(webhook.is_some()),
+        },
+    )
+    .await?;
+    let deliverer = alerts::Deliverer::new(db.clone(), webhook);
+    let live = LiveTail::new(db.clone());
     let auth = Authenticator::new(
         master.keyed_hasher(),
         config.bootstrap_api_key.as_deref(),
@@ -107,8 +145,12 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         pool,
         users: Arc::new(users),
         factors: Arc::new(factors),
+        alerts: Arc::new(alerts),
         queries: Queries::new(db),
         read_models,
+        reactor,
+        deliverer,
+        live,
         auth: Arc::new(auth),
         clock,
     })
@@ -125,6 +167,7 @@ pub fn app(state: AppState) -> Router {
     let schema = build_schema(Some(state.clone()));
     Router::new()
         .route("/graphql", get(graphiql).post(graphql_post))
+        .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         // async-graphql-axum reads the body itself, past axum's DefaultBodyLimit: a real
@@ -134,7 +177,48 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn graphiql() -> Html<String> {
-    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
+}
+
+/// Subscriptions over graphql-transport-ws. The bearer token travels in the
+/// `connection_init` payload (`{"Authorization": "Bearer …"}`), as browsers cannot set
+/// headers on websockets; a connection without a valid one is closed.
+async fn graphql_ws(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    protocol: GraphQLProtocol,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            let auth = Arc::clone(&app.state.auth);
+            GraphQLWebSocket::new(socket, app.schema.clone(), protocol)
+                .on_connection_init(move |payload| async move {
+                    let token = payload
+                        .get("Authorization")
+                        .or_else(|| payload.get("authorization"))
+                        .and_then(|v| v.as_str());
+                    let caller = auth
+                        .authenticate(token)
+                        .await
+                        .ok_or_else(|| async_graphql::Error::new("authentication required"))?;
+                    let mut data = Data::default();
+                    data.insert(caller);
+                    data.insert(RequestMeta {
+                        request_id: uuid::Uuid::new_v4().to_string(),
+                        client_ip: Some(peer.ip().to_string()),
+                        user_agent: None,
+                    });
+                    Ok(data)
+                })
+                .serve()
+        })
 }
 
 fn request_id(headers: &HeaderMap) -> String {
@@ -196,7 +280,7 @@ pub struct Server {
     pub state: AppState,
     shutdown: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
-    projections: JoinHandle<()>,
+    projections: Vec<JoinHandle<()>>,
 }
 
 impl Server {
@@ -204,7 +288,7 @@ impl Server {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.http.await;
-        let _ = self.projections.await;
+        futures::future::join_all(self.projections).await;
     }
 
     /// Resolves when a stop was requested by [`Server::stop`] or the shutdown signal.
@@ -214,7 +298,7 @@ impl Server {
             Err(e) => Err(std::io::Error::other(e)),
         };
         let _ = self.shutdown.send(true);
-        let _ = self.projections.await;
+        futures::future::join_all(self.projections).await;
         result
     }
 
@@ -242,7 +326,13 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
     // Catch up before answering, so reads after a restart are current.
     state.read_models.catch_up().await?;
     let (shutdown, rx) = watch::channel(false);
-    let projections = state.read_models.spawn(PROJECTION_POLL, rx.clone());
+    state.reactor.catch_up().await?;
+    let projections = vec![
+        state.read_models.spawn(PROJECTION_POLL, rx.clone()),
+        state.reactor.spawn(PROJECTION_POLL, rx.clone()),
+        state.deliverer.spawn(PROJECTION_POLL, rx.clone()),
+        state.live.spawn(PROJECTION_POLL, rx.clone()),
+    ];
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let router = app(state.clone());

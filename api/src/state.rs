@@ -3,13 +3,16 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use cqrs_es::{Aggregate, AggregateError};
-use tessera_domain::{factor::Factor, services::Clock, user::User};
+use tessera_domain::{alert::Alert, factor::Factor, services::Clock, user::User};
 use tessera_projections::{
     Runner,
+    alerts::AlertReactor,
+    live::LiveTail,
     read_model::{Queries, ReadModels},
 };
 
 use crate::{
+    alerts::Deliverer,
     auth::Authenticator,
     config::Config,
     store::{Committed, Pool, Store},
@@ -29,8 +32,16 @@ pub struct AppState {
     pub users: Arc<Store<User>>,
     /// Factors.
     pub factors: Arc<Store<Factor>>,
+    /// Security alerts (acknowledgement).
+    pub alerts: Arc<Store<Alert>>,
     /// Read models.
     pub queries: Queries,
+    /// The security-alert reactor.
+    pub reactor: Arc<Runner<AlertReactor>>,
+    /// The alert outbox worker.
+    pub deliverer: Arc<Deliverer>,
+    /// The live feed for subscriptions.
+    pub live: Arc<LiveTail>,
     /// The read-model projection.
     pub read_models: Arc<Runner<ReadModels>>,
     /// Bearer tokens.
@@ -74,6 +85,9 @@ impl AppState {
         let Some(seq) = committed.last_sequence() else {
             return;
         };
+        // Alerts and subscriptions need not wait, but need not wait for a poll either.
+        self.reactor.nudge();
+        self.live.nudge();
         let seq = i64::try_from(seq).unwrap_or(i64::MAX);
         match self
             .read_models

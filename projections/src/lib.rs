@@ -7,7 +7,9 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::all)]
 
+pub mod alerts;
 pub mod db;
+pub mod live;
 pub mod log;
 pub mod read_model;
 pub mod runner;

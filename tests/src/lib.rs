@@ -3,6 +3,8 @@
 //!
 //! Every test runs on both stores through [`both_stores!`].
 
+pub mod sinks;
+
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
@@ -140,6 +142,28 @@ impl TestServer {
             server.stop().await;
         }
         self.boot().await;
+    }
+
+    /// A second server process on the same database, key and clock (several nodes).
+    pub async fn another_node(&self) -> TestServer {
+        let mut other = Self {
+            server: None,
+            config: self.config.clone(),
+            clock: self.clock.clone(),
+            http: reqwest::Client::new(),
+            base: String::new(),
+            store: self.store,
+            dir: None,
+        };
+        other.boot().await;
+        other
+    }
+
+    /// Stops the server (it can be started again with [`TestServer::restart`]).
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
     }
 
     /// POSTs a GraphQL request with the admin key; returns the whole JSON response.

@@ -1,5 +1,6 @@
 //! The GraphQL schema (SPEC §4 Contract): one module per feature, merged here.
 
+mod alerts;
 pub mod error;
 mod factor;
 pub mod limits;
@@ -7,7 +8,7 @@ mod recovery;
 mod types;
 mod user;
 
-use async_graphql::{Context, EmptySubscription, MergedObject, Schema};
+use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 
 use crate::{
     auth::Caller,
@@ -17,7 +18,7 @@ use crate::{
 
 /// All queries.
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(user::UserQuery, factor::FactorQuery);
+pub struct QueryRoot(user::UserQuery, factor::FactorQuery, alerts::AlertQuery);
 
 /// All mutations.
 #[derive(MergedObject, Default)]
@@ -25,17 +26,22 @@ pub struct MutationRoot(
     user::UserMutation,
     factor::FactorMutation,
     recovery::RecoveryMutation,
+    alerts::AlertMutation,
 );
 
+/// All subscriptions.
+#[derive(MergedSubscription, Default)]
+pub struct SubscriptionRoot(alerts::AlertSubscription);
+
 /// The schema type.
-pub type TesseraSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type TesseraSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Builds the schema over `state` (`None` only for printing the SDL).
 pub fn build_schema(state: Option<AppState>) -> TesseraSchema {
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        SubscriptionRoot::default(),
     )
     .limit_depth(12)
     .limit_complexity(500)
