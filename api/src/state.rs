@@ -79,6 +79,13 @@ impl RequestMeta {
 }
 
 impl AppState {
+    /// After a commit nobody needs to read back at once: wake the consumers, do not wait.
+    pub fn nudge(&self) {
+        self.read_models.nudge();
+        self.reactor.nudge();
+        self.live.nudge();
+    }
+
     /// After a commit, waits (bounded) until the read models include it, so a query right
     /// after a mutation sees the mutation.
     pub async fn settle<A: Aggregate>(&self, id: &str, committed: &Committed<A>) {

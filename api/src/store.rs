@@ -7,8 +7,8 @@ use cqrs_es::{
     Aggregate, AggregateError, EventEnvelope, EventStore,
     event_sink::EventSink,
     persist::{
-        PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream,
-        SerializedEvent, SerializedSnapshot,
+        EventStoreAggregateContext, PersistedEventRepository, PersistedEventStore,
+        PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
     },
 };
 use postgres_es::PostgresEventRepository;
@@ -231,9 +231,34 @@ where
         command: A::Command,
         metadata: &HashMap<String, String>,
     ) -> Result<Committed<A>, AggregateError<A::Error>> {
+        self.execute_from(id, None, command, metadata).await
+    }
+
+    /// Like [`Store::execute`], starting from an aggregate the caller already loaded with
+    /// [`Store::load`] (saves a read on the hot path). A stale one is harmless: its commit
+    /// loses the optimistic-concurrency race and the retry reloads.
+    ///
+    /// # Errors
+    /// As [`Store::execute`].
+    pub async fn execute_from(
+        &self,
+        id: &str,
+        loaded: Option<(A, usize)>,
+        command: A::Command,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Committed<A>, AggregateError<A::Error>> {
         let mut attempt = 1;
+        let mut loaded = loaded;
         loop {
-            let mut ctx = self.events.load_aggregate(id).await?;
+            let mut ctx = match loaded.take() {
+                Some((aggregate, current_sequence)) => EventStoreAggregateContext {
+                    aggregate_id: id.to_string(),
+                    aggregate,
+                    current_sequence,
+                    current_snapshot: None,
+                },
+                None => self.events.load_aggregate(id).await?,
+            };
             let before = ctx.aggregate.clone();
             let sink = EventSink::default();
             ctx.aggregate

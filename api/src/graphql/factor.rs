@@ -5,12 +5,12 @@ use cqrs_es::AggregateError;
 use rand::RngCore;
 use tessera_domain::{
     factor::{
-        self, Enroll, FactorCommand, FactorError, FactorOutcome, TotpSpec, outcome_of,
+        self, Enroll, FactorCommand, FactorError, FactorEvent, FactorOutcome, TotpSpec, outcome_of,
         totp::{self, TotpParams},
     },
     ids::{FactorId, UserId},
     secret::{PassCode, SecretBytes},
-    user::UserCommand,
+    user::{UserCommand, UserEvent},
 };
 
 use crate::{
@@ -126,24 +126,35 @@ fn pass_code(code: String) -> ApiResult<PassCode> {
     Ok(PassCode::new(code))
 }
 
-/// Loads a factor and checks that the caller may act on its owner.
+/// Loads a factor (and its stream length) and checks that the caller may act on its owner.
 pub(crate) async fn authorized_factor(
     ctx: &Context<'_>,
     id: FactorId,
-) -> ApiResult<factor::Factor> {
+) -> ApiResult<(factor::Factor, usize)> {
     let state = ctx.state()?;
     let caller = ctx.caller()?;
-    let (f, _) = state.factors.load(&id.to_string()).await?;
+    let (f, seq) = state.factors.load(&id.to_string()).await?;
     match f.user_id {
         Some(owner) if f.exists() => {
             if caller.may_act_on(owner) {
-                Ok(f)
+                Ok((f, seq))
             } else {
                 Err(ApiError::Forbidden)
             }
         }
         _ => Err(FactorError::NotFound.into()),
     }
+}
+
+fn changes_status(event: &FactorEvent) -> bool {
+    matches!(
+        event,
+        FactorEvent::Activated(_)
+            | FactorEvent::LockedOut(_)
+            | FactorEvent::Unlocked(_)
+            | FactorEvent::Removed(_)
+            | FactorEvent::EnrollmentExpired(_)
+    )
 }
 
 fn owner_of(f: &factor::Factor) -> ApiResult<UserId> {
@@ -165,20 +176,23 @@ async fn prove(
     ctx: &Context<'_>,
     state: &AppState,
     id: FactorId,
-    owner: UserId,
+    loaded: (factor::Factor, usize),
     command: FactorCommand,
 ) -> ApiResult<(FactorResult, Factor)> {
+    let owner = owner_of(&loaded.0)?;
     let caller = ctx.caller()?;
     let metadata = ctx.meta().metadata(&caller.actor());
     let key = id.to_string();
     let user_key = owner.to_string();
     let now = || state.clock.now();
-    let (user, _) = state.users.load(&user_key).await?;
+    let (user, user_seq) = state.users.load(&user_key).await?;
+    let consecutive_failures = user.consecutive_failures;
     if user.second_factor_locked {
         let refused = state
             .users
-            .execute(
+            .execute_from(
                 &user_key,
+                Some((user, user_seq)),
                 UserCommand::RefuseWhileLocked { factor_id: id },
                 &metadata,
             )
@@ -190,7 +204,11 @@ async fn prove(
             Factor::from_aggregate(id, &f, now()),
         ));
     }
-    let committed = match state.factors.execute(&key, command, &metadata).await {
+    let committed = match state
+        .factors
+        .execute_from(&key, Some(loaded), command, &metadata)
+        .await
+    {
         Ok(committed) => committed,
         // Activating an enrolment that already expired answers EXPIRED, as the activation
         // that found it expired did.
@@ -203,17 +221,35 @@ async fn prove(
         }
         Err(e) => return Err(e.into()),
     };
-    state.settle(&key, &committed).await;
+    // The answer is built from the aggregate, so a plain verification does not wait for the
+    // read models (that would put a second commit on the hot path); a change of status must
+    // show in the very next query, so those wait.
+    if committed.payloads().iter().any(changes_status) {
+        state.settle(&key, &committed).await;
+    } else {
+        state.nudge();
+    }
     let outcome = outcome_of(&committed.payloads())
         .ok_or_else(|| ApiError::internal("proof command wrote no outcome"))?;
     let on_user = match outcome {
         FactorOutcome::Rejected => Some(UserCommand::RecordFactorFailure { factor_id: id }),
-        FactorOutcome::Success if user.consecutive_failures > 0 => Some(UserCommand::ResetFailures),
+        FactorOutcome::Success if consecutive_failures > 0 => Some(UserCommand::ResetFailures),
         _ => None,
     };
     if let Some(command) = on_user {
-        let counted = state.users.execute(&user_key, command, &metadata).await?;
-        state.settle(&user_key, &counted).await;
+        let counted = state
+            .users
+            .execute_from(&user_key, Some((user, user_seq)), command, &metadata)
+            .await?;
+        if counted
+            .payloads()
+            .iter()
+            .any(|e| matches!(e, UserEvent::LockedOut(_)))
+        {
+            state.settle(&user_key, &counted).await;
+        } else {
+            state.nudge();
+        }
     }
     Ok((
         outcome.into(),
@@ -319,9 +355,16 @@ impl FactorMutation {
             let state = ctx.state()?;
             let id = parse_factor_id(&input.factor_id)?;
             let pass_code = pass_code(input.pass_code)?;
-            let owner = owner_of(&authorized_factor(ctx, id).await?)?;
-            let (factor_result, factor) =
-                prove(ctx, state, id, owner, FactorCommand::Activate { pass_code }).await?;
+            let loaded = authorized_factor(ctx, id).await?;
+            let owner = owner_of(&loaded.0)?;
+            let (factor_result, factor) = prove(
+                ctx,
+                state,
+                id,
+                loaded,
+                FactorCommand::Activate { pass_code },
+            )
+            .await?;
             let recovery_codes = if factor_result == FactorResult::Success {
                 issue_recovery_codes(ctx, state, owner, true).await?
             } else {
@@ -347,9 +390,9 @@ impl FactorMutation {
             let state = ctx.state()?;
             let id = parse_factor_id(&input.factor_id)?;
             let pass_code = pass_code(input.pass_code)?;
-            let owner = owner_of(&authorized_factor(ctx, id).await?)?;
+            let loaded = authorized_factor(ctx, id).await?;
             let (factor_result, factor) =
-                prove(ctx, state, id, owner, FactorCommand::Verify { pass_code }).await?;
+                prove(ctx, state, id, loaded, FactorCommand::Verify { pass_code }).await?;
             Ok(VerifyFactorPayload {
                 factor_result,
                 factor: Some(factor),
