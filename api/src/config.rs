@@ -32,12 +32,28 @@ pub struct Config {
     /// Length of a lockout in seconds.
     #[arg(long, env = "TESSERA_LOCKOUT_SECONDS", default_value_t = 900)]
     pub lockout_seconds: i64,
+    /// Consecutive failures of a user, across factors, recovery codes and lockouts, that lock
+    /// the second factor until an administrator unlocks it.
+    #[arg(long, env = "TESSERA_HARD_LOCK_THRESHOLD", default_value_t = 100)]
+    pub hard_lock_threshold: u32,
     /// Seconds a pending enrolment waits for activation.
     #[arg(long, env = "TESSERA_ENROLLMENT_TTL_SECONDS", default_value_t = 900)]
     pub enrollment_ttl_seconds: i64,
     /// Issuer shown in authenticator apps.
     #[arg(long, env = "TESSERA_TOTP_ISSUER", default_value = "Tessera")]
     pub totp_issuer: String,
+    /// Failures of one user within the window that raise a security alert.
+    #[arg(long, env = "TESSERA_ALERT_THRESHOLD", default_value_t = 3)]
+    pub alert_threshold: usize,
+    /// The alert window in seconds.
+    #[arg(long, env = "TESSERA_ALERT_WINDOW_SECONDS", default_value_t = 600)]
+    pub alert_window_seconds: i64,
+    /// Where security alerts are POSTed (Standard Webhooks).
+    #[arg(long, env = "TESSERA_ALERT_WEBHOOK_URL")]
+    pub alert_webhook_url: Option<String>,
+    /// `whsec_` + base64 key signing alert webhooks.
+    #[arg(long, env = "TESSERA_ALERT_WEBHOOK_SECRET", hide_env_values = true)]
+    pub alert_webhook_secret: Option<String>,
     /// Size of the database pools.
     #[arg(long, env = "TESSERA_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
@@ -59,6 +75,11 @@ impl Default for Config {
             totp_skew_steps: 1,
             lockout_threshold: 5,
             lockout_seconds: 900,
+            hard_lock_threshold: 100,
+            alert_threshold: 3,
+            alert_window_seconds: 600,
+            alert_webhook_url: None,
+            alert_webhook_secret: None,
             enrollment_ttl_seconds: 900,
             totp_issuer: "Tessera".into(),
             db_pool_size: 16,

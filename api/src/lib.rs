@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::all)]
 
+pub mod alerts;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -32,12 +33,15 @@ use axum::{
     routing::get,
 };
 use tessera_domain::{
+    alert::AlertServices,
     factor::FactorServices,
     services::{Clock, SystemClock},
     user::UserServices,
 };
 use tessera_projections::{
     Db, LogHead, Runner,
+    alerts::{AlertReactor, FailureRule},
+    live::LiveTail,
     read_model::{Queries, ReadModels},
     seal::Sealer,
 };
@@ -77,6 +81,9 @@ pub enum StartError {
     /// The listener.
     #[error("listen: {0}")]
     Io(#[from] std::io::Error),
+    /// Inconsistent settings.
+    #[error("configuration: {0}")]
+    Config(String),
 }
 
 /// Opens the store (applying migrations) and builds the state every request shares.
@@ -92,6 +99,7 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         &pool,
         UserServices {
             clock: Arc::clone(&clock),
+            hard_lock_threshold: config.hard_lock_threshold,
         },
     );
     // A brute-forced factor collects thousands of FailedAttempt events: snapshots keep its
@@ -105,7 +113,37 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         },
         config.factor_snapshot_every,
     );
+    let alerts = Store::new(
+        &pool,
+        AlertServices {
+            clock: Arc::clone(&clock),
+        },
+    );
     let read_models = Runner::new(db.clone(), ReadModels).await?;
+    let webhook = match (&config.alert_webhook_url, &config.alert_webhook_secret) {
+        (Some(url), Some(secret)) => {
+            Some(alerts::Webhook::new(url.clone(), secret).map_err(StartError::Config)?)
+        }
+        (Some(_), None) => {
+            return Err(StartError::Config(
+                "TESSERA_ALERT_WEBHOOK_URL needs TESSERA_ALERT_WEBHOOK_SECRET".into(),
+            ));
+        }
+        _ => None,
+    };
+    let reactor = Runner::new(
+        db.clone(),
+        AlertReactor {
+            rule: FailureRule {
+                threshold: config.alert_threshold,
+                window: chrono::TimeDelta::seconds(config.alert_window_seconds),
+            },
+            channels: alerts::Deliverer::channels(webhook.is_some()),
+        },
+    )
+    .await?;
+    let deliverer = alerts::Deliverer::new(db.clone(), webhook);
+    let live = LiveTail::new(db.clone());
     let sealer = Runner::new(db.clone(), Sealer).await?;
     let log_head = LogHead::new(db.clone());
     let auth = Authenticator::new(
@@ -118,8 +156,12 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         pool,
         users: Arc::new(users),
         factors: Arc::new(factors),
+        alerts: Arc::new(alerts),
         queries: Queries::new(db.clone()),
         read_models,
+        reactor,
+        deliverer,
+        live,
         sealer,
         log_head,
         db,
@@ -273,9 +315,7 @@ impl Server {
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.http.await;
-        for task in self.consumers {
-            let _ = task.await;
-        }
+        futures::future::join_all(self.consumers).await;
     }
 
     /// Resolves when a stop was requested by [`Server::stop`] or the shutdown signal.
@@ -285,9 +325,7 @@ impl Server {
             Err(e) => Err(std::io::Error::other(e)),
         };
         let _ = self.shutdown.send(true);
-        for task in self.consumers {
-            let _ = task.await;
-        }
+        futures::future::join_all(self.consumers).await;
         result
     }
 
@@ -314,11 +352,15 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
     let state = open(config, clock).await?;
     // Catch up before answering, so reads after a restart are current.
     state.read_models.catch_up().await?;
+    state.reactor.catch_up().await?;
     state.log_head.refresh().await?;
     let shutdown = state.shutdown.clone();
     let rx = shutdown.subscribe();
     let consumers = vec![
         state.read_models.spawn(PROJECTION_POLL, rx.clone()),
+        state.reactor.spawn(PROJECTION_POLL, rx.clone()),
+        state.deliverer.spawn(PROJECTION_POLL, rx.clone()),
+        state.live.spawn(PROJECTION_POLL, rx.clone()),
         state.sealer.spawn(PROJECTION_POLL, rx.clone()),
         state.log_head.spawn(PROJECTION_POLL, rx.clone()),
     ];

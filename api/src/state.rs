@@ -3,15 +3,18 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use cqrs_es::{Aggregate, AggregateError};
-use tessera_domain::{factor::Factor, services::Clock, user::User};
+use tessera_domain::{alert::Alert, factor::Factor, services::Clock, user::User};
 use tessera_projections::{
     Db, LogHead, Runner,
+    alerts::AlertReactor,
+    live::LiveTail,
     read_model::{Queries, ReadModels},
     seal::Sealer,
 };
 use tokio::sync::watch;
 
 use crate::{
+    alerts::Deliverer,
     auth::Authenticator,
     config::Config,
     store::{Committed, Pool, Store},
@@ -31,8 +34,16 @@ pub struct AppState {
     pub users: Arc<Store<User>>,
     /// Factors.
     pub factors: Arc<Store<Factor>>,
+    /// Security alerts (acknowledgement).
+    pub alerts: Arc<Store<Alert>>,
     /// Read models.
     pub queries: Queries,
+    /// The security-alert reactor.
+    pub reactor: Arc<Runner<AlertReactor>>,
+    /// The alert outbox worker.
+    pub deliverer: Arc<Deliverer>,
+    /// The live feed for subscriptions.
+    pub live: Arc<LiveTail>,
     /// The read-model projection.
     pub read_models: Arc<Runner<ReadModels>>,
     /// The consumer that extends the log's hash chain.
@@ -93,13 +104,23 @@ impl RequestMeta {
 }
 
 impl AppState {
+    /// After a commit nobody needs to read back at once: wake the consumers, do not wait.
+    pub fn nudge(&self) {
+        self.read_models.nudge();
+        self.reactor.nudge();
+        self.live.nudge();
+        self.log_head.nudge();
+    }
+
     /// After a commit, waits (bounded) until the read models include it, so a query right
     /// after a mutation sees the mutation.
     pub async fn settle<A: Aggregate>(&self, id: &str, committed: &Committed<A>) {
         let Some(seq) = committed.last_sequence() else {
             return;
         };
-        // Subscriptions on this node hear of it now rather than at the next poll.
+        // Alerts and subscriptions need not wait, but need not wait for a poll either.
+        self.reactor.nudge();
+        self.live.nudge();
         self.log_head.nudge();
         let seq = i64::try_from(seq).unwrap_or(i64::MAX);
         match self

@@ -416,6 +416,22 @@ where
         command: A::Command,
         metadata: &HashMap<String, String>,
     ) -> Result<Committed<A>, AggregateError<A::Error>> {
+        self.execute_from(id, None, command, metadata).await
+    }
+
+    /// Like [`Store::execute`], starting from an aggregate the caller already loaded with
+    /// [`Store::load`] (saves a read on the hot path). A stale one is harmless: its commit
+    /// loses the optimistic-concurrency race and the retry reloads.
+    ///
+    /// # Errors
+    /// As [`Store::execute`].
+    pub async fn execute_from(
+        &self,
+        id: &str,
+        loaded: Option<(A, usize)>,
+        command: A::Command,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Committed<A>, AggregateError<A::Error>> {
         let mut metadata = metadata.clone();
         metadata.insert("command".into(), command.name().into());
         metadata.insert(
@@ -423,10 +439,15 @@ where
             format!("cmd-{}", uuid::Uuid::now_v7()),
         );
         let mut attempt = 1;
+        let mut loaded = loaded;
         loop {
-            let ctx = self.events.load_aggregate(id).await?;
-            let loaded_sequence = ctx.current_sequence;
-            let mut state = ctx.aggregate;
+            let (mut state, loaded_sequence) = match loaded.take() {
+                Some(preloaded) => preloaded,
+                None => {
+                    let ctx = self.events.load_aggregate(id).await?;
+                    (ctx.aggregate, ctx.current_sequence)
+                }
+            };
             let sink = EventSink::default();
             // The sink applies each event to `state` as it is written, so `state` ends as the
             // aggregate after exactly these events: the state to snapshot.

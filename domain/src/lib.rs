@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::all)]
 
+pub mod alert;
 pub mod crypto;
 pub mod error;
 pub mod factor;

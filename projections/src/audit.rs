@@ -546,10 +546,40 @@ mod tests {
                 password_hash: hash.clone(),
                 at,
             }),
+            UserEvent::RecoveryCodesGenerated(user::RecoveryCodesGenerated {
+                generation: 1,
+                hashes: vec![hash.clone(), hash.clone()],
+                at,
+            }),
+            UserEvent::RecoveryUsed(user::RecoveryUsed {
+                generation: 1,
+                index: 0,
+                remaining: 1,
+                at,
+            }),
+            UserEvent::FailedAttempt(user::UserFailedAttempt {
+                reason: user::UserFailureReason::WrongRecoveryCode,
+                factor_id: None,
+                consecutive_failures: 1,
+                at,
+            }),
+            UserEvent::FailuresReset(user::FailuresReset { at }),
+            UserEvent::LockedOut(user::UserLockedOut {
+                consecutive_failures: 100,
+                at,
+            }),
+            UserEvent::Unlocked(user::UserUnlocked { at }),
         ];
         for e in &user_events {
             match e {
-                UserEvent::Registered(_) | UserEvent::PasswordSet(_) => {}
+                UserEvent::Registered(_)
+                | UserEvent::PasswordSet(_)
+                | UserEvent::RecoveryCodesGenerated(_)
+                | UserEvent::RecoveryUsed(_)
+                | UserEvent::FailedAttempt(_)
+                | UserEvent::FailuresReset(_)
+                | UserEvent::LockedOut(_)
+                | UserEvent::Unlocked(_) => {}
             }
         }
         let payloads: Vec<Value> = factor_events

@@ -9,8 +9,10 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::all)]
 
+pub mod alerts;
 pub mod audit;
 pub mod db;
+pub mod live;
 pub mod log;
 pub mod read_model;
 pub mod runner;

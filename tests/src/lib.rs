@@ -3,6 +3,8 @@
 //!
 //! Every test runs on both stores through [`both_stores!`].
 
+pub mod sinks;
+
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
@@ -142,7 +144,22 @@ impl TestServer {
         self.boot().await;
     }
 
-    /// Stops the server for good (the database stays, for offline commands).
+    /// A second server process on the same database, key and clock (several nodes).
+    pub async fn another_node(&self) -> TestServer {
+        let mut other = Self {
+            server: None,
+            config: self.config.clone(),
+            clock: self.clock.clone(),
+            http: reqwest::Client::new(),
+            base: String::new(),
+            store: self.store,
+            dir: None,
+        };
+        other.boot().await;
+        other
+    }
+
+    /// Stops the server (it can be started again with [`TestServer::restart`]).
     pub async fn stop(&mut self) {
         if let Some(server) = self.server.take() {
             server.stop().await;
@@ -234,8 +251,10 @@ impl TestServer {
     /// Every event through `events(first: 500)` once it shows all `log_identities` (a
     /// transaction elsewhere on the PostgreSQL cluster can hold the tail back briefly).
     pub async fn settled_events(&self) -> Vec<Value> {
-        let want = self.log_identities().await;
         for _ in 0..100 {
+            // The table is read first: the log may grow meanwhile (the alert reactor writes),
+            // so retry until the API shows exactly what the table held just before.
+            let want = self.log_identities().await;
             let all = self.all_events(Value::Null, 500).await;
             if all.iter().map(identity).collect::<Vec<_>>() == want {
                 return all;
@@ -243,6 +262,24 @@ impl TestServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the events query never showed the whole log");
+    }
+
+    /// Waits until the log stops growing: the alert reactor has looked at every event and
+    /// raised whatever it raises. Returns the log as the events API shows it then.
+    pub async fn quiesce(&self) -> Vec<Value> {
+        let state = &self.server().state;
+        let mut last = usize::MAX;
+        for _ in 0..100 {
+            state.reactor.catch_up().await.expect("reactor");
+            let log = self.settled_events().await;
+            state.reactor.catch_up().await.expect("reactor");
+            if log.len() == last && self.log_identities().await.len() == log.len() {
+                return log;
+            }
+            last = log.len();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the log never stopped growing");
     }
 
     /// A 6-digit code that is wrong for `secret` anywhere near the server's clock.
@@ -383,6 +420,32 @@ impl TestServer {
                 String::from_utf8_lossy(&all).into_owned()
             }
         }
+    }
+
+    /// The events of one stream as `(event_type, payload)`, in order, read from the store.
+    pub async fn events_of(&self, aggregate_id: &str) -> Vec<(String, Value)> {
+        let sql = "SELECT event_type, CAST(payload AS TEXT) FROM events WHERE aggregate_id = $1 ORDER BY sequence";
+        let rows: Vec<(String, String)> = match &self.server().state.pool {
+            tessera_api::store::Pool::Pg(p) => {
+                sqlx::query_as(sql).bind(aggregate_id).fetch_all(p).await
+            }
+            tessera_api::store::Pool::Lite(p) => {
+                sqlx::query_as(sql).bind(aggregate_id).fetch_all(p).await
+            }
+        }
+        .expect("read events");
+        rows.into_iter()
+            .map(|(t, p)| (t, serde_json::from_str(&p).expect("payload is JSON")))
+            .collect()
+    }
+
+    /// How many `FailedAttempt` events of `aggregate_id` have `reason`.
+    pub async fn failures(&self, aggregate_id: &str, reason: &str) -> usize {
+        self.events_of(aggregate_id)
+            .await
+            .iter()
+            .filter(|(t, p)| t == "FailedAttempt" && p["FailedAttempt"]["reason"] == reason)
+            .count()
     }
 
     /// Waits briefly for something eventually true.

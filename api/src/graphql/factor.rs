@@ -6,11 +6,12 @@ use cqrs_es::AggregateError;
 use rand::RngCore;
 use tessera_domain::{
     factor::{
-        self, Enroll, FactorCommand, FactorError, FactorOutcome, TotpSpec, outcome_of,
+        self, Enroll, FactorCommand, FactorError, FactorEvent, FactorOutcome, TotpSpec, outcome_of,
         totp::{self, TotpParams},
     },
-    ids::FactorId,
+    ids::{FactorId, UserId},
     secret::{PassCode, SecretBytes},
+    user::{UserCommand, UserEvent},
 };
 
 use crate::{
@@ -18,6 +19,7 @@ use crate::{
         ContextExt,
         error::{ApiError, ApiResult, IntoGraphql},
         history,
+        recovery::issue_recovery_codes,
         types::{Factor, FactorResult, FactorType},
         user::parse_user_id,
     },
@@ -79,7 +81,7 @@ pub struct ActivateFactorPayload {
     pub factor_result: FactorResult,
     /// The factor after the attempt.
     pub factor: Factor,
-    /// Recovery codes, when this activation generated them (not yet issued).
+    /// Ten recovery codes when this was the user's first activated factor; shown once.
     pub recovery_codes: Option<Vec<String>>,
 }
 
@@ -111,7 +113,7 @@ pub struct RemoveFactorInput {
 #[derive(Default)]
 pub struct FactorQuery;
 
-fn parse_factor_id(id: &str) -> ApiResult<FactorId> {
+pub(crate) fn parse_factor_id(id: &str) -> ApiResult<FactorId> {
     FactorId::parse(id)
         .ok_or_else(|| ApiError::bad_input("INVALID_ID", "factorId is not a valid id"))
 }
@@ -126,21 +128,39 @@ fn pass_code(code: String) -> ApiResult<PassCode> {
     Ok(PassCode::new(code))
 }
 
-/// Loads a factor and checks that the caller may act on its owner.
-async fn authorized_factor(ctx: &Context<'_>, id: FactorId) -> ApiResult<factor::Factor> {
+/// Loads a factor (and its stream length) and checks that the caller may act on its owner.
+pub(crate) async fn authorized_factor(
+    ctx: &Context<'_>,
+    id: FactorId,
+) -> ApiResult<(factor::Factor, usize)> {
     let state = ctx.state()?;
     let caller = ctx.caller()?;
-    let (f, _) = state.factors.load(&id.to_string()).await?;
+    let (f, seq) = state.factors.load(&id.to_string()).await?;
     match f.user_id {
         Some(owner) if f.exists() => {
             if caller.may_act_on(owner) {
-                Ok(f)
+                Ok((f, seq))
             } else {
                 Err(ApiError::Forbidden)
             }
         }
         _ => Err(FactorError::NotFound.into()),
     }
+}
+
+fn changes_status(event: &FactorEvent) -> bool {
+    matches!(
+        event,
+        FactorEvent::Activated(_)
+            | FactorEvent::LockedOut(_)
+            | FactorEvent::Unlocked(_)
+            | FactorEvent::Removed(_)
+            | FactorEvent::EnrollmentExpired(_)
+    )
+}
+
+fn owner_of(f: &factor::Factor) -> ApiResult<UserId> {
+    f.user_id.ok_or_else(|| FactorError::NotFound.into())
 }
 
 impl From<FactorError> for ApiError {
@@ -150,40 +170,93 @@ impl From<FactorError> for ApiError {
 }
 
 /// Runs a proof-of-possession command and turns its events into a `factorResult`.
+///
+/// Around the factor's own rules sits the user's hard lock (SPEC §2, NIST SP 800-63B): a
+/// locked user's factors are not checked at all, every wrong code counts towards the user's
+/// budget across factors, recovery codes and lockout cycles, and a success resets it.
 async fn prove(
     ctx: &Context<'_>,
     state: &AppState,
     id: FactorId,
+    loaded: (factor::Factor, usize),
     command: FactorCommand,
 ) -> ApiResult<(FactorResult, Factor)> {
+    let owner = owner_of(&loaded.0)?;
     let caller = ctx.caller()?;
+    let metadata = ctx.meta().metadata(&caller.actor());
     let key = id.to_string();
+    let user_key = owner.to_string();
     let now = || state.clock.now();
-    match state
+    let (user, user_seq) = state.users.load(&user_key).await?;
+    let consecutive_failures = user.consecutive_failures;
+    if user.second_factor_locked {
+        let refused = state
+            .users
+            .execute_from(
+                &user_key,
+                Some((user, user_seq)),
+                UserCommand::RefuseWhileLocked { factor_id: id },
+                &metadata,
+            )
+            .await?;
+        state.settle(&user_key, &refused).await;
+        let (f, _) = state.factors.load(&key).await?;
+        return Ok((
+            FactorOutcome::LockedOut.into(),
+            Factor::from_aggregate(id, &f, now()),
+        ));
+    }
+    let committed = match state
         .factors
-        .execute(&key, command, &ctx.meta().metadata(&caller.actor()))
+        .execute_from(&key, Some(loaded), command, &metadata)
         .await
     {
-        Ok(committed) => {
-            state.settle(&key, &committed).await;
-            let outcome = outcome_of(&committed.payloads())
-                .ok_or_else(|| ApiError::internal("proof command wrote no outcome"))?;
-            Ok((
-                outcome.into(),
-                Factor::from_aggregate(id, &committed.state, now()),
-            ))
-        }
+        Ok(committed) => committed,
         // Activating an enrolment that already expired answers EXPIRED, as the activation
         // that found it expired did.
         Err(AggregateError::UserError(FactorError::EnrollmentExpired)) => {
             let (f, _) = state.factors.load(&key).await?;
-            Ok((
+            return Ok((
                 FactorOutcome::Expired.into(),
                 Factor::from_aggregate(id, &f, now()),
-            ))
+            ));
         }
-        Err(e) => Err(e.into()),
+        Err(e) => return Err(e.into()),
+    };
+    // The answer is built from the aggregate, so a plain verification does not wait for the
+    // read models (that would put a second commit on the hot path); a change of status must
+    // show in the very next query, so those wait.
+    if committed.payloads().iter().any(changes_status) {
+        state.settle(&key, &committed).await;
+    } else {
+        state.nudge();
     }
+    let outcome = outcome_of(&committed.payloads())
+        .ok_or_else(|| ApiError::internal("proof command wrote no outcome"))?;
+    let on_user = match outcome {
+        FactorOutcome::Rejected => Some(UserCommand::RecordFactorFailure { factor_id: id }),
+        FactorOutcome::Success if consecutive_failures > 0 => Some(UserCommand::ResetFailures),
+        _ => None,
+    };
+    if let Some(command) = on_user {
+        let counted = state
+            .users
+            .execute_from(&user_key, Some((user, user_seq)), command, &metadata)
+            .await?;
+        if counted
+            .payloads()
+            .iter()
+            .any(|e| matches!(e, UserEvent::LockedOut(_)))
+        {
+            state.settle(&user_key, &counted).await;
+        } else {
+            state.nudge();
+        }
+    }
+    Ok((
+        outcome.into(),
+        Factor::from_aggregate(id, &committed.state, now()),
+    ))
 }
 
 #[Object]
@@ -299,13 +372,25 @@ impl FactorMutation {
             let state = ctx.state()?;
             let id = parse_factor_id(&input.factor_id)?;
             let pass_code = pass_code(input.pass_code)?;
-            authorized_factor(ctx, id).await?;
-            let (factor_result, factor) =
-                prove(ctx, state, id, FactorCommand::Activate { pass_code }).await?;
+            let loaded = authorized_factor(ctx, id).await?;
+            let owner = owner_of(&loaded.0)?;
+            let (factor_result, factor) = prove(
+                ctx,
+                state,
+                id,
+                loaded,
+                FactorCommand::Activate { pass_code },
+            )
+            .await?;
+            let recovery_codes = if factor_result == FactorResult::Success {
+                issue_recovery_codes(ctx, state, owner, true).await?
+            } else {
+                None
+            };
             Ok(ActivateFactorPayload {
                 factor_result,
                 factor,
-                recovery_codes: None,
+                recovery_codes,
             })
         }
         .await
@@ -322,9 +407,9 @@ impl FactorMutation {
             let state = ctx.state()?;
             let id = parse_factor_id(&input.factor_id)?;
             let pass_code = pass_code(input.pass_code)?;
-            authorized_factor(ctx, id).await?;
+            let loaded = authorized_factor(ctx, id).await?;
             let (factor_result, factor) =
-                prove(ctx, state, id, FactorCommand::Verify { pass_code }).await?;
+                prove(ctx, state, id, loaded, FactorCommand::Verify { pass_code }).await?;
             Ok(VerifyFactorPayload {
                 factor_result,
                 factor: Some(factor),

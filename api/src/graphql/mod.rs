@@ -1,9 +1,12 @@
 //! The GraphQL schema (SPEC §4 Contract): one module per feature, merged here.
 
+mod alerts;
 mod audit;
 pub mod error;
 mod factor;
 mod history;
+pub mod limits;
+mod recovery;
 mod types;
 mod user;
 
@@ -17,15 +20,25 @@ use crate::{
 
 /// All queries.
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(user::UserQuery, factor::FactorQuery, audit::AuditQuery);
+pub struct QueryRoot(
+    user::UserQuery,
+    factor::FactorQuery,
+    alerts::AlertQuery,
+    audit::AuditQuery,
+);
 
 /// All mutations.
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(user::UserMutation, factor::FactorMutation);
+pub struct MutationRoot(
+    user::UserMutation,
+    factor::FactorMutation,
+    recovery::RecoveryMutation,
+    alerts::AlertMutation,
+);
 
 /// All subscriptions (each feature adds its own part).
 #[derive(MergedSubscription, Default)]
-pub struct SubscriptionRoot(audit::AuditSubscription);
+pub struct SubscriptionRoot(alerts::AlertSubscription, audit::AuditSubscription);
 
 /// The schema type.
 pub type TesseraSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -38,7 +51,8 @@ pub fn build_schema(state: Option<AppState>) -> TesseraSchema {
         SubscriptionRoot::default(),
     )
     .limit_depth(12)
-    .limit_complexity(500);
+    .limit_complexity(500)
+    .extension(limits::ProofBudget);
     if let Some(state) = state {
         builder = builder.data(state);
     }

@@ -203,6 +203,11 @@ pub struct User {
     pub status: String,
     /// Registration time.
     pub created_at: DateTime<Utc>,
+    /// Unused recovery codes.
+    pub recovery_codes_remaining: i32,
+    /// Whether too many consecutive failures locked the user's second factor until an
+    /// administrator unlocks it (`unlockUser`).
+    pub second_factor_locked: bool,
     /// Set when this is the user as at a past moment: the factors are then as at it too.
     #[graphql(skip)]
     pub as_of: Option<DateTime<Utc>>,
@@ -229,11 +234,6 @@ impl User {
         .await
         .gql(ctx)
     }
-
-    /// Unused recovery codes. Recovery codes are not issued yet, so this is 0 for everyone.
-    async fn recovery_codes_remaining(&self) -> i32 {
-        0
-    }
 }
 
 impl User {
@@ -248,6 +248,8 @@ impl User {
             phone_number: row.phone_number,
             display_name: row.display_name,
             status: row.status,
+            recovery_codes_remaining: i32::try_from(row.recovery_codes_remaining).unwrap_or(0),
+            second_factor_locked: row.second_factor_locked != 0,
             as_of: None,
         })
     }
@@ -262,6 +264,8 @@ impl User {
             display_name: u.display_name.clone(),
             status: "ACTIVE".into(),
             created_at: u.created_at.unwrap_or_default(),
+            recovery_codes_remaining: i32::try_from(u.recovery_codes_remaining()).unwrap_or(0),
+            second_factor_locked: u.second_factor_locked,
             as_of: None,
         }
     }

@@ -5,7 +5,9 @@ mod cipher;
 mod hash;
 
 pub use cipher::{CipherError, EncryptedSecret, SecretCipher};
-pub use hash::{KeyedHasher, hash_password, verify_password};
+pub use hash::{
+    KeyedHasher, hash_password, hash_recovery_code, verify_password, verify_recovery_code,
+};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

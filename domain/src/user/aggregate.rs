@@ -5,10 +5,15 @@ use cqrs_es::{Aggregate, event_sink::EventSink};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    crypto::hash_password,
-    ids::normalize_login,
+    crypto::{hash_password, hash_recovery_code, verify_recovery_code},
+    ids::{FactorId, normalize_login},
+    secret::Secret,
     services::Clock,
-    user::{PasswordSet, Register, Registered, UserCommand, UserError, UserEvent},
+    user::{
+        FailuresReset, PasswordSet, RecoveryCodesGenerated, RecoveryUsed, Register, Registered,
+        UserCommand, UserError, UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut,
+        UserUnlocked, recovery,
+    },
 };
 
 /// Whether a user may use Tessera.
@@ -38,6 +43,16 @@ pub struct User {
     pub password_hash: Option<String>,
     /// When the user registered.
     pub created_at: Option<DateTime<Utc>>,
+    /// The current recovery-code set (0: never generated).
+    pub recovery_generation: u32,
+    /// argon2id hashes of the current set.
+    pub recovery_hashes: Vec<String>,
+    /// Which codes of the current set were spent.
+    pub recovery_used: Vec<bool>,
+    /// Consecutive failed proofs across every factor and recovery code.
+    pub consecutive_failures: u32,
+    /// Locked until an administrator unlocks it.
+    pub second_factor_locked: bool,
 }
 
 /// What a user's commands need from outside.
@@ -45,12 +60,20 @@ pub struct User {
 pub struct UserServices {
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Consecutive failures that lock the second factor for good
+    /// (`TESSERA_HARD_LOCK_THRESHOLD`, NIST SP 800-63B's 100).
+    pub hard_lock_threshold: u32,
 }
 
 impl User {
     /// Whether the stream holds a registered user.
     pub fn exists(&self) -> bool {
         self.status != UserStatus::Unregistered
+    }
+
+    /// Unused codes in the current set.
+    pub fn recovery_codes_remaining(&self) -> u32 {
+        u32::try_from(self.recovery_used.iter().filter(|used| !**used).count()).unwrap_or(0)
     }
 }
 
@@ -67,8 +90,49 @@ impl Aggregate for User {
         services: &UserServices,
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
+        if !matches!(command, UserCommand::Register(_)) && !self.exists() {
+            return Err(UserError::NotFound);
+        }
+        let now = services.clock.now();
         match command {
             UserCommand::Register(cmd) => self.register(cmd, services, sink).await,
+            UserCommand::GenerateRecoveryCodes {
+                codes,
+                only_if_none,
+            } => {
+                if only_if_none && self.recovery_generation > 0 {
+                    return Ok(());
+                }
+                self.generate_recovery_codes(&codes, now, sink).await
+            }
+            UserCommand::UseRecoveryCode { code } => {
+                self.use_recovery_code(&code, services, now, sink).await
+            }
+            UserCommand::RecordFactorFailure { factor_id } => {
+                let reason = UserFailureReason::FactorCheckFailed;
+                self.record_failure(reason, Some(factor_id), services, now, sink)
+                    .await;
+                Ok(())
+            }
+            UserCommand::RefuseWhileLocked { factor_id } => {
+                self.refuse_locked(Some(factor_id), now, sink).await;
+                Ok(())
+            }
+            UserCommand::ResetFailures => {
+                if self.consecutive_failures > 0 && !self.second_factor_locked {
+                    let reset = FailuresReset { at: now };
+                    sink.write(UserEvent::FailuresReset(reset), self).await;
+                }
+                Ok(())
+            }
+            UserCommand::Unlock => {
+                if !self.second_factor_locked {
+                    return Err(UserError::NotLocked);
+                }
+                sink.write(UserEvent::Unlocked(UserUnlocked { at: now }), self)
+                    .await;
+                Ok(())
+            }
         }
     }
 
@@ -83,6 +147,23 @@ impl Aggregate for User {
                 self.created_at = Some(e.at);
             }
             UserEvent::PasswordSet(e) => self.password_hash = Some(e.password_hash),
+            UserEvent::RecoveryCodesGenerated(e) => {
+                self.recovery_generation = e.generation;
+                self.recovery_used = vec![false; e.hashes.len()];
+                self.recovery_hashes = e.hashes;
+            }
+            UserEvent::RecoveryUsed(e) => {
+                if let Some(used) = self.recovery_used.get_mut(e.index as usize) {
+                    *used = true;
+                }
+            }
+            UserEvent::FailedAttempt(e) => self.consecutive_failures = e.consecutive_failures,
+            UserEvent::FailuresReset(_) => self.consecutive_failures = 0,
+            UserEvent::LockedOut(_) => self.second_factor_locked = true,
+            UserEvent::Unlocked(_) => {
+                self.second_factor_locked = false;
+                self.consecutive_failures = 0;
+            }
         }
     }
 }
@@ -116,5 +197,112 @@ impl User {
             .await;
         }
         Ok(())
+    }
+
+    async fn generate_recovery_codes(
+        &mut self,
+        codes: &[Secret<String>],
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        if codes.len() != recovery::CODES_PER_SET {
+            return Err(UserError::InvalidRecoveryCodeSet);
+        }
+        let mut hashes = Vec::with_capacity(codes.len());
+        for code in codes {
+            let canonical =
+                recovery::normalize(code.expose()).ok_or(UserError::InvalidRecoveryCodeSet)?;
+            hashes.push(hash_recovery_code(&canonical));
+        }
+        let generated = RecoveryCodesGenerated {
+            generation: self.recovery_generation + 1,
+            hashes,
+            at: now,
+        };
+        sink.write(UserEvent::RecoveryCodesGenerated(generated), self)
+            .await;
+        Ok(())
+    }
+
+    async fn use_recovery_code(
+        &mut self,
+        code: &Secret<String>,
+        services: &UserServices,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        let canonical =
+            recovery::normalize(code.expose()).ok_or(UserError::MalformedRecoveryCode)?;
+        if self.second_factor_locked {
+            self.refuse_locked(None, now, sink).await;
+            return Ok(());
+        }
+        let matched = self
+            .recovery_hashes
+            .iter()
+            .zip(&self.recovery_used)
+            .position(|(hash, used)| !used && verify_recovery_code(&canonical, hash));
+        match matched {
+            Some(index) => {
+                let used = RecoveryUsed {
+                    generation: self.recovery_generation,
+                    index: u32::try_from(index).unwrap_or(u32::MAX),
+                    remaining: self.recovery_codes_remaining().saturating_sub(1),
+                    at: now,
+                };
+                sink.write(UserEvent::RecoveryUsed(used), self).await;
+                if self.consecutive_failures > 0 {
+                    sink.write(UserEvent::FailuresReset(FailuresReset { at: now }), self)
+                        .await;
+                }
+            }
+            None => {
+                let reason = UserFailureReason::WrongRecoveryCode;
+                self.record_failure(reason, None, services, now, sink).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts one failure; the one that reaches the threshold locks the second factor.
+    async fn record_failure(
+        &mut self,
+        reason: UserFailureReason,
+        factor_id: Option<FactorId>,
+        services: &UserServices,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) {
+        let consecutive_failures = self.consecutive_failures.saturating_add(1);
+        let failed = UserFailedAttempt {
+            reason,
+            factor_id,
+            consecutive_failures,
+            at: now,
+        };
+        sink.write(UserEvent::FailedAttempt(failed), self).await;
+        let threshold = services.hard_lock_threshold;
+        if !self.second_factor_locked && threshold > 0 && consecutive_failures >= threshold {
+            let locked = UserLockedOut {
+                consecutive_failures,
+                at: now,
+            };
+            sink.write(UserEvent::LockedOut(locked), self).await;
+        }
+    }
+
+    async fn refuse_locked(
+        &mut self,
+        factor_id: Option<FactorId>,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) {
+        let failed = UserFailedAttempt {
+            reason: UserFailureReason::Locked,
+            factor_id,
+            consecutive_failures: self.consecutive_failures,
+            at: now,
+        };
+        sink.write(UserEvent::FailedAttempt(failed), self).await;
     }
 }

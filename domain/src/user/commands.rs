@@ -1,16 +1,53 @@
-use crate::{ids::normalize_login, secret::Secret, user::UserError};
+use crate::{
+    ids::{FactorId, normalize_login},
+    secret::Secret,
+    user::UserError,
+};
 
 /// Commands on a user.
 #[derive(Clone, Debug)]
 pub enum UserCommand {
     /// Create the user.
     Register(Register),
+    /// Replace the recovery codes with `codes` (drawn by the caller from a CSPRNG). With
+    /// `only_if_none`, does nothing if the user already has a set (first factor activation).
+    GenerateRecoveryCodes {
+        /// The new codes, in the form shown to the user.
+        codes: Vec<Secret<String>>,
+        /// Generate only if the user never had codes.
+        only_if_none: bool,
+    },
+    /// Spend a recovery code as a proof of possession.
+    UseRecoveryCode {
+        /// What the user typed.
+        code: Secret<String>,
+    },
+    /// Count a failed factor check towards the user's hard-lock budget.
+    RecordFactorFailure {
+        /// The factor that failed.
+        factor_id: FactorId,
+    },
+    /// Record an attempt on a factor refused because the user's second factor is locked.
+    RefuseWhileLocked {
+        /// The factor that was tried.
+        factor_id: FactorId,
+    },
+    /// A proof succeeded: the consecutive-failure count starts again.
+    ResetFailures,
+    /// Lift the hard lock (administrators).
+    Unlock,
 }
 
 impl crate::versioning::CommandName for UserCommand {
     fn name(&self) -> &'static str {
         match self {
             Self::Register(_) => "Register",
+            Self::GenerateRecoveryCodes { .. } => "GenerateRecoveryCodes",
+            Self::UseRecoveryCode { .. } => "UseRecoveryCode",
+            Self::RecordFactorFailure { .. } => "RecordFactorFailure",
+            Self::RefuseWhileLocked { .. } => "RefuseWhileLocked",
+            Self::ResetFailures => "ResetFailures",
+            Self::Unlock => "Unlock",
         }
     }
 }

@@ -24,6 +24,15 @@ pub enum UserError {
     /// Outside 8 to 256 characters.
     #[error("password must be 8 to 256 characters")]
     InvalidPassword,
+    /// Not ten symbols of the recovery-code alphabet.
+    #[error("recovery code must look like XXXXX-XXXXX")]
+    MalformedRecoveryCode,
+    /// A recovery-code set must have exactly ten codes.
+    #[error("a recovery-code set has exactly ten codes")]
+    InvalidRecoveryCodeSet,
+    /// Unlock of a user whose second factor is not locked.
+    #[error("the user's second factor is not locked")]
+    NotLocked,
 }
 
 impl Classify for UserError {
@@ -35,7 +44,10 @@ impl Classify for UserError {
             | Self::InvalidEmail
             | Self::InvalidPhoneNumber
             | Self::InvalidDisplayName
-            | Self::InvalidPassword => ErrorKind::InvalidInput,
+            | Self::InvalidPassword
+            | Self::MalformedRecoveryCode
+            | Self::InvalidRecoveryCodeSet => ErrorKind::InvalidInput,
+            Self::NotLocked => ErrorKind::WrongState,
         }
     }
 
@@ -48,6 +60,9 @@ impl Classify for UserError {
             Self::InvalidPhoneNumber => "INVALID_PHONE_NUMBER",
             Self::InvalidDisplayName => "INVALID_DISPLAY_NAME",
             Self::InvalidPassword => "INVALID_PASSWORD",
+            Self::MalformedRecoveryCode => "MALFORMED_RECOVERY_CODE",
+            Self::InvalidRecoveryCodeSet => "INVALID_RECOVERY_CODE_SET",
+            Self::NotLocked => "USER_NOT_LOCKED",
         }
     }
 }

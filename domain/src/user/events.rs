@@ -5,6 +5,8 @@ use serde_json::Value;
 
 use crate::versioning::Versioned;
 
+use crate::ids::FactorId;
+
 /// Events of a user. The variant name is the stored `event_type` (SPEC §2, frozen).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum UserEvent {
@@ -12,6 +14,101 @@ pub enum UserEvent {
     Registered(Registered),
     /// A first-factor password was set (argon2id hash only).
     PasswordSet(PasswordSet),
+    /// A new set of recovery codes replaced any old one (argon2id hashes only).
+    RecoveryCodesGenerated(RecoveryCodesGenerated),
+    /// A recovery code was spent.
+    RecoveryUsed(RecoveryUsed),
+    /// A proof of possession by this user failed (a factor check or a recovery code).
+    FailedAttempt(UserFailedAttempt),
+    /// A proof succeeded after failures: the consecutive count starts again.
+    FailuresReset(FailuresReset),
+    /// Too many consecutive failures across every factor and recovery code: the user's
+    /// second factor is locked until an administrator unlocks it (NIST SP 800-63B).
+    LockedOut(UserLockedOut),
+    /// An administrator lifted the lock.
+    Unlocked(UserUnlocked),
+}
+
+/// Payload of [`UserEvent::RecoveryCodesGenerated`].
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryCodesGenerated {
+    /// 1 for the first set, then counting.
+    pub generation: u32,
+    /// argon2id PHC strings of the codes, in the order shown.
+    pub hashes: Vec<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for RecoveryCodesGenerated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecoveryCodesGenerated")
+            .field("generation", &self.generation)
+            .field("codes", &self.hashes.len())
+            .field("at", &self.at)
+            .finish()
+    }
+}
+
+/// Payload of [`UserEvent::RecoveryUsed`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecoveryUsed {
+    /// The set the code belonged to.
+    pub generation: u32,
+    /// Its index in the set.
+    pub index: u32,
+    /// Unused codes left in the set.
+    pub remaining: u32,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// What a user's failed proof was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UserFailureReason {
+    /// A wrong, used or superseded recovery code.
+    WrongRecoveryCode,
+    /// A factor check failed (the factor's own `FailedAttempt` says how).
+    FactorCheckFailed,
+    /// Refused unchecked: the user's second factor is locked.
+    Locked,
+}
+
+/// Payload of [`UserEvent::FailedAttempt`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserFailedAttempt {
+    /// Why.
+    pub reason: UserFailureReason,
+    /// The factor involved, if any.
+    pub factor_id: Option<FactorId>,
+    /// Consecutive failures of the user after this one.
+    pub consecutive_failures: u32,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`UserEvent::FailuresReset`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailuresReset {
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`UserEvent::LockedOut`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserLockedOut {
+    /// The failures that caused it.
+    pub consecutive_failures: u32,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`UserEvent::Unlocked`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserUnlocked {
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 /// Payload of [`UserEvent::Registered`].
@@ -51,6 +148,12 @@ impl DomainEvent for UserEvent {
         match self {
             Self::Registered(_) => "Registered",
             Self::PasswordSet(_) => "PasswordSet",
+            Self::RecoveryCodesGenerated(_) => "RecoveryCodesGenerated",
+            Self::RecoveryUsed(_) => "RecoveryUsed",
+            Self::FailedAttempt(_) => "FailedAttempt",
+            Self::FailuresReset(_) => "FailuresReset",
+            Self::LockedOut(_) => "LockedOut",
+            Self::Unlocked(_) => "Unlocked",
         }
         .to_string()
     }
@@ -64,7 +167,18 @@ impl DomainEvent for UserEvent {
 
 impl Versioned for UserEvent {
     fn current_version(event_type: &str) -> Option<&'static str> {
-        matches!(event_type, "Registered" | "PasswordSet").then_some("1.0")
+        matches!(
+            event_type,
+            "Registered"
+                | "PasswordSet"
+                | "RecoveryCodesGenerated"
+                | "RecoveryUsed"
+                | "FailedAttempt"
+                | "FailuresReset"
+                | "LockedOut"
+                | "Unlocked"
+        )
+        .then_some("1.0")
     }
 
     fn upcast(_event_type: &str, _event_version: &str, payload: Value) -> Value {

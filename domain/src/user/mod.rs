@@ -4,10 +4,30 @@ mod aggregate;
 mod commands;
 mod error;
 mod events;
+pub mod recovery;
 #[cfg(test)]
 mod tests;
 
 pub use aggregate::{User, UserServices, UserStatus};
 pub use commands::{Register, UserCommand, validate_email, validate_phone_number};
 pub use error::UserError;
-pub use events::{PasswordSet, Registered, UserEvent};
+pub use events::{
+    FailuresReset, PasswordSet, RecoveryCodesGenerated, RecoveryUsed, Registered, UserEvent,
+    UserFailedAttempt, UserFailureReason, UserLockedOut, UserUnlocked,
+};
+
+use crate::factor::FactorOutcome;
+
+/// What the events written by a `UseRecoveryCode` command mean for the caller.
+pub fn recovery_outcome(events: &[UserEvent]) -> Option<FactorOutcome> {
+    events.iter().find_map(|e| match e {
+        UserEvent::RecoveryUsed(_) => Some(FactorOutcome::Success),
+        UserEvent::FailedAttempt(f) => Some(match f.reason {
+            UserFailureReason::Locked => FactorOutcome::LockedOut,
+            UserFailureReason::WrongRecoveryCode | UserFailureReason::FactorCheckFailed => {
+                FactorOutcome::Rejected
+            }
+        }),
+        _ => None,
+    })
+}

@@ -4,7 +4,12 @@ use chrono::{DateTime, Utc};
 use cqrs_es::test::TestFramework;
 
 use super::*;
-use crate::{crypto::verify_password, secret::Secret, services::FixedClock};
+use crate::{
+    crypto::{hash_recovery_code, verify_password, verify_recovery_code},
+    ids::FactorId,
+    secret::Secret,
+    services::FixedClock,
+};
 
 fn t0() -> DateTime<Utc> {
     DateTime::from_timestamp(1_700_000_000, 0).unwrap()
@@ -13,6 +18,7 @@ fn t0() -> DateTime<Utc> {
 fn framework() -> TestFramework<User> {
     TestFramework::with(UserServices {
         clock: Arc::new(FixedClock::at(t0())),
+        hard_lock_threshold: 100,
     })
 }
 
@@ -138,4 +144,294 @@ fn event_type_strings_are_frozen() {
     assert_eq!(set.event_type(), "PasswordSet");
     assert_eq!(set.event_version(), "1.0");
     assert_eq!(<User as cqrs_es::Aggregate>::TYPE, "User");
+}
+
+fn codes(prefix: char) -> Vec<String> {
+    (0..10).map(|i| format!("{prefix}{i}AAA-BBBBB")).collect()
+}
+
+fn generated(generation: u32, codes: &[String]) -> UserEvent {
+    UserEvent::RecoveryCodesGenerated(RecoveryCodesGenerated {
+        generation,
+        hashes: codes
+            .iter()
+            .map(|c| hash_recovery_code(&c.replace('-', "")))
+            .collect(),
+        at: t0(),
+    })
+}
+
+fn secrets(codes: &[String]) -> Vec<Secret<String>> {
+    codes.iter().cloned().map(Secret::new).collect()
+}
+
+fn failed(reason: UserFailureReason, factor_id: Option<FactorId>, n: u32) -> UserEvent {
+    UserEvent::FailedAttempt(UserFailedAttempt {
+        reason,
+        factor_id,
+        consecutive_failures: n,
+        at: t0(),
+    })
+}
+
+#[tokio::test]
+async fn recovery_codes_are_stored_only_as_argon2id_hashes() {
+    let plain = codes('A');
+    let events = framework()
+        .given(vec![UserEvent::Registered(registered())])
+        .when_async(UserCommand::GenerateRecoveryCodes {
+            codes: secrets(&plain),
+            only_if_none: false,
+        })
+        .await
+        .inspect_result()
+        .unwrap();
+    let [UserEvent::RecoveryCodesGenerated(set)] = events.as_slice() else {
+        panic!("expected one RecoveryCodesGenerated, got {events:?}");
+    };
+    assert_eq!(set.generation, 1);
+    assert_eq!(set.hashes.len(), 10);
+    let json = serde_json::to_string(&events).unwrap();
+    for (code, hash) in plain.iter().zip(&set.hashes) {
+        assert!(hash.starts_with("$argon2id$"));
+        assert!(!json.contains(code.as_str()) && !json.contains(&code.replace('-', "")));
+        assert!(verify_recovery_code(&code.replace('-', ""), hash));
+    }
+    assert!(
+        !format!("{events:?}").contains("argon2id"),
+        "Debug hides the hashes"
+    );
+}
+
+#[tokio::test]
+async fn a_set_must_have_ten_well_formed_codes() {
+    let mut nine = codes('A');
+    nine.pop();
+    for bad in [nine, vec!["not a code".to_string(); 10]] {
+        framework()
+            .given(vec![UserEvent::Registered(registered())])
+            .when_async(UserCommand::GenerateRecoveryCodes {
+                codes: secrets(&bad),
+                only_if_none: false,
+            })
+            .await
+            .then_expect_error(UserError::InvalidRecoveryCodeSet);
+    }
+}
+
+#[tokio::test]
+async fn first_activation_generates_codes_only_if_the_user_has_none() {
+    framework()
+        .given(vec![
+            UserEvent::Registered(registered()),
+            generated(1, &codes('A')),
+        ])
+        .when_async(UserCommand::GenerateRecoveryCodes {
+            codes: secrets(&codes('B')),
+            only_if_none: true,
+        })
+        .await
+        .then_expect_events(vec![]);
+}
+
+#[tokio::test]
+async fn a_recovery_code_works_once() {
+    let plain = codes('A');
+    let given = vec![UserEvent::Registered(registered()), generated(1, &plain)];
+    framework()
+        .given(given.clone())
+        .when_async(UserCommand::UseRecoveryCode {
+            code: Secret::new(plain[3].to_lowercase()),
+        })
+        .await
+        .then_expect_events(vec![UserEvent::RecoveryUsed(RecoveryUsed {
+            generation: 1,
+            index: 3,
+            remaining: 9,
+            at: t0(),
+        })]);
+    let mut spent = given;
+    spent.push(UserEvent::RecoveryUsed(RecoveryUsed {
+        generation: 1,
+        index: 3,
+        remaining: 9,
+        at: t0(),
+    }));
+    framework()
+        .given(spent)
+        .when_async(UserCommand::UseRecoveryCode {
+            code: Secret::new(plain[3].clone()),
+        })
+        .await
+        .then_expect_events(vec![failed(UserFailureReason::WrongRecoveryCode, None, 1)]);
+}
+
+#[tokio::test]
+async fn regenerating_invalidates_the_old_set() {
+    framework()
+        .given(vec![
+            UserEvent::Registered(registered()),
+            generated(1, &codes('A')),
+            generated(2, &codes('B')),
+        ])
+        .when_async(UserCommand::UseRecoveryCode {
+            code: Secret::new(codes('A')[0].clone()),
+        })
+        .await
+        .then_expect_events(vec![failed(UserFailureReason::WrongRecoveryCode, None, 1)]);
+}
+
+#[tokio::test]
+async fn a_malformed_recovery_code_is_rejected_and_writes_nothing() {
+    framework()
+        .given(vec![
+            UserEvent::Registered(registered()),
+            generated(1, &codes('A')),
+        ])
+        .when_async(UserCommand::UseRecoveryCode {
+            code: Secret::new("123".into()),
+        })
+        .await
+        .then_expect_error(UserError::MalformedRecoveryCode);
+}
+
+#[tokio::test]
+async fn the_hundredth_consecutive_failure_locks_the_second_factor() {
+    let factor = FactorId::generate();
+    let mut given = vec![UserEvent::Registered(registered())];
+    given.push(failed(
+        UserFailureReason::FactorCheckFailed,
+        Some(factor),
+        99,
+    ));
+    framework()
+        .given(given)
+        .when_async(UserCommand::RecordFactorFailure { factor_id: factor })
+        .await
+        .then_expect_events(vec![
+            failed(UserFailureReason::FactorCheckFailed, Some(factor), 100),
+            UserEvent::LockedOut(UserLockedOut {
+                consecutive_failures: 100,
+                at: t0(),
+            }),
+        ]);
+}
+
+#[tokio::test]
+async fn recovery_failures_and_factor_failures_share_one_budget() {
+    let factor = FactorId::generate();
+    framework()
+        .given(vec![
+            UserEvent::Registered(registered()),
+            generated(1, &codes('A')),
+            failed(UserFailureReason::FactorCheckFailed, Some(factor), 99),
+        ])
+        .when_async(UserCommand::UseRecoveryCode {
+            code: Secret::new(codes('B')[0].clone()),
+        })
+        .await
+        .then_expect_events(vec![
+            failed(UserFailureReason::WrongRecoveryCode, None, 100),
+            UserEvent::LockedOut(UserLockedOut {
+                consecutive_failures: 100,
+                at: t0(),
+            }),
+        ]);
+}
+
+#[tokio::test]
+async fn while_hard_locked_even_a_valid_recovery_code_is_refused_unchecked() {
+    let plain = codes('A');
+    let locked = vec![
+        UserEvent::Registered(registered()),
+        generated(1, &plain),
+        failed(UserFailureReason::FactorCheckFailed, None, 100),
+        UserEvent::LockedOut(UserLockedOut {
+            consecutive_failures: 100,
+            at: t0(),
+        }),
+    ];
+    framework()
+        .given(locked.clone())
+        .when_async(UserCommand::UseRecoveryCode {
+            code: Secret::new(plain[0].clone()),
+        })
+        .await
+        .then_expect_events(vec![failed(UserFailureReason::Locked, None, 100)]);
+    let factor = FactorId::generate();
+    framework()
+        .given(locked.clone())
+        .when_async(UserCommand::RefuseWhileLocked { factor_id: factor })
+        .await
+        .then_expect_events(vec![failed(UserFailureReason::Locked, Some(factor), 100)]);
+    framework()
+        .given(locked)
+        .when_async(UserCommand::Unlock)
+        .await
+        .then_expect_events(vec![UserEvent::Unlocked(UserUnlocked { at: t0() })]);
+}
+
+#[tokio::test]
+async fn a_success_resets_the_count_and_unlock_needs_a_lock() {
+    framework()
+        .given(vec![UserEvent::Registered(registered())])
+        .when_async(UserCommand::ResetFailures)
+        .await
+        .then_expect_events(vec![]);
+    framework()
+        .given(vec![
+            UserEvent::Registered(registered()),
+            failed(UserFailureReason::FactorCheckFailed, None, 4),
+        ])
+        .when_async(UserCommand::ResetFailures)
+        .await
+        .then_expect_events(vec![UserEvent::FailuresReset(FailuresReset { at: t0() })]);
+    framework()
+        .given(vec![UserEvent::Registered(registered())])
+        .when_async(UserCommand::Unlock)
+        .await
+        .then_expect_error(UserError::NotLocked);
+}
+
+#[tokio::test]
+async fn commands_on_an_unregistered_user_are_not_found() {
+    framework()
+        .given_no_previous_events()
+        .when_async(UserCommand::ResetFailures)
+        .await
+        .then_expect_error(UserError::NotFound);
+}
+
+#[test]
+fn every_user_event_type_string_is_frozen() {
+    use cqrs_es::DomainEvent;
+    let cases = [
+        (generated(1, &codes('A')), "RecoveryCodesGenerated"),
+        (
+            UserEvent::RecoveryUsed(RecoveryUsed {
+                generation: 1,
+                index: 0,
+                remaining: 9,
+                at: t0(),
+            }),
+            "RecoveryUsed",
+        ),
+        (failed(UserFailureReason::Locked, None, 0), "FailedAttempt"),
+        (
+            UserEvent::FailuresReset(FailuresReset { at: t0() }),
+            "FailuresReset",
+        ),
+        (
+            UserEvent::LockedOut(UserLockedOut {
+                consecutive_failures: 1,
+                at: t0(),
+            }),
+            "LockedOut",
+        ),
+        (UserEvent::Unlocked(UserUnlocked { at: t0() }), "Unlocked"),
+    ];
+    for (event, name) in cases {
+        assert_eq!(event.event_type(), name);
+        assert!(serde_json::to_value(&event).unwrap().get(name).is_some());
+    }
 }

@@ -221,4 +221,8 @@ impl Queries {
     pub fn new(db: crate::Db) -> Self {
         Self { db }
     }
+
+    pub(crate) fn pool(&self) -> &sqlx::AnyPool {
+        &self.db.pool
+    }
 }

@@ -26,6 +26,10 @@ pub struct UserRow {
     pub created_at: String,
     /// Last applied stream sequence.
     pub last_seq: i64,
+    /// Unused recovery codes.
+    pub recovery_codes_remaining: i64,
+    /// 1 while the user's second factor is hard-locked.
+    pub second_factor_locked: i64,
 }
 
 /// Folds one event into the rows of a batch. Mirrors what one SQL statement per event would
@@ -44,8 +48,20 @@ pub(super) fn fold(rows: &mut Rows<UserRow>, stored: &StoredEvent, event: UserEv
             status: "ACTIVE".into(),
             created_at: ts(e.at),
             last_seq: seq,
+            recovery_codes_remaining: 0,
+            second_factor_locked: 0,
         }),
-        UserEvent::PasswordSet(_) => rows.update(id, seq, |_| {}),
+        UserEvent::RecoveryCodesGenerated(e) => rows.update(id, seq, |r| {
+            r.recovery_codes_remaining = i64::try_from(e.hashes.len()).unwrap_or(0);
+        }),
+        UserEvent::RecoveryUsed(e) => rows.update(id, seq, |r| {
+            r.recovery_codes_remaining = i64::from(e.remaining);
+        }),
+        UserEvent::LockedOut(_) => rows.update(id, seq, |r| r.second_factor_locked = 1),
+        UserEvent::Unlocked(_) => rows.update(id, seq, |r| r.second_factor_locked = 0),
+        UserEvent::PasswordSet(_) | UserEvent::FailedAttempt(_) | UserEvent::FailuresReset(_) => {
+            rows.update(id, seq, |_| {});
+        }
     }
 }
 
@@ -60,6 +76,8 @@ impl super::Row for UserRow {
         "status",
         "created_at",
         "last_seq",
+        "recovery_codes_remaining",
+        "second_factor_locked",
     ];
 
     fn id(&self) -> &str {
@@ -83,10 +101,13 @@ impl super::Row for UserRow {
             .bind(&self.status)
             .bind(&self.created_at)
             .bind(self.last_seq)
+            .bind(self.recovery_codes_remaining)
+            .bind(self.second_factor_locked)
     }
 }
 
-const COLUMNS: &str = "id, login, email, phone_number, display_name, status, created_at, last_seq";
+const COLUMNS: &str = "id, login, email, phone_number, display_name, status, created_at, last_seq, \
+     recovery_codes_remaining, second_factor_locked";
 
 impl Queries {
     /// One user by id.

@@ -1,0 +1,213 @@
+//! Security alerts: `securityAlerts` (query and subscription), `acknowledgeSecurityAlert`.
+
+use async_graphql::{
+    Context, ID, Json, Object, SimpleObject, Subscription,
+    connection::{Connection, Edge, query},
+};
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt, stream};
+use tessera_domain::{
+    alert::{AlertCommand, AlertEvent},
+    ids::UserId,
+};
+use tessera_projections::{alerts::AlertRow, parse_ts};
+use uuid::Uuid;
+
+use crate::{
+    auth::Caller,
+    graphql::{
+        ContextExt,
+        error::{ApiError, ApiResult, IntoGraphql},
+        user::parse_user_id,
+    },
+};
+
+/// A security incident: repeated failures, a lockout, a recovery-code use.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct SecurityAlert {
+    /// Stable id (also the webhook `webhook-id`): deliveries may repeat, the id does not.
+    pub id: ID,
+    /// Whose second factor.
+    pub user_id: ID,
+    /// `REPEATED_FAILURES`, `FACTOR_LOCKED`, `USER_LOCKED`, `RECOVERY_CODE_USED`.
+    pub kind: String,
+    /// What happened, for people.
+    pub reason: String,
+    /// When the triggering event happened.
+    pub raised_at: DateTime<Utc>,
+    /// When someone acknowledged it.
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    /// The events that caused it (`aggregate_type`, `aggregate_id`, `sequence`, `event_type`).
+    pub caused_by: Json<serde_json::Value>,
+}
+
+impl SecurityAlert {
+    fn from_row(row: AlertRow) -> ApiResult<Self> {
+        let bad = || ApiError::internal(format!("malformed security_alerts_v1 row {}", row.id));
+        Ok(Self {
+            raised_at: parse_ts(&row.raised_at).ok_or_else(bad)?,
+            acknowledged_at: row.acknowledged_at.as_deref().and_then(parse_ts),
+            caused_by: Json(serde_json::from_str(&row.caused_by).map_err(|_| bad())?),
+            id: ID(row.id),
+            user_id: ID(row.user_id),
+            kind: row.kind,
+            reason: row.reason,
+        })
+    }
+}
+
+/// Which user's alerts a caller may see: admins any (or all), users only their own.
+fn alert_scope(caller: &Caller, user_id: Option<&ID>) -> ApiResult<Option<UserId>> {
+    let user = user_id.map(|id| parse_user_id(id)).transpose()?;
+    match (caller, user) {
+        (Caller::Admin { .. }, user) => Ok(user),
+        (Caller::User { user_id }, Some(u)) if *user_id == u => Ok(Some(u)),
+        (Caller::User { user_id }, None) => Ok(Some(*user_id)),
+        (Caller::User { .. }, Some(_)) => Err(ApiError::Forbidden),
+    }
+}
+
+#[derive(Default)]
+pub struct AlertQuery;
+
+#[Object]
+impl AlertQuery {
+    /// Alerts, oldest first (one user's, or all for admins).
+    async fn security_alerts(
+        &self,
+        ctx: &Context<'_>,
+        user_id: Option<ID>,
+        after: Option<String>,
+        first: Option<i32>,
+    ) -> async_graphql::Result<Connection<String, SecurityAlert>> {
+        let scope = match ctx.caller().and_then(|c| alert_scope(c, user_id.as_ref())) {
+            Ok(scope) => scope.map(|u| u.to_string()),
+            Err(e) => return Err(e.into_graphql(ctx)),
+        };
+        query(
+            after,
+            None,
+            first,
+            None,
+            |after: Option<String>, _, first, _| async move {
+                let result: ApiResult<_> = async {
+                    let state = ctx.state()?;
+                    let limit = i64::try_from(first.unwrap_or(50).clamp(0, 200)).unwrap_or(50);
+                    let cursor = after.as_deref().and_then(|a| a.split_once('|'));
+                    if after.is_some() && cursor.is_none() {
+                        return Err(ApiError::bad_input(
+                            "INVALID_CURSOR",
+                            "after is not a cursor of this connection",
+                        ));
+                    }
+                    let mut rows = state
+                        .queries
+                        .alerts_after(scope.as_deref(), cursor, limit + 1)
+                        .await?;
+                    let has_next = i64::try_from(rows.len()).unwrap_or(0) > limit;
+                    rows.truncate(usize::try_from(limit).unwrap_or(0));
+                    let mut connection = Connection::new(after.is_some(), has_next);
+                    for row in rows {
+                        let cursor = format!("{}|{}", row.raised_at, row.id);
+                        connection
+                            .edges
+                            .push(Edge::new(cursor, SecurityAlert::from_row(row)?));
+                    }
+                    Ok(connection)
+                }
+                .await;
+                result.gql(ctx)
+            },
+        )
+        .await
+    }
+}
+
+#[derive(Default)]
+pub struct AlertMutation;
+
+#[Object]
+impl AlertMutation {
+    /// Marks an alert as seen.
+    async fn acknowledge_security_alert(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<SecurityAlert> {
+        async {
+            let state = ctx.state()?;
+            let caller = ctx.caller()?;
+            let alert_id = Uuid::parse_str(&id)
+                .map_err(|_| ApiError::bad_input("INVALID_ID", "id is not a valid alert id"))?
+                .to_string();
+            let row = state.queries.alert(&alert_id).await?.ok_or_else(|| {
+                ApiError::not_found("ALERT_NOT_FOUND", "security alert not found")
+            })?;
+            alert_scope(caller, Some(&ID(row.user_id.clone())))?;
+            let command = AlertCommand::Acknowledge { by: caller.actor() };
+            let committed = state
+                .alerts
+                .execute(&alert_id, command, &ctx.meta().metadata(&caller.actor()))
+                .await?;
+            state.settle(&alert_id, &committed).await;
+            let mut alert = SecurityAlert::from_row(row)?;
+            alert.acknowledged_at = committed.state.acknowledged_at;
+            Ok(alert)
+        }
+        .await
+        .gql(ctx)
+    }
+}
+
+#[derive(Default)]
+pub struct AlertSubscription;
+
+#[Subscription]
+impl AlertSubscription {
+    /// Alerts as they are raised, by any node on the same database.
+    async fn security_alerts(
+        &self,
+        ctx: &Context<'_>,
+        user_id: Option<ID>,
+    ) -> async_graphql::Result<impl Stream<Item = SecurityAlert>> {
+        let (scope, receiver) = match ctx
+            .caller()
+            .and_then(|c| alert_scope(c, user_id.as_ref()))
+            .and_then(|scope| Ok((scope, ctx.state()?.live.subscribe())))
+        {
+            Ok(v) => v,
+            Err(e) => return Err(e.into_graphql(ctx)),
+        };
+        let events = stream::unfold(receiver, |mut rx| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) => return Some((event, rx)),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(skipped = n, "a slow subscriber missed events");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        });
+        Ok(events.filter_map(move |event| async move {
+            if event.aggregate_type != "Alert" {
+                return None;
+            }
+            let AlertEvent::SecurityAlertRaised(raised) = event.decode::<AlertEvent>().ok()? else {
+                return None;
+            };
+            if scope.is_some_and(|u| u != raised.user_id) {
+                return None;
+            }
+            Some(SecurityAlert {
+                id: ID(raised.alert_id.to_string()),
+                user_id: ID(raised.user_id.to_string()),
+                kind: raised.kind.as_str().to_string(),
+                reason: raised.reason,
+                raised_at: raised.at,
+                acknowledged_at: None,
+                caused_by: Json(serde_json::to_value(raised.caused_by).unwrap_or_default()),
+            })
+        }))
+    }
+}

@@ -1,0 +1,326 @@
+//! The `Alert` aggregate: security alerts raised by the reactor (`projections/src/alerts`)
+//! and acknowledged by people. The reactor appends `SecurityAlertRaised` itself, inside the
+//! transaction that advances its checkpoint, under a deterministic id: the event table's key
+//! then makes a second raise of the same incident impossible, on any node, after any crash.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::{Aggregate, DomainEvent, event_sink::EventSink};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{
+    error::{Classify, ErrorKind},
+    ids::UserId,
+    services::Clock,
+};
+
+/// Namespace of the name-based alert ids.
+const ALERT_NAMESPACE: Uuid = Uuid::from_u128(0x7e55_e7a0_a1e7_4d1a_9c3b_71a3_0000_0002);
+
+/// What kind of incident an alert reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AlertKind {
+    /// Several failed proofs of one user within the window.
+    RepeatedFailures,
+    /// A factor locked itself after consecutive failures.
+    FactorLocked,
+    /// The user's second factor is hard-locked until an administrator unlocks it.
+    UserLocked,
+    /// A recovery code was spent.
+    RecoveryCodeUsed,
+}
+
+impl AlertKind {
+    /// The contract string (`REPEATED_FAILURES`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RepeatedFailures => "REPEATED_FAILURES",
+            Self::FactorLocked => "FACTOR_LOCKED",
+            Self::UserLocked => "USER_LOCKED",
+            Self::RecoveryCodeUsed => "RECOVERY_CODE_USED",
+        }
+    }
+}
+
+/// A reference to the event that caused (part of) an alert.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRef {
+    /// Aggregate type of the event.
+    pub aggregate_type: String,
+    /// Aggregate id of the event.
+    pub aggregate_id: String,
+    /// Its sequence in that stream.
+    pub sequence: i64,
+    /// Its event type.
+    pub event_type: String,
+}
+
+/// The deterministic id of the alert that `trigger` raises as `kind`.
+pub fn alert_id(kind: AlertKind, trigger: &EventRef) -> Uuid {
+    let name = format!(
+        "{}:{}:{}:{}",
+        kind.as_str(),
+        trigger.aggregate_type,
+        trigger.aggregate_id,
+        trigger.sequence
+    );
+    Uuid::new_v5(&ALERT_NAMESPACE, name.as_bytes())
+}
+
+/// Events of an alert. The variant name is the stored `event_type` (SPEC §2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum AlertEvent {
+    /// An incident was detected.
+    SecurityAlertRaised(SecurityAlertRaised),
+    /// Someone has seen it.
+    SecurityAlertAcknowledged(SecurityAlertAcknowledged),
+}
+
+/// Payload of [`AlertEvent::SecurityAlertRaised`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SecurityAlertRaised {
+    /// The alert (its stream id).
+    pub alert_id: Uuid,
+    /// Whose second factor.
+    pub user_id: UserId,
+    /// What happened.
+    pub kind: AlertKind,
+    /// A sentence for people.
+    pub reason: String,
+    /// The events that caused it, oldest first.
+    pub caused_by: Vec<EventRef>,
+    /// When the triggering event happened.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`AlertEvent::SecurityAlertAcknowledged`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SecurityAlertAcknowledged {
+    /// Who acknowledged it (the actor).
+    pub by: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl DomainEvent for AlertEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::SecurityAlertRaised(_) => "SecurityAlertRaised",
+            Self::SecurityAlertAcknowledged(_) => "SecurityAlertAcknowledged",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_string()
+    }
+}
+
+impl crate::versioning::Versioned for AlertEvent {
+    fn current_version(event_type: &str) -> Option<&'static str> {
+        matches!(
+            event_type,
+            "SecurityAlertRaised" | "SecurityAlertAcknowledged"
+        )
+        .then_some("1.0")
+    }
+
+    fn upcast(
+        _event_type: &str,
+        _event_version: &str,
+        payload: serde_json::Value,
+    ) -> serde_json::Value {
+        payload
+    }
+}
+
+impl crate::versioning::CommandName for AlertCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Acknowledge { .. } => "Acknowledge",
+        }
+    }
+}
+
+/// Commands on an alert (raising is the reactor's, not a command).
+#[derive(Clone, Debug)]
+pub enum AlertCommand {
+    /// Mark the alert as seen.
+    Acknowledge {
+        /// The actor.
+        by: String,
+    },
+}
+
+/// Why an alert command was rejected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AlertError {
+    /// No such alert.
+    #[error("security alert not found")]
+    NotFound,
+    /// Acknowledged before.
+    #[error("security alert already acknowledged")]
+    AlreadyAcknowledged,
+}
+
+impl Classify for AlertError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotFound => ErrorKind::NotFound,
+            Self::AlreadyAcknowledged => ErrorKind::WrongState,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::NotFound => "ALERT_NOT_FOUND",
+            Self::AlreadyAcknowledged => "ALERT_ALREADY_ACKNOWLEDGED",
+        }
+    }
+}
+
+/// An alert, folded from its events.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// What was raised.
+    pub raised: Option<SecurityAlertRaised>,
+    /// When it was acknowledged.
+    pub acknowledged_at: Option<DateTime<Utc>>,
+}
+
+/// What an alert's commands need.
+#[derive(Clone, Debug)]
+pub struct AlertServices {
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Aggregate for Alert {
+    const TYPE: &'static str = "Alert";
+    type Command = AlertCommand;
+    type Event = AlertEvent;
+    type Error = AlertError;
+    type Services = AlertServices;
+
+    async fn handle(
+        &mut self,
+        command: AlertCommand,
+        services: &AlertServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), AlertError> {
+        let AlertCommand::Acknowledge { by } = command;
+        if self.raised.is_none() {
+            return Err(AlertError::NotFound);
+        }
+        if self.acknowledged_at.is_some() {
+            return Err(AlertError::AlreadyAcknowledged);
+        }
+        let at = services.clock.now();
+        sink.write(
+            AlertEvent::SecurityAlertAcknowledged(SecurityAlertAcknowledged { by, at }),
+            self,
+        )
+        .await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: AlertEvent) {
+        match event {
+            AlertEvent::SecurityAlertRaised(e) => self.raised = Some(e),
+            AlertEvent::SecurityAlertAcknowledged(e) => self.acknowledged_at = Some(e.at),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_es::test::TestFramework;
+
+    use super::*;
+    use crate::services::FixedClock;
+
+    fn raised() -> SecurityAlertRaised {
+        SecurityAlertRaised {
+            alert_id: Uuid::nil(),
+            user_id: UserId::for_login("alice"),
+            kind: AlertKind::FactorLocked,
+            reason: "locked".into(),
+            caused_by: vec![],
+            at: DateTime::from_timestamp(0, 0).unwrap(),
+        }
+    }
+
+    fn framework() -> TestFramework<Alert> {
+        TestFramework::with(AlertServices {
+            clock: Arc::new(FixedClock::at_unix(60)),
+        })
+    }
+
+    #[tokio::test]
+    async fn acknowledge_once() {
+        let ack = SecurityAlertAcknowledged {
+            by: "api-key:x".into(),
+            at: DateTime::from_timestamp(60, 0).unwrap(),
+        };
+        framework()
+            .given(vec![AlertEvent::SecurityAlertRaised(raised())])
+            .when_async(AlertCommand::Acknowledge {
+                by: "api-key:x".into(),
+            })
+            .await
+            .then_expect_events(vec![AlertEvent::SecurityAlertAcknowledged(ack.clone())]);
+        framework()
+            .given(vec![
+                AlertEvent::SecurityAlertRaised(raised()),
+                AlertEvent::SecurityAlertAcknowledged(ack),
+            ])
+            .when_async(AlertCommand::Acknowledge { by: "y".into() })
+            .await
+            .then_expect_error(AlertError::AlreadyAcknowledged);
+        framework()
+            .given_no_previous_events()
+            .when_async(AlertCommand::Acknowledge { by: "y".into() })
+            .await
+            .then_expect_error(AlertError::NotFound);
+    }
+
+    #[test]
+    fn ids_are_deterministic_per_kind_and_trigger() {
+        let trigger = EventRef {
+            aggregate_type: "Factor".into(),
+            aggregate_id: "f".into(),
+            sequence: 7,
+            event_type: "LockedOut".into(),
+        };
+        assert_eq!(
+            alert_id(AlertKind::FactorLocked, &trigger),
+            alert_id(AlertKind::FactorLocked, &trigger)
+        );
+        assert_ne!(
+            alert_id(AlertKind::FactorLocked, &trigger),
+            alert_id(AlertKind::UserLocked, &trigger)
+        );
+        let mut later = trigger.clone();
+        later.sequence = 8;
+        assert_ne!(
+            alert_id(AlertKind::FactorLocked, &trigger),
+            alert_id(AlertKind::FactorLocked, &later)
+        );
+    }
+
+    #[test]
+    fn event_type_strings_are_frozen() {
+        assert_eq!(
+            AlertEvent::SecurityAlertRaised(raised()).event_type(),
+            "SecurityAlertRaised"
+        );
+        assert_eq!(<Alert as Aggregate>::TYPE, "Alert");
+        assert_eq!(
+            serde_json::to_value(AlertKind::RecoveryCodeUsed).unwrap(),
+            serde_json::json!("RECOVERY_CODE_USED")
+        );
+    }
+}

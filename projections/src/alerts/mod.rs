@@ -1,0 +1,414 @@
+//! The security-alert reactor: reads failed attempts, lockouts and recovery-code uses from the
+//! log through a durable checkpoint, raises `SecurityAlertRaised` once per incident and queues
+//! its deliveries — all in the transaction that advances the checkpoint, so a crash or restart
+//! neither loses nor repeats an alert. Alert ids are deterministic (`tessera_domain::alert`).
+
+pub mod rules;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::{AnyConnection, FromRow, Row};
+use tessera_domain::{
+    alert::{AlertEvent, AlertKind, EventRef, SecurityAlertRaised, alert_id},
+    factor::{FactorEvent, FailureReason},
+    ids::UserId,
+    user::{UserEvent, UserFailureReason},
+};
+
+use crate::{Backend, Error, StoredEvent, parse_ts, runner::Projection, ts};
+pub use rules::FailureRule;
+
+/// The reactor projection.
+#[derive(Clone, Debug)]
+pub struct AlertReactor {
+    /// The failure-count rule.
+    pub rule: FailureRule,
+    /// Delivery channels to queue for every alert (`webhook`, `email`).
+    pub channels: Vec<&'static str>,
+}
+
+impl Projection for AlertReactor {
+    fn name(&self) -> &'static str {
+        "alert_reactor_v1"
+    }
+
+    // Alerts are facts in the log, not a view of it: a rebuild must not raise or deliver
+    // them again, so nothing is emptied.
+    fn tables(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        event: &StoredEvent,
+    ) -> Result<(), Error> {
+        match event.aggregate_type.as_str() {
+            "Factor" => self.on_factor(conn, backend, event, event.decode()?).await,
+            "User" => self.on_user(conn, backend, event, event.decode()?).await,
+            "Alert" => on_alert(conn, event, event.decode()?).await,
+            _ => Ok(()),
+        }
+    }
+}
+
+fn event_ref(e: &StoredEvent) -> EventRef {
+    EventRef {
+        aggregate_type: e.aggregate_type.clone(),
+        aggregate_id: e.aggregate_id.clone(),
+        sequence: e.sequence,
+        event_type: e.event_type.clone(),
+    }
+}
+
+async fn owner_of(conn: &mut AnyConnection, factor_id: &str) -> Result<Option<String>, Error> {
+    let row = sqlx::query("SELECT user_id FROM alert_factor_owners WHERE factor_id = $1")
+        .bind(factor_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some(r) => Some(r.try_get("user_id")?),
+        None => None,
+    })
+}
+
+impl AlertReactor {
+    async fn on_factor(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        stored: &StoredEvent,
+        event: FactorEvent,
+    ) -> Result<(), Error> {
+        if let FactorEvent::Enrolled(e) = &event {
+            sqlx::query(
+                "INSERT INTO alert_factor_owners (factor_id, user_id) VALUES ($1, $2) \
+                 ON CONFLICT (factor_id) DO NOTHING",
+            )
+            .bind(&stored.aggregate_id)
+            .bind(e.user_id.to_string())
+            .execute(&mut *conn)
+            .await?;
+            return Ok(());
+        }
+        let Some(user) = owner_of(conn, &stored.aggregate_id).await? else {
+            return Ok(());
+        };
+        match event {
+            // Attempts refused unchecked while locked are not new guesses.
+            FactorEvent::FailedAttempt(f) if f.reason != FailureReason::Locked => {
+                self.on_failure(conn, backend, stored, &user, f.at).await
+            }
+            FactorEvent::LockedOut(l) => {
+                let reason = format!(
+                    "factor {} locked after {} consecutive failures, until {}",
+                    stored.aggregate_id,
+                    l.consecutive_failures,
+                    ts(l.until)
+                );
+                let cause = vec![event_ref(stored)];
+                self.raise(
+                    conn,
+                    backend,
+                    AlertKind::FactorLocked,
+                    &user,
+                    reason,
+                    cause,
+                    l.at,
+                )
+                .await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn on_user(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        stored: &StoredEvent,
+        event: UserEvent,
+    ) -> Result<(), Error> {
+        let user = stored.aggregate_id.clone();
+        match event {
+            // Factor-check failures are counted from the factor's own event.
+            UserEvent::FailedAttempt(f) if f.reason == UserFailureReason::WrongRecoveryCode => {
+                self.on_failure(conn, backend, stored, &user, f.at).await
+            }
+            UserEvent::LockedOut(l) => {
+                let reason = format!(
+                    "second factor locked after {} consecutive failures; an administrator must unlock it",
+                    l.consecutive_failures
+                );
+                let cause = vec![event_ref(stored)];
+                self.raise(
+                    conn,
+                    backend,
+                    AlertKind::UserLocked,
+                    &user,
+                    reason,
+                    cause,
+                    l.at,
+                )
+                .await
+            }
+            UserEvent::RecoveryUsed(r) => {
+                let reason = format!("recovery code used; {} left", r.remaining);
+                let cause = vec![event_ref(stored)];
+                self.raise(
+                    conn,
+                    backend,
+                    AlertKind::RecoveryCodeUsed,
+                    &user,
+                    reason,
+                    cause,
+                    r.at,
+                )
+                .await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn on_failure(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        stored: &StoredEvent,
+        user: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "INSERT INTO alert_failures (aggregate_type, aggregate_id, sequence, event_type, user_id, at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        )
+        .bind(&stored.aggregate_type)
+        .bind(&stored.aggregate_id)
+        .bind(stored.sequence)
+        .bind(&stored.event_type)
+        .bind(user)
+        .bind(ts(at))
+        .execute(&mut *conn)
+        .await?;
+        let start = ts(self.rule.window_start(at));
+        sqlx::query("DELETE FROM alert_failures WHERE user_id = $1 AND at <= $2")
+            .bind(user)
+            .bind(&start)
+            .execute(&mut *conn)
+            .await?;
+        let recent: Vec<FailureRow> = sqlx::query_as(
+            "SELECT aggregate_type, aggregate_id, sequence, event_type FROM alert_failures \
+             WHERE user_id = $1 AND at > $2 AND at <= $3 ORDER BY at, aggregate_id, sequence",
+        )
+        .bind(user)
+        .bind(&start)
+        .bind(ts(at))
+        .fetch_all(&mut *conn)
+        .await?;
+        let last: Option<String> = sqlx::query(
+            "SELECT MAX(raised_at) AS last FROM security_alerts_v1 WHERE user_id = $1 AND kind = $2",
+        )
+        .bind(user)
+        .bind(AlertKind::RepeatedFailures.as_str())
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("last")?;
+        if !self
+            .rule
+            .fires(recent.len(), at, last.as_deref().and_then(parse_ts))
+        {
+            return Ok(());
+        }
+        let reason = format!(
+            "{} failed proofs of possession within {} s",
+            recent.len(),
+            self.rule.window.num_seconds()
+        );
+        let cause = recent.into_iter().map(FailureRow::into_ref).collect();
+        self.raise(
+            conn,
+            backend,
+            AlertKind::RepeatedFailures,
+            user,
+            reason,
+            cause,
+            at,
+        )
+        .await
+    }
+
+    /// Appends `SecurityAlertRaised` to the log, shows it in `security_alerts_v1` and queues
+    /// its deliveries. The last element of `caused_by` is the trigger the id derives from;
+    /// a repeat of the same trigger inserts nothing anywhere.
+    #[allow(clippy::too_many_arguments)]
+    async fn raise(
+        &self,
+        conn: &mut AnyConnection,
+        backend: Backend,
+        kind: AlertKind,
+        user: &str,
+        reason: String,
+        caused_by: Vec<EventRef>,
+        at: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        let (Some(trigger), Some(user_id)) = (caused_by.last(), UserId::parse(user)) else {
+            return Ok(());
+        };
+        let id = alert_id(kind, trigger);
+        let raised = SecurityAlertRaised {
+            alert_id: id,
+            user_id,
+            kind,
+            reason: reason.clone(),
+            caused_by: caused_by.clone(),
+            at,
+        };
+        let payload = serde_json::to_string(&AlertEvent::SecurityAlertRaised(raised))
+            .map_err(|e| Error::Db(sqlx::Error::Encode(Box::new(e))))?;
+        let metadata = json!({
+            "actor": "alert-reactor",
+            "causation_id": format!("{}/{}/{}", trigger.aggregate_type, trigger.aggregate_id, trigger.sequence),
+        })
+        .to_string();
+        let json = match backend {
+            Backend::Postgres => "json",
+            Backend::Sqlite => "text",
+        };
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+             VALUES ('Alert', $1, 1, 'SecurityAlertRaised', '1.0', CAST($2 AS {json}), CAST($3 AS {json})) \
+             ON CONFLICT DO NOTHING"
+        ))
+        .bind(id.to_string())
+        .bind(payload)
+        .bind(metadata)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Ok(());
+        }
+        let caused_by = serde_json::to_string(&caused_by)
+            .map_err(|e| Error::Db(sqlx::Error::Encode(Box::new(e))))?;
+        sqlx::query(
+            "INSERT INTO security_alerts_v1 (id, user_id, kind, reason, caused_by, raised_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id.to_string())
+        .bind(user)
+        .bind(kind.as_str())
+        .bind(reason)
+        .bind(caused_by)
+        .bind(ts(at))
+        .execute(&mut *conn)
+        .await?;
+        for channel in &self.channels {
+            sqlx::query(
+                "INSERT INTO alert_deliveries (alert_id, channel, next_attempt_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(id.to_string())
+            .bind(*channel)
+            .bind(ts(Utc::now()))
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+async fn on_alert(
+    conn: &mut AnyConnection,
+    stored: &StoredEvent,
+    event: AlertEvent,
+) -> Result<(), Error> {
+    if let AlertEvent::SecurityAlertAcknowledged(a) = event {
+        sqlx::query("UPDATE security_alerts_v1 SET acknowledged_at = $1, acknowledged_by = $2 WHERE id = $3")
+            .bind(ts(a.at))
+            .bind(a.by)
+            .bind(&stored.aggregate_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+#[derive(FromRow)]
+struct FailureRow {
+    aggregate_type: String,
+    aggregate_id: String,
+    sequence: i64,
+    event_type: String,
+}
+
+impl FailureRow {
+    fn into_ref(self) -> EventRef {
+        EventRef {
+            aggregate_type: self.aggregate_type,
+            aggregate_id: self.aggregate_id,
+            sequence: self.sequence,
+            event_type: self.event_type,
+        }
+    }
+}
+
+/// A row of `security_alerts_v1`.
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct AlertRow {
+    /// Alert id.
+    pub id: String,
+    /// Whose.
+    pub user_id: String,
+    /// `REPEATED_FAILURES`, …
+    pub kind: String,
+    /// For people.
+    pub reason: String,
+    /// JSON array of event references.
+    pub caused_by: String,
+    /// RFC 3339.
+    pub raised_at: String,
+    /// RFC 3339.
+    pub acknowledged_at: Option<String>,
+}
+
+const ALERT_COLUMNS: &str = "id, user_id, kind, reason, caused_by, raised_at, acknowledged_at";
+
+impl crate::read_model::Queries {
+    /// One alert.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn alert(&self, id: &str) -> Result<Option<AlertRow>, Error> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT {ALERT_COLUMNS} FROM security_alerts_v1 WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Alerts (of one user, if given) after the `(raised_at, id)` cursor, oldest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn alerts_after(
+        &self,
+        user: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: i64,
+    ) -> Result<Vec<AlertRow>, Error> {
+        let (at, id) = after.unwrap_or(("", ""));
+        Ok(sqlx::query_as(&format!(
+            "SELECT {ALERT_COLUMNS} FROM security_alerts_v1 \
+             WHERE ($1 = '' OR user_id = $1) AND (raised_at > $2 OR (raised_at = $2 AND id > $3)) \
+             ORDER BY raised_at, id LIMIT $4"
+        ))
+        .bind(user.unwrap_or(""))
+        .bind(at)
+        .bind(id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?)
+    }
+}
