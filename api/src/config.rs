@@ -68,6 +68,7 @@ impl Config {
             lockout_threshold: self.lockout_threshold,
             lockout_duration: TimeDelta::seconds(self.lockout_seconds),
             enrollment_ttl: TimeDelta::seconds(self.enrollment_ttl_seconds),
+            ..FactorPolicy::default()
         }
     }
 

@@ -92,6 +92,7 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         FactorServices {
             clock: Arc::clone(&clock),
             cipher: master.totp_cipher(),
+            hasher: master.keyed_hasher(),
             policy: config.factor_policy(),
         },
     );

@@ -246,6 +246,7 @@ impl FactorMutation {
                     secret: secret.clone(),
                     params,
                 }),
+                oob: None,
             });
             let committed = state
                 .factors
@@ -306,8 +307,16 @@ impl FactorMutation {
             let id = parse_factor_id(&input.factor_id)?;
             let pass_code = pass_code(input.pass_code)?;
             authorized_factor(ctx, id).await?;
-            let (factor_result, factor) =
-                prove(ctx, state, id, FactorCommand::Verify { pass_code }).await?;
+            let (factor_result, factor) = prove(
+                ctx,
+                state,
+                id,
+                FactorCommand::Verify {
+                    pass_code,
+                    challenge_id: None,
+                },
+            )
+            .await?;
             Ok(VerifyFactorPayload {
                 factor_result,
                 factor: Some(factor),

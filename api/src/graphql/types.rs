@@ -104,6 +104,7 @@ impl From<FactorOutcome> for FactorResult {
             FactorOutcome::PasscodeReplayed => Self::PasscodeReplayed,
             FactorOutcome::LockedOut => Self::LockedOut,
             FactorOutcome::Expired => Self::Expired,
+            FactorOutcome::ChallengeRequired => Self::ChallengeRequired,
         }
     }
 }

@@ -5,10 +5,13 @@ use cqrs_es::{Aggregate, event_sink::EventSink};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    crypto::hash_password,
+    crypto::{hash_password, verify_password},
     ids::normalize_login,
     services::Clock,
-    user::{PasswordSet, Register, Registered, UserCommand, UserError, UserEvent},
+    user::{
+        LoginFailed, LoginFailureReason, PasswordSet, Register, Registered, SetPassword,
+        UserCommand, UserError, UserEvent,
+    },
 };
 
 /// Whether a user may use Tessera.
@@ -38,6 +41,9 @@ pub struct User {
     pub password_hash: Option<String>,
     /// When the user registered.
     pub created_at: Option<DateTime<Utc>>,
+    /// Failed logins so far.
+    #[serde(default)]
+    pub failed_logins: u32,
 }
 
 /// What a user's commands need from outside.
@@ -69,6 +75,14 @@ impl Aggregate for User {
     ) -> Result<(), UserError> {
         match command {
             UserCommand::Register(cmd) => self.register(cmd, services, sink).await,
+            UserCommand::SetPassword(cmd) => self.set_password(cmd, services, sink).await,
+            UserCommand::RecordLoginFailure { reason } => {
+                if !self.exists() {
+                    return Err(UserError::NotFound);
+                }
+                self.record_login_failure(reason, services, sink).await;
+                Ok(())
+            }
         }
     }
 
@@ -83,6 +97,7 @@ impl Aggregate for User {
                 self.created_at = Some(e.at);
             }
             UserEvent::PasswordSet(e) => self.password_hash = Some(e.password_hash),
+            UserEvent::LoginFailed(e) => self.failed_logins = e.failed_logins,
         }
     }
 }
@@ -116,5 +131,54 @@ impl User {
             .await;
         }
         Ok(())
+    }
+}
+
+impl User {
+    async fn set_password(
+        &mut self,
+        cmd: SetPassword,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        if !self.exists() {
+            return Err(UserError::NotFound);
+        }
+        cmd.validate()?;
+        if let Some(current) = &cmd.current_password {
+            let matches = self
+                .password_hash
+                .as_deref()
+                .is_some_and(|phc| verify_password(current.expose(), phc));
+            if !matches {
+                let reason = if self.password_hash.is_some() {
+                    LoginFailureReason::WrongPassword
+                } else {
+                    LoginFailureReason::NoPassword
+                };
+                self.record_login_failure(reason, services, sink).await;
+                return Ok(());
+            }
+        }
+        let set = PasswordSet {
+            password_hash: hash_password(cmd.password.expose()),
+            at: services.clock.now(),
+        };
+        sink.write(UserEvent::PasswordSet(set), self).await;
+        Ok(())
+    }
+
+    async fn record_login_failure(
+        &mut self,
+        reason: LoginFailureReason,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) {
+        let failed = LoginFailed {
+            reason,
+            failed_logins: self.failed_logins.saturating_add(1),
+            at: services.clock.now(),
+        };
+        sink.write(UserEvent::LoginFailed(failed), self).await;
     }
 }

@@ -2,6 +2,8 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
+use crate::user::LoginFailureReason;
+
 /// Events of a user. The variant name is the stored `event_type` (SPEC §2, frozen).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum UserEvent {
@@ -9,6 +11,19 @@ pub enum UserEvent {
     Registered(Registered),
     /// A first-factor password was set (argon2id hash only).
     PasswordSet(PasswordSet),
+    /// A login (or a password change) presented a wrong password.
+    LoginFailed(LoginFailed),
+}
+
+/// Payload of [`UserEvent::LoginFailed`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoginFailed {
+    /// Why.
+    pub reason: LoginFailureReason,
+    /// Failed logins of this user so far, this one included.
+    pub failed_logins: u32,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 /// Payload of [`UserEvent::Registered`].
@@ -48,6 +63,7 @@ impl DomainEvent for UserEvent {
         match self {
             Self::Registered(_) => "Registered",
             Self::PasswordSet(_) => "PasswordSet",
+            Self::LoginFailed(_) => "LoginFailed",
         }
         .to_string()
     }

@@ -8,6 +8,8 @@ mod events;
 mod tests;
 
 pub use aggregate::{User, UserServices, UserStatus};
-pub use commands::{Register, UserCommand, validate_email, validate_phone_number};
+pub use commands::{
+    LoginFailureReason, Register, SetPassword, UserCommand, validate_email, validate_phone_number,
+};
 pub use error::UserError;
-pub use events::{PasswordSet, Registered, UserEvent};
+pub use events::{LoginFailed, PasswordSet, Registered, UserEvent};

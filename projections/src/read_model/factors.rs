@@ -80,6 +80,8 @@ pub(super) async fn apply(
             None,
         ),
         FactorEvent::Removed(_) => ("status = 'REMOVED'", None),
+        // Only the hash of a code; nothing a read model shows.
+        FactorEvent::CodeIssued(_) => ("status = status", None),
         FactorEvent::EnrollmentExpired(_) => ("status = 'EXPIRED'", None),
     };
     let sql = format!("UPDATE factors_v1 SET {set}, last_seq = $1 WHERE id = $2 AND last_seq < $1");

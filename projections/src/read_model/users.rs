@@ -47,7 +47,7 @@ pub(super) async fn apply(
             .execute(&mut *conn)
             .await?;
         }
-        UserEvent::PasswordSet(_) => {
+        UserEvent::PasswordSet(_) | UserEvent::LoginFailed(_) => {
             sqlx::query("UPDATE users_v1 SET last_seq = $1 WHERE id = $2 AND last_seq < $1")
                 .bind(seq)
                 .bind(id)
