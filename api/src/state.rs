@@ -3,7 +3,9 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use cqrs_es::{Aggregate, AggregateError};
-use tessera_domain::{factor::Factor, services::Clock, user::User};
+use tessera_domain::{
+    challenge::Challenge, factor::Factor, policy::MfaPolicy, services::Clock, user::User,
+};
 use tessera_projections::{
     Runner,
     read_model::{Queries, ReadModels},
@@ -12,7 +14,9 @@ use tessera_projections::{
 use crate::{
     auth::Authenticator,
     config::Config,
+    delivery::Delivery,
     store::{Committed, Pool, Store},
+    tokens::TokenIssuer,
 };
 
 /// How long a mutation waits for the read models to show what it wrote.
@@ -29,6 +33,14 @@ pub struct AppState {
     pub users: Arc<Store<User>>,
     /// Factors.
     pub factors: Arc<Store<Factor>>,
+    /// Challenges (step-up, login, sent codes).
+    pub challenges: Arc<Store<Challenge>>,
+    /// The MFA policy (one stream).
+    pub policy: Arc<Store<MfaPolicy>>,
+    /// SMTP, SMS gateway, outbox.
+    pub delivery: Arc<Delivery>,
+    /// Access tokens.
+    pub tokens: Arc<TokenIssuer>,
     /// Read models.
     pub queries: Queries,
     /// The read-model projection.

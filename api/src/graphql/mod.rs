@@ -1,5 +1,6 @@
 //! The GraphQL schema (SPEC §4 Contract): one module per feature, merged here.
 
+mod challenge;
 pub mod error;
 mod factor;
 mod types;
@@ -15,11 +16,19 @@ use crate::{
 
 /// All queries.
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(user::UserQuery, factor::FactorQuery);
+pub struct QueryRoot(
+    user::UserQuery,
+    factor::FactorQuery,
+    challenge::ChallengeQuery,
+);
 
 /// All mutations.
 #[derive(MergedObject, Default)]
-pub struct MutationRoot(user::UserMutation, factor::FactorMutation);
+pub struct MutationRoot(
+    user::UserMutation,
+    factor::FactorMutation,
+    challenge::ChallengeMutation,
+);
 
 /// The schema type.
 pub type TesseraSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
@@ -70,7 +79,7 @@ impl ContextExt for Context<'_> {
     fn admin(&self) -> Result<&Caller, ApiError> {
         match self.caller()? {
             c @ Caller::Admin { .. } => Ok(c),
-            Caller::User { .. } => Err(ApiError::Forbidden),
+            Caller::User { .. } | Caller::Enrollment { .. } => Err(ApiError::Forbidden),
         }
     }
 }

@@ -86,7 +86,9 @@ impl UserQuery {
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
         async {
             match ctx.caller()? {
-                Caller::User { user_id } => user_by_id(ctx, *user_id).await,
+                Caller::User { user_id } | Caller::Enrollment { user_id } => {
+                    user_by_id(ctx, *user_id).await
+                }
                 Caller::Admin { .. } => Ok(None),
             }
         }

@@ -2,5 +2,6 @@
 
 mod auth;
 mod enrollment;
+mod oob_codes;
 mod projections;
 mod verification;
