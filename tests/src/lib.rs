@@ -381,6 +381,38 @@ impl TestServer {
         )
     }
 
+    /// `login`; returns the whole response.
+    pub async fn login(&self, login: &str, password: &str) -> Value {
+        self.gql_as(
+            None,
+            "mutation($l: String!, $p: String!) { login(input: {login: $l, password: $p}) { \
+             accessToken expiresAt mfaRequired enrollmentRequired challenge { id userId status purpose expiresAt } \
+             factors { id type status } factorResult } }",
+            json!({ "l": login, "p": password }),
+        )
+        .await
+    }
+
+    /// `completeLogin` without a token; returns the whole response.
+    pub async fn complete_login(&self, challenge: &str, factor: &str, code: &str) -> Value {
+        self.gql_as(
+            None,
+            "mutation($c: ID!, $f: ID!, $p: String!) { completeLogin(input: {challengeId: $c, factorId: $f, passCode: $p}) { \
+             accessToken expiresAt mfaRequired challenge { id status failedAttempts } factorResult } }",
+            json!({ "c": challenge, "f": factor, "p": code }),
+        )
+        .await
+    }
+
+    /// A user token for `login`, whose password is `password` and who has no factor.
+    pub async fn password_token(&self, login: &str, password: &str) -> String {
+        let r = self.login(login, password).await;
+        r["data"]["login"]["accessToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token: {r}"))
+            .to_string()
+    }
+
     /// Creates a user; returns its id.
     pub async fn create_user(&self, login: &str) -> String {
         let data = self
@@ -530,6 +562,15 @@ pub fn code_at(secret_base32: &str, unix: i64) -> String {
         .expect("valid base32");
     TOTP::new_unchecked(Algorithm::SHA1, 6, 0, 30, secret, None, String::new())
         .generate(u64::try_from(unix).expect("time after 1970"))
+}
+
+/// The claims of a JWT (its middle part), unverified.
+pub fn jwt_claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("a JWT has three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
 }
 
 /// `extensions.code` of the first error.

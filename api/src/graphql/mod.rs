@@ -3,6 +3,8 @@
 mod challenge;
 pub mod error;
 mod factor;
+mod login;
+mod step_up;
 mod types;
 mod user;
 
@@ -20,6 +22,7 @@ pub struct QueryRoot(
     user::UserQuery,
     factor::FactorQuery,
     challenge::ChallengeQuery,
+    login::LoginQuery,
 );
 
 /// All mutations.
@@ -28,6 +31,8 @@ pub struct MutationRoot(
     user::UserMutation,
     factor::FactorMutation,
     challenge::ChallengeMutation,
+    step_up::StepUpMutation,
+    login::LoginMutation,
 );
 
 /// The schema type.

@@ -4,4 +4,5 @@ mod auth;
 mod enrollment;
 mod oob_codes;
 mod projections;
+mod step_up;
 mod verification;
