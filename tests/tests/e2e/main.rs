@@ -2,6 +2,7 @@
 
 mod auth;
 mod enrollment;
+mod login;
 mod oob_codes;
 mod projections;
 mod step_up;
