@@ -3,6 +3,7 @@
 mod auth;
 mod enrollment;
 mod login;
+mod no_secrets;
 mod oob_codes;
 mod projections;
 mod step_up;
