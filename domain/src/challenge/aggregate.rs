@@ -331,10 +331,14 @@ impl Challenge {
         if self.expire_if_due(now, sink).await {
             return Ok(());
         }
+        // Only a wrong code is a guess. A replay, a locked factor or a missing code is on
+        // record but not counted, so racing submissions of one right code cannot use up the
+        // challenge before the one that succeeded completes it.
+        let guess = u32::from(reason == FailureReason::WrongCode);
         let failed = FailedAttempt {
             factor_id,
             reason,
-            failed_attempts: self.failed_attempts.saturating_add(1),
+            failed_attempts: self.failed_attempts.saturating_add(guess),
             at: now,
         };
         sink.write(ChallengeEvent::FailedAttempt(failed), self)

@@ -82,7 +82,8 @@ pub struct FailedAttempt {
     pub factor_id: FactorId,
     /// Why it failed.
     pub reason: FailureReason,
-    /// Failed attempts on this challenge, this one included.
+    /// Wrong codes given to this challenge so far, this one included (replays, attempts on
+    /// a locked factor and attempts without a live code are recorded but not counted).
     pub failed_attempts: u32,
     /// When.
     pub at: DateTime<Utc>,

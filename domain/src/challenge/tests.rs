@@ -297,18 +297,30 @@ async fn the_fifth_failed_attempt_ends_the_challenge() {
 }
 
 #[tokio::test]
-async fn a_failure_records_the_factors_reason() {
+async fn only_wrong_codes_count_towards_the_limit() {
+    let mut given = vec![issued()];
+    for n in 1..=4 {
+        given.push(failed(n, t0() + secs(i64::from(n))));
+    }
     let at = t0() + secs(10);
-    framework_at(at)
-        .given(vec![issued()])
-        .when_async(failure(FailureReason::Replayed))
-        .await
-        .then_expect_events(vec![ChallengeEvent::FailedAttempt(FailedAttempt {
-            factor_id: fid(),
-            reason: FailureReason::Replayed,
-            failed_attempts: 1,
-            at,
-        })]);
+    for reason in [
+        FailureReason::Replayed,
+        FailureReason::Locked,
+        FailureReason::NoActiveCode,
+        FailureReason::CodeExpired,
+        FailureReason::AttemptsExhausted,
+    ] {
+        framework_at(at)
+            .given(given.clone())
+            .when_async(failure(reason))
+            .await
+            .then_expect_events(vec![ChallengeEvent::FailedAttempt(FailedAttempt {
+                factor_id: fid(),
+                reason,
+                failed_attempts: 4,
+                at,
+            })]);
+    }
 }
 
 #[tokio::test]
