@@ -66,25 +66,25 @@ pub struct Config {
     /// Wait before the second delivery attempt, in milliseconds; doubled each time.
     #[arg(long, env = "TESSERA_DELIVERY_BACKOFF_MS", default_value_t = 500)]
     pub delivery_backoff_ms: u64,
-    /// Lifetime of an SMS or e-mail code in seconds.
-    #[arg(long, env = "TESSERA_OOB_CODE_TTL_SECONDS", default_value_t = 300)]
+    /// Lifetime of an SMS or e-mail code in seconds (30 to 3600).
+    #[arg(long, env = "TESSERA_OOB_CODE_TTL_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(i64).range(30..=3600))]
     pub oob_code_ttl_seconds: i64,
     /// Least seconds between two codes sent to one factor.
-    #[arg(long, env = "TESSERA_OOB_RESEND_SECONDS", default_value_t = 30)]
+    #[arg(long, env = "TESSERA_OOB_RESEND_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(i64).range(0..=3600))]
     pub oob_resend_seconds: i64,
     /// Most codes sent to one factor in any hour (at most 100).
     #[arg(long, env = "TESSERA_OOB_MAX_PER_HOUR", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub oob_max_per_hour: u32,
-    /// Lifetime of access tokens in seconds.
-    #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL_SECONDS", default_value_t = 900)]
+    /// Lifetime of access tokens in seconds (60 to 86400).
+    #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL_SECONDS", default_value_t = 900,
+          value_parser = clap::value_parser!(i64).range(60..=86400))]
     pub access_token_ttl_seconds: i64,
-    /// How long the second step of a login may take, in seconds.
-    #[arg(
-        long,
-        env = "TESSERA_LOGIN_CHALLENGE_TTL_SECONDS",
-        default_value_t = 300
-    )]
+    /// How long the second step of a login may take, in seconds (30 to 3600).
+    #[arg(long, env = "TESSERA_LOGIN_CHALLENGE_TTL_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(i64).range(30..=3600))]
     pub login_challenge_ttl_seconds: i64,
 }
 

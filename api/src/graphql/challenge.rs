@@ -456,6 +456,12 @@ impl ChallengeMutation {
                     return Err(ChallengeError::WrongPurpose.into());
                 }
                 require_open(c, state)?;
+                // A code for a step-up or login is only of use from an active factor.
+                if factor.status_at(state.clock.now())
+                    == tessera_domain::factor::FactorStatus::PendingActivation
+                {
+                    return Err(FactorError::NotActive.into());
+                }
                 if login_step {
                     let (policy, _) = state.policy.load(tessera_domain::policy::POLICY_ID).await?;
                     if factor.factor_type.is_some_and(|t| !policy.allows(t)) {

@@ -182,6 +182,20 @@ both_stores!(login_with_sms_without_any_token, |store| async move {
         )
         .await;
     assert_eq!(error_code(&r), "UNAUTHENTICATED", "{r}");
+    // A factor still pending activation gets no login code.
+    let pending = s.enroll_oob(&user, "EMAIL", "alice@example.org").await["factor"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s
+        .gql_as(
+            None,
+            "mutation($f: ID!, $c: ID) { challengeFactor(input: {factorId: $f, challengeId: $c}) { challenge { id } } }",
+            json!({ "f": pending, "c": challenge }),
+        )
+        .await;
+    assert_eq!(error_code(&r), "CONFLICT", "{r}");
+    assert_eq!(error_reason(&r), "FACTOR_NOT_ACTIVE");
     let code = phones.sms_code("+14155550100", 2).await;
     let r = s.complete_login(&challenge, &factor, &code).await;
     let data = &r["data"]["completeLogin"];
