@@ -1,6 +1,6 @@
 //! Login with MFA, access tokens, the MFA policy, passwords, and what a user token may do.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::TimeDelta;
 use serde_json::{Value, json};
@@ -510,24 +510,46 @@ both_stores!(
                 started.elapsed()
             }
         };
-        let mut unknown = Vec::new();
-        let mut wrong = Vec::new();
-        for _ in 0..7 {
+        // What one argon2id check costs on this machine, measured here between the logins.
+        let phc = tessera_domain::crypto::hash_password("some password");
+        let argon2_check = || {
+            let phc = phc.clone();
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let started = Instant::now();
+                    assert!(!tessera_domain::crypto::verify_password("other", &phc));
+                    started.elapsed()
+                })
+                .await
+                .unwrap()
+            }
+        };
+        let (mut unknown, mut wrong, mut argon2) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..15 {
+            argon2.push(argon2_check().await);
             unknown.push(time("nobody-here").await);
             wrong.push(time("alice").await);
         }
-        unknown.sort();
-        wrong.sort();
-        let (unknown, wrong) = (unknown[3], wrong[3]);
+        for v in [&mut unknown, &mut wrong, &mut argon2] {
+            v.sort();
+        }
         eprintln!(
-            "median login time ({store:?}): unknown user {unknown:?}, wrong password {wrong:?}"
+            "login time ({store:?}), min/median: unknown user {:?}/{:?}, wrong password {:?}/{:?}; one argon2id check {:?}/{:?}",
+            unknown[0], unknown[7], wrong[0], wrong[7], argon2[0], argon2[7]
         );
-        // Both pay for argon2id (19 MiB, t=2): without the dummy hash an unknown login would
-        // answer in well under a millisecond of work.
-        assert!(wrong > Duration::from_millis(5), "{wrong:?}");
+        // The fastest of fifteen is what the work costs, with the load of a shared machine
+        // least in the way. Even the fastest unknown login paid for a full argon2id check
+        // (without the dummy hash it answers in about a millisecond); so did a wrong password.
+        let argon2 = argon2[0];
         assert!(
-            unknown * 2 > wrong,
-            "unknown {unknown:?} vs wrong password {wrong:?}"
+            unknown[0] * 3 > argon2,
+            "unknown login {:?} vs one argon2 check {argon2:?}",
+            unknown[0]
+        );
+        assert!(
+            wrong[0] * 3 > argon2,
+            "wrong password {:?} vs one argon2 check {argon2:?}",
+            wrong[0]
         );
     }
 );
