@@ -210,6 +210,9 @@ both_stores!(user_tokens_act_only_on_their_own_user, |store| async move {
     let alice = s.create_full_user("alice", PASSWORD).await;
     let bob = s.create_full_user("bob", PASSWORD).await;
     let (bobs_factor, bobs_secret) = s.enroll_totp(&bob).await;
+    let bobs_sms = s.enroll_oob(&bob, "SMS", "+14155550199").await;
+    let bobs_code_challenge = bobs_sms["challenge"]["id"].as_str().unwrap().to_string();
+    let bobs_sms = bobs_sms["factor"]["id"].as_str().unwrap().to_string();
     let token = s.password_token("alice", PASSWORD).await;
     let as_alice = |query: &'static str, vars: Value| {
         let token = token.clone();
@@ -293,6 +296,14 @@ both_stores!(user_tokens_act_only_on_their_own_user, |store| async move {
         (
             "mutation { createUser(input: {login: \"mallory\"}) { id } }",
             json!({}),
+        ),
+        (
+            "query($c: ID!) { challenge(id: $c) { id } }",
+            json!({ "c": bobs_code_challenge }),
+        ),
+        (
+            "mutation($f: ID!) { challengeFactor(input: {factorId: $f}) { challenge { id } } }",
+            json!({ "f": bobs_sms }),
         ),
         (
             "mutation { setMfaPolicy(input: {mode: DISABLED, allowedFactorTypes: []}) { mode } }",

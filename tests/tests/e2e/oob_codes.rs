@@ -380,6 +380,20 @@ both_stores!(
         assert_eq!(failed["attempts"], 3);
         assert_eq!(failed["error"], "HTTP 503");
         assert_eq!(s.challenge(&failing).await["delivery"], "FAILED");
+        // A 4xx answer (but 408/429) is final: no retry.
+        s.clock.advance(TimeDelta::seconds(30));
+        phones.sms.fail_next(1, 400);
+        let r = s.challenge_factor(&factor, None).await;
+        let refused_sms = r["data"]["challengeFactor"]["challenge"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let failed = s
+            .wait_for_event("Challenge", &refused_sms, "DeliveryFailed")
+            .await;
+        assert_eq!(failed["attempts"], 1);
+        assert_eq!(failed["error"], "HTTP 400");
+        assert_eq!(phones.sms.requests().len(), 7);
 
         // SMTP: a 4xx is retried, a 5xx is final at once.
         let mail = s.enroll_oob(&user, "EMAIL", ADDRESS).await;
@@ -424,8 +438,8 @@ both_stores!(
             .unwrap();
         for line in [
             "tessera_delivery_messages_total{channel=\"sms\",result=\"delivered\"} 1",
-            "tessera_delivery_messages_total{channel=\"sms\",result=\"failed\"} 1",
-            "tessera_delivery_failed_attempts_total{channel=\"sms\"} 5",
+            "tessera_delivery_messages_total{channel=\"sms\",result=\"failed\"} 2",
+            "tessera_delivery_failed_attempts_total{channel=\"sms\"} 6",
             "tessera_delivery_messages_total{channel=\"email\",result=\"delivered\"} 2",
             "tessera_delivery_messages_total{channel=\"email\",result=\"failed\"} 1",
             "tessera_delivery_failed_attempts_total{channel=\"email\"} 2",
