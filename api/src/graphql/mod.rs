@@ -1,10 +1,13 @@
 //! The GraphQL schema (SPEC §4 Contract): one module per feature, merged here.
 
 mod alerts;
+mod challenge;
 pub mod error;
 mod factor;
 pub mod limits;
+mod login;
 mod recovery;
+mod step_up;
 mod types;
 mod user;
 
@@ -18,7 +21,13 @@ use crate::{
 
 /// All queries.
 #[derive(MergedObject, Default)]
-pub struct QueryRoot(user::UserQuery, factor::FactorQuery, alerts::AlertQuery);
+pub struct QueryRoot(
+    user::UserQuery,
+    factor::FactorQuery,
+    alerts::AlertQuery,
+    challenge::ChallengeQuery,
+    login::LoginQuery,
+);
 
 /// All mutations.
 #[derive(MergedObject, Default)]
@@ -27,6 +36,9 @@ pub struct MutationRoot(
     factor::FactorMutation,
     recovery::RecoveryMutation,
     alerts::AlertMutation,
+    challenge::ChallengeMutation,
+    step_up::StepUpMutation,
+    login::LoginMutation,
 );
 
 /// All subscriptions.
@@ -83,7 +95,7 @@ impl ContextExt for Context<'_> {
     fn admin(&self) -> Result<&Caller, ApiError> {
         match self.caller()? {
             c @ Caller::Admin { .. } => Ok(c),
-            Caller::User { .. } => Err(ApiError::Forbidden),
+            Caller::User { .. } | Caller::Enrollment { .. } => Err(ApiError::Forbidden),
         }
     }
 }

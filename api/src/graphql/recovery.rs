@@ -146,7 +146,7 @@ impl RecoveryMutation {
             let state = ctx.state()?;
             let caller = ctx.admin()?;
             let id = parse_factor_id(&input.factor_id)?;
-            authorized_factor(ctx, id).await?;
+            authorized_factor(ctx, id, false).await?;
             let key = id.to_string();
             let committed = state
                 .factors

@@ -27,6 +27,8 @@ pub struct FactorRow {
     pub failed_attempts: i64,
     /// Lock deadline, RFC 3339.
     pub locked_until: Option<String>,
+    /// SMS and e-mail: the phone number or address codes go to.
+    pub destination: Option<String>,
     /// Last applied stream sequence.
     pub last_seq: i64,
 }
@@ -40,8 +42,8 @@ pub(super) async fn apply(
     let seq = stored.sequence;
     if let FactorEvent::Enrolled(e) = event {
         sqlx::query(
-            "INSERT INTO factors_v1 (id, user_id, factor_type, status, label, created_at, expires_at, last_seq) \
-             VALUES ($1, $2, $3, 'PENDING_ACTIVATION', $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO factors_v1 (id, user_id, factor_type, status, label, created_at, expires_at, last_seq, destination) \
+             VALUES ($1, $2, $3, 'PENDING_ACTIVATION', $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
         )
         .bind(id)
         .bind(e.user_id.to_string())
@@ -50,6 +52,7 @@ pub(super) async fn apply(
         .bind(ts(e.at))
         .bind(ts(e.expires_at))
         .bind(seq)
+        .bind(e.oob.map(|o| o.destination))
         .execute(&mut *conn)
         .await?;
         return Ok(());
@@ -80,6 +83,8 @@ pub(super) async fn apply(
             None,
         ),
         FactorEvent::Removed(_) => ("status = 'REMOVED'", None),
+        // Only the hash of a code; nothing a read model shows.
+        FactorEvent::CodeIssued(_) => ("status = status", None),
         FactorEvent::EnrollmentExpired(_) => ("status = 'EXPIRED'", None),
     };
     let sql = format!("UPDATE factors_v1 SET {set}, last_seq = $1 WHERE id = $2 AND last_seq < $1");
@@ -99,7 +104,7 @@ enum Value {
 }
 
 const COLUMNS: &str = "id, user_id, factor_type, status, label, created_at, expires_at, \
-     last_verified_at, failed_attempts, locked_until, last_seq";
+     last_verified_at, failed_attempts, locked_until, destination, last_seq";
 
 impl Queries {
     pub(super) async fn factors_where(

@@ -3,6 +3,10 @@
 mod alerts;
 mod auth;
 mod enrollment;
+mod login;
+mod no_secrets;
+mod oob_codes;
 mod projections;
 mod security;
+mod step_up;
 mod verification;
