@@ -185,6 +185,65 @@ impl From<FactorError> for ApiError {
     }
 }
 
+/// The user-level gate in front of every factor check (SPEC §2, NIST SP 800-63B): a user
+/// whose second factor is hard-locked gets no check at all, only a recorded refusal (`None`).
+/// Otherwise returns the user as loaded, for [`account_user`].
+pub(crate) async fn user_gate(
+    state: &AppState,
+    metadata: &std::collections::HashMap<String, String>,
+    owner: UserId,
+    factor_id: FactorId,
+) -> ApiResult<Option<(tessera_domain::user::User, usize)>> {
+    let key = owner.to_string();
+    let (user, seq) = state.users.load(&key).await?;
+    if !user.second_factor_locked {
+        return Ok(Some((user, seq)));
+    }
+    let refused = state
+        .users
+        .execute_from(
+            &key,
+            Some((user, seq)),
+            UserCommand::RefuseWhileLocked { factor_id },
+            metadata,
+        )
+        .await?;
+    state.settle(&key, &refused).await;
+    Ok(None)
+}
+
+/// Counts a checked wrong code towards the user's budget across factors, recovery codes and
+/// lockout cycles, or resets it after a success.
+pub(crate) async fn account_user(
+    state: &AppState,
+    metadata: &std::collections::HashMap<String, String>,
+    owner: UserId,
+    (user, seq): (tessera_domain::user::User, usize),
+    factor_id: FactorId,
+    outcome: FactorOutcome,
+) -> ApiResult<()> {
+    let command = match outcome {
+        FactorOutcome::Rejected => UserCommand::RecordFactorFailure { factor_id },
+        FactorOutcome::Success if user.consecutive_failures > 0 => UserCommand::ResetFailures,
+        _ => return Ok(()),
+    };
+    let key = owner.to_string();
+    let counted = state
+        .users
+        .execute_from(&key, Some((user, seq)), command, metadata)
+        .await?;
+    if counted
+        .payloads()
+        .iter()
+        .any(|e| matches!(e, UserEvent::LockedOut(_)))
+    {
+        state.settle(&key, &counted).await;
+    } else {
+        state.nudge();
+    }
+    Ok(())
+}
+
 /// Runs a proof-of-possession command and turns its events into a `factorResult`.
 ///
 /// Around the factor's own rules sits the user's hard lock (SPEC §2, NIST SP 800-63B): a
@@ -201,27 +260,14 @@ async fn prove(
     let caller = ctx.caller()?;
     let metadata = ctx.meta().metadata(&caller.actor());
     let key = id.to_string();
-    let user_key = owner.to_string();
     let now = || state.clock.now();
-    let (user, user_seq) = state.users.load(&user_key).await?;
-    let consecutive_failures = user.consecutive_failures;
-    if user.second_factor_locked {
-        let refused = state
-            .users
-            .execute_from(
-                &user_key,
-                Some((user, user_seq)),
-                UserCommand::RefuseWhileLocked { factor_id: id },
-                &metadata,
-            )
-            .await?;
-        state.settle(&user_key, &refused).await;
+    let Some(user) = user_gate(state, &metadata, owner, id).await? else {
         let (f, _) = state.factors.load(&key).await?;
         return Ok((
             FactorOutcome::LockedOut.into(),
             Factor::from_aggregate(id, &f, now()),
         ));
-    }
+    };
     let committed = match state
         .factors
         .execute_from(&key, Some(loaded), command, &metadata)
@@ -251,26 +297,7 @@ async fn prove(
     let outcome =
         outcome_of(&events).ok_or_else(|| ApiError::internal("proof command wrote no outcome"))?;
     mirror_on_code_challenge(state, &metadata, id, &committed.state, outcome, &events).await;
-    let on_user = match outcome {
-        FactorOutcome::Rejected => Some(UserCommand::RecordFactorFailure { factor_id: id }),
-        FactorOutcome::Success if consecutive_failures > 0 => Some(UserCommand::ResetFailures),
-        _ => None,
-    };
-    if let Some(command) = on_user {
-        let counted = state
-            .users
-            .execute_from(&user_key, Some((user, user_seq)), command, &metadata)
-            .await?;
-        if counted
-            .payloads()
-            .iter()
-            .any(|e| matches!(e, UserEvent::LockedOut(_)))
-        {
-            state.settle(&user_key, &counted).await;
-        } else {
-            state.nudge();
-        }
-    }
+    account_user(state, &metadata, owner, user, id, outcome).await?;
     Ok((
         outcome.into(),
         Factor::from_aggregate(id, &committed.state, now()),

@@ -21,7 +21,7 @@ use crate::{
             record_answer,
         },
         error::{ApiError, ApiResult, IntoGraphql},
-        factor::{parse_factor_id, pass_code},
+        factor::{account_user, parse_factor_id, pass_code, user_gate},
         types::{Challenge, Factor, FactorResult},
         user::parse_user_id,
     },
@@ -144,6 +144,14 @@ pub(crate) async fn prove_for_challenge(
     }
     allowed(&factor)?;
     let factor_type = factor.factor_type.ok_or(FactorError::NotFound)?;
+    let Some(user) = user_gate(state, &metadata, owner, factor_id).await? else {
+        return Ok(ChallengeProof {
+            result: FactorResult::LockedOut,
+            challenge,
+            factor: Some(Factor::from_aggregate(factor_id, &factor, now)),
+            factor_type: Some(factor_type),
+        });
+    };
     let committed = state
         .factors
         .execute(
@@ -159,6 +167,7 @@ pub(crate) async fn prove_for_challenge(
     let events = committed.payloads();
     let outcome =
         outcome_of(&events).ok_or_else(|| ApiError::internal("proof command wrote no outcome"))?;
+    account_user(state, &metadata, owner, user, factor_id, outcome).await?;
     let answer = Answer {
         challenge_id,
         purpose,
