@@ -147,7 +147,8 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         },
     )
     .await?;
-    let deliverer = alerts::Deliverer::new(db.clone(), webhook);
+    let delivery = Arc::new(delivery::Delivery::from_config(&config)?);
+    let deliverer = alerts::Deliverer::new(db.clone(), webhook, Arc::clone(&delivery));
     let live = LiveTail::new(db.clone());
     let challenges = Store::new(
         &pool,
@@ -162,7 +163,6 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
             clock: Arc::clone(&clock),
         },
     );
-    let delivery = delivery::Delivery::from_config(&config)?;
     let tokens = Arc::new(tokens::TokenIssuer::new(
         &master,
         chrono::TimeDelta::seconds(config.access_token_ttl_seconds),
@@ -182,7 +182,7 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         alerts: Arc::new(alerts),
         challenges: Arc::new(challenges),
         policy: Arc::new(policy),
-        delivery: Arc::new(delivery),
+        delivery,
         tokens,
         queries: Queries::new(db),
         read_models,
