@@ -244,6 +244,34 @@ pub(crate) async fn account_user(
     Ok(())
 }
 
+/// Runs a command that changes a factor's status (remove, unlock) for a caller allowed to act
+/// on its owner, and answers with the factor as the command left it.
+pub(crate) async fn run_on_factor(
+    ctx: &Context<'_>,
+    id: FactorId,
+    command: FactorCommand,
+) -> ApiResult<Factor> {
+    let state = ctx.state()?;
+    let caller = ctx.caller()?;
+    let (loaded, seq) = authorized_factor(ctx, id, false).await?;
+    let key = id.to_string();
+    let committed = state
+        .factors
+        .execute_from(
+            &key,
+            Some((loaded, seq)),
+            command,
+            &ctx.meta().metadata(&caller.actor()),
+        )
+        .await?;
+    state.settle(&key, &committed).await;
+    Ok(Factor::from_aggregate(
+        id,
+        &committed.state,
+        state.clock.now(),
+    ))
+}
+
 /// Runs a proof-of-possession command and turns its events into a `factorResult`.
 ///
 /// Around the factor's own rules sits the user's hard lock (SPEC §2, NIST SP 800-63B): a
@@ -536,25 +564,8 @@ impl FactorMutation {
         input: RemoveFactorInput,
     ) -> async_graphql::Result<Factor> {
         async {
-            let state = ctx.state()?;
-            let caller = ctx.caller()?;
             let id = parse_factor_id(&input.factor_id)?;
-            authorized_factor(ctx, id, false).await?;
-            let key = id.to_string();
-            let committed = state
-                .factors
-                .execute(
-                    &key,
-                    FactorCommand::Remove,
-                    &ctx.meta().metadata(&caller.actor()),
-                )
-                .await?;
-            state.settle(&key, &committed).await;
-            Ok(Factor::from_aggregate(
-                id,
-                &committed.state,
-                state.clock.now(),
-            ))
+            run_on_factor(ctx, id, FactorCommand::Remove).await
         }
         .await
         .gql(ctx)
