@@ -1,16 +1,19 @@
 //! Delivery of security alerts from the `alert_deliveries` outbox: at least once, with
-//! exponential backoff, a stable id per alert for de-duplication. Webhooks are signed per the
+//! exponential backoff, a stable id per alert for de-duplication; to the alert webhook and to
+//! the user by e-mail (through the same SMTP relay or development outbox as codes). Webhooks are signed per the
 //! Standard Webhooks convention (`webhook-id`, `webhook-timestamp`, `webhook-signature`:
 //! `v1,` + base64 HMAC-SHA256 over `id.timestamp.body` under the `whsec_` key).
 
 use std::{sync::Arc, time::Duration};
 
+use crate::delivery::{Delivery, Message};
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use chrono::{TimeDelta, Utc};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use sqlx::{FromRow, Row};
+use tessera_domain::{challenge::Channel, secret::Secret};
 use tessera_projections::{Backend, Db, alerts::AlertRow, parse_ts, read_model::Queries, ts};
 use tokio::{
     sync::{Notify, watch},
@@ -80,6 +83,7 @@ pub struct Deliverer {
     queries: Queries,
     http: reqwest::Client,
     webhook: Option<Webhook>,
+    mail: Arc<Delivery>,
     wake: Notify,
 }
 
@@ -90,7 +94,7 @@ const LEASE: TimeDelta = TimeDelta::seconds(30);
 
 impl Deliverer {
     /// A worker for the configured channels.
-    pub fn new(db: Db, webhook: Option<Webhook>) -> Arc<Self> {
+    pub fn new(db: Db, webhook: Option<Webhook>, mail: Arc<Delivery>) -> Arc<Self> {
         Arc::new(Self {
             queries: Queries::new(db.clone()),
             db,
@@ -99,13 +103,15 @@ impl Deliverer {
                 .build()
                 .unwrap_or_default(),
             webhook,
+            mail,
             wake: Notify::new(),
         })
     }
 
     /// The channels to queue for each alert.
+    /// E-mail always: to the SMTP relay, or to the development outbox without one.
     pub fn channels(webhook: bool) -> Vec<&'static str> {
-        let mut channels = Vec::new();
+        let mut channels = vec!["email"];
         if webhook {
             channels.push("webhook");
         }
@@ -178,6 +184,37 @@ impl Deliverer {
                 } else {
                     Err(format!("webhook answered {}", response.status()))
                 }
+            }
+            "email" => {
+                let user = self
+                    .queries
+                    .user(&row.user_id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("user row missing")?;
+                // No address is not a failure to retry: there is nobody to write to.
+                let Some(to) = user.email else {
+                    return Ok(());
+                };
+                let body = format!(
+                    "Security alert for {login}: {reason}.\n\nKind: {kind}\nWhen: {at}\nAlert id: {id}\n\n\
+                     If this was not you, contact your administrator.\n",
+                    login = user.login,
+                    reason = row.reason,
+                    kind = row.kind,
+                    at = row.raised_at,
+                    id = row.id,
+                );
+                let message = Message {
+                    channel: Channel::Email,
+                    to,
+                    subject: format!("Security alert: {}", row.kind),
+                    body: Secret::new(body),
+                };
+                self.mail
+                    .send_once(&message)
+                    .await
+                    .map_err(|e| format!("e-mail: {e:?}"))
             }
             other => Err(format!("unknown channel {other}")),
         }

@@ -1,11 +1,16 @@
 //! Who is calling: `Authorization: Bearer <token>` to a [`Caller`]. API keys are
 //! `tsk_<id>_<secret>`; only a keyed hash (HMAC-SHA256) of the secret is stored, which is
 //! enough for 256-bit random secrets and costs microseconds rather than argon2's milliseconds.
+//! User access tokens are JWTs ([`crate::tokens`]).
+
+use std::sync::Arc;
 
 use rand::RngCore;
 use sqlx::Row;
-use tessera_domain::{crypto::KeyedHasher, ids::UserId};
+use tessera_domain::{crypto::KeyedHasher, ids::UserId, services::Clock};
 use tessera_projections::{Db, ts};
+
+use crate::tokens::{Scope, TokenIssuer};
 
 const KEY_DOMAIN: &str = "api-key";
 const BOOTSTRAP_ID: &str = "bootstrap";
@@ -23,6 +28,12 @@ pub enum Caller {
         /// The user.
         user_id: UserId,
     },
+    /// An enrolment-only token (policy REQUIRED, no factor yet): may only enrol and activate
+    /// factors of that user, and read it.
+    Enrollment {
+        /// The user.
+        user_id: UserId,
+    },
 }
 
 impl Caller {
@@ -30,30 +41,48 @@ impl Caller {
     pub fn actor(&self) -> String {
         match self {
             Self::Admin { key_id } => format!("api-key:{key_id}"),
-            Self::User { user_id } => format!("user:{user_id}"),
+            Self::User { user_id } | Self::Enrollment { user_id } => format!("user:{user_id}"),
         }
     }
 
-    /// Whether this caller may act on `user`'s data.
+    /// Whether this caller may act on `user`'s data. Enrolment-only tokens may not: the few
+    /// operations open to them ask [`Caller::may_enroll_for`].
     pub fn may_act_on(&self, user: UserId) -> bool {
         match self {
             Self::Admin { .. } => true,
             Self::User { user_id } => *user_id == user,
+            Self::Enrollment { .. } => false,
+        }
+    }
+
+    /// Whether this caller may enrol and activate factors of `user` (and read that user).
+    pub fn may_enroll_for(&self, user: UserId) -> bool {
+        match self {
+            Self::Admin { .. } => true,
+            Self::User { user_id } | Self::Enrollment { user_id } => *user_id == user,
         }
     }
 }
 
 /// Checks bearer tokens.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Authenticator {
     hasher: KeyedHasher,
     bootstrap_hash: Option<String>,
     db: Db,
+    tokens: Arc<TokenIssuer>,
+    clock: Arc<dyn Clock>,
 }
 
 impl Authenticator {
-    /// An authenticator over the `api_keys` table.
-    pub fn new(hasher: KeyedHasher, bootstrap_key: Option<&str>, db: Db) -> Self {
+    /// An authenticator over the `api_keys` table and access tokens.
+    pub fn new(
+        hasher: KeyedHasher,
+        bootstrap_key: Option<&str>,
+        db: Db,
+        tokens: Arc<TokenIssuer>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let bootstrap_hash = bootstrap_key
             .filter(|k| !k.is_empty())
             .map(|k| hasher.hash(KEY_DOMAIN, k));
@@ -61,13 +90,15 @@ impl Authenticator {
             hasher,
             bootstrap_hash,
             db,
+            tokens,
+            clock,
         }
     }
 
     /// The caller a bearer token stands for, or `None`.
     pub async fn authenticate(&self, authorization: Option<&str>) -> Option<Caller> {
         let token = authorization?.strip_prefix("Bearer ")?.trim();
-        if token.is_empty() || token.len() > 512 {
+        if token.is_empty() || token.len() > 4096 {
             return None;
         }
         if let Some(stored) = &self.bootstrap_hash
@@ -76,6 +107,14 @@ impl Authenticator {
             return Some(Caller::Admin {
                 key_id: BOOTSTRAP_ID.into(),
             });
+        }
+        if token.bytes().filter(|b| *b == b'.').count() == 2 {
+            let claims = self.tokens.verify(token, self.clock.now())?;
+            let user_id = claims.user_id()?;
+            return match claims.scope()? {
+                Scope::User => Some(Caller::User { user_id }),
+                Scope::Enroll => Some(Caller::Enrollment { user_id }),
+            };
         }
         let (id, secret) = parse_api_key(token)?;
         let row = sqlx::query("SELECT key_hash FROM api_keys WHERE id = $1 AND revoked_at IS NULL")

@@ -63,6 +63,51 @@ pub struct Config {
     /// history within a few percent of a new factor's on both stores (tests/benches).
     #[arg(long, env = "TESSERA_FACTOR_SNAPSHOT_EVERY", default_value_t = 25)]
     pub factor_snapshot_every: usize,
+    /// SMTP relay for e-mail codes: `smtp://host:port` (plain) or `smtps://user:pass@host:465`.
+    /// Unset: e-mail goes to the development outbox file.
+    #[arg(long, env = "TESSERA_SMTP_URL", hide_env_values = true)]
+    pub smtp_url: Option<String>,
+    /// Sender of e-mail.
+    #[arg(
+        long,
+        env = "TESSERA_MAIL_FROM",
+        default_value = "Tessera <tessera@localhost>"
+    )]
+    pub mail_from: String,
+    /// SMS gateway: Tessera POSTs `{"to": "+E164", "body": "text"}` as JSON. Unset: text
+    /// messages go to the development outbox file.
+    #[arg(long, env = "TESSERA_SMS_WEBHOOK_URL", hide_env_values = true)]
+    pub sms_webhook_url: Option<String>,
+    /// The development outbox file (default: `<database>.outbox` beside a SQLite database,
+    /// `tessera.outbox` otherwise).
+    #[arg(long, env = "TESSERA_OUTBOX_PATH")]
+    pub outbox_path: Option<PathBuf>,
+    /// Attempts to deliver one message before giving up.
+    #[arg(long, env = "TESSERA_DELIVERY_ATTEMPTS", default_value_t = 4)]
+    pub delivery_attempts: u32,
+    /// Wait before the second delivery attempt, in milliseconds; doubled each time.
+    #[arg(long, env = "TESSERA_DELIVERY_BACKOFF_MS", default_value_t = 500)]
+    pub delivery_backoff_ms: u64,
+    /// Lifetime of an SMS or e-mail code in seconds (30 to 3600).
+    #[arg(long, env = "TESSERA_OOB_CODE_TTL_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(i64).range(30..=3600))]
+    pub oob_code_ttl_seconds: i64,
+    /// Least seconds between two codes sent to one factor.
+    #[arg(long, env = "TESSERA_OOB_RESEND_SECONDS", default_value_t = 30,
+          value_parser = clap::value_parser!(i64).range(0..=3600))]
+    pub oob_resend_seconds: i64,
+    /// Most codes sent to one factor in any hour (at most 100).
+    #[arg(long, env = "TESSERA_OOB_MAX_PER_HOUR", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub oob_max_per_hour: u32,
+    /// Lifetime of access tokens in seconds (60 to 86400).
+    #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL_SECONDS", default_value_t = 900,
+          value_parser = clap::value_parser!(i64).range(60..=86400))]
+    pub access_token_ttl_seconds: i64,
+    /// How long the second step of a login may take, in seconds (30 to 3600).
+    #[arg(long, env = "TESSERA_LOGIN_CHALLENGE_TTL_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(i64).range(30..=3600))]
+    pub login_challenge_ttl_seconds: i64,
 }
 
 impl Default for Config {
@@ -84,6 +129,17 @@ impl Default for Config {
             totp_issuer: "Tessera".into(),
             db_pool_size: 16,
             factor_snapshot_every: 25,
+            smtp_url: None,
+            mail_from: "Tessera <tessera@localhost>".into(),
+            sms_webhook_url: None,
+            outbox_path: None,
+            delivery_attempts: 4,
+            delivery_backoff_ms: 500,
+            oob_code_ttl_seconds: 300,
+            oob_resend_seconds: 30,
+            oob_max_per_hour: 10,
+            access_token_ttl_seconds: 900,
+            login_challenge_ttl_seconds: 300,
         }
     }
 }
@@ -96,6 +152,10 @@ impl Config {
             lockout_threshold: self.lockout_threshold,
             lockout_duration: TimeDelta::seconds(self.lockout_seconds),
             enrollment_ttl: TimeDelta::seconds(self.enrollment_ttl_seconds),
+            code_ttl: TimeDelta::seconds(self.oob_code_ttl_seconds),
+            code_max_attempts: FactorPolicy::default().code_max_attempts,
+            resend_interval: TimeDelta::seconds(self.oob_resend_seconds),
+            max_codes_per_hour: self.oob_max_per_hour,
         }
     }
 

@@ -12,11 +12,13 @@ pub mod alerts;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod delivery;
 pub mod graphql;
 mod http;
 pub mod keys;
 pub mod state;
 pub mod store;
+pub mod tokens;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -34,7 +36,9 @@ use axum::{
 };
 use tessera_domain::{
     alert::AlertServices,
+    challenge::ChallengeServices,
     factor::FactorServices,
+    policy::MfaPolicyServices,
     services::{Clock, SystemClock},
     user::UserServices,
 };
@@ -60,6 +64,9 @@ use crate::{
 /// Largest accepted request body (SPEC §4: larger bodies get 413).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// How long a stopping server waits for code messages still being delivered.
+const DELIVERY_DRAIN: Duration = Duration::from_secs(10);
+
 /// How often the projection loop looks for events written by other processes.
 const PROJECTION_POLL: Duration = Duration::from_millis(100);
 
@@ -84,7 +91,13 @@ pub enum StartError {
     /// Inconsistent settings.
     #[error("configuration: {0}")]
     Config(String),
+    /// Delivery settings.
+    #[error(transparent)]
+    Delivery(#[from] delivery::DeliveryConfigError),
 }
+
+/// Failed attempts after which a step-up or login challenge ends.
+const CHALLENGE_MAX_FAILED_ATTEMPTS: u32 = 5;
 
 /// Opens the store (applying migrations) and builds the state every request shares.
 ///
@@ -109,6 +122,7 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         FactorServices {
             clock: Arc::clone(&clock),
             cipher: master.totp_cipher(),
+            hasher: master.keyed_hasher(),
             policy: config.factor_policy(),
         },
         config.factor_snapshot_every,
@@ -142,14 +156,34 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         },
     )
     .await?;
-    let deliverer = alerts::Deliverer::new(db.clone(), webhook);
+    let delivery = Arc::new(delivery::Delivery::from_config(&config)?);
+    let deliverer = alerts::Deliverer::new(db.clone(), webhook, Arc::clone(&delivery));
     let live = LiveTail::new(db.clone());
+    let challenges = Store::new(
+        &pool,
+        ChallengeServices {
+            clock: Arc::clone(&clock),
+            max_failed_attempts: CHALLENGE_MAX_FAILED_ATTEMPTS,
+        },
+    );
+    let policy = Store::new(
+        &pool,
+        MfaPolicyServices {
+            clock: Arc::clone(&clock),
+        },
+    );
+    let tokens = Arc::new(tokens::TokenIssuer::new(
+        &master,
+        chrono::TimeDelta::seconds(config.access_token_ttl_seconds),
+    ));
     let sealer = Runner::new(db.clone(), Sealer).await?;
     let log_head = LogHead::new(db.clone());
     let auth = Authenticator::new(
         master.keyed_hasher(),
         config.bootstrap_api_key.as_deref(),
         db.clone(),
+        Arc::clone(&tokens),
+        Arc::clone(&clock),
     );
     Ok(AppState {
         config: Arc::new(config),
@@ -157,6 +191,10 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         users: Arc::new(users),
         factors: Arc::new(factors),
         alerts: Arc::new(alerts),
+        challenges: Arc::new(challenges),
+        policy: Arc::new(policy),
+        delivery,
+        tokens,
         queries: Queries::new(db.clone()),
         read_models,
         reactor,
@@ -185,6 +223,7 @@ pub fn app(state: AppState) -> Router {
         .route("/graphql/ws", get(graphql_ws))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
+        .route("/metrics", get(http::metrics))
         // async-graphql-axum reads the body itself, past axum's DefaultBodyLimit: a real
         // limit layer answers 413 before any of it is parsed.
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
@@ -311,10 +350,12 @@ pub struct Server {
 }
 
 impl Server {
-    /// Stops accepting, finishes in-flight requests and stops the projection loop.
+    /// Stops accepting, finishes in-flight requests and deliveries, and stops the projection
+    /// loop.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
         let _ = self.http.await;
+        self.state.delivery.drain(DELIVERY_DRAIN).await;
         futures::future::join_all(self.consumers).await;
     }
 
@@ -325,6 +366,9 @@ impl Server {
             Err(e) => Err(std::io::Error::other(e)),
         };
         let _ = self.shutdown.send(true);
+        if !self.state.delivery.drain(DELIVERY_DRAIN).await {
+            tracing::warn!("stopped with code deliveries still in flight");
+        }
         futures::future::join_all(self.consumers).await;
         result
     }
@@ -350,6 +394,20 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
 pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
     let listen = config.listen;
     let state = open(config, clock).await?;
+    for (channel, route) in state.delivery.describe() {
+        tracing::info!(
+            channel = channel.as_str(),
+            "{} codes go to {route}",
+            channel.as_str()
+        );
+    }
+    if let Some(path) = state.delivery.outbox_path() {
+        tracing::warn!(outbox = %path.display(), "development outbox in use: messages with codes are written to this file (mode 0600); set TESSERA_SMTP_URL and TESSERA_SMS_WEBHOOK_URL for real delivery");
+    }
+    // The dummy hash for logins of unknown users is drawn now, not on the first login.
+    tokio::task::spawn_blocking(tessera_domain::crypto::dummy_password_hash)
+        .await
+        .map_err(std::io::Error::other)?;
     // Catch up before answering, so reads after a restart are current.
     state.read_models.catch_up().await?;
     state.reactor.catch_up().await?;

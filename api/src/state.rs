@@ -3,7 +3,10 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use cqrs_es::{Aggregate, AggregateError};
-use tessera_domain::{alert::Alert, factor::Factor, services::Clock, user::User};
+use tessera_domain::{
+    alert::Alert, challenge::Challenge, factor::Factor, policy::MfaPolicy, services::Clock,
+    user::User,
+};
 use tessera_projections::{
     Db, LogHead, Runner,
     alerts::AlertReactor,
@@ -17,7 +20,9 @@ use crate::{
     alerts::Deliverer,
     auth::Authenticator,
     config::Config,
+    delivery::Delivery,
     store::{Committed, Pool, Store},
+    tokens::TokenIssuer,
 };
 
 /// How long a mutation waits for the read models to show what it wrote.
@@ -36,6 +41,14 @@ pub struct AppState {
     pub factors: Arc<Store<Factor>>,
     /// Security alerts (acknowledgement).
     pub alerts: Arc<Store<Alert>>,
+    /// Challenges (step-up, login, sent codes).
+    pub challenges: Arc<Store<Challenge>>,
+    /// The MFA policy (one stream).
+    pub policy: Arc<Store<MfaPolicy>>,
+    /// SMTP, SMS gateway, outbox.
+    pub delivery: Arc<Delivery>,
+    /// Access tokens.
+    pub tokens: Arc<TokenIssuer>,
     /// Read models.
     pub queries: Queries,
     /// The security-alert reactor.

@@ -66,7 +66,19 @@ pub struct FactorPolicy {
     pub lockout_duration: TimeDelta,
     /// How long a pending enrolment may wait for activation.
     pub enrollment_ttl: TimeDelta,
+    /// How long an SMS or e-mail code is valid (`TESSERA_OOB_CODE_TTL_SECONDS`, 5 min).
+    pub code_ttl: TimeDelta,
+    /// Wrong tries one SMS or e-mail code allows before it is dead (5).
+    pub code_max_attempts: u32,
+    /// Least time between two codes sent to one factor (`TESSERA_OOB_RESEND_SECONDS`, 30 s).
+    pub resend_interval: TimeDelta,
+    /// Most codes sent to one factor in any hour (`TESSERA_OOB_MAX_PER_HOUR`, 10; at most
+    /// [`MAX_CODES_PER_HOUR`]).
+    pub max_codes_per_hour: u32,
 }
+
+/// Upper bound of [`FactorPolicy::max_codes_per_hour`]: a factor remembers this many sends.
+pub const MAX_CODES_PER_HOUR: u32 = 100;
 
 impl Default for FactorPolicy {
     fn default() -> Self {
@@ -75,6 +87,10 @@ impl Default for FactorPolicy {
             lockout_threshold: 5,
             lockout_duration: TimeDelta::seconds(900),
             enrollment_ttl: TimeDelta::minutes(15),
+            code_ttl: TimeDelta::minutes(5),
+            code_max_attempts: 5,
+            resend_interval: TimeDelta::seconds(30),
+            max_codes_per_hour: 10,
         }
     }
 }

@@ -488,6 +488,7 @@ mod tests {
         let cipher = SecretCipher::new([9; 32]);
         let sealed = cipher.seal(&SecretBytes::new(vec![7; 20]), "f");
         let hash = hash_password("correct horse battery");
+        let code_hash = tessera_domain::crypto::KeyedHasher::new([5; 32]).hash("code", "123456");
         let factor_events = [
             FactorEvent::Enrolled(factor::Enrolled {
                 factor_id: FactorId(uuid::Uuid::now_v7()),
@@ -498,15 +499,32 @@ mod tests {
                     secret: sealed.clone(),
                     params: factor::totp::TotpParams::default(),
                 }),
+                oob: None,
                 expires_at: at,
                 at,
             }),
-            FactorEvent::Activated(factor::Activated { step: Some(1), at }),
-            FactorEvent::Verified(factor::Verified { step: Some(2), at }),
+            FactorEvent::Activated(factor::Activated {
+                step: Some(1),
+                challenge_id: None,
+                at,
+            }),
+            FactorEvent::Verified(factor::Verified {
+                step: Some(2),
+                challenge_id: None,
+                at,
+            }),
             FactorEvent::FailedAttempt(factor::FailedAttempt {
                 reason: factor::FailureReason::WrongCode,
                 counted: true,
                 consecutive_failures: 1,
+                challenge_id: None,
+                at,
+            }),
+            FactorEvent::CodeIssued(factor::CodeIssued {
+                challenge_id: tessera_domain::ids::ChallengeId::generate(),
+                standalone: true,
+                code_hash: code_hash.clone(),
+                expires_at: at,
                 at,
             }),
             FactorEvent::LockedOut(factor::LockedOut {
@@ -531,7 +549,8 @@ mod tests {
                 | FactorEvent::LockedOut(_)
                 | FactorEvent::Unlocked(_)
                 | FactorEvent::Removed(_)
-                | FactorEvent::EnrollmentExpired(_) => {}
+                | FactorEvent::EnrollmentExpired(_)
+                | FactorEvent::CodeIssued(_) => {}
             }
         }
         let user_events = [
@@ -569,6 +588,11 @@ mod tests {
                 at,
             }),
             UserEvent::Unlocked(user::UserUnlocked { at }),
+            UserEvent::LoginFailed(user::LoginFailed {
+                reason: user::LoginFailureReason::WrongPassword,
+                failed_logins: 1,
+                at,
+            }),
         ];
         for e in &user_events {
             match e {
@@ -579,7 +603,8 @@ mod tests {
                 | UserEvent::FailedAttempt(_)
                 | UserEvent::FailuresReset(_)
                 | UserEvent::LockedOut(_)
-                | UserEvent::Unlocked(_) => {}
+                | UserEvent::Unlocked(_)
+                | UserEvent::LoginFailed(_) => {}
             }
         }
         let payloads: Vec<Value> = factor_events
@@ -589,7 +614,7 @@ mod tests {
             .collect();
         for payload in &payloads {
             let shown = redact_payload(payload).to_string();
-            for secret in [&sealed.ciphertext, &sealed.nonce, &hash] {
+            for secret in [&sealed.ciphertext, &sealed.nonce, &hash, &code_hash] {
                 assert!(!shown.contains(secret.as_str()), "{shown}");
             }
             // The variant name and the non-secret fields stay.

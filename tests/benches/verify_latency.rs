@@ -139,6 +139,7 @@ async fn seed(s: &TestServer, login: &str, total: usize) -> (String, String) {
 async fn verify(store: &Store<Factor>, s: &TestServer, factor: &str, secret: &str) -> Duration {
     let command = FactorCommand::Verify {
         pass_code: PassCode::new(s.code(secret, 0)),
+        challenge_id: None,
     };
     let metadata = HashMap::from([("actor".to_string(), "bench".to_string())]);
     let started = Instant::now();

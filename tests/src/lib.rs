@@ -1,7 +1,12 @@
 //! Harness for end-to-end tests: the real server on `127.0.0.1:0` over a fresh PostgreSQL
 //! database or SQLite file, GraphQL over real HTTP, TOTP codes from the returned secret.
 //!
-//! Every test runs on both stores through [`both_stores!`].
+//! Every test runs on both stores through [`both_stores!`]. [`smtp_sink`] and [`webhook_sink`]
+//! are real SMTP and HTTP receivers on loopback: the "phones" codes are sent to.
+
+pub mod log_capture;
+pub mod smtp_sink;
+pub mod webhook_sink;
 
 pub mod sinks;
 
@@ -13,6 +18,8 @@ use serde_json::{Value, json};
 use tessera_api::{Config, Server, start_with_clock};
 use tessera_domain::services::FixedClock;
 use totp_rs::{Algorithm, Secret, TOTP};
+
+use crate::{smtp_sink::SmtpSink, webhook_sink::HttpSink};
 
 /// The bootstrap admin key every test server accepts.
 pub const ADMIN_KEY: &str = "test-bootstrap-key-0123456789";
@@ -68,6 +75,82 @@ pub struct TestServer {
     pub store: Store,
     /// For SQLite: the directory holding the database (removed on drop).
     pub dir: Option<PathBuf>,
+    /// The development outbox file (in a fresh temporary directory).
+    pub outbox: PathBuf,
+    scratch: PathBuf,
+}
+
+/// Where codes go in a test: a real SMTP server and a real HTTP "SMS gateway" on loopback.
+pub struct Phones {
+    /// The mailbox.
+    pub smtp: SmtpSink,
+    /// The SMS gateway.
+    pub sms: HttpSink,
+}
+
+/// How long a test waits for a message to arrive.
+pub const DELIVERY_WAIT: Duration = Duration::from_secs(10);
+
+impl Phones {
+    /// Starts both receivers.
+    pub async fn start() -> Self {
+        Self {
+            smtp: SmtpSink::start().await,
+            sms: HttpSink::start().await,
+        }
+    }
+
+    /// Points `config` at them, with quick retries (3 attempts, 20 ms apart).
+    pub fn configure(&self, config: &mut Config) {
+        config.smtp_url = Some(self.smtp.url());
+        config.mail_from = "Tessera <no-reply@tessera.test>".into();
+        config.sms_webhook_url = Some(self.sms.url("/sms"));
+        config.delivery_attempts = 3;
+        config.delivery_backoff_ms = 20;
+    }
+
+    /// The code in the `n`-th (1-based) text message to `phone`, waiting for it.
+    pub async fn sms_code(&self, phone: &str, n: usize) -> String {
+        let messages = self.sms.wait_for("to", phone, n, DELIVERY_WAIT).await;
+        extract_code(messages[n - 1].json()["body"].as_str().expect("body"))
+    }
+
+    /// The code in the `n`-th (1-based) e-mail to `address`, waiting for it.
+    pub async fn email_code(&self, address: &str, n: usize) -> String {
+        let mails = self.smtp.wait_for(address, n, DELIVERY_WAIT).await;
+        extract_code(mails[n - 1].body())
+    }
+}
+
+/// The first run of exactly six digits in `text` (the code in a message).
+pub fn extract_code(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i].is_ascii_digit() {
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                i += 1;
+            }
+            if i - start == 6 {
+                return text[start..i].to_string();
+            }
+        } else {
+            i += 1;
+        }
+    }
+    panic!("no six-digit code in {text:?}")
+}
+
+/// Whether `code` occurs in `haystack` as a run of six digits of its own, other than as the
+/// fraction of a timestamp (`.123456`): how a code would show if it leaked.
+pub fn contains_code(haystack: &str, code: &str) -> bool {
+    haystack.match_indices(code).any(|(at, _)| {
+        let before = haystack[..at].chars().next_back();
+        let after = haystack[at + code.len()..].chars().next();
+        !before.is_some_and(|c| c.is_ascii_digit() || c == '.')
+            && !after.is_some_and(|c| c.is_ascii_digit())
+    })
 }
 
 impl TestServer {
@@ -76,13 +159,22 @@ impl TestServer {
         Self::start_with(store, |_| {}).await
     }
 
+    /// A fresh database and a server on it whose codes go to `phones`.
+    pub async fn start_with_phones(store: Store, phones: &Phones) -> Self {
+        Self::start_with(store, |c| phones.configure(c)).await
+    }
+
     /// Like [`TestServer::start`], with the config adjusted first.
     pub async fn start_with(store: Store, adjust: impl FnOnce(&mut Config)) -> Self {
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let scratch = std::env::temp_dir().join(format!("{name}_files"));
+        std::fs::create_dir_all(&scratch).expect("scratch dir");
+        let outbox = scratch.join("tessera.outbox");
         let mut config = Config {
             listen: "127.0.0.1:0".parse().expect("literal address"),
             bootstrap_api_key: Some(ADMIN_KEY.into()),
             db_pool_size: 8,
+            outbox_path: Some(outbox.clone()),
             ..Config::default()
         };
         let mut dir = None;
@@ -118,6 +210,8 @@ impl TestServer {
             base: String::new(),
             store,
             dir,
+            outbox,
+            scratch,
         };
         this.boot().await;
         this
@@ -154,6 +248,10 @@ impl TestServer {
             base: String::new(),
             store: self.store,
             dir: None,
+            outbox: self.outbox.clone(),
+            // Its own (empty) scratch directory: dropping this node must not remove the
+            // first node's files.
+            scratch: std::env::temp_dir().join(format!("node_{}", uuid::Uuid::new_v4().simple())),
         };
         other.boot().await;
         other
@@ -304,6 +402,156 @@ impl TestServer {
             "unexpected errors: {response}"
         );
         response["data"].clone()
+    }
+
+    /// Creates a user with a phone number, an e-mail address and a password; returns its id.
+    pub async fn create_full_user(&self, login: &str, password: &str) -> String {
+        let data = self
+            .ok(
+                "mutation($l: String!, $p: String!) { createUser(input: {login: $l, \
+                 email: \"x@example.com\", phoneNumber: \"+14155550100\", password: $p}) { id } }",
+                json!({ "l": login, "p": password }),
+            )
+            .await;
+        data["createUser"]["id"]
+            .as_str()
+            .expect("user id")
+            .to_string()
+    }
+
+    /// Enrols an SMS (`type` = `SMS`) or e-mail (`EMAIL`) factor sending to `destination`;
+    /// returns the `enrollFactor` payload.
+    pub async fn enroll_oob(&self, user: &str, factor_type: &str, destination: &str) -> Value {
+        let field = if factor_type == "SMS" {
+            "phoneNumber"
+        } else {
+            "email"
+        };
+        let query = format!(
+            "mutation($u: ID!, $d: String!) {{ enrollFactor(input: {{userId: $u, type: {factor_type}, {field}: $d}}) {{ \
+             factor {{ id type status phoneNumber email }} totp {{ secretBase32 }} \
+             challenge {{ id userId status purpose factorId expiresAt delivery }} }} }}"
+        );
+        self.ok(&query, json!({ "u": user, "d": destination }))
+            .await["enrollFactor"]
+            .clone()
+    }
+
+    /// `challengeFactor`; returns the whole response.
+    pub async fn challenge_factor(&self, factor: &str, challenge: Option<&str>) -> Value {
+        self.gql(
+            "mutation($f: ID!, $c: ID) { challengeFactor(input: {factorId: $f, challengeId: $c}) { challenge { id userId status purpose factorId expiresAt delivery failedAttempts } } }",
+            json!({ "f": factor, "c": challenge }),
+        )
+        .await
+    }
+
+    /// `challenge(id)` as the admin.
+    pub async fn challenge(&self, id: &str) -> Value {
+        self.ok(
+            "query($c: ID!) { challenge(id: $c) { id status purpose delivery failedAttempts expiresAt } }",
+            json!({ "c": id }),
+        )
+        .await["challenge"]
+            .clone()
+    }
+
+    /// Event types of one aggregate, in order, read straight from the event table.
+    pub async fn event_types(&self, aggregate_type: &str, aggregate_id: &str) -> Vec<String> {
+        self.events(aggregate_type, aggregate_id)
+            .await
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect()
+    }
+
+    /// `(event_type, payload)` of one aggregate, in order, straight from the event table.
+    pub async fn events(&self, aggregate_type: &str, aggregate_id: &str) -> Vec<(String, Value)> {
+        use sqlx::Row;
+        let sql = match self.store {
+            Store::Postgres => {
+                "SELECT event_type, payload::text AS payload FROM events \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+            }
+            Store::Sqlite => {
+                "SELECT event_type, payload FROM events \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+            }
+        };
+        let rows = match &self.server().state.pool {
+            tessera_api::store::Pool::Pg(p) => sqlx::query(sql)
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .fetch_all(p)
+                .await
+                .expect("read events")
+                .iter()
+                .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
+                .collect::<Vec<_>>(),
+            tessera_api::store::Pool::Lite(p) => sqlx::query(sql)
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .fetch_all(p)
+                .await
+                .expect("read events")
+                .iter()
+                .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
+                .collect::<Vec<_>>(),
+        };
+        rows.into_iter()
+            .map(|(t, p)| (t, serde_json::from_str(&p).expect("payload JSON")))
+            .collect()
+    }
+
+    /// Waits (bounded) until the aggregate has an event of `event_type`; returns its payload.
+    pub async fn wait_for_event(&self, aggregate_type: &str, id: &str, event_type: &str) -> Value {
+        for _ in 0..200 {
+            if let Some((_, payload)) = self
+                .events(aggregate_type, id)
+                .await
+                .into_iter()
+                .find(|(t, _)| t == event_type)
+            {
+                return payload[event_type].clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "no {event_type} on {aggregate_type}/{id}: {:?}",
+            self.event_types(aggregate_type, id).await
+        )
+    }
+
+    /// `login`; returns the whole response.
+    pub async fn login(&self, login: &str, password: &str) -> Value {
+        self.gql_as(
+            None,
+            "mutation($l: String!, $p: String!) { login(input: {login: $l, password: $p}) { \
+             accessToken expiresAt mfaRequired enrollmentRequired challenge { id userId status purpose expiresAt } \
+             factors { id type status } factorResult } }",
+            json!({ "l": login, "p": password }),
+        )
+        .await
+    }
+
+    /// `completeLogin` without a token; returns the whole response.
+    pub async fn complete_login(&self, challenge: &str, factor: &str, code: &str) -> Value {
+        self.gql_as(
+            None,
+            "mutation($c: ID!, $f: ID!, $p: String!) { completeLogin(input: {challengeId: $c, factorId: $f, passCode: $p}) { \
+             accessToken expiresAt mfaRequired challenge { id status failedAttempts } factorResult } }",
+            json!({ "c": challenge, "f": factor, "p": code }),
+        )
+        .await
+    }
+
+    /// A user token for `login`, whose password is `password` and who has no factor.
+    pub async fn password_token(&self, login: &str, password: &str) -> String {
+        let r = self.login(login, password).await;
+        r["data"]["login"]["accessToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token: {r}"))
+            .to_string()
     }
 
     /// Creates a user; returns its id.
@@ -469,6 +717,7 @@ impl Drop for TestServer {
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);
         }
+        let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
 
@@ -495,6 +744,15 @@ pub fn identity(node: &Value) -> (String, String, i64) {
             .to_string(),
         node["sequence"].as_i64().expect("sequence"),
     )
+}
+
+/// The claims of a JWT (its middle part), unverified.
+pub fn jwt_claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("a JWT has three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
 }
 
 /// `extensions.code` of the first error.

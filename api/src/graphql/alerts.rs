@@ -64,6 +64,8 @@ fn alert_scope(caller: &Caller, user_id: Option<&ID>) -> ApiResult<Option<UserId
         (Caller::User { user_id }, Some(u)) if *user_id == u => Ok(Some(u)),
         (Caller::User { user_id }, None) => Ok(Some(*user_id)),
         (Caller::User { .. }, Some(_)) => Err(ApiError::Forbidden),
+        // An enrolment-only token may enrol and activate, nothing else.
+        (Caller::Enrollment { .. }, _) => Err(ApiError::Forbidden),
     }
 }
 

@@ -17,6 +17,9 @@ pub enum ApiError {
     /// Valid token, someone else's data.
     #[error("not allowed for this caller")]
     Forbidden,
+    /// `login` with an unknown login or a wrong password (the two are not told apart).
+    #[error("login or password is wrong")]
+    InvalidCredentials,
     /// A domain rejection or input check.
     #[error("{message}")]
     Rejected {
@@ -68,6 +71,7 @@ impl ApiError {
         let (code, reason) = match &self {
             Self::Unauthenticated => ("UNAUTHENTICATED", "UNAUTHENTICATED"),
             Self::Forbidden => ("FORBIDDEN", "FORBIDDEN"),
+            Self::InvalidCredentials => ("UNAUTHENTICATED", "INVALID_CREDENTIALS"),
             Self::Rejected { kind, reason, .. } => (code_of(*kind), *reason),
             Self::Conflict => ("CONFLICT", "CONCURRENT_MODIFICATION"),
             Self::Internal(_) => ("INTERNAL", "INTERNAL"),

@@ -6,21 +6,28 @@ use cqrs_es::AggregateError;
 use rand::RngCore;
 use tessera_domain::{
     factor::{
-        self, Enroll, FactorCommand, FactorError, FactorEvent, FactorOutcome, TotpSpec, outcome_of,
+        self, Enroll, FactorCommand, FactorError, FactorEvent, FactorOutcome, NewCode, OobSpec,
+        TotpSpec, outcome_of,
         totp::{self, TotpParams},
     },
-    ids::{FactorId, UserId},
+    ids::{ChallengeId, FactorId, UserId},
+    policy::POLICY_ID,
     secret::{PassCode, SecretBytes},
     user::{UserCommand, UserEvent},
 };
 
 use crate::{
+    auth::Caller,
     graphql::{
         ContextExt,
+        challenge::{
+            IssuedCode, draw_code, factor_type_not_allowed, mirror_on_code_challenge,
+            record_and_deliver,
+        },
         error::{ApiError, ApiResult, IntoGraphql},
         history,
         recovery::issue_recovery_codes,
-        types::{Factor, FactorResult, FactorType},
+        types::{Challenge, Factor, FactorResult, FactorType},
         user::parse_user_id,
     },
     state::AppState,
@@ -34,12 +41,14 @@ const MAX_PASS_CODE: usize = 64;
 pub struct EnrollFactorInput {
     /// The owner.
     pub user_id: ID,
-    /// `TOTP` (SMS and EMAIL follow).
+    /// `TOTP`, `SMS` or `EMAIL`.
     #[graphql(name = "type")]
     pub factor_type: FactorType,
-    /// For SMS factors.
+    /// For SMS factors: E.164 (`+14155550100`); defaults to the user's phone number.
+    #[graphql(validator(max_length = 32))]
     pub phone_number: Option<String>,
-    /// For EMAIL factors.
+    /// For EMAIL factors; defaults to the user's e-mail address.
+    #[graphql(validator(max_length = 254))]
     pub email: Option<String>,
     /// A label ("Work phone"), at most 128 characters.
     pub label: Option<String>,
@@ -63,6 +72,8 @@ pub struct EnrollFactorPayload {
     pub factor: Factor,
     /// For TOTP.
     pub totp: Option<TotpActivation>,
+    /// For SMS and EMAIL: the challenge of the activation code just sent.
+    pub challenge: Option<Challenge>,
 }
 
 /// Input of `activateFactor`.
@@ -118,7 +129,7 @@ pub(crate) fn parse_factor_id(id: &str) -> ApiResult<FactorId> {
         .ok_or_else(|| ApiError::bad_input("INVALID_ID", "factorId is not a valid id"))
 }
 
-fn pass_code(code: String) -> ApiResult<PassCode> {
+pub(crate) fn pass_code(code: String) -> ApiResult<PassCode> {
     if code.len() > MAX_PASS_CODE {
         return Err(ApiError::bad_input(
             "MALFORMED_PASS_CODE",
@@ -128,17 +139,24 @@ fn pass_code(code: String) -> ApiResult<PassCode> {
     Ok(PassCode::new(code))
 }
 
-/// Loads a factor (and its stream length) and checks that the caller may act on its owner.
+/// Loads a factor (and its stream length) and checks that the caller may act on its owner
+/// (`enrolling`: may enrol for the owner, which enrolment-only tokens may).
 pub(crate) async fn authorized_factor(
     ctx: &Context<'_>,
     id: FactorId,
+    enrolling: bool,
 ) -> ApiResult<(factor::Factor, usize)> {
     let state = ctx.state()?;
     let caller = ctx.caller()?;
     let (f, seq) = state.factors.load(&id.to_string()).await?;
     match f.user_id {
         Some(owner) if f.exists() => {
-            if caller.may_act_on(owner) {
+            let allowed = if enrolling {
+                caller.may_enroll_for(owner)
+            } else {
+                caller.may_act_on(owner)
+            };
+            if allowed {
                 Ok((f, seq))
             } else {
                 Err(ApiError::Forbidden)
@@ -169,6 +187,93 @@ impl From<FactorError> for ApiError {
     }
 }
 
+/// The user-level gate in front of every factor check (SPEC §2, NIST SP 800-63B): a user
+/// whose second factor is hard-locked gets no check at all, only a recorded refusal (`None`).
+/// Otherwise returns the user as loaded, for [`account_user`].
+pub(crate) async fn user_gate(
+    state: &AppState,
+    metadata: &std::collections::HashMap<String, String>,
+    owner: UserId,
+    factor_id: FactorId,
+) -> ApiResult<Option<(tessera_domain::user::User, usize)>> {
+    let key = owner.to_string();
+    let (user, seq) = state.users.load(&key).await?;
+    if !user.second_factor_locked {
+        return Ok(Some((user, seq)));
+    }
+    let refused = state
+        .users
+        .execute_from(
+            &key,
+            Some((user, seq)),
+            UserCommand::RefuseWhileLocked { factor_id },
+            metadata,
+        )
+        .await?;
+    state.settle(&key, &refused).await;
+    Ok(None)
+}
+
+/// Counts a checked wrong code towards the user's budget across factors, recovery codes and
+/// lockout cycles, or resets it after a success.
+pub(crate) async fn account_user(
+    state: &AppState,
+    metadata: &std::collections::HashMap<String, String>,
+    owner: UserId,
+    (user, seq): (tessera_domain::user::User, usize),
+    factor_id: FactorId,
+    outcome: FactorOutcome,
+) -> ApiResult<()> {
+    let command = match outcome {
+        FactorOutcome::Rejected => UserCommand::RecordFactorFailure { factor_id },
+        FactorOutcome::Success if user.consecutive_failures > 0 => UserCommand::ResetFailures,
+        _ => return Ok(()),
+    };
+    let key = owner.to_string();
+    let counted = state
+        .users
+        .execute_from(&key, Some((user, seq)), command, metadata)
+        .await?;
+    if counted
+        .payloads()
+        .iter()
+        .any(|e| matches!(e, UserEvent::LockedOut(_)))
+    {
+        state.settle(&key, &counted).await;
+    } else {
+        state.nudge();
+    }
+    Ok(())
+}
+
+/// Runs a command that changes a factor's status (remove, unlock) for a caller allowed to act
+/// on its owner, and answers with the factor as the command left it.
+pub(crate) async fn run_on_factor(
+    ctx: &Context<'_>,
+    id: FactorId,
+    command: FactorCommand,
+) -> ApiResult<Factor> {
+    let state = ctx.state()?;
+    let caller = ctx.caller()?;
+    let (loaded, seq) = authorized_factor(ctx, id, false).await?;
+    let key = id.to_string();
+    let committed = state
+        .factors
+        .execute_from(
+            &key,
+            Some((loaded, seq)),
+            command,
+            &ctx.meta().metadata(&caller.actor()),
+        )
+        .await?;
+    state.settle(&key, &committed).await;
+    Ok(Factor::from_aggregate(
+        id,
+        &committed.state,
+        state.clock.now(),
+    ))
+}
+
 /// Runs a proof-of-possession command and turns its events into a `factorResult`.
 ///
 /// Around the factor's own rules sits the user's hard lock (SPEC §2, NIST SP 800-63B): a
@@ -185,27 +290,14 @@ async fn prove(
     let caller = ctx.caller()?;
     let metadata = ctx.meta().metadata(&caller.actor());
     let key = id.to_string();
-    let user_key = owner.to_string();
     let now = || state.clock.now();
-    let (user, user_seq) = state.users.load(&user_key).await?;
-    let consecutive_failures = user.consecutive_failures;
-    if user.second_factor_locked {
-        let refused = state
-            .users
-            .execute_from(
-                &user_key,
-                Some((user, user_seq)),
-                UserCommand::RefuseWhileLocked { factor_id: id },
-                &metadata,
-            )
-            .await?;
-        state.settle(&user_key, &refused).await;
+    let Some(user) = user_gate(state, &metadata, owner, id).await? else {
         let (f, _) = state.factors.load(&key).await?;
         return Ok((
             FactorOutcome::LockedOut.into(),
             Factor::from_aggregate(id, &f, now()),
         ));
-    }
+    };
     let committed = match state
         .factors
         .execute_from(&key, Some(loaded), command, &metadata)
@@ -231,32 +323,75 @@ async fn prove(
     } else {
         state.nudge();
     }
-    let outcome = outcome_of(&committed.payloads())
-        .ok_or_else(|| ApiError::internal("proof command wrote no outcome"))?;
-    let on_user = match outcome {
-        FactorOutcome::Rejected => Some(UserCommand::RecordFactorFailure { factor_id: id }),
-        FactorOutcome::Success if consecutive_failures > 0 => Some(UserCommand::ResetFailures),
-        _ => None,
-    };
-    if let Some(command) = on_user {
-        let counted = state
-            .users
-            .execute_from(&user_key, Some((user, user_seq)), command, &metadata)
-            .await?;
-        if counted
-            .payloads()
-            .iter()
-            .any(|e| matches!(e, UserEvent::LockedOut(_)))
-        {
-            state.settle(&user_key, &counted).await;
-        } else {
-            state.nudge();
-        }
-    }
+    let events = committed.payloads();
+    let outcome =
+        outcome_of(&events).ok_or_else(|| ApiError::internal("proof command wrote no outcome"))?;
+    mirror_on_code_challenge(state, &metadata, id, &committed.state, outcome, &events).await;
+    account_user(state, &metadata, owner, user, id, outcome).await?;
     Ok((
         outcome.into(),
         Factor::from_aggregate(id, &committed.state, now()),
     ))
+}
+
+/// Enrols an SMS or e-mail factor and sends its activation code.
+async fn enroll_out_of_band(
+    ctx: &Context<'_>,
+    state: &AppState,
+    caller: &Caller,
+    user_id: tessera_domain::ids::UserId,
+    user: &tessera_domain::user::User,
+    input: EnrollFactorInput,
+) -> ApiResult<EnrollFactorPayload> {
+    let destination = match input.factor_type {
+        FactorType::Sms => input.phone_number.or_else(|| user.phone_number.clone()),
+        _ => input.email.or_else(|| user.email.clone()),
+    };
+    let factor_id = FactorId::generate();
+    let challenge_id = ChallengeId::generate();
+    let code = draw_code();
+    let command = FactorCommand::Enroll(Enroll {
+        factor_id,
+        user_id,
+        factor_type: input.factor_type.into(),
+        label: input.label,
+        totp: None,
+        oob: destination.map(|destination| OobSpec {
+            destination,
+            first_code: NewCode {
+                challenge_id,
+                standalone: true,
+                code: code.clone(),
+            },
+        }),
+    });
+    let key = factor_id.to_string();
+    let meta = ctx.meta();
+    let actor = caller.actor();
+    let committed = state
+        .factors
+        .execute(&key, command, &meta.metadata(&actor))
+        .await?;
+    state.settle(&key, &committed).await;
+    let challenge = record_and_deliver(
+        state,
+        &meta,
+        &actor,
+        IssuedCode {
+            factor_id,
+            issued: &committed,
+            challenge_id,
+            code: &code,
+            new_challenge: true,
+        },
+    )
+    .await?;
+    let now = state.clock.now();
+    Ok(EnrollFactorPayload {
+        factor: Factor::from_aggregate(factor_id, &committed.state, now),
+        totp: None,
+        challenge: Some(Challenge::from_aggregate(challenge_id, &challenge, now)),
+    })
 }
 
 #[Object]
@@ -311,15 +446,24 @@ impl FactorMutation {
             let state = ctx.state()?;
             let caller = ctx.caller()?;
             let user_id = parse_user_id(&input.user_id)?;
-            if !caller.may_act_on(user_id) {
+            if !caller.may_enroll_for(user_id) {
                 return Err(ApiError::Forbidden);
             }
             let (user, _) = state.users.load(&user_id.to_string()).await?;
             if !user.exists() {
                 return Err(ApiError::not_found("USER_NOT_FOUND", "user not found"));
             }
-            if input.factor_type != FactorType::Totp {
-                return Err(FactorError::UnsupportedType.into());
+            let (policy, _) = state.policy.load(POLICY_ID).await?;
+            if input.factor_type != FactorType::Webauthn && !policy.allows(input.factor_type.into())
+            {
+                return Err(factor_type_not_allowed());
+            }
+            match input.factor_type {
+                FactorType::Totp => {}
+                FactorType::Sms | FactorType::Email => {
+                    return enroll_out_of_band(ctx, state, caller, user_id, &user, input).await;
+                }
+                FactorType::Webauthn => return Err(FactorError::UnsupportedType.into()),
             }
             let mut secret = vec![0u8; totp::MIN_SECRET_BYTES];
             rand::rngs::OsRng.fill_bytes(&mut secret);
@@ -336,6 +480,7 @@ impl FactorMutation {
                     secret: secret.clone(),
                     params,
                 }),
+                oob: None,
             });
             let committed = state
                 .factors
@@ -356,6 +501,7 @@ impl FactorMutation {
                     otpauth_uri: p.otpauth_uri,
                     qr_code_png: format!("data:image/png;base64,{}", p.qr_png_base64),
                 }),
+                challenge: None,
             })
         }
         .await
@@ -372,7 +518,7 @@ impl FactorMutation {
             let state = ctx.state()?;
             let id = parse_factor_id(&input.factor_id)?;
             let pass_code = pass_code(input.pass_code)?;
-            let loaded = authorized_factor(ctx, id).await?;
+            let loaded = authorized_factor(ctx, id, true).await?;
             let owner = owner_of(&loaded.0)?;
             let (factor_result, factor) = prove(
                 ctx,
@@ -407,9 +553,18 @@ impl FactorMutation {
             let state = ctx.state()?;
             let id = parse_factor_id(&input.factor_id)?;
             let pass_code = pass_code(input.pass_code)?;
-            let loaded = authorized_factor(ctx, id).await?;
-            let (factor_result, factor) =
-                prove(ctx, state, id, loaded, FactorCommand::Verify { pass_code }).await?;
+            let loaded = authorized_factor(ctx, id, false).await?;
+            let (factor_result, factor) = prove(
+                ctx,
+                state,
+                id,
+                loaded,
+                FactorCommand::Verify {
+                    pass_code,
+                    challenge_id: None,
+                },
+            )
+            .await?;
             Ok(VerifyFactorPayload {
                 factor_result,
                 factor: Some(factor),
@@ -426,25 +581,8 @@ impl FactorMutation {
         input: RemoveFactorInput,
     ) -> async_graphql::Result<Factor> {
         async {
-            let state = ctx.state()?;
-            let caller = ctx.caller()?;
             let id = parse_factor_id(&input.factor_id)?;
-            authorized_factor(ctx, id).await?;
-            let key = id.to_string();
-            let committed = state
-                .factors
-                .execute(
-                    &key,
-                    FactorCommand::Remove,
-                    &ctx.meta().metadata(&caller.actor()),
-                )
-                .await?;
-            state.settle(&key, &committed).await;
-            Ok(Factor::from_aggregate(
-                id,
-                &committed.state,
-                state.clock.now(),
-            ))
+            run_on_factor(ctx, id, FactorCommand::Remove).await
         }
         .await
         .gql(ctx)

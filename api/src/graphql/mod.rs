@@ -2,11 +2,14 @@
 
 mod alerts;
 mod audit;
+mod challenge;
 pub mod error;
 mod factor;
 mod history;
 pub mod limits;
+mod login;
 mod recovery;
+mod step_up;
 mod types;
 mod user;
 
@@ -25,6 +28,8 @@ pub struct QueryRoot(
     factor::FactorQuery,
     alerts::AlertQuery,
     audit::AuditQuery,
+    challenge::ChallengeQuery,
+    login::LoginQuery,
 );
 
 /// All mutations.
@@ -34,6 +39,9 @@ pub struct MutationRoot(
     factor::FactorMutation,
     recovery::RecoveryMutation,
     alerts::AlertMutation,
+    challenge::ChallengeMutation,
+    step_up::StepUpMutation,
+    login::LoginMutation,
 );
 
 /// All subscriptions (each feature adds its own part).
@@ -86,7 +94,7 @@ impl ContextExt for Context<'_> {
     fn admin(&self) -> Result<&Caller, ApiError> {
         match self.caller()? {
             c @ Caller::Admin { .. } => Ok(c),
-            Caller::User { .. } => Err(ApiError::Forbidden),
+            Caller::User { .. } | Caller::Enrollment { .. } => Err(ApiError::Forbidden),
         }
     }
 }

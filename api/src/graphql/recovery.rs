@@ -13,7 +13,7 @@ use crate::{
     graphql::{
         ContextExt,
         error::{ApiError, ApiResult, IntoGraphql},
-        factor::{VerifyFactorPayload, authorized_factor, parse_factor_id},
+        factor::{VerifyFactorPayload, parse_factor_id, run_on_factor},
         types::{Factor, User},
         user::parse_user_id,
     },
@@ -143,25 +143,9 @@ impl RecoveryMutation {
         input: UnlockFactorInput,
     ) -> async_graphql::Result<Factor> {
         async {
-            let state = ctx.state()?;
-            let caller = ctx.admin()?;
+            ctx.admin()?;
             let id = parse_factor_id(&input.factor_id)?;
-            authorized_factor(ctx, id).await?;
-            let key = id.to_string();
-            let committed = state
-                .factors
-                .execute(
-                    &key,
-                    FactorCommand::Unlock,
-                    &ctx.meta().metadata(&caller.actor()),
-                )
-                .await?;
-            state.settle(&key, &committed).await;
-            Ok(Factor::from_aggregate(
-                id,
-                &committed.state,
-                state.clock.now(),
-            ))
+            run_on_factor(ctx, id, FactorCommand::Unlock).await
         }
         .await
         .gql(ctx)

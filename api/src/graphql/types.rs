@@ -3,8 +3,9 @@
 use async_graphql::{ComplexObject, Context, Enum, ID, SimpleObject};
 use chrono::{DateTime, Utc};
 use tessera_domain::{
+    challenge::{Challenge as ChallengeAgg, DeliveryOutcome},
     factor::{self, Factor as FactorAgg, FactorOutcome},
-    ids::FactorId,
+    ids::{ChallengeId, FactorId},
     user::User as UserAgg,
 };
 use tessera_projections::{
@@ -104,6 +105,7 @@ impl From<FactorOutcome> for FactorResult {
             FactorOutcome::PasscodeReplayed => Self::PasscodeReplayed,
             FactorOutcome::LockedOut => Self::LockedOut,
             FactorOutcome::Expired => Self::Expired,
+            FactorOutcome::ChallengeRequired => Self::ChallengeRequired,
         }
     }
 }
@@ -132,6 +134,10 @@ pub struct Factor {
     pub locked_until: Option<DateTime<Utc>>,
     /// While pending: the activation deadline.
     pub activation_expires_at: Option<DateTime<Utc>>,
+    /// SMS: the phone number codes go to.
+    pub phone_number: Option<String>,
+    /// EMAIL: the address codes go to.
+    pub email: Option<String>,
 }
 
 impl Factor {
@@ -149,6 +155,7 @@ impl Factor {
             "WEBAUTHN" => FactorType::Webauthn,
             _ => return Err(bad()),
         };
+        let (phone_number, email) = destination_fields(factor_type, row.destination.clone());
         Ok(Self {
             id: ID(row.id.clone()),
             user_id: ID(row.user_id),
@@ -162,16 +169,23 @@ impl Factor {
             activation_expires_at: (status == factor::FactorStatus::PendingActivation)
                 .then_some(expires_at)
                 .flatten(),
+            phone_number,
+            email,
         })
     }
 
     /// From the aggregate as a command left it.
     pub fn from_aggregate(id: FactorId, f: &FactorAgg, now: DateTime<Utc>) -> Self {
         let status = f.status_at(now);
+        let factor_type: FactorType = f.factor_type.unwrap_or(factor::FactorType::Totp).into();
+        let (phone_number, email) =
+            destination_fields(factor_type, f.oob.as_ref().map(|o| o.destination.clone()));
         Self {
             id: ID(id.to_string()),
             user_id: ID(f.user_id.map(|u| u.to_string()).unwrap_or_default()),
-            factor_type: f.factor_type.unwrap_or(factor::FactorType::Totp).into(),
+            factor_type,
+            phone_number,
+            email,
             status: status.into(),
             label: f.label.clone(),
             created_at: f.created_at.unwrap_or(now),
@@ -181,6 +195,65 @@ impl Factor {
             activation_expires_at: (status == factor::FactorStatus::PendingActivation)
                 .then_some(f.expires_at)
                 .flatten(),
+        }
+    }
+}
+
+fn destination_fields(
+    factor_type: FactorType,
+    destination: Option<String>,
+) -> (Option<String>, Option<String>) {
+    match factor_type {
+        FactorType::Sms => (destination, None),
+        FactorType::Email => (None, destination),
+        FactorType::Totp | FactorType::Webauthn => (None, None),
+    }
+}
+
+/// A request for a proof of possession (SPEC §4 `Challenge`).
+#[derive(SimpleObject, Clone, Debug)]
+pub struct Challenge {
+    /// Id.
+    pub id: ID,
+    /// Whose proof it asks for.
+    pub user_id: ID,
+    /// `ISSUED`, `COMPLETED` or `EXPIRED` (an open challenge past its deadline reads
+    /// `EXPIRED`).
+    pub status: String,
+    /// No answer is accepted from then on.
+    pub expires_at: DateTime<Utc>,
+    /// `STEP_UP`, `LOGIN` or `FACTOR` (one sent code).
+    pub purpose: String,
+    /// For `FACTOR` challenges: the factor.
+    pub factor_id: Option<ID>,
+    /// Failed attempts so far (five end it).
+    pub failed_attempts: i32,
+    /// What came of sending its latest code: `PENDING`, `DELIVERED` or `FAILED`; `null`
+    /// when no code was sent for it.
+    pub delivery: Option<String>,
+    /// When it was issued.
+    pub created_at: DateTime<Utc>,
+}
+
+impl Challenge {
+    /// From the aggregate as a command left it.
+    pub fn from_aggregate(id: ChallengeId, c: &ChallengeAgg, now: DateTime<Utc>) -> Self {
+        let delivery = match &c.delivery {
+            _ if c.codes_sent == 0 => None,
+            None => Some("PENDING"),
+            Some(DeliveryOutcome::Delivered { .. }) => Some("DELIVERED"),
+            Some(DeliveryOutcome::Failed { .. }) => Some("FAILED"),
+        };
+        Self {
+            id: ID(id.to_string()),
+            user_id: ID(c.user_id.map(|u| u.to_string()).unwrap_or_default()),
+            status: c.status_at(now).as_str().into(),
+            expires_at: c.expires_at.unwrap_or(now),
+            purpose: c.purpose.map(|p| p.as_str()).unwrap_or_default().into(),
+            factor_id: c.factor_id.map(|f| ID(f.to_string())),
+            failed_attempts: i32::try_from(c.failed_attempts).unwrap_or(i32::MAX),
+            delivery: delivery.map(str::to_string),
+            created_at: c.created_at.unwrap_or(now),
         }
     }
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use tessera_domain::{
     ids::UserId,
     secret::Secret,
-    user::{Register, UserCommand},
+    user::{Register, SetPassword, UserCommand, UserEvent},
 };
 
 use crate::{
@@ -34,6 +34,19 @@ pub struct CreateUserInput {
     pub display_name: Option<String>,
     /// First-factor password (8 to 256 characters); stored only as an argon2id hash.
     pub password: Option<String>,
+}
+
+/// Input of `setPassword`.
+#[derive(InputObject)]
+pub struct SetPasswordInput {
+    /// The user.
+    pub user_id: ID,
+    /// The new password, 8 to 256 characters; stored only as an argon2id hash.
+    #[graphql(validator(max_length = 1024))]
+    pub password: String,
+    /// The current password: required when users change their own with a user token.
+    #[graphql(validator(max_length = 1024))]
+    pub current_password: Option<String>,
 }
 
 #[derive(Default)]
@@ -97,7 +110,9 @@ impl UserQuery {
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
         async {
             match ctx.caller()? {
-                Caller::User { user_id } => user_by_id(ctx, *user_id).await,
+                Caller::User { user_id } | Caller::Enrollment { user_id } => {
+                    user_by_id(ctx, *user_id).await
+                }
                 Caller::Admin { .. } => Ok(None),
             }
         }
@@ -174,6 +189,55 @@ impl UserMutation {
                 .users
                 .execute(&id, command, &ctx.meta().metadata(&caller.actor()))
                 .await?;
+            state.settle(&id, &committed).await;
+            Ok(User::from_aggregate(id, &committed.state))
+        }
+        .await
+        .gql(ctx)
+    }
+
+    /// Sets a user's password. Admins set any user's; a user token changes its own and must
+    /// give `currentPassword` (a wrong one is a counted failure and changes nothing).
+    async fn set_password(
+        &self,
+        ctx: &Context<'_>,
+        input: SetPasswordInput,
+    ) -> async_graphql::Result<User> {
+        async {
+            let caller = ctx.caller()?;
+            let state = ctx.state()?;
+            let user_id = parse_user_id(&input.user_id)?;
+            if !caller.may_act_on(user_id) {
+                return Err(ApiError::Forbidden);
+            }
+            let current_password = match caller {
+                Caller::Admin { .. } => input.current_password,
+                _ => Some(input.current_password.ok_or_else(|| {
+                    ApiError::bad_input(
+                        "CURRENT_PASSWORD_REQUIRED",
+                        "currentPassword is required to change your own password",
+                    )
+                })?),
+            };
+            let id = user_id.to_string();
+            let command = UserCommand::SetPassword(SetPassword {
+                password: Secret::new(input.password),
+                current_password: current_password.map(Secret::new),
+            });
+            let committed = state
+                .users
+                .execute(&id, command, &ctx.meta().metadata(&caller.actor()))
+                .await?;
+            if committed
+                .payloads()
+                .iter()
+                .any(|e| matches!(e, UserEvent::LoginFailed(_)))
+            {
+                return Err(ApiError::bad_input(
+                    "WRONG_CURRENT_PASSWORD",
+                    "currentPassword is wrong",
+                ));
+            }
             state.settle(&id, &committed).await;
             Ok(User::from_aggregate(id, &committed.state))
         }

@@ -1,6 +1,9 @@
 //! Plain HTTP endpoints beside GraphQL.
 
-use axum::{extract::State, http::StatusCode};
+use axum::{
+    extract::State,
+    http::{StatusCode, header},
+};
 
 use crate::App;
 
@@ -16,4 +19,14 @@ pub(crate) async fn readyz(State(app): State<App>) -> (StatusCode, &'static str)
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "store unreachable")
     }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub(crate) async fn metrics(
+    State(app): State<App>,
+) -> ([(header::HeaderName, &'static str); 1], String) {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.state.delivery.metrics().render(),
+    )
 }

@@ -87,6 +87,17 @@ pub fn verify_recovery_code(code: &str, phc: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// An argon2id hash of a random password nobody knows, with the same parameters as real
+/// ones: checking a login of an unknown user (or one without a password) against it costs what
+/// checking a real one costs, so timing does not tell whether a login exists.
+pub fn dummy_password_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| {
+        let salt = SaltString::generate(&mut OsRng);
+        hash_password(salt.as_str())
+    })
+}
+
 /// Checks a password against a PHC string; a malformed hash never verifies.
 pub fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
@@ -111,6 +122,18 @@ mod tests {
         assert!(!h.verify("otp", "secret", &stored));
         assert!(!KeyedHasher::new([2; 32]).verify("api-key", "secret", &stored));
         assert!(!h.verify("api-key", "secret", "not base64!"));
+    }
+
+    #[test]
+    fn the_dummy_hash_is_a_real_argon2id_hash_that_nothing_matches() {
+        let dummy = dummy_password_hash();
+        assert!(
+            dummy.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{dummy}"
+        );
+        assert_eq!(dummy, dummy_password_hash());
+        assert!(!verify_password("", dummy));
+        assert!(!verify_password("password", dummy));
     }
 
     #[test]

@@ -5,16 +5,21 @@ use cqrs_es::{Aggregate, event_sink::EventSink};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    crypto::SecretCipher,
+    crypto::{KeyedHasher, SecretCipher},
     factor::{
-        Activated, Enroll, Enrolled, EnrollmentExpired, FactorCommand, FactorError, FactorEvent,
-        FactorStatus, FactorType, FailedAttempt, FailureReason, LockedOut, Removed, TotpEnrollment,
-        Unlocked, Verified, commands::MAX_LABEL, effective_status, lockout, totp,
+        Activated, CodeIssued, Enroll, Enrolled, EnrollmentExpired, FactorCommand, FactorError,
+        FactorEvent, FactorStatus, FactorType, FailedAttempt, FailureReason, LockedOut, NewCode,
+        OOB_CODE_DIGITS, OobEnrollment, Removed, TotpEnrollment, Unlocked, Verified,
+        commands::MAX_LABEL, effective_status, lockout, totp,
     },
-    ids::{FactorId, UserId},
+    ids::{ChallengeId, FactorId, UserId},
     secret::PassCode,
-    services::{Clock, FactorPolicy},
+    services::{Clock, FactorPolicy, MAX_CODES_PER_HOUR},
+    user::{validate_email, validate_phone_number},
 };
+
+/// Domain of the keyed hash of SMS and e-mail codes.
+const CODE_HASH_DOMAIN: &str = "oob-code";
 
 /// Where a factor is in its lifecycle, as stored. Lockout is a deadline beside it, so that a
 /// lock whose time is up needs no event to end.
@@ -60,6 +65,29 @@ pub struct Factor {
     pub consecutive_failures: u32,
     /// Locked until then, if a lockout is in force (or ran out without an event yet).
     pub locked_until: Option<DateTime<Utc>>,
+    /// For SMS and e-mail: where codes go.
+    pub oob: Option<OobEnrollment>,
+    /// For SMS and e-mail: the latest code sent (only its hash).
+    pub code: Option<PendingCode>,
+    /// When the latest codes were sent, oldest first (at most [`MAX_CODES_PER_HOUR`]).
+    pub code_sends: Vec<DateTime<Utc>>,
+}
+
+/// The latest SMS or e-mail code of a factor. A new code replaces it; a success uses it up.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingCode {
+    /// The challenge it answers.
+    pub challenge_id: ChallengeId,
+    /// Whether it may be used by factor id alone.
+    pub standalone: bool,
+    /// Keyed hash of `factor_id/challenge_id/code`.
+    pub code_hash: String,
+    /// Refused from then on.
+    pub expires_at: DateTime<Utc>,
+    /// Wrong tries against this code.
+    pub wrong_attempts: u32,
+    /// Whether it was used (a used code is never accepted again).
+    pub used: bool,
 }
 
 /// What a factor's commands need from outside.
@@ -69,8 +97,23 @@ pub struct FactorServices {
     pub clock: Arc<dyn Clock>,
     /// Seals and opens TOTP secrets.
     pub cipher: SecretCipher,
-    /// Skew, lockout and enrolment numbers.
+    /// Hashes SMS and e-mail codes.
+    pub hasher: KeyedHasher,
+    /// Skew, lockout, enrolment and code numbers.
     pub policy: FactorPolicy,
+}
+
+/// What checking one code found, before it is written down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Judgement {
+    /// Right; for TOTP, the step it matched.
+    Accepted(Option<u64>),
+    /// Right for a step (TOTP) or a code (SMS, e-mail) already used.
+    Replayed,
+    /// Checked and wrong: a guess.
+    Wrong,
+    /// Refused without looking at the code.
+    Refused(FailureReason),
 }
 
 impl Factor {
@@ -90,6 +133,16 @@ impl Factor {
             FactorState::Removed => FactorStatus::Removed,
         };
         effective_status(stored, self.locked_until, self.expires_at, now)
+    }
+
+    /// Whether a lock is in force at `now`.
+    pub fn is_locked_at(&self, now: DateTime<Utc>) -> bool {
+        self.locked_until.is_some_and(|until| now < until)
+    }
+
+    /// Whether this factor takes sent codes (SMS, e-mail).
+    pub fn is_out_of_band(&self) -> bool {
+        self.factor_type.is_some_and(FactorType::is_out_of_band)
     }
 }
 
@@ -112,9 +165,14 @@ impl Aggregate for Factor {
             FactorCommand::Activate { pass_code } => {
                 self.activate(&pass_code, services, now, sink).await
             }
-            FactorCommand::Verify { pass_code } => {
-                self.verify(&pass_code, services, now, sink).await
+            FactorCommand::Verify {
+                pass_code,
+                challenge_id,
+            } => {
+                self.verify(&pass_code, challenge_id, services, now, sink)
+                    .await
             }
+            FactorCommand::SendCode(code) => self.send_code(code, services, now, sink).await,
             FactorCommand::Remove => self.remove(now, sink).await,
             FactorCommand::Unlock => self.unlock(now, sink).await,
         }
@@ -129,6 +187,7 @@ impl Aggregate for Factor {
                 self.factor_type = Some(e.factor_type);
                 self.label = e.label;
                 self.totp = e.totp;
+                self.oob = e.oob;
                 self.created_at = Some(e.at);
                 self.expires_at = Some(e.expires_at);
             }
@@ -137,13 +196,39 @@ impl Aggregate for Factor {
                 self.last_used_step = e.step.or(self.last_used_step);
                 self.last_verified_at = Some(e.at);
                 self.consecutive_failures = 0;
+                self.use_code(e.challenge_id);
             }
             FactorEvent::Verified(e) => {
                 self.last_used_step = e.step.or(self.last_used_step);
                 self.last_verified_at = Some(e.at);
                 self.consecutive_failures = 0;
+                self.use_code(e.challenge_id);
             }
-            FactorEvent::FailedAttempt(e) => self.consecutive_failures = e.consecutive_failures,
+            FactorEvent::FailedAttempt(e) => {
+                self.consecutive_failures = e.consecutive_failures;
+                if e.reason == FailureReason::WrongCode
+                    && let Some(code) = &mut self.code
+                    && e.challenge_id == Some(code.challenge_id)
+                {
+                    code.wrong_attempts += 1;
+                }
+            }
+            FactorEvent::CodeIssued(e) => {
+                self.code = Some(PendingCode {
+                    challenge_id: e.challenge_id,
+                    standalone: e.standalone,
+                    code_hash: e.code_hash,
+                    expires_at: e.expires_at,
+                    wrong_attempts: 0,
+                    used: false,
+                });
+                self.code_sends.push(e.at);
+                let excess = self
+                    .code_sends
+                    .len()
+                    .saturating_sub(MAX_CODES_PER_HOUR as usize);
+                self.code_sends.drain(..excess);
+            }
             FactorEvent::LockedOut(e) => self.locked_until = Some(e.until),
             FactorEvent::Unlocked(_) => {
                 self.locked_until = None;
@@ -171,7 +256,27 @@ impl Factor {
         {
             return Err(FactorError::InvalidLabel);
         }
+        let mut first_code = None;
+        let mut oob = None;
         let totp = match (cmd.factor_type, cmd.totp) {
+            (FactorType::Sms | FactorType::Email, _) => {
+                let spec = match (cmd.factor_type, cmd.oob) {
+                    (_, Some(spec)) => spec,
+                    (FactorType::Sms, None) => return Err(FactorError::InvalidPhoneNumber),
+                    _ => return Err(FactorError::InvalidEmail),
+                };
+                let destination = spec.destination.trim().to_string();
+                if cmd.factor_type == FactorType::Sms {
+                    validate_phone_number(&destination)
+                        .map_err(|_| FactorError::InvalidPhoneNumber)?;
+                } else {
+                    validate_email(&destination).map_err(|_| FactorError::InvalidEmail)?;
+                }
+                check_code_shape(&spec.first_code.code)?;
+                oob = Some(OobEnrollment { destination });
+                first_code = Some(spec.first_code);
+                None
+            }
             (FactorType::Totp, Some(spec)) => {
                 let p = spec.params;
                 if spec.secret.expose().len() < totp::MIN_SECRET_BYTES
@@ -196,11 +301,91 @@ impl Factor {
             factor_type: cmd.factor_type,
             label: cmd.label,
             totp,
+            oob,
             expires_at: now + services.policy.enrollment_ttl,
             at: now,
         };
         sink.write(FactorEvent::Enrolled(enrolled), self).await;
+        if let Some(code) = first_code {
+            self.issue_code(code, services, now, sink).await;
+        }
         Ok(())
+    }
+
+    async fn send_code(
+        &mut self,
+        code: NewCode,
+        services: &FactorServices,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) -> Result<(), FactorError> {
+        match self.state {
+            FactorState::Unenrolled => return Err(FactorError::NotFound),
+            FactorState::Removed => return Err(FactorError::Removed),
+            FactorState::Expired => return Err(FactorError::EnrollmentExpired),
+            FactorState::PendingActivation if self.expires_at.is_some_and(|t| now >= t) => {
+                return Err(FactorError::EnrollmentExpired);
+            }
+            FactorState::PendingActivation | FactorState::Active => {}
+        }
+        if !self.is_out_of_band() {
+            return Err(FactorError::CodesNotSupported);
+        }
+        if self.is_locked_at(now) {
+            return Err(FactorError::LockedOut);
+        }
+        let policy = &services.policy;
+        if self
+            .code_sends
+            .last()
+            .is_some_and(|last| now < *last + policy.resend_interval)
+        {
+            return Err(FactorError::ResendTooSoon);
+        }
+        let hour_ago = now - chrono::TimeDelta::hours(1);
+        let last_hour = self.code_sends.iter().filter(|t| **t > hour_ago).count();
+        if last_hour >= policy.max_codes_per_hour.min(MAX_CODES_PER_HOUR) as usize {
+            return Err(FactorError::TooManyCodes);
+        }
+        check_code_shape(&code.code)?;
+        self.issue_code(code, services, now, sink).await;
+        Ok(())
+    }
+
+    async fn issue_code(
+        &mut self,
+        code: NewCode,
+        services: &FactorServices,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) {
+        let issued = CodeIssued {
+            challenge_id: code.challenge_id,
+            standalone: code.standalone,
+            code_hash: services.hasher.hash(
+                CODE_HASH_DOMAIN,
+                &self.code_binding(code.challenge_id, code.code.expose()),
+            ),
+            expires_at: now + services.policy.code_ttl,
+            at: now,
+        };
+        sink.write(FactorEvent::CodeIssued(issued), self).await;
+    }
+
+    /// What is hashed for a code: the code bound to its factor and challenge, so a hash copied
+    /// to another factor or challenge never matches.
+    fn code_binding(&self, challenge_id: ChallengeId, code: &str) -> String {
+        let factor = self.id.map(|id| id.to_string()).unwrap_or_default();
+        format!("{factor}/{challenge_id}/{code}")
+    }
+
+    /// Marks the latest code used when a success names its challenge.
+    fn use_code(&mut self, challenge_id: Option<ChallengeId>) {
+        if let Some(code) = &mut self.code
+            && challenge_id == Some(code.challenge_id)
+        {
+            code.used = true;
+        }
     }
 
     async fn activate(
@@ -226,19 +411,20 @@ impl Factor {
             .await;
             return Ok(());
         }
-        if self.refuse_while_locked(now, sink).await {
+        if self.refuse_while_locked(None, now, sink).await {
             return Ok(());
         }
-        match self.check_code(pass_code, services, now)? {
-            totp::Check::Accepted(step) => {
-                let activated = Activated {
-                    step: Some(step),
-                    at: now,
-                };
-                sink.write(FactorEvent::Activated(activated), self).await;
-            }
-            totp::Check::Replayed => self.record_replay(now, sink).await,
-            totp::Check::Wrong => self.record_wrong_code(services, now, sink).await,
+        let (judgement, challenge_id) = self.judge(pass_code, None, services, now)?;
+        if let Judgement::Accepted(step) = judgement {
+            let activated = Activated {
+                step,
+                challenge_id,
+                at: now,
+            };
+            sink.write(FactorEvent::Activated(activated), self).await;
+        } else {
+            self.record_failure(judgement, challenge_id, services, now, sink)
+                .await;
         }
         Ok(())
     }
@@ -246,6 +432,7 @@ impl Factor {
     async fn verify(
         &mut self,
         pass_code: &PassCode,
+        for_challenge: Option<ChallengeId>,
         services: &FactorServices,
         now: DateTime<Utc>,
         sink: &EventSink<Self>,
@@ -259,19 +446,20 @@ impl Factor {
             FactorState::Active => {}
         }
         self.check_shape(pass_code)?;
-        if self.refuse_while_locked(now, sink).await {
+        if self.refuse_while_locked(for_challenge, now, sink).await {
             return Ok(());
         }
-        match self.check_code(pass_code, services, now)? {
-            totp::Check::Accepted(step) => {
-                let verified = Verified {
-                    step: Some(step),
-                    at: now,
-                };
-                sink.write(FactorEvent::Verified(verified), self).await;
-            }
-            totp::Check::Replayed => self.record_replay(now, sink).await,
-            totp::Check::Wrong => self.record_wrong_code(services, now, sink).await,
+        let (judgement, challenge_id) = self.judge(pass_code, for_challenge, services, now)?;
+        if let Judgement::Accepted(step) = judgement {
+            let verified = Verified {
+                step,
+                challenge_id,
+                at: now,
+            };
+            sink.write(FactorEvent::Verified(verified), self).await;
+        } else {
+            self.record_failure(judgement, challenge_id, services, now, sink)
+                .await;
         }
         Ok(())
     }
@@ -313,6 +501,9 @@ impl Factor {
     }
 
     fn check_shape(&self, pass_code: &PassCode) -> Result<(), FactorError> {
+        if self.is_out_of_band() {
+            return check_code_shape(pass_code);
+        }
         let params = self.totp.as_ref().map(|t| t.params).unwrap_or_default();
         if totp::well_formed(params, pass_code.expose()) {
             Ok(())
@@ -323,13 +514,19 @@ impl Factor {
 
     /// While a lock is in force, records the attempt without looking at the code and returns
     /// `true`. A lock whose time is up is ended with an `Unlocked` event first.
-    async fn refuse_while_locked(&mut self, now: DateTime<Utc>, sink: &EventSink<Self>) -> bool {
+    async fn refuse_while_locked(
+        &mut self,
+        challenge_id: Option<ChallengeId>,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) -> bool {
         match self.locked_until {
             Some(until) if now < until => {
                 let failed = FailedAttempt {
                     reason: FailureReason::Locked,
                     counted: false,
                     consecutive_failures: self.consecutive_failures,
+                    challenge_id,
                     at: now,
                 };
                 sink.write(FactorEvent::FailedAttempt(failed), self).await;
@@ -347,12 +544,17 @@ impl Factor {
         }
     }
 
-    fn check_code(
+    /// Checks a code; returns what was found and the challenge the attempt is bound to.
+    fn judge(
         &self,
         pass_code: &PassCode,
+        for_challenge: Option<ChallengeId>,
         services: &FactorServices,
         now: DateTime<Utc>,
-    ) -> Result<totp::Check, FactorError> {
+    ) -> Result<(Judgement, Option<ChallengeId>), FactorError> {
+        if self.is_out_of_band() {
+            return Ok(self.judge_sent_code(pass_code, for_challenge, services, now));
+        }
         let enrollment = self.totp.as_ref().ok_or(FactorError::UnsupportedType)?;
         let id = self.id.ok_or(FactorError::NotFound)?;
         let secret = services
@@ -360,23 +562,92 @@ impl Factor {
             .open(&enrollment.secret, &id.to_string())
             .map_err(|_| FactorError::SecretUnavailable)?;
         let unix = u64::try_from(now.timestamp()).unwrap_or(0);
-        Ok(totp::check(
+        let judgement = match totp::check(
             enrollment.params,
             secret.expose(),
             pass_code.expose(),
             unix,
             services.policy.totp_skew_steps,
             self.last_used_step,
-        ))
+        ) {
+            totp::Check::Accepted(step) => Judgement::Accepted(Some(step)),
+            totp::Check::Replayed => Judgement::Replayed,
+            totp::Check::Wrong => Judgement::Wrong,
+        };
+        Ok((judgement, for_challenge))
     }
 
-    /// A replayed code is a failure on record but not a guess: it does not count towards
-    /// lockout, so sixteen racing submissions of one code cannot lock the owner out.
-    async fn record_replay(&mut self, now: DateTime<Utc>, sink: &EventSink<Self>) {
+    /// SMS and e-mail: the latest code, if it is bound to `for_challenge` (or standalone when
+    /// `None`), unused, unexpired and has tries left, is compared in constant time.
+    fn judge_sent_code(
+        &self,
+        pass_code: &PassCode,
+        for_challenge: Option<ChallengeId>,
+        services: &FactorServices,
+        now: DateTime<Utc>,
+    ) -> (Judgement, Option<ChallengeId>) {
+        let bound = self.code.as_ref().filter(|c| match for_challenge {
+            None => c.standalone,
+            Some(id) => c.challenge_id == id,
+        });
+        let Some(code) = bound else {
+            return (
+                Judgement::Refused(FailureReason::NoActiveCode),
+                for_challenge,
+            );
+        };
+        let matches = || {
+            services.hasher.verify(
+                CODE_HASH_DOMAIN,
+                &self.code_binding(code.challenge_id, pass_code.expose()),
+                &code.code_hash,
+            )
+        };
+        let judgement = if code.used {
+            // A used code is never checked again as a guess; the right one is a replay.
+            if matches() {
+                Judgement::Replayed
+            } else {
+                Judgement::Refused(FailureReason::NoActiveCode)
+            }
+        } else if now >= code.expires_at {
+            Judgement::Refused(FailureReason::CodeExpired)
+        } else if code.wrong_attempts >= services.policy.code_max_attempts {
+            Judgement::Refused(FailureReason::AttemptsExhausted)
+        } else if matches() {
+            Judgement::Accepted(None)
+        } else {
+            Judgement::Wrong
+        };
+        (judgement, Some(code.challenge_id))
+    }
+
+    /// Writes a failed attempt. Only a wrong code is a guess and counts towards lockout; a
+    /// replay (so sixteen racing submissions of one code cannot lock the owner out) or a
+    /// refusal without checking is on record but not counted.
+    async fn record_failure(
+        &mut self,
+        judgement: Judgement,
+        challenge_id: Option<ChallengeId>,
+        services: &FactorServices,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) {
+        let reason = match judgement {
+            Judgement::Wrong => {
+                self.record_wrong_code(challenge_id, services, now, sink)
+                    .await;
+                return;
+            }
+            Judgement::Replayed => FailureReason::Replayed,
+            Judgement::Refused(reason) => reason,
+            Judgement::Accepted(_) => return,
+        };
         let failed = FailedAttempt {
-            reason: FailureReason::Replayed,
+            reason,
             counted: false,
             consecutive_failures: self.consecutive_failures,
+            challenge_id,
             at: now,
         };
         sink.write(FactorEvent::FailedAttempt(failed), self).await;
@@ -384,6 +655,7 @@ impl Factor {
 
     async fn record_wrong_code(
         &mut self,
+        challenge_id: Option<ChallengeId>,
         services: &FactorServices,
         now: DateTime<Utc>,
         sink: &EventSink<Self>,
@@ -399,6 +671,7 @@ impl Factor {
             reason: FailureReason::WrongCode,
             counted: true,
             consecutive_failures: after.consecutive_failures,
+            challenge_id,
             at: now,
         };
         sink.write(FactorEvent::FailedAttempt(failed), self).await;
@@ -410,5 +683,15 @@ impl Factor {
             };
             sink.write(FactorEvent::LockedOut(locked), self).await;
         }
+    }
+}
+
+/// An SMS or e-mail code is exactly six ASCII digits.
+fn check_code_shape(code: &PassCode) -> Result<(), FactorError> {
+    let code = code.expose();
+    if code.len() == OOB_CODE_DIGITS && code.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(FactorError::MalformedPassCode)
     }
 }

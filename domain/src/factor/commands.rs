@@ -1,6 +1,6 @@
 use crate::{
     factor::{FactorType, totp::TotpParams},
-    ids::{FactorId, UserId},
+    ids::{ChallengeId, FactorId, UserId},
     secret::{PassCode, SecretBytes},
 };
 
@@ -9,23 +9,31 @@ use crate::{
 pub enum FactorCommand {
     /// Enrol a new factor (pending activation).
     Enroll(Enroll),
-    /// Activate a pending factor with a code.
+    /// Activate a pending factor with a code (TOTP: from the app; SMS/e-mail: the code sent
+    /// at enrolment or by a later standalone challenge).
     Activate {
-        /// The code from the authenticator.
+        /// The code.
         pass_code: PassCode,
     },
     /// Prove possession of an active factor.
     Verify {
-        /// The code from the authenticator.
+        /// The code.
         pass_code: PassCode,
+        /// The step-up or login challenge this proof answers. SMS and e-mail codes are bound
+        /// to their challenge: with `None` only a standalone code is accepted, with `Some` only
+        /// the code sent for that challenge. TOTP codes are recorded against it.
+        challenge_id: Option<ChallengeId>,
     },
+    /// Send a fresh one-time code (SMS and e-mail factors), replacing any earlier one.
+    SendCode(NewCode),
     /// Remove the factor for good.
     Remove,
     /// Lift a lockout before its time (administrators).
     Unlock,
 }
 
-/// Enrols a factor. The caller draws the random secret, so the aggregate stays deterministic.
+/// Enrols a factor. The caller draws the random secret or code, so the aggregate stays
+/// deterministic.
 #[derive(Clone, Debug)]
 pub struct Enroll {
     /// This factor's id (the stream id); the secret is bound to it.
@@ -38,6 +46,8 @@ pub struct Enroll {
     pub label: Option<String>,
     /// For TOTP: the secret and parameters.
     pub totp: Option<TotpSpec>,
+    /// For SMS and e-mail: the destination and the activation code.
+    pub oob: Option<OobSpec>,
 }
 
 /// A new TOTP secret and its parameters.
@@ -49,8 +59,31 @@ pub struct TotpSpec {
     pub params: TotpParams,
 }
 
+/// Where an SMS or e-mail factor sends codes, and its first (activation) code.
+#[derive(Clone, Debug)]
+pub struct OobSpec {
+    /// E.164 phone number (SMS) or e-mail address (EMAIL).
+    pub destination: String,
+    /// The activation code, sent after the enrolment is committed.
+    pub first_code: NewCode,
+}
+
+/// A one-time code drawn by the caller from a CSPRNG, for one challenge.
+#[derive(Clone, Debug)]
+pub struct NewCode {
+    /// The challenge the code answers.
+    pub challenge_id: ChallengeId,
+    /// Whether `verifyFactor`/`activateFactor` may use it by factor id alone.
+    pub standalone: bool,
+    /// Six digits; only its keyed hash is stored.
+    pub code: PassCode,
+}
+
 /// Longest accepted label.
 pub const MAX_LABEL: usize = 128;
+
+/// Digits of an SMS or e-mail code.
+pub const OOB_CODE_DIGITS: usize = 6;
 
 impl crate::versioning::CommandName for FactorCommand {
     fn name(&self) -> &'static str {
@@ -58,6 +91,7 @@ impl crate::versioning::CommandName for FactorCommand {
             Self::Enroll(_) => "Enroll",
             Self::Activate { .. } => "Activate",
             Self::Verify { .. } => "Verify",
+            Self::SendCode(_) => "SendCode",
             Self::Remove => "Remove",
             Self::Unlock => "Unlock",
         }

@@ -39,6 +39,24 @@ pub enum FactorError {
     /// The stored secret could not be opened (wrong master key or corruption).
     #[error("factor secret cannot be opened")]
     SecretUnavailable,
+    /// An SMS factor needs an E.164 phone number.
+    #[error("phoneNumber must be in E.164 form, e.g. +14155550100")]
+    InvalidPhoneNumber,
+    /// An e-mail factor needs a valid address.
+    #[error("email is not a valid address")]
+    InvalidEmail,
+    /// Codes are sent only to SMS and e-mail factors.
+    #[error("this factor type does not take sent codes")]
+    CodesNotSupported,
+    /// No code is sent to a locked factor.
+    #[error("factor is locked out")]
+    LockedOut,
+    /// A code was sent to this factor too recently.
+    #[error("a code was sent to this factor moments ago; wait before asking again")]
+    ResendTooSoon,
+    /// Too many codes were sent to this factor in the last hour.
+    #[error("too many codes were sent to this factor in the last hour")]
+    TooManyCodes,
 }
 
 impl Classify for FactorError {
@@ -51,11 +69,16 @@ impl Classify for FactorError {
             | Self::EnrollmentExpired
             | Self::Removed
             | Self::NotLocked
-            | Self::SecretUnavailable => ErrorKind::WrongState,
+            | Self::SecretUnavailable
+            | Self::LockedOut => ErrorKind::WrongState,
             Self::UnsupportedType
             | Self::InvalidTotpSpec
             | Self::InvalidLabel
-            | Self::MalformedPassCode => ErrorKind::InvalidInput,
+            | Self::MalformedPassCode
+            | Self::InvalidPhoneNumber
+            | Self::InvalidEmail
+            | Self::CodesNotSupported => ErrorKind::InvalidInput,
+            Self::ResendTooSoon | Self::TooManyCodes => ErrorKind::RateLimited,
         }
     }
 
@@ -73,6 +96,12 @@ impl Classify for FactorError {
             Self::InvalidLabel => "INVALID_LABEL",
             Self::MalformedPassCode => "MALFORMED_PASS_CODE",
             Self::SecretUnavailable => "SECRET_UNAVAILABLE",
+            Self::InvalidPhoneNumber => "INVALID_PHONE_NUMBER",
+            Self::InvalidEmail => "INVALID_EMAIL",
+            Self::CodesNotSupported => "CODES_NOT_SUPPORTED",
+            Self::LockedOut => "FACTOR_LOCKED_OUT",
+            Self::ResendTooSoon => "RESEND_TOO_SOON",
+            Self::TooManyCodes => "TOO_MANY_CODES",
         }
     }
 }

@@ -6,7 +6,7 @@ use serde_json::Value;
 use crate::{
     crypto::EncryptedSecret,
     factor::{FactorType, totp::TotpParams},
-    ids::{FactorId, UserId},
+    ids::{ChallengeId, FactorId, UserId},
     versioning::Versioned,
 };
 
@@ -29,6 +29,8 @@ pub enum FactorEvent {
     Removed(Removed),
     /// The pending enrolment was not activated in time.
     EnrollmentExpired(EnrollmentExpired),
+    /// A one-time code was drawn for an SMS or e-mail factor (only its keyed hash is kept).
+    CodeIssued(CodeIssued),
 }
 
 /// Payload of [`FactorEvent::Enrolled`].
@@ -44,6 +46,9 @@ pub struct Enrolled {
     pub label: Option<String>,
     /// For TOTP: the sealed secret and parameters.
     pub totp: Option<TotpEnrollment>,
+    /// For SMS and e-mail: where codes go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oob: Option<OobEnrollment>,
     /// The activation deadline.
     pub expires_at: DateTime<Utc>,
     /// When.
@@ -59,11 +64,21 @@ pub struct TotpEnrollment {
     pub params: TotpParams,
 }
 
+/// The out-of-band part of an enrolment: where codes are sent. Contact data, not a secret.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OobEnrollment {
+    /// An E.164 phone number (SMS) or an e-mail address (EMAIL).
+    pub destination: String,
+}
+
 /// Payload of [`FactorEvent::Activated`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Activated {
     /// The TOTP step the code matched; never accepted again.
     pub step: Option<u64>,
+    /// For SMS and e-mail: the challenge whose code was used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge_id: Option<ChallengeId>,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -73,6 +88,10 @@ pub struct Activated {
 pub struct Verified {
     /// The TOTP step the code matched; never accepted again.
     pub step: Option<u64>,
+    /// The challenge the proof answered: the code's challenge (SMS, e-mail) or the step-up
+    /// or login challenge a TOTP code was given for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge_id: Option<ChallengeId>,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -87,6 +106,13 @@ pub enum FailureReason {
     Replayed,
     /// The factor was locked; the code was not checked.
     Locked,
+    /// The SMS or e-mail code had expired; it was not checked.
+    CodeExpired,
+    /// No live SMS or e-mail code for this factor (and challenge): none was sent, or it was
+    /// used or replaced.
+    NoActiveCode,
+    /// The SMS or e-mail code already took its maximum of wrong tries; it was not checked.
+    AttemptsExhausted,
 }
 
 /// Payload of [`FactorEvent::FailedAttempt`] (version 2.0; 1.0 lacked `counted`).
@@ -97,9 +123,14 @@ pub struct FailedAttempt {
     /// Whether this failure counted towards lockout. The event records the decision, not only
     /// its inputs, so a later change of policy does not change what old events mean.
     pub counted: bool,
-    /// Consecutive failures counted towards lockout after this one (replays and attempts
-    /// while locked are not guesses and do not count).
+    /// Consecutive failures counted towards lockout after this one (only wrong codes are
+    /// guesses and count; replays, attempts while locked and attempts against an expired,
+    /// used or exhausted code do not).
     pub consecutive_failures: u32,
+    /// The challenge the attempt was bound to, if any (the code's challenge for SMS and
+    /// e-mail, the step-up or login challenge for TOTP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub challenge_id: Option<ChallengeId>,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -138,6 +169,48 @@ pub struct EnrollmentExpired {
     pub at: DateTime<Utc>,
 }
 
+/// Payload of [`FactorEvent::CodeIssued`]. The code itself is never stored: only its keyed
+/// hash (HMAC-SHA256), bound to the factor and the challenge.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct CodeIssued {
+    /// The challenge the code belongs to; it answers only that challenge.
+    pub challenge_id: ChallengeId,
+    /// `true` when the code may be given to `verifyFactor`/`activateFactor` by factor id
+    /// alone (the challenge exists only for this code); `false` when it answers a step-up or
+    /// login challenge and only there.
+    pub standalone: bool,
+    /// Keyed hash of `factor_id/challenge_id/code`.
+    pub code_hash: String,
+    /// The code is refused (`EXPIRED`) from then on.
+    pub expires_at: DateTime<Utc>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for CodeIssued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodeIssued")
+            .field("challenge_id", &self.challenge_id)
+            .field("standalone", &self.standalone)
+            .field("expires_at", &self.expires_at)
+            .field("at", &self.at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FactorEvent {
+    /// The challenge an attempt or success was bound to, if any.
+    pub fn challenge_id(&self) -> Option<ChallengeId> {
+        match self {
+            Self::Activated(e) => e.challenge_id,
+            Self::Verified(e) => e.challenge_id,
+            Self::FailedAttempt(e) => e.challenge_id,
+            Self::CodeIssued(e) => Some(e.challenge_id),
+            _ => None,
+        }
+    }
+}
+
 impl DomainEvent for FactorEvent {
     fn event_type(&self) -> String {
         match self {
@@ -149,6 +222,7 @@ impl DomainEvent for FactorEvent {
             Self::Unlocked(_) => "Unlocked",
             Self::Removed(_) => "Removed",
             Self::EnrollmentExpired(_) => "EnrollmentExpired",
+            Self::CodeIssued(_) => "CodeIssued",
         }
         .to_string()
     }
@@ -165,7 +239,7 @@ impl Versioned for FactorEvent {
         Some(match event_type {
             "FailedAttempt" => "2.0",
             "Enrolled" | "Activated" | "Verified" | "LockedOut" | "Unlocked" | "Removed"
-            | "EnrollmentExpired" => "1.0",
+            | "EnrollmentExpired" | "CodeIssued" => "1.0",
             _ => return None,
         })
     }

@@ -11,11 +11,11 @@ mod tests;
 pub mod totp;
 
 pub use aggregate::{Factor, FactorServices, FactorState};
-pub use commands::{Enroll, FactorCommand, TotpSpec};
+pub use commands::{Enroll, FactorCommand, NewCode, OOB_CODE_DIGITS, OobSpec, TotpSpec};
 pub use error::FactorError;
 pub use events::{
-    Activated, Enrolled, EnrollmentExpired, FactorEvent, FailedAttempt, FailureReason, LockedOut,
-    Removed, TotpEnrollment, Unlocked, Verified,
+    Activated, CodeIssued, Enrolled, EnrollmentExpired, FactorEvent, FailedAttempt, FailureReason,
+    LockedOut, OobEnrollment, Removed, TotpEnrollment, Unlocked, Verified,
 };
 
 use serde::{Deserialize, Serialize};
@@ -35,6 +35,21 @@ pub enum FactorType {
 }
 
 impl FactorType {
+    /// Whether codes are sent to this factor (SMS, e-mail).
+    pub fn is_out_of_band(self) -> bool {
+        matches!(self, Self::Sms | Self::Email)
+    }
+
+    /// The `amr` value (RFC 8176 where it has one) for a proof with this factor.
+    pub fn amr(self) -> &'static str {
+        match self {
+            Self::Totp => "otp",
+            Self::Sms => "sms",
+            Self::Email => "email",
+            Self::Webauthn => "hwk",
+        }
+    }
+
     /// The contract name (`TOTP`, `SMS`, …).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -99,8 +114,10 @@ pub enum FactorOutcome {
     PasscodeReplayed,
     /// The factor is locked; the code was not checked.
     LockedOut,
-    /// The enrolment expired before activation.
+    /// The enrolment, the code or the challenge expired.
     Expired,
+    /// No live code to check (SMS, e-mail): a code must be requested first.
+    ChallengeRequired,
 }
 
 /// What the events written by one activate/verify command mean for the caller.
@@ -111,6 +128,10 @@ pub fn outcome_of(events: &[FactorEvent]) -> Option<FactorOutcome> {
             FailureReason::WrongCode => FactorOutcome::Rejected,
             FailureReason::Replayed => FactorOutcome::PasscodeReplayed,
             FailureReason::Locked => FactorOutcome::LockedOut,
+            FailureReason::CodeExpired => FactorOutcome::Expired,
+            FailureReason::NoActiveCode | FailureReason::AttemptsExhausted => {
+                FactorOutcome::ChallengeRequired
+            }
         }),
         FactorEvent::EnrollmentExpired(_) => Some(FactorOutcome::Expired),
         _ => None,

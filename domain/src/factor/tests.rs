@@ -6,9 +6,9 @@ use uuid::Uuid;
 
 use super::*;
 use crate::{
-    crypto::{CipherError, SecretCipher},
+    crypto::{CipherError, KeyedHasher, SecretCipher},
     factor::totp::{TotpAlgorithm, TotpParams, code_at_step, step_at},
-    ids::{FactorId, UserId},
+    ids::{ChallengeId, FactorId, UserId},
     secret::{PassCode, SecretBytes},
     services::{FactorPolicy, FixedClock},
 };
@@ -60,12 +60,17 @@ fn cipher() -> SecretCipher {
     SecretCipher::new([7u8; 32])
 }
 
+fn hasher() -> KeyedHasher {
+    KeyedHasher::new([9u8; 32])
+}
+
 fn policy() -> FactorPolicy {
     FactorPolicy {
         totp_skew_steps: 1,
         lockout_threshold: 5,
         lockout_duration: secs(900),
         enrollment_ttl: TimeDelta::minutes(15),
+        ..FactorPolicy::default()
     }
 }
 
@@ -73,6 +78,7 @@ fn framework_with(at: DateTime<Utc>, policy: FactorPolicy) -> TestFramework<Fact
     TestFramework::with(FactorServices {
         clock: Arc::new(FixedClock::at(at)),
         cipher: cipher(),
+        hasher: hasher(),
         policy,
     })
 }
@@ -112,6 +118,7 @@ fn enroll_cmd() -> Enroll {
             secret: SecretBytes::new(SECRET.to_vec()),
             params: params(),
         }),
+        oob: None,
     }
 }
 
@@ -126,6 +133,7 @@ fn enrolled_payload() -> Enrolled {
             secret: cipher().seal(&SecretBytes::new(SECRET.to_vec()), &fid().to_string()),
             params: params(),
         }),
+        oob: None,
         expires_at: t0() + TimeDelta::minutes(15),
         at: t0(),
     }
@@ -138,6 +146,7 @@ fn enrolled() -> FactorEvent {
 fn activated() -> FactorEvent {
     FactorEvent::Activated(Activated {
         step: Some(step_of(t0())),
+        challenge_id: None,
         at: t0(),
     })
 }
@@ -150,6 +159,7 @@ fn active() -> Vec<FactorEvent> {
 fn verified(step: u64, at: DateTime<Utc>) -> FactorEvent {
     FactorEvent::Verified(Verified {
         step: Some(step),
+        challenge_id: None,
         at,
     })
 }
@@ -159,6 +169,7 @@ fn failed(reason: FailureReason, consecutive_failures: u32, at: DateTime<Utc>) -
         reason,
         counted: reason == FailureReason::WrongCode,
         consecutive_failures,
+        challenge_id: None,
         at,
     })
 }
@@ -198,7 +209,10 @@ fn locked_until(until: DateTime<Utc>) -> Vec<FactorEvent> {
 }
 
 fn verify(pass_code: PassCode) -> FactorCommand {
-    FactorCommand::Verify { pass_code }
+    FactorCommand::Verify {
+        pass_code,
+        challenge_id: None,
+    }
 }
 
 fn activate(pass_code: PassCode) -> FactorCommand {
@@ -362,20 +376,18 @@ async fn label_longer_than_128_characters_is_rejected() {
 }
 
 #[tokio::test]
-async fn sms_email_and_webauthn_are_unsupported() {
-    for factor_type in [FactorType::Sms, FactorType::Email, FactorType::Webauthn] {
-        for with_totp in [false, true] {
-            let mut cmd = enroll_cmd();
-            cmd.factor_type = factor_type;
-            if !with_totp {
-                cmd.totp = None;
-            }
-            framework_at(t0())
-                .given_no_previous_events()
-                .when_async(FactorCommand::Enroll(cmd))
-                .await
-                .then_expect_error(FactorError::UnsupportedType);
+async fn webauthn_is_unsupported() {
+    for with_totp in [false, true] {
+        let mut cmd = enroll_cmd();
+        cmd.factor_type = FactorType::Webauthn;
+        if !with_totp {
+            cmd.totp = None;
         }
+        framework_at(t0())
+            .given_no_previous_events()
+            .when_async(FactorCommand::Enroll(cmd))
+            .await
+            .then_expect_error(FactorError::UnsupportedType);
     }
 }
 
@@ -391,6 +403,7 @@ async fn activate_with_the_right_code_writes_activated_with_its_step() {
         .await
         .then_expect_events(vec![FactorEvent::Activated(Activated {
             step: Some(step),
+            challenge_id: None,
             at,
         })]);
 }
@@ -416,6 +429,7 @@ async fn activate_after_the_deadline_expires_the_enrolment() {
         .await
         .then_expect_events(vec![FactorEvent::Activated(Activated {
             step: Some(step_of(before)),
+            challenge_id: None,
             at: before,
         })]);
     // After it, even the right code only records the expiry.
@@ -513,6 +527,7 @@ async fn an_eight_digit_sha256_factor_takes_eight_digit_codes() {
         .await
         .then_expect_events(vec![FactorEvent::Activated(Activated {
             step: Some(step),
+            challenge_id: None,
             at,
         })]);
     // A six-digit code is the wrong shape for it.
@@ -878,7 +893,11 @@ fn outcome_of_maps_each_event_list() {
     let at = now();
     let cases = [
         (
-            vec![FactorEvent::Activated(Activated { step: Some(1), at })],
+            vec![FactorEvent::Activated(Activated {
+                step: Some(1),
+                challenge_id: None,
+                at,
+            })],
             Some(FactorOutcome::Success),
         ),
         (vec![verified(1, at)], Some(FactorOutcome::Success)),
@@ -912,6 +931,18 @@ fn outcome_of_maps_each_event_list() {
         (
             vec![FactorEvent::EnrollmentExpired(EnrollmentExpired { at })],
             Some(FactorOutcome::Expired),
+        ),
+        (
+            vec![failed(FailureReason::CodeExpired, 0, at)],
+            Some(FactorOutcome::Expired),
+        ),
+        (
+            vec![failed(FailureReason::NoActiveCode, 0, at)],
+            Some(FactorOutcome::ChallengeRequired),
+        ),
+        (
+            vec![failed(FailureReason::AttemptsExhausted, 0, at)],
+            Some(FactorOutcome::ChallengeRequired),
         ),
         (vec![], None),
         (vec![FactorEvent::Removed(Removed { at })], None),
@@ -1006,6 +1037,17 @@ fn event_type_strings_are_frozen() {
             "EnrollmentExpired",
             "1.0",
         ),
+        (
+            FactorEvent::CodeIssued(CodeIssued {
+                challenge_id: ChallengeId(Uuid::nil()),
+                standalone: true,
+                code_hash: String::new(),
+                expires_at: at,
+                at,
+            }),
+            "CodeIssued",
+            "1.0",
+        ),
     ];
     for (event, name, version) in all {
         assert_eq!(event.event_type(), name);
@@ -1041,6 +1083,7 @@ fn failed_attempt_1_0_upcasts_to_2_0_on_both_paths() {
             reason: kind,
             counted,
             consecutive_failures: 2,
+            challenge_id: None,
             at,
         });
         // The read side's path.
@@ -1073,4 +1116,539 @@ fn failed_attempt_1_0_upcasts_to_2_0_on_both_paths() {
         decode::<FactorEvent>("FailedAttempt", "2.0", current).unwrap(),
         failed(FailureReason::Replayed, 0, at)
     );
+}
+
+// ----- SMS and e-mail codes -------------------------------------------------------------
+
+const CODE: &str = "123456";
+const PHONE: &str = "+14155550100";
+
+fn chal(n: u128) -> ChallengeId {
+    ChallengeId(Uuid::from_u128(
+        0x0190_0000_0000_7000_9000_0000_0000_0000 + n,
+    ))
+}
+
+fn new_code(challenge: ChallengeId, standalone: bool, code: &str) -> NewCode {
+    NewCode {
+        challenge_id: challenge,
+        standalone,
+        code: pass(code),
+    }
+}
+
+fn sms_enroll_cmd(destination: &str) -> Enroll {
+    Enroll {
+        factor_id: fid(),
+        user_id: uid(),
+        factor_type: FactorType::Sms,
+        label: None,
+        totp: None,
+        oob: Some(OobSpec {
+            destination: destination.into(),
+            first_code: new_code(chal(1), true, CODE),
+        }),
+    }
+}
+
+/// The hash the aggregate stores for `code` of `challenge` on `fid()`.
+fn code_hash(challenge: ChallengeId, code: &str) -> String {
+    hasher().hash("oob-code", &format!("{}/{challenge}/{code}", fid()))
+}
+
+fn code_issued(
+    challenge: ChallengeId,
+    standalone: bool,
+    code: &str,
+    at: DateTime<Utc>,
+) -> FactorEvent {
+    FactorEvent::CodeIssued(CodeIssued {
+        challenge_id: challenge,
+        standalone,
+        code_hash: code_hash(challenge, code),
+        expires_at: at + TimeDelta::minutes(5),
+        at,
+    })
+}
+
+fn sms_enrolled() -> FactorEvent {
+    FactorEvent::Enrolled(Enrolled {
+        factor_id: fid(),
+        user_id: uid(),
+        factor_type: FactorType::Sms,
+        label: None,
+        totp: None,
+        oob: Some(OobEnrollment {
+            destination: PHONE.into(),
+        }),
+        expires_at: t0() + TimeDelta::minutes(15),
+        at: t0(),
+    })
+}
+
+/// An SMS factor enrolled at `t0()` with the activation code `CODE` for `chal(1)`.
+fn sms_pending() -> Vec<FactorEvent> {
+    vec![sms_enrolled(), code_issued(chal(1), true, CODE, t0())]
+}
+
+/// An SMS factor activated at `t0() + 10 s` with `chal(1)`'s code.
+fn sms_active() -> Vec<FactorEvent> {
+    let mut events = sms_pending();
+    events.push(FactorEvent::Activated(Activated {
+        step: None,
+        challenge_id: Some(chal(1)),
+        at: t0() + secs(10),
+    }));
+    events
+}
+
+fn oob_failed(
+    reason: FailureReason,
+    n: u32,
+    challenge: ChallengeId,
+    at: DateTime<Utc>,
+) -> FactorEvent {
+    FactorEvent::FailedAttempt(FailedAttempt {
+        reason,
+        counted: reason == FailureReason::WrongCode,
+        consecutive_failures: n,
+        challenge_id: Some(challenge),
+        at,
+    })
+}
+
+fn oob_verified(challenge: ChallengeId, at: DateTime<Utc>) -> FactorEvent {
+    FactorEvent::Verified(Verified {
+        step: None,
+        challenge_id: Some(challenge),
+        at,
+    })
+}
+
+fn verify_for(code: &str, challenge: Option<ChallengeId>) -> FactorCommand {
+    FactorCommand::Verify {
+        pass_code: pass(code),
+        challenge_id: challenge,
+    }
+}
+
+#[tokio::test]
+async fn enrol_sms_stores_the_number_and_only_a_keyed_hash_of_the_activation_code() {
+    let events = framework_at(t0())
+        .given_no_previous_events()
+        .when_async(FactorCommand::Enroll(sms_enroll_cmd(" +14155550100 ")))
+        .await
+        .inspect_result()
+        .unwrap();
+    assert_eq!(events, sms_pending());
+    let json = serde_json::to_string(&events).unwrap();
+    assert!(!json.contains(CODE), "{json}");
+    assert!(!format!("{events:?}").contains(&code_hash(chal(1), CODE)));
+    // The hash is bound to the factor and the challenge: the same code elsewhere differs.
+    assert_ne!(code_hash(chal(1), CODE), code_hash(chal(2), CODE));
+    assert_ne!(
+        code_hash(chal(1), CODE),
+        hasher().hash("oob-code", &format!("{}/{}/{CODE}", other_fid(), chal(1)))
+    );
+}
+
+#[tokio::test]
+async fn enrol_email_takes_a_valid_address() {
+    let mut cmd = sms_enroll_cmd("alice@example.com");
+    cmd.factor_type = FactorType::Email;
+    let events = framework_at(t0())
+        .given_no_previous_events()
+        .when_async(FactorCommand::Enroll(cmd))
+        .await
+        .inspect_result()
+        .unwrap();
+    let FactorEvent::Enrolled(e) = &events[0] else {
+        panic!("{events:?}")
+    };
+    assert_eq!(e.factor_type, FactorType::Email);
+    assert_eq!(e.oob.as_ref().unwrap().destination, "alice@example.com");
+    assert!(matches!(events[1], FactorEvent::CodeIssued(_)));
+}
+
+#[tokio::test]
+async fn enrol_sms_or_email_with_a_bad_destination_or_code_is_rejected() {
+    let cases: Vec<(FactorType, Option<&str>, &str, FactorError)> = vec![
+        (
+            FactorType::Sms,
+            Some("4155550100"),
+            CODE,
+            FactorError::InvalidPhoneNumber,
+        ),
+        (
+            FactorType::Sms,
+            Some("+1 415 555 0100"),
+            CODE,
+            FactorError::InvalidPhoneNumber,
+        ),
+        (
+            FactorType::Sms,
+            Some("alice@example.com"),
+            CODE,
+            FactorError::InvalidPhoneNumber,
+        ),
+        (FactorType::Sms, None, CODE, FactorError::InvalidPhoneNumber),
+        (
+            FactorType::Email,
+            Some("+14155550100"),
+            CODE,
+            FactorError::InvalidEmail,
+        ),
+        (
+            FactorType::Email,
+            Some("alice@nodot"),
+            CODE,
+            FactorError::InvalidEmail,
+        ),
+        (FactorType::Email, None, CODE, FactorError::InvalidEmail),
+        (
+            FactorType::Sms,
+            Some(PHONE),
+            "12345",
+            FactorError::MalformedPassCode,
+        ),
+        (
+            FactorType::Sms,
+            Some(PHONE),
+            "12345a",
+            FactorError::MalformedPassCode,
+        ),
+    ];
+    for (factor_type, destination, code, expected) in cases {
+        let mut cmd = sms_enroll_cmd(destination.unwrap_or(""));
+        cmd.factor_type = factor_type;
+        if destination.is_none() {
+            cmd.oob = None;
+        } else if let Some(oob) = &mut cmd.oob {
+            oob.first_code.code = pass(code);
+        }
+        framework_at(t0())
+            .given_no_previous_events()
+            .when_async(FactorCommand::Enroll(cmd))
+            .await
+            .then_expect_error(expected);
+    }
+}
+
+#[tokio::test]
+async fn activate_sms_with_the_sent_code() {
+    let at = t0() + secs(10);
+    framework_at(at)
+        .given(sms_pending())
+        .when_async(activate(pass(CODE)))
+        .await
+        .then_expect_events(vec![FactorEvent::Activated(Activated {
+            step: None,
+            challenge_id: Some(chal(1)),
+            at,
+        })]);
+}
+
+#[tokio::test]
+async fn a_wrong_sms_code_is_a_counted_failure_bound_to_its_challenge() {
+    let at = t0() + secs(10);
+    framework_at(at)
+        .given(sms_pending())
+        .when_async(activate(pass("654321")))
+        .await
+        .then_expect_events(vec![oob_failed(FailureReason::WrongCode, 1, chal(1), at)]);
+}
+
+#[tokio::test]
+async fn a_used_code_is_replayed_and_a_wrong_one_after_use_checks_nothing() {
+    let at = t0() + secs(20);
+    framework_at(at)
+        .given(sms_active())
+        .when_async(verify_for(CODE, None))
+        .await
+        .then_expect_events(vec![oob_failed(FailureReason::Replayed, 0, chal(1), at)]);
+    framework_at(at)
+        .given(sms_active())
+        .when_async(verify_for("654321", None))
+        .await
+        .then_expect_events(vec![oob_failed(
+            FailureReason::NoActiveCode,
+            0,
+            chal(1),
+            at,
+        )]);
+}
+
+#[tokio::test]
+async fn a_code_expires_after_five_minutes_unchecked_and_uncounted() {
+    let mut given = sms_active();
+    let sent = t0() + secs(60);
+    given.push(code_issued(chal(2), true, "222222", sent));
+    // One second before the end the code works.
+    let before = sent + TimeDelta::minutes(5) - secs(1);
+    framework_at(before)
+        .given(given.clone())
+        .when_async(verify_for("222222", None))
+        .await
+        .then_expect_events(vec![oob_verified(chal(2), before)]);
+    // At the end even the right code is refused, and not counted as a guess.
+    let at = sent + TimeDelta::minutes(5);
+    framework_at(at)
+        .given(given)
+        .when_async(verify_for("222222", None))
+        .await
+        .then_expect_events(vec![oob_failed(FailureReason::CodeExpired, 0, chal(2), at)]);
+}
+
+#[tokio::test]
+async fn five_wrong_tries_kill_a_code_the_sixth_is_not_checked() {
+    // A lockout threshold above the per-code limit, so the code's own limit shows.
+    let policy = FactorPolicy {
+        lockout_threshold: 10,
+        ..policy()
+    };
+    let mut given = sms_active();
+    given.push(code_issued(chal(2), true, "222222", t0() + secs(60)));
+    for n in 1..=5 {
+        given.push(oob_failed(
+            FailureReason::WrongCode,
+            n,
+            chal(2),
+            t0() + secs(60 + i64::from(n)),
+        ));
+    }
+    let at = t0() + secs(90);
+    framework_with(at, policy)
+        .given(given)
+        .when_async(verify_for("222222", None))
+        .await
+        .then_expect_events(vec![oob_failed(
+            FailureReason::AttemptsExhausted,
+            5,
+            chal(2),
+            at,
+        )]);
+}
+
+#[tokio::test]
+async fn the_fifth_wrong_sms_code_locks_the_factor_like_a_totp_guess() {
+    let mut given = sms_active();
+    given.push(code_issued(chal(2), true, "222222", t0() + secs(60)));
+    for n in 1..=4 {
+        given.push(oob_failed(
+            FailureReason::WrongCode,
+            n,
+            chal(2),
+            t0() + secs(60 + i64::from(n)),
+        ));
+    }
+    let at = t0() + secs(90);
+    framework_at(at)
+        .given(given.clone())
+        .when_async(verify_for("999999", None))
+        .await
+        .then_expect_events(vec![
+            oob_failed(FailureReason::WrongCode, 5, chal(2), at),
+            locked_out(at + secs(900), 5, at),
+        ]);
+    // Locked: the right code is not even looked at.
+    given.push(oob_failed(FailureReason::WrongCode, 5, chal(2), at));
+    given.push(locked_out(at + secs(900), 5, at));
+    framework_at(at + secs(1))
+        .given(given)
+        .when_async(verify_for("222222", None))
+        .await
+        .then_expect_events(vec![FactorEvent::FailedAttempt(FailedAttempt {
+            reason: FailureReason::Locked,
+            counted: false,
+            consecutive_failures: 5,
+            challenge_id: None,
+            at: at + secs(1),
+        })]);
+}
+
+#[tokio::test]
+async fn a_code_answers_only_its_own_challenge() {
+    let mut given = sms_active();
+    // Sent for a step-up challenge: not usable by factor id alone, nor for another challenge.
+    given.push(code_issued(chal(7), false, "777777", t0() + secs(60)));
+    let at = t0() + secs(70);
+    framework_at(at)
+        .given(given.clone())
+        .when_async(verify_for("777777", None))
+        .await
+        .then_expect_events(vec![FactorEvent::FailedAttempt(FailedAttempt {
+            reason: FailureReason::NoActiveCode,
+            counted: false,
+            consecutive_failures: 0,
+            challenge_id: None,
+            at,
+        })]);
+    framework_at(at)
+        .given(given.clone())
+        .when_async(verify_for("777777", Some(chal(8))))
+        .await
+        .then_expect_events(vec![oob_failed(
+            FailureReason::NoActiveCode,
+            0,
+            chal(8),
+            at,
+        )]);
+    framework_at(at)
+        .given(given)
+        .when_async(verify_for("777777", Some(chal(7))))
+        .await
+        .then_expect_events(vec![oob_verified(chal(7), at)]);
+}
+
+#[tokio::test]
+async fn a_new_code_replaces_the_previous_one() {
+    let mut given = sms_active();
+    given.push(code_issued(chal(2), true, "222222", t0() + secs(60)));
+    given.push(code_issued(chal(3), true, "333333", t0() + secs(100)));
+    let at = t0() + secs(110);
+    framework_at(at)
+        .given(given.clone())
+        .when_async(verify_for("222222", None))
+        .await
+        .then_expect_events(vec![oob_failed(FailureReason::WrongCode, 1, chal(3), at)]);
+    framework_at(at)
+        .given(given)
+        .when_async(verify_for("333333", None))
+        .await
+        .then_expect_events(vec![oob_verified(chal(3), at)]);
+}
+
+#[tokio::test]
+async fn verifying_an_sms_factor_before_any_code_asks_for_a_challenge() {
+    let at = t0() + secs(20);
+    framework_at(at)
+        .given(vec![
+            sms_enrolled(),
+            FactorEvent::Activated(Activated {
+                step: None,
+                challenge_id: Some(chal(1)),
+                at: t0() + secs(10),
+            }),
+        ])
+        .when_async(verify_for(CODE, None))
+        .await
+        .then_expect_events(vec![FactorEvent::FailedAttempt(FailedAttempt {
+            reason: FailureReason::NoActiveCode,
+            counted: false,
+            consecutive_failures: 0,
+            challenge_id: None,
+            at,
+        })]);
+}
+
+#[tokio::test]
+async fn send_code_writes_a_fresh_hash_and_is_limited_per_factor() {
+    let at = t0() + secs(40);
+    framework_at(at)
+        .given(sms_active())
+        .when_async(FactorCommand::SendCode(new_code(chal(2), true, "222222")))
+        .await
+        .then_expect_events(vec![code_issued(chal(2), true, "222222", at)]);
+    // The activation code went out at t0: 29 s later is too soon, 30 s is fine.
+    framework_at(t0() + secs(29))
+        .given(sms_active())
+        .when_async(FactorCommand::SendCode(new_code(chal(2), true, "222222")))
+        .await
+        .then_expect_error(FactorError::ResendTooSoon);
+    // Ten codes in the last hour (t0 and nine more, a minute apart): the eleventh waits
+    // until the first is an hour old.
+    let mut given = sms_active();
+    for n in 1..=9u128 {
+        given.push(code_issued(
+            chal(10 + n),
+            true,
+            "222222",
+            t0() + secs(60 * n as i64),
+        ));
+    }
+    framework_at(t0() + TimeDelta::minutes(59))
+        .given(given.clone())
+        .when_async(FactorCommand::SendCode(new_code(chal(30), true, "333333")))
+        .await
+        .then_expect_error(FactorError::TooManyCodes);
+    let later = t0() + TimeDelta::minutes(60) + secs(1);
+    framework_at(later)
+        .given(given)
+        .when_async(FactorCommand::SendCode(new_code(chal(30), true, "333333")))
+        .await
+        .then_expect_events(vec![code_issued(chal(30), true, "333333", later)]);
+}
+
+#[tokio::test]
+async fn send_code_is_refused_in_the_wrong_state_or_type() {
+    let at = t0() + secs(60);
+    let cmd = || FactorCommand::SendCode(new_code(chal(2), true, "222222"));
+    let mut removed = sms_active();
+    removed.push(FactorEvent::Removed(Removed {
+        at: t0() + secs(20),
+    }));
+    let mut locked = sms_active();
+    locked.push(locked_out(at + secs(100), 5, t0() + secs(30)));
+    let cases: Vec<(Vec<FactorEvent>, DateTime<Utc>, FactorError)> = vec![
+        (vec![], at, FactorError::NotFound),
+        (active(), at, FactorError::CodesNotSupported),
+        (removed, at, FactorError::Removed),
+        (locked, at, FactorError::LockedOut),
+        (
+            sms_pending(),
+            t0() + TimeDelta::minutes(15),
+            FactorError::EnrollmentExpired,
+        ),
+    ];
+    for (given, when, expected) in cases {
+        framework_at(when)
+            .given(given)
+            .when_async(cmd())
+            .await
+            .then_expect_error(expected);
+    }
+    framework_at(at)
+        .given(sms_active())
+        .when_async(FactorCommand::SendCode(new_code(chal(2), true, "22222")))
+        .await
+        .then_expect_error(FactorError::MalformedPassCode);
+}
+
+#[tokio::test]
+async fn a_pending_sms_factor_can_be_sent_a_new_activation_code() {
+    let at = t0() + secs(60);
+    framework_at(at)
+        .given(sms_pending())
+        .when_async(FactorCommand::SendCode(new_code(chal(2), true, "222222")))
+        .await
+        .then_expect_events(vec![code_issued(chal(2), true, "222222", at)]);
+}
+
+#[tokio::test]
+async fn a_totp_proof_for_a_challenge_names_it() {
+    let step = step_of(now());
+    framework_at(now())
+        .given(active())
+        .when_async(FactorCommand::Verify {
+            pass_code: code(step),
+            challenge_id: Some(chal(5)),
+        })
+        .await
+        .then_expect_events(vec![FactorEvent::Verified(Verified {
+            step: Some(step),
+            challenge_id: Some(chal(5)),
+            at: now(),
+        })]);
+}
+
+#[test]
+fn events_written_before_challenge_ids_existed_still_load() {
+    let old = serde_json::json!({"Verified": {"step": 3, "at": "2023-11-14T22:13:20Z"}});
+    let event: FactorEvent = serde_json::from_value(old).unwrap();
+    assert_eq!(event.challenge_id(), None);
+    // A FailedAttempt of that time is version 1.0 (no `counted` either): it loads through
+    // the upcaster, as every stored event does.
+    let old = serde_json::json!({"FailedAttempt": {"reason": "WRONG_CODE", "consecutive_failures": 1, "at": "2023-11-14T22:13:20Z"}});
+    let event: FactorEvent = crate::versioning::decode("FailedAttempt", "1.0", old).unwrap();
+    assert_eq!(event.challenge_id(), None);
 }

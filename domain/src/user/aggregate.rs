@@ -5,14 +5,14 @@ use cqrs_es::{Aggregate, event_sink::EventSink};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    crypto::{hash_password, hash_recovery_code, verify_recovery_code},
+    crypto::{hash_password, hash_recovery_code, verify_password, verify_recovery_code},
     ids::{FactorId, normalize_login},
     secret::Secret,
     services::Clock,
     user::{
-        FailuresReset, PasswordSet, RecoveryCodesGenerated, RecoveryUsed, Register, Registered,
-        UserCommand, UserError, UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut,
-        UserUnlocked, recovery,
+        FailuresReset, LoginFailed, LoginFailureReason, PasswordSet, RecoveryCodesGenerated,
+        RecoveryUsed, Register, Registered, SetPassword, UserCommand, UserError, UserEvent,
+        UserFailedAttempt, UserFailureReason, UserLockedOut, UserUnlocked, recovery,
     },
 };
 
@@ -53,6 +53,9 @@ pub struct User {
     pub consecutive_failures: u32,
     /// Locked until an administrator unlocks it.
     pub second_factor_locked: bool,
+    /// Failed logins so far.
+    #[serde(default)]
+    pub failed_logins: u32,
 }
 
 /// What a user's commands need from outside.
@@ -133,6 +136,14 @@ impl Aggregate for User {
                     .await;
                 Ok(())
             }
+            UserCommand::SetPassword(cmd) => self.set_password(cmd, services, sink).await,
+            UserCommand::RecordLoginFailure { reason } => {
+                if !self.exists() {
+                    return Err(UserError::NotFound);
+                }
+                self.record_login_failure(reason, services, sink).await;
+                Ok(())
+            }
         }
     }
 
@@ -164,6 +175,7 @@ impl Aggregate for User {
                 self.second_factor_locked = false;
                 self.consecutive_failures = 0;
             }
+            UserEvent::LoginFailed(e) => self.failed_logins = e.failed_logins,
         }
     }
 }
@@ -304,5 +316,54 @@ impl User {
             at: now,
         };
         sink.write(UserEvent::FailedAttempt(failed), self).await;
+    }
+}
+
+impl User {
+    async fn set_password(
+        &mut self,
+        cmd: SetPassword,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), UserError> {
+        if !self.exists() {
+            return Err(UserError::NotFound);
+        }
+        cmd.validate()?;
+        if let Some(current) = &cmd.current_password {
+            let matches = self
+                .password_hash
+                .as_deref()
+                .is_some_and(|phc| verify_password(current.expose(), phc));
+            if !matches {
+                let reason = if self.password_hash.is_some() {
+                    LoginFailureReason::WrongPassword
+                } else {
+                    LoginFailureReason::NoPassword
+                };
+                self.record_login_failure(reason, services, sink).await;
+                return Ok(());
+            }
+        }
+        let set = PasswordSet {
+            password_hash: hash_password(cmd.password.expose()),
+            at: services.clock.now(),
+        };
+        sink.write(UserEvent::PasswordSet(set), self).await;
+        Ok(())
+    }
+
+    async fn record_login_failure(
+        &mut self,
+        reason: LoginFailureReason,
+        services: &UserServices,
+        sink: &EventSink<Self>,
+    ) {
+        let failed = LoginFailed {
+            reason,
+            failed_logins: self.failed_logins.saturating_add(1),
+            at: services.clock.now(),
+        };
+        sink.write(UserEvent::LoginFailed(failed), self).await;
     }
 }

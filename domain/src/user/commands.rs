@@ -36,12 +36,52 @@ pub enum UserCommand {
     ResetFailures,
     /// Lift the hard lock (administrators).
     Unlock,
+    /// Set or replace the password.
+    SetPassword(SetPassword),
+    /// Record a login refused for a wrong password (the API checks the password off the
+    /// async runtime; argon2 takes tens of milliseconds).
+    RecordLoginFailure {
+        /// Why.
+        reason: LoginFailureReason,
+    },
+}
+
+/// Sets a password. With `current_password`, the current one must match first (self-service);
+/// a mismatch is recorded as a failed login and nothing else changes.
+#[derive(Clone, Debug)]
+pub struct SetPassword {
+    /// The new password, 8 to 256 characters; only its argon2id hash is stored.
+    pub password: Secret<String>,
+    /// The current password, when the user changes their own.
+    pub current_password: Option<Secret<String>>,
+}
+
+impl SetPassword {
+    /// Checks the new password's length.
+    ///
+    /// # Errors
+    /// [`UserError::InvalidPassword`].
+    pub fn validate(&self) -> Result<(), UserError> {
+        validate_password(&self.password)
+    }
+}
+
+/// Why a login was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LoginFailureReason {
+    /// The password did not match.
+    WrongPassword,
+    /// The user has no password (checked against a dummy hash all the same).
+    NoPassword,
 }
 
 impl crate::versioning::CommandName for UserCommand {
     fn name(&self) -> &'static str {
         match self {
             Self::Register(_) => "Register",
+            Self::SetPassword(_) => "SetPassword",
+            Self::RecordLoginFailure { .. } => "RecordLoginFailure",
             Self::GenerateRecoveryCodes { .. } => "GenerateRecoveryCodes",
             Self::UseRecoveryCode { .. } => "UseRecoveryCode",
             Self::RecordFactorFailure { .. } => "RecordFactorFailure",
@@ -97,12 +137,18 @@ impl Register {
             return Err(UserError::InvalidDisplayName);
         }
         if let Some(password) = &self.password {
-            let n = password.expose().chars().count();
-            if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
-                return Err(UserError::InvalidPassword);
-            }
+            validate_password(password)?;
         }
         Ok(())
+    }
+}
+
+fn validate_password(password: &Secret<String>) -> Result<(), UserError> {
+    let n = password.expose().chars().count();
+    if (MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
+        Ok(())
+    } else {
+        Err(UserError::InvalidPassword)
     }
 }
 

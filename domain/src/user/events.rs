@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::versioning::Versioned;
 
-use crate::ids::FactorId;
+use crate::{ids::FactorId, user::LoginFailureReason};
 
 /// Events of a user. The variant name is the stored `event_type` (SPEC §2, frozen).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -14,6 +14,8 @@ pub enum UserEvent {
     Registered(Registered),
     /// A first-factor password was set (argon2id hash only).
     PasswordSet(PasswordSet),
+    /// A login (or a password change) presented a wrong password.
+    LoginFailed(LoginFailed),
     /// A new set of recovery codes replaced any old one (argon2id hashes only).
     RecoveryCodesGenerated(RecoveryCodesGenerated),
     /// A recovery code was spent.
@@ -111,6 +113,17 @@ pub struct UserUnlocked {
     pub at: DateTime<Utc>,
 }
 
+/// Payload of [`UserEvent::LoginFailed`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoginFailed {
+    /// Why.
+    pub reason: LoginFailureReason,
+    /// Failed logins of this user so far, this one included.
+    pub failed_logins: u32,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 /// Payload of [`UserEvent::Registered`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Registered {
@@ -148,6 +161,7 @@ impl DomainEvent for UserEvent {
         match self {
             Self::Registered(_) => "Registered",
             Self::PasswordSet(_) => "PasswordSet",
+            Self::LoginFailed(_) => "LoginFailed",
             Self::RecoveryCodesGenerated(_) => "RecoveryCodesGenerated",
             Self::RecoveryUsed(_) => "RecoveryUsed",
             Self::FailedAttempt(_) => "FailedAttempt",
@@ -171,6 +185,7 @@ impl Versioned for UserEvent {
             event_type,
             "Registered"
                 | "PasswordSet"
+                | "LoginFailed"
                 | "RecoveryCodesGenerated"
                 | "RecoveryUsed"
                 | "FailedAttempt"

@@ -9,11 +9,13 @@ pub mod recovery;
 mod tests;
 
 pub use aggregate::{User, UserServices, UserStatus};
-pub use commands::{Register, UserCommand, validate_email, validate_phone_number};
+pub use commands::{
+    LoginFailureReason, Register, SetPassword, UserCommand, validate_email, validate_phone_number,
+};
 pub use error::UserError;
 pub use events::{
-    FailuresReset, PasswordSet, RecoveryCodesGenerated, RecoveryUsed, Registered, UserEvent,
-    UserFailedAttempt, UserFailureReason, UserLockedOut, UserUnlocked,
+    FailuresReset, LoginFailed, PasswordSet, RecoveryCodesGenerated, RecoveryUsed, Registered,
+    UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut, UserUnlocked,
 };
 
 use crate::factor::FactorOutcome;

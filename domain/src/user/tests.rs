@@ -130,6 +130,122 @@ async fn invalid_fields_are_rejected_and_write_nothing() {
     }
 }
 
+fn with_password() -> Vec<UserEvent> {
+    vec![
+        UserEvent::Registered(registered()),
+        UserEvent::PasswordSet(PasswordSet {
+            password_hash: crate::crypto::hash_password("correct horse battery"),
+            at: t0(),
+        }),
+    ]
+}
+
+fn set_password(new: &str, current: Option<&str>) -> UserCommand {
+    UserCommand::SetPassword(SetPassword {
+        password: Secret::new(new.into()),
+        current_password: current.map(|c| Secret::new(c.into())),
+    })
+}
+
+#[tokio::test]
+async fn set_password_stores_a_new_argon2id_hash() {
+    let events = framework()
+        .given(vec![UserEvent::Registered(registered())])
+        .when_async(set_password("a new passphrase", None))
+        .await
+        .inspect_result()
+        .unwrap();
+    let [UserEvent::PasswordSet(set)] = &events[..] else {
+        panic!("{events:?}")
+    };
+    assert!(verify_password("a new passphrase", &set.password_hash));
+    assert!(
+        !serde_json::to_string(&events)
+            .unwrap()
+            .contains("a new passphrase")
+    );
+}
+
+#[tokio::test]
+async fn changing_ones_own_password_needs_the_current_one() {
+    let events = framework()
+        .given(with_password())
+        .when_async(set_password(
+            "a new passphrase",
+            Some("correct horse battery"),
+        ))
+        .await
+        .inspect_result()
+        .unwrap();
+    assert!(matches!(events[..], [UserEvent::PasswordSet(_)]));
+    // A wrong current password changes nothing and is a counted failure.
+    framework()
+        .given(with_password())
+        .when_async(set_password("a new passphrase", Some("wrong horse")))
+        .await
+        .then_expect_events(vec![UserEvent::LoginFailed(LoginFailed {
+            reason: LoginFailureReason::WrongPassword,
+            failed_logins: 1,
+            at: t0(),
+        })]);
+    framework()
+        .given(vec![UserEvent::Registered(registered())])
+        .when_async(set_password("a new passphrase", Some("anything at all")))
+        .await
+        .then_expect_events(vec![UserEvent::LoginFailed(LoginFailed {
+            reason: LoginFailureReason::NoPassword,
+            failed_logins: 1,
+            at: t0(),
+        })]);
+}
+
+#[tokio::test]
+async fn set_password_rejects_bad_lengths_and_unknown_users() {
+    framework()
+        .given(with_password())
+        .when_async(set_password("short", None))
+        .await
+        .then_expect_error(UserError::InvalidPassword);
+    framework()
+        .given(with_password())
+        .when_async(set_password(&"x".repeat(257), None))
+        .await
+        .then_expect_error(UserError::InvalidPassword);
+    framework()
+        .given_no_previous_events()
+        .when_async(set_password("long enough", None))
+        .await
+        .then_expect_error(UserError::NotFound);
+}
+
+#[tokio::test]
+async fn failed_logins_are_counted() {
+    let mut given = with_password();
+    given.push(UserEvent::LoginFailed(LoginFailed {
+        reason: LoginFailureReason::WrongPassword,
+        failed_logins: 1,
+        at: t0(),
+    }));
+    framework()
+        .given(given)
+        .when_async(UserCommand::RecordLoginFailure {
+            reason: LoginFailureReason::WrongPassword,
+        })
+        .await
+        .then_expect_events(vec![UserEvent::LoginFailed(LoginFailed {
+            reason: LoginFailureReason::WrongPassword,
+            failed_logins: 2,
+            at: t0(),
+        })]);
+    framework()
+        .given_no_previous_events()
+        .when_async(UserCommand::RecordLoginFailure {
+            reason: LoginFailureReason::WrongPassword,
+        })
+        .await
+        .then_expect_error(UserError::NotFound);
+}
+
 #[test]
 fn event_type_strings_are_frozen() {
     use cqrs_es::DomainEvent;
@@ -143,6 +259,18 @@ fn event_type_strings_are_frozen() {
     });
     assert_eq!(set.event_type(), "PasswordSet");
     assert_eq!(set.event_version(), "1.0");
+    let failed = UserEvent::LoginFailed(LoginFailed {
+        reason: LoginFailureReason::WrongPassword,
+        failed_logins: 1,
+        at: t0(),
+    });
+    assert_eq!(failed.event_type(), "LoginFailed");
+    assert!(
+        serde_json::to_value(&failed)
+            .unwrap()
+            .get("LoginFailed")
+            .is_some()
+    );
     assert_eq!(<User as cqrs_es::Aggregate>::TYPE, "User");
 }
 

@@ -31,6 +31,8 @@ pub struct FactorRow {
     pub failed_attempts: i64,
     /// Lock deadline, RFC 3339.
     pub locked_until: Option<String>,
+    /// SMS and e-mail: the phone number or address codes go to.
+    pub destination: Option<String>,
     /// Last applied stream sequence.
     pub last_seq: i64,
 }
@@ -53,6 +55,7 @@ pub(super) fn fold(rows: &mut Rows<FactorRow>, stored: &StoredEvent, event: Fact
             last_verified_at: None,
             failed_attempts: 0,
             locked_until: None,
+            destination: e.oob.map(|o| o.destination),
             last_seq: seq,
         }),
         FactorEvent::Activated(e) => rows.update(id, seq, |r| {
@@ -84,6 +87,8 @@ pub(super) fn fold(rows: &mut Rows<FactorRow>, stored: &StoredEvent, event: Fact
         FactorEvent::EnrollmentExpired(_) => {
             rows.update(id, seq, |r| r.status = "EXPIRED".into());
         }
+        // Only the hash of a code; nothing a read model shows.
+        FactorEvent::CodeIssued(_) => rows.update(id, seq, |_| {}),
     }
 }
 
@@ -100,6 +105,7 @@ impl super::Row for FactorRow {
         "last_verified_at",
         "failed_attempts",
         "locked_until",
+        "destination",
         "last_seq",
     ];
 
@@ -126,12 +132,13 @@ impl super::Row for FactorRow {
             .bind(&self.last_verified_at)
             .bind(self.failed_attempts)
             .bind(&self.locked_until)
+            .bind(&self.destination)
             .bind(self.last_seq)
     }
 }
 
 const COLUMNS: &str = "id, user_id, factor_type, status, label, created_at, expires_at, \
-     last_verified_at, failed_attempts, locked_until, last_seq";
+     last_verified_at, failed_attempts, locked_until, destination, last_seq";
 
 impl Queries {
     pub(super) async fn factors_where(

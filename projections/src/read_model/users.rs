@@ -59,7 +59,10 @@ pub(super) fn fold(rows: &mut Rows<UserRow>, stored: &StoredEvent, event: UserEv
         }),
         UserEvent::LockedOut(_) => rows.update(id, seq, |r| r.second_factor_locked = 1),
         UserEvent::Unlocked(_) => rows.update(id, seq, |r| r.second_factor_locked = 0),
-        UserEvent::PasswordSet(_) | UserEvent::FailedAttempt(_) | UserEvent::FailuresReset(_) => {
+        UserEvent::PasswordSet(_)
+        | UserEvent::LoginFailed(_)
+        | UserEvent::FailedAttempt(_)
+        | UserEvent::FailuresReset(_) => {
             rows.update(id, seq, |_| {});
         }
     }

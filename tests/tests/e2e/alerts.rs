@@ -263,3 +263,27 @@ both_stores!(
         );
     }
 );
+
+both_stores!(the_user_gets_the_alert_by_e_mail, |store| async move {
+    let smtp = tessera_tests::smtp_sink::SmtpSink::start().await;
+    let url = smtp.url();
+    let s = TestServer::start_with(store, move |c| c.smtp_url = Some(url)).await;
+    let (user, factor, _) = s.active_totp("frank").await;
+    for _ in 0..3 {
+        assert_eq!(s.verify(&factor, "000000").await, "REJECTED");
+    }
+    let raised = wait_alerts(&s, &user, 1).await;
+    let mails = smtp
+        .wait_for("x@example.com", 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(mails.len(), 1, "one mail per alert");
+    let subject = mails[0].header("Subject").unwrap_or_default();
+    assert!(subject.contains("REPEATED_FAILURES"), "{subject}");
+    assert!(
+        mails[0].body().contains(raised[0]["id"].as_str().unwrap()),
+        "{}",
+        mails[0].body()
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(smtp.messages_to("x@example.com").len(), 1, "delivered once");
+});

@@ -64,9 +64,16 @@ both_stores!(no_event_committed_late_is_skipped, |store| async move {
     c.commit().await.unwrap();
     assert!(p1 < pa && pa < p3, "interleaving happened: {p1} {pa} {p3}");
 
-    state.read_models.catch_up().await.unwrap();
     // C's transaction ended below A's id: its events are final and applied, and the
-    // checkpoint is now past A's position.
+    // checkpoint is now past A's position. xmin is cluster-wide, so a transaction of another
+    // test (another database) can hold C's events back for a moment: wait for them.
+    for _ in 0..200 {
+        state.read_models.catch_up().await.unwrap();
+        if state.queries.user(&id("c2")).await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     for login in ["c1", "c2"] {
         assert!(
             state.queries.user(&id(login)).await.unwrap().is_some(),
@@ -83,7 +90,13 @@ both_stores!(no_event_committed_late_is_skipped, |store| async move {
     );
 
     a.commit().await.unwrap();
-    state.read_models.catch_up().await.unwrap();
+    for _ in 0..200 {
+        state.read_models.catch_up().await.unwrap();
+        if state.queries.user(&id("a1")).await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(
         state.queries.user(&id("a1")).await.unwrap().is_some(),
         "the event committed late was skipped"

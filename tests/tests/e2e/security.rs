@@ -315,3 +315,42 @@ both_stores!(depth_limit_refuses_deep_queries, |store| async move {
         "{r}"
     );
 });
+
+both_stores!(
+    the_hard_lock_also_covers_step_up_answers,
+    |store| async move {
+        let s = TestServer::start_with(store, |c| c.hard_lock_threshold = 2).await;
+        let (user, factor, secret) = s.active_totp("grace").await;
+        let start = "mutation($u: ID!) { startStepUp(input: {userId: $u, state: {}, ttlSeconds: 300}) { challenge { id } } }";
+        let complete = "mutation($c: ID!, $f: ID!, $p: String!) { completeStepUp(input: {challengeId: $c, factorId: $f, passCode: $p}) { factorResult } }";
+        let challenge =
+            s.ok(start, json!({ "u": user })).await["startStepUp"]["challenge"]["id"].clone();
+        let wrong = if s.code(&secret, 0) == "000000" {
+            "111111"
+        } else {
+            "000000"
+        };
+        for _ in 0..2 {
+            let r = s
+                .ok(complete, json!({ "c": challenge, "f": factor, "p": wrong }))
+                .await;
+            assert_eq!(r["completeStepUp"]["factorResult"], "REJECTED");
+        }
+        assert_eq!(
+            remaining(&s, &user).await["secondFactorLocked"],
+            true,
+            "step-up failures count"
+        );
+        let r = s
+            .ok(
+                complete,
+                json!({ "c": challenge, "f": factor, "p": s.code(&secret, 0) }),
+            )
+            .await;
+        assert_eq!(
+            r["completeStepUp"]["factorResult"], "LOCKED_OUT",
+            "the right code is not checked"
+        );
+        assert_eq!(s.verify(&factor, &s.code(&secret, 0)).await, "LOCKED_OUT");
+    }
+);

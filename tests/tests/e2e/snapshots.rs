@@ -323,6 +323,7 @@ async fn stock_commit_loses_an_event<R: cqrs_es::persist::PersistedEventReposito
             reason: FailureReason::WrongCode,
             counted: true,
             consecutive_failures: n,
+            challenge_id: None,
             at,
         })
     };
@@ -330,7 +331,11 @@ async fn stock_commit_loses_an_event<R: cqrs_es::persist::PersistedEventReposito
     let id = uuid::Uuid::now_v7().to_string();
     let ctx = store.load_aggregate(&id).await.unwrap();
     let first = vec![
-        FactorEvent::Activated(Activated { step: Some(1), at }),
+        FactorEvent::Activated(Activated {
+            step: Some(1),
+            challenge_id: None,
+            at,
+        }),
         failed(1),
         failed(2),
     ];

@@ -1,0 +1,351 @@
+//! Sending one-time codes out of band: e-mail over SMTP ([`smtp`]), text messages through a
+//! generic HTTP gateway ([`sms_webhook`]), and, for whichever channel is not configured, a
+//! development outbox file beside the database ([`outbox`]).
+//!
+//! A message is sent after the code's hash is committed, in a background task, with bounded
+//! retries; what came of it is recorded on the challenge (`Delivered` or `DeliveryFailed`)
+//! and counted in [`DeliveryMetrics`]. Errors carry only a status or a kind of failure, never
+//! the message: the body holds a code.
+
+pub mod outbox;
+pub mod sms_webhook;
+pub mod smtp;
+
+use std::{
+    fmt,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tessera_domain::{challenge::Channel, secret::Secret};
+use tokio::sync::Notify;
+
+use crate::config::Config;
+
+/// One message to one recipient.
+#[derive(Clone)]
+pub struct Message {
+    /// SMS or e-mail.
+    pub channel: Channel,
+    /// E.164 number or e-mail address.
+    pub to: String,
+    /// E-mail subject (unused for SMS).
+    pub subject: String,
+    /// The text; holds a code, so it never reaches a log.
+    pub body: Secret<String>,
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("channel", &self.channel)
+            .field("to", &self.to)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why one attempt failed, in words safe to log and store (`SMTP 451`, `HTTP 503`,
+/// `connect`): never the message or a credential.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryError {
+    /// What happened.
+    pub summary: String,
+    /// Whether retrying cannot help (a 5xx SMTP reply, a 4xx HTTP answer but 408/429).
+    pub permanent: bool,
+}
+
+impl DeliveryError {
+    /// A failure worth retrying.
+    pub fn transient(summary: impl Into<String>) -> Self {
+        Self {
+            summary: summary.into(),
+            permanent: false,
+        }
+    }
+
+    /// A failure retrying cannot fix.
+    pub fn permanent(summary: impl Into<String>) -> Self {
+        Self {
+            summary: summary.into(),
+            permanent: true,
+        }
+    }
+}
+
+impl fmt::Display for DeliveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.summary)
+    }
+}
+
+/// What sending a message with retries came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Attempts made.
+    pub attempts: u32,
+    /// The last attempt's result.
+    pub result: Result<(), DeliveryError>,
+}
+
+/// How often and how patiently a message is retried.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Attempts in all (at least 1).
+    pub attempts: u32,
+    /// Wait before the second attempt; doubled before each later one.
+    pub first_backoff: Duration,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct DeliveryMetrics {
+    delivered: [AtomicU64; 2],
+    failed: [AtomicU64; 2],
+    failed_attempts: [AtomicU64; 2],
+}
+
+fn slot(channel: Channel) -> usize {
+    match channel {
+        Channel::Sms => 0,
+        Channel::Email => 1,
+    }
+}
+
+impl DeliveryMetrics {
+    /// Messages delivered on `channel`.
+    pub fn delivered(&self, channel: Channel) -> u64 {
+        self.delivered[slot(channel)].load(Ordering::Relaxed)
+    }
+
+    /// Messages given up on `channel`.
+    pub fn failed(&self, channel: Channel) -> u64 {
+        self.failed[slot(channel)].load(Ordering::Relaxed)
+    }
+
+    /// Failed attempts on `channel` (retried or not).
+    pub fn failed_attempts(&self, channel: Channel) -> u64 {
+        self.failed_attempts[slot(channel)].load(Ordering::Relaxed)
+    }
+
+    /// The counters in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::from(
+            "# HELP tessera_delivery_messages_total Code messages by channel and final result.\n\
+             # TYPE tessera_delivery_messages_total counter\n",
+        );
+        for channel in [Channel::Sms, Channel::Email] {
+            let name = channel.as_str().to_lowercase();
+            out.push_str(&format!(
+                "tessera_delivery_messages_total{{channel=\"{name}\",result=\"delivered\"}} {}\n\
+                 tessera_delivery_messages_total{{channel=\"{name}\",result=\"failed\"}} {}\n",
+                self.delivered(channel),
+                self.failed(channel)
+            ));
+        }
+        out.push_str(
+            "# HELP tessera_delivery_failed_attempts_total Failed delivery attempts, retried or not.\n\
+             # TYPE tessera_delivery_failed_attempts_total counter\n",
+        );
+        for channel in [Channel::Sms, Channel::Email] {
+            out.push_str(&format!(
+                "tessera_delivery_failed_attempts_total{{channel=\"{}\"}} {}\n",
+                channel.as_str().to_lowercase(),
+                self.failed_attempts(channel)
+            ));
+        }
+        out
+    }
+}
+
+enum EmailTransport {
+    Smtp(Box<smtp::SmtpMailer>),
+    Outbox(Arc<outbox::Outbox>),
+}
+
+enum SmsTransport {
+    Webhook(sms_webhook::SmsWebhook),
+    Outbox(Arc<outbox::Outbox>),
+}
+
+/// Bad delivery settings, found at start.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryConfigError {
+    /// `TESSERA_SMTP_URL` or `TESSERA_MAIL_FROM`.
+    #[error("SMTP: {0}")]
+    Smtp(String),
+    /// `TESSERA_SMS_WEBHOOK_URL`.
+    #[error("SMS gateway: {0}")]
+    Sms(String),
+}
+
+/// The configured transports, with retries, metrics and a count of messages in flight.
+pub struct Delivery {
+    email: EmailTransport,
+    sms: SmsTransport,
+    retry: RetryPolicy,
+    metrics: DeliveryMetrics,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+impl Delivery {
+    /// The transports `config` describes: SMTP and the SMS gateway when their URLs are set,
+    /// the outbox file otherwise.
+    ///
+    /// # Errors
+    /// Malformed URLs or sender address.
+    pub fn from_config(config: &Config) -> Result<Self, DeliveryConfigError> {
+        let outbox = || Arc::new(outbox::Outbox::new(outbox_path(config)));
+        let shared = (config.smtp_url.is_none() || config.sms_webhook_url.is_none()).then(outbox);
+        let email = match &config.smtp_url {
+            Some(url) => EmailTransport::Smtp(Box::new(
+                smtp::SmtpMailer::new(url, &config.mail_from).map_err(DeliveryConfigError::Smtp)?,
+            )),
+            None => EmailTransport::Outbox(shared.clone().unwrap_or_else(outbox)),
+        };
+        let sms = match &config.sms_webhook_url {
+            Some(url) => SmsTransport::Webhook(
+                sms_webhook::SmsWebhook::new(url).map_err(DeliveryConfigError::Sms)?,
+            ),
+            None => SmsTransport::Outbox(shared.unwrap_or_else(outbox)),
+        };
+        Ok(Self {
+            email,
+            sms,
+            retry: RetryPolicy {
+                attempts: config.delivery_attempts.max(1),
+                first_backoff: Duration::from_millis(config.delivery_backoff_ms),
+            },
+            metrics: DeliveryMetrics::default(),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+        })
+    }
+
+    /// Where each channel goes, for the start-up log (no credentials).
+    pub fn describe(&self) -> [(Channel, String); 2] {
+        let email = match &self.email {
+            EmailTransport::Smtp(m) => format!("SMTP {}", m.display()),
+            EmailTransport::Outbox(o) => format!("development outbox {}", o.path().display()),
+        };
+        let sms = match &self.sms {
+            SmsTransport::Webhook(w) => format!("SMS gateway {}", w.display()),
+            SmsTransport::Outbox(o) => format!("development outbox {}", o.path().display()),
+        };
+        [(Channel::Email, email), (Channel::Sms, sms)]
+    }
+
+    /// The development outbox file, if a channel uses it.
+    pub fn outbox_path(&self) -> Option<PathBuf> {
+        match (&self.email, &self.sms) {
+            (EmailTransport::Outbox(o), _) | (_, SmsTransport::Outbox(o)) => {
+                Some(o.path().to_path_buf())
+            }
+            _ => None,
+        }
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &DeliveryMetrics {
+        &self.metrics
+    }
+
+    /// One attempt.
+    ///
+    /// # Errors
+    /// What the transport ran into.
+    pub async fn send_once(&self, message: &Message) -> Result<(), DeliveryError> {
+        match (message.channel, &self.email, &self.sms) {
+            (Channel::Email, EmailTransport::Smtp(m), _) => m.send(message).await,
+            (Channel::Email, EmailTransport::Outbox(o), _)
+            | (Channel::Sms, _, SmsTransport::Outbox(o)) => o.append(message).await,
+            (Channel::Sms, _, SmsTransport::Webhook(w)) => w.send(message).await,
+        }
+    }
+
+    /// Sends with retries and backoff; stops early on a permanent failure.
+    pub async fn send(&self, message: &Message) -> DeliveryReport {
+        let slot = slot(message.channel);
+        let mut backoff = self.retry.first_backoff;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let result = self.send_once(message).await;
+            match result {
+                Ok(()) => {
+                    self.metrics.delivered[slot].fetch_add(1, Ordering::Relaxed);
+                    return DeliveryReport { attempts, result };
+                }
+                Err(e) => {
+                    self.metrics.failed_attempts[slot].fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(channel = message.channel.as_str(), attempt = attempts, error = %e, "delivery attempt failed");
+                    if e.permanent || attempts >= self.retry.attempts {
+                        self.metrics.failed[slot].fetch_add(1, Ordering::Relaxed);
+                        return DeliveryReport {
+                            attempts,
+                            result: Err(e),
+                        };
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = backoff.saturating_mul(2);
+        }
+    }
+
+    /// Marks a background delivery as started; the guard marks it done when dropped.
+    pub fn track(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(Arc::clone(self))
+    }
+
+    /// Waits until no delivery is in flight, or `timeout` passes; returns whether it drained.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let idle = self.idle.notified();
+                if self.in_flight.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                idle.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+}
+
+/// A delivery in flight (see [`Delivery::track`]).
+pub struct InFlight(Arc<Delivery>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// The outbox file: `TESSERA_OUTBOX_PATH`, else `<database>.outbox` beside a SQLite database,
+/// else `tessera.outbox` in the working directory.
+pub fn outbox_path(config: &Config) -> PathBuf {
+    if let Some(path) = &config.outbox_path {
+        return path.clone();
+    }
+    match config.sqlite_path() {
+        Some(db) => {
+            let mut name = db.into_os_string();
+            name.push(".outbox");
+            PathBuf::from(name)
+        }
+        None => PathBuf::from("tessera.outbox"),
+    }
+}
+
+/// The text of a code message.
+pub fn code_text(code: &str, minutes: i64) -> String {
+    format!("Your Tessera code is {code}. It expires in {minutes} minutes. Do not share it.")
+}

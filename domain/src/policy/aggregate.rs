@@ -1,0 +1,96 @@
+use std::sync::Arc;
+
+use cqrs_es::{Aggregate, event_sink::EventSink};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    factor::FactorType,
+    policy::{MfaMode, MfaPolicyCommand, MfaPolicyError, MfaPolicyEvent, MfaPolicySet},
+    services::Clock,
+};
+
+/// The id of the one policy stream.
+pub const POLICY_ID: &str = "global";
+
+/// The MFA policy, folded from its events. Before any is set: OPTIONAL, every supported type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MfaPolicy {
+    /// Whether logins ask for a second factor.
+    pub mode: MfaMode,
+    /// Factor types that may be enrolled and used at login.
+    pub allowed_factor_types: Vec<FactorType>,
+}
+
+impl Default for MfaPolicy {
+    fn default() -> Self {
+        Self {
+            mode: MfaMode::Optional,
+            allowed_factor_types: vec![FactorType::Totp, FactorType::Sms, FactorType::Email],
+        }
+    }
+}
+
+impl MfaPolicy {
+    /// Whether factors of type `t` may be enrolled and used at login.
+    pub fn allows(&self, t: FactorType) -> bool {
+        self.allowed_factor_types.contains(&t)
+    }
+}
+
+/// What the policy's commands need from outside.
+#[derive(Clone, Debug)]
+pub struct MfaPolicyServices {
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Aggregate for MfaPolicy {
+    const TYPE: &'static str = "MfaPolicy";
+    type Command = MfaPolicyCommand;
+    type Event = MfaPolicyEvent;
+    type Error = MfaPolicyError;
+    type Services = MfaPolicyServices;
+
+    async fn handle(
+        &mut self,
+        command: MfaPolicyCommand,
+        services: &MfaPolicyServices,
+        sink: &EventSink<Self>,
+    ) -> Result<(), MfaPolicyError> {
+        match command {
+            MfaPolicyCommand::Set {
+                mode,
+                allowed_factor_types,
+            } => {
+                if allowed_factor_types.contains(&FactorType::Webauthn) {
+                    return Err(MfaPolicyError::UnsupportedType);
+                }
+                // A fixed order and no duplicates, so equal policies have equal events.
+                let allowed: Vec<FactorType> =
+                    [FactorType::Totp, FactorType::Sms, FactorType::Email]
+                        .into_iter()
+                        .filter(|t| allowed_factor_types.contains(t))
+                        .collect();
+                if allowed.is_empty() && mode != MfaMode::Disabled {
+                    return Err(MfaPolicyError::NoFactorTypeAllowed);
+                }
+                let set = MfaPolicySet {
+                    mode,
+                    allowed_factor_types: allowed,
+                    at: services.clock.now(),
+                };
+                sink.write(MfaPolicyEvent::MfaPolicySet(set), self).await;
+                Ok(())
+            }
+        }
+    }
+
+    fn apply(&mut self, event: MfaPolicyEvent) {
+        match event {
+            MfaPolicyEvent::MfaPolicySet(e) => {
+                self.mode = e.mode;
+                self.allowed_factor_types = e.allowed_factor_types;
+            }
+        }
+    }
+}

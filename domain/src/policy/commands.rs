@@ -1,0 +1,21 @@
+use crate::{factor::FactorType, policy::MfaMode};
+
+/// Commands on the MFA policy.
+#[derive(Clone, Debug)]
+pub enum MfaPolicyCommand {
+    /// Replace the policy.
+    Set {
+        /// Whether logins ask for a second factor.
+        mode: MfaMode,
+        /// Factor types that may be enrolled and used at login.
+        allowed_factor_types: Vec<FactorType>,
+    },
+}
+
+impl crate::versioning::CommandName for MfaPolicyCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Set { .. } => "SetMfaPolicy",
+        }
+    }
+}

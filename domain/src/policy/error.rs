@@ -1,0 +1,27 @@
+use crate::error::{Classify, ErrorKind};
+
+/// Why a policy change was rejected.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MfaPolicyError {
+    /// OPTIONAL or REQUIRED with no factor type allowed.
+    #[error("allowedFactorTypes must name at least one type unless mode is DISABLED")]
+    NoFactorTypeAllowed,
+    /// A type that cannot be enrolled yet.
+    #[error("factor type not supported")]
+    UnsupportedType,
+}
+
+impl Classify for MfaPolicyError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NoFactorTypeAllowed | Self::UnsupportedType => ErrorKind::InvalidInput,
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::NoFactorTypeAllowed => "NO_FACTOR_TYPE_ALLOWED",
+            Self::UnsupportedType => "UNSUPPORTED_FACTOR_TYPE",
+        }
+    }
+}
