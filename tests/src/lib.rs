@@ -234,8 +234,10 @@ impl TestServer {
     /// Every event through `events(first: 500)` once it shows all `log_identities` (a
     /// transaction elsewhere on the PostgreSQL cluster can hold the tail back briefly).
     pub async fn settled_events(&self) -> Vec<Value> {
-        let want = self.log_identities().await;
         for _ in 0..100 {
+            // The table first, then the API: retry until the API shows exactly what the
+            // table held just before (the log may grow meanwhile).
+            let want = self.log_identities().await;
             let all = self.all_events(Value::Null, 500).await;
             if all.iter().map(identity).collect::<Vec<_>>() == want {
                 return all;
