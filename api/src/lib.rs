@@ -45,7 +45,6 @@ use tessera_domain::{
 use tessera_projections::{
     Db, LogHead, Runner,
     alerts::{AlertReactor, FailureRule},
-    live::LiveTail,
     read_model::{Queries, ReadModels},
     seal::Sealer,
 };
@@ -158,7 +157,6 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
     .await?;
     let delivery = Arc::new(delivery::Delivery::from_config(&config)?);
     let deliverer = alerts::Deliverer::new(db.clone(), webhook, Arc::clone(&delivery));
-    let live = LiveTail::new(db.clone());
     let challenges = Store::new(
         &pool,
         ChallengeServices {
@@ -199,7 +197,6 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         read_models,
         reactor,
         deliverer,
-        live,
         sealer,
         log_head,
         db,
@@ -418,7 +415,6 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
         state.read_models.spawn(PROJECTION_POLL, rx.clone()),
         state.reactor.spawn(PROJECTION_POLL, rx.clone()),
         state.deliverer.spawn(PROJECTION_POLL, rx.clone()),
-        state.live.spawn(PROJECTION_POLL, rx.clone()),
         state.sealer.spawn(PROJECTION_POLL, rx.clone()),
         state.log_head.spawn(PROJECTION_POLL, rx.clone()),
     ];

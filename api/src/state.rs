@@ -10,7 +10,6 @@ use tessera_domain::{
 use tessera_projections::{
     Db, LogHead, Runner,
     alerts::AlertReactor,
-    live::LiveTail,
     read_model::{Queries, ReadModels},
     seal::Sealer,
 };
@@ -55,8 +54,6 @@ pub struct AppState {
     pub reactor: Arc<Runner<AlertReactor>>,
     /// The alert outbox worker.
     pub deliverer: Arc<Deliverer>,
-    /// The live feed for subscriptions.
-    pub live: Arc<LiveTail>,
     /// The read-model projection.
     pub read_models: Arc<Runner<ReadModels>>,
     /// The consumer that extends the log's hash chain.
@@ -121,7 +118,6 @@ impl AppState {
     pub fn nudge(&self) {
         self.read_models.nudge();
         self.reactor.nudge();
-        self.live.nudge();
         self.log_head.nudge();
     }
 
@@ -133,7 +129,6 @@ impl AppState {
         };
         // Alerts and subscriptions need not wait, but need not wait for a poll either.
         self.reactor.nudge();
-        self.live.nudge();
         self.log_head.nudge();
         let seq = i64::try_from(seq).unwrap_or(i64::MAX);
         match self

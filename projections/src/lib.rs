@@ -12,7 +12,6 @@
 pub mod alerts;
 pub mod audit;
 pub mod db;
-pub mod live;
 pub mod log;
 pub mod read_model;
 pub mod runner;

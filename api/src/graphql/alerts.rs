@@ -5,18 +5,19 @@ use async_graphql::{
     connection::{Connection, Edge, query},
 };
 use chrono::{DateTime, Utc};
-use futures::{Stream, StreamExt, stream};
+use futures::{Stream, StreamExt};
 use tessera_domain::{
     alert::{AlertCommand, AlertEvent},
     ids::UserId,
 };
-use tessera_projections::{alerts::AlertRow, parse_ts};
+use tessera_projections::{alerts::AlertRow, audit::Filter, parse_ts};
 use uuid::Uuid;
 
 use crate::{
     auth::Caller,
     graphql::{
         ContextExt,
+        audit::tail_stored,
         error::{ApiError, ApiResult, IntoGraphql},
         user::parse_user_id,
     },
@@ -172,44 +173,42 @@ impl AlertSubscription {
         ctx: &Context<'_>,
         user_id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = SecurityAlert>> {
-        let (scope, receiver) = match ctx
-            .caller()
-            .and_then(|c| alert_scope(c, user_id.as_ref()))
-            .and_then(|scope| Ok((scope, ctx.state()?.live.subscribe())))
-        {
-            Ok(v) => v,
-            Err(e) => return Err(e.into_graphql(ctx)),
+        let prepared: ApiResult<_> = async {
+            let scope = alert_scope(ctx.caller()?, user_id.as_ref())?;
+            let state = ctx.state()?.clone();
+            // From the log's head now: alerts raised from here on, by any node.
+            let mut conn = state.db.pool.acquire().await.map_err(ApiError::internal)?;
+            let head = tessera_projections::log::head(&mut conn, state.db.backend).await?;
+            drop(conn);
+            Ok((scope, state, head))
+        }
+        .await;
+        let (scope, state, head) = prepared.gql(ctx)?;
+        let filter = Filter {
+            aggregate_type: Some("Alert".into()),
+            event_types: Some(vec!["SecurityAlertRaised".into()]),
+            ..Filter::default()
         };
-        let events = stream::unfold(receiver, |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(event) => return Some((event, rx)),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(skipped = n, "a slow subscriber missed events");
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        Ok(
+            tail_stored(state, filter, head).filter_map(move |event| async move {
+                let AlertEvent::SecurityAlertRaised(raised) =
+                    event.ok()?.decode::<AlertEvent>().ok()?
+                else {
+                    return None;
+                };
+                if scope.is_some_and(|u| u != raised.user_id) {
+                    return None;
                 }
-            }
-        });
-        Ok(events.filter_map(move |event| async move {
-            if event.aggregate_type != "Alert" {
-                return None;
-            }
-            let AlertEvent::SecurityAlertRaised(raised) = event.decode::<AlertEvent>().ok()? else {
-                return None;
-            };
-            if scope.is_some_and(|u| u != raised.user_id) {
-                return None;
-            }
-            Some(SecurityAlert {
-                id: ID(raised.alert_id.to_string()),
-                user_id: ID(raised.user_id.to_string()),
-                kind: raised.kind.as_str().to_string(),
-                reason: raised.reason,
-                raised_at: raised.at,
-                acknowledged_at: None,
-                caused_by: Json(serde_json::to_value(raised.caused_by).unwrap_or_default()),
-            })
-        }))
+                Some(SecurityAlert {
+                    id: ID(raised.alert_id.to_string()),
+                    user_id: ID(raised.user_id.to_string()),
+                    kind: raised.kind.as_str().to_string(),
+                    reason: raised.reason,
+                    raised_at: raised.at,
+                    acknowledged_at: None,
+                    caused_by: Json(serde_json::to_value(raised.caused_by).unwrap_or_default()),
+                })
+            }),
+        )
     }
 }

@@ -13,7 +13,7 @@ use async_graphql::{
     connection::{Connection, Edge, query},
 };
 use chrono::{DateTime, Utc};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tessera_projections::{
     Cursor, StoredEvent,
     audit::{self, Filter},
@@ -249,6 +249,21 @@ fn tail(
     filter: Filter,
     after: Cursor,
 ) -> impl Stream<Item = async_graphql::Result<AuditEvent>> {
+    tail_stored(state, filter, after).map(|item| {
+        item.and_then(|event| {
+            AuditEvent::from_stored(event).map_err(|e| async_graphql::Error::new(e.to_string()))
+        })
+    })
+}
+
+/// The events matching `filter` after `after`: history first, then live as the log's head
+/// moves (any node's writes), until the server stops. Each subscription reads the store
+/// itself, so a slow subscriber is never dropped events, only served later.
+pub(crate) fn tail_stored(
+    state: AppState,
+    filter: Filter,
+    after: Cursor,
+) -> impl Stream<Item = async_graphql::Result<StoredEvent>> {
     let tail = Tail {
         head: state.log_head.subscribe(),
         stop: state.shutdown.subscribe(),
@@ -264,9 +279,7 @@ fn tail(
                 return None;
             }
             if let Some(event) = t.buffer.pop_front() {
-                let item = AuditEvent::from_stored(event)
-                    .map_err(|e| async_graphql::Error::new(e.to_string()));
-                return Some((item, t));
+                return Some((Ok(event), t));
             }
             match t.fill().await {
                 Ok(true) => continue,
