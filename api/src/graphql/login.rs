@@ -23,8 +23,7 @@ use crate::{
         ContextExt,
         challenge::{ANONYMOUS, factor_type_not_allowed, parse_challenge_id},
         error::{ApiError, ApiResult, IntoGraphql},
-        factor::{parse_factor_id, pass_code},
-        step_up::{ProofRequest, prove_for_challenge},
+        step_up::{ProofAnswer, ProofRequest, prove_for_challenge},
         types::{Challenge, Factor, FactorResult, FactorStatus, FactorType},
     },
     state::AppState,
@@ -47,10 +46,12 @@ pub struct LoginInput {
 pub struct CompleteLoginInput {
     /// The challenge `login` returned.
     pub challenge_id: ID,
-    /// One of the factors `login` listed.
-    pub factor_id: ID,
+    /// One of the factors `login` listed (or give `recoveryCode` instead).
+    pub factor_id: Option<ID>,
     /// Its code (TOTP, or the SMS/e-mail code `challengeFactor` sent for this challenge).
-    pub pass_code: String,
+    pub pass_code: Option<String>,
+    /// One of the user's recovery codes, instead of a factor and its code.
+    pub recovery_code: Option<String>,
 }
 
 /// Result of `login` and `completeLogin`.
@@ -316,15 +317,14 @@ impl LoginMutation {
         async {
             let state = ctx.state()?;
             let challenge_id = parse_challenge_id(&input.challenge_id)?;
-            let factor_id = parse_factor_id(&input.factor_id)?;
-            let pass_code = pass_code(input.pass_code)?;
+            let answer =
+                ProofAnswer::from_input(input.factor_id, input.pass_code, input.recovery_code)?;
             let (policy, _) = state.policy.load(POLICY_ID).await?;
             let request = ProofRequest {
                 actor: actor(ctx),
                 purpose: ChallengePurpose::Login,
                 challenge_id,
-                factor_id,
-                pass_code,
+                answer,
             };
             let proof = prove_for_challenge(ctx, state, request, |f| match f.factor_type {
                 Some(t) if policy.allows(t) => Ok(()),
@@ -338,7 +338,7 @@ impl LoginMutation {
                 now,
             ));
             let user_id = proof.challenge.user_id;
-            let method = proof.factor_type.and_then(Method::of_factor);
+            let method = proof.method;
             match (proof.result, user_id, method) {
                 (FactorResult::Success, Some(user_id), Some(method)) => {
                     let (access_token, expires_at) =

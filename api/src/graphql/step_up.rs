@@ -8,9 +8,11 @@ use serde_json::Value;
 use tessera_domain::{
     challenge::{
         ChallengeCommand, ChallengeError, ChallengeEvent, ChallengePurpose, ChallengeStatus, Issue,
+        Method,
     },
     factor::{FactorCommand, FactorError, FactorOutcome, outcome_of},
     ids::ChallengeId,
+    user::{UserCommand, recovery_outcome},
 };
 
 use crate::{
@@ -48,10 +50,12 @@ pub struct StartStepUpInput {
 pub struct CompleteStepUpInput {
     /// The step-up challenge.
     pub challenge_id: ID,
-    /// One of the user's active factors.
-    pub factor_id: ID,
+    /// One of the user's active factors (or give `recoveryCode` instead).
+    pub factor_id: Option<ID>,
     /// Its code (TOTP, or the SMS/e-mail code sent for this challenge by `challengeFactor`).
-    pub pass_code: String,
+    pub pass_code: Option<String>,
+    /// One of the user's recovery codes, instead of a factor and its code.
+    pub recovery_code: Option<String>,
 }
 
 /// Result of `completeStepUp`.
@@ -77,8 +81,55 @@ pub(crate) struct ChallengeProof {
     pub challenge: tessera_domain::challenge::Challenge,
     /// The factor after it.
     pub factor: Option<Factor>,
-    /// The factor's type, when it answered.
-    pub factor_type: Option<tessera_domain::factor::FactorType>,
+    /// How the challenge was answered, when it was.
+    pub method: Option<Method>,
+}
+
+/// A recovery code answers a challenge: it is spent on the user's stream (single use, hard
+/// lock and failure budget included, as `useRecoveryCode`), and a success completes the
+/// challenge. A wrong code is counted on the user, whose budget bounds guessing; 50-bit codes
+/// leave nothing to gain from the challenge's own five tries.
+async fn prove_recovery_for_challenge(
+    state: &AppState,
+    metadata: &std::collections::HashMap<String, String>,
+    challenge: tessera_domain::challenge::Challenge,
+    challenge_id: ChallengeId,
+    purpose: ChallengePurpose,
+    code: tessera_domain::secret::Secret<String>,
+) -> ApiResult<ChallengeProof> {
+    let owner = challenge.user_id.ok_or(ChallengeError::NotFound)?;
+    let key = owner.to_string();
+    let spent = state
+        .users
+        .execute(&key, UserCommand::UseRecoveryCode { code }, metadata)
+        .await?;
+    state.settle(&key, &spent).await;
+    let outcome = recovery_outcome(&spent.payloads())
+        .ok_or_else(|| ApiError::internal("recovery command wrote no outcome"))?;
+    if outcome != FactorOutcome::Success {
+        return Ok(ChallengeProof {
+            result: outcome.into(),
+            challenge,
+            factor: None,
+            method: None,
+        });
+    }
+    let command = ChallengeCommand::Complete {
+        purpose,
+        user_id: owner,
+        factor_id: None,
+        method: Method::RecoveryCode,
+    };
+    let completed = state
+        .challenges
+        .execute(&challenge_id.to_string(), command, metadata)
+        .await?;
+    Ok(ChallengeProof {
+        result: FactorResult::Success,
+        challenge: completed.state,
+        factor: None,
+        method: Some(Method::RecoveryCode),
+    })
 }
 
 /// A code given to answer a step-up or login challenge.
@@ -89,10 +140,44 @@ pub(crate) struct ProofRequest {
     pub purpose: ChallengePurpose,
     /// The challenge.
     pub challenge_id: ChallengeId,
-    /// The factor.
-    pub factor_id: tessera_domain::ids::FactorId,
-    /// Its code.
-    pub pass_code: tessera_domain::secret::PassCode,
+    /// What answers it.
+    pub answer: ProofAnswer,
+}
+
+/// What answers a challenge: a factor's code, or one of the user's recovery codes.
+pub(crate) enum ProofAnswer {
+    /// A factor and its code.
+    Factor {
+        /// The factor.
+        factor_id: tessera_domain::ids::FactorId,
+        /// Its code.
+        pass_code: tessera_domain::secret::PassCode,
+    },
+    /// A recovery code.
+    RecoveryCode(tessera_domain::secret::Secret<String>),
+}
+
+impl ProofAnswer {
+    /// From the input fields: `factorId` with `passCode`, or `recoveryCode`, not both.
+    pub(crate) fn from_input(
+        factor_id: Option<ID>,
+        pass_code_input: Option<String>,
+        recovery_code: Option<String>,
+    ) -> ApiResult<Self> {
+        match (factor_id, pass_code_input, recovery_code) {
+            (Some(f), Some(p), None) => Ok(Self::Factor {
+                factor_id: parse_factor_id(&f)?,
+                pass_code: pass_code(p)?,
+            }),
+            (None, None, Some(code)) if code.len() <= 64 => Ok(Self::RecoveryCode(
+                tessera_domain::secret::Secret::new(code),
+            )),
+            _ => Err(ApiError::bad_input(
+                "ANSWER_REQUIRED",
+                "give factorId with passCode, or recoveryCode",
+            )),
+        }
+    }
 }
 
 /// Checks the code with the factor, for the challenge, and records the answer on the
@@ -108,8 +193,7 @@ pub(crate) async fn prove_for_challenge(
         actor,
         purpose,
         challenge_id,
-        factor_id,
-        pass_code,
+        answer,
     } = request;
     let metadata = ctx.meta().metadata(&actor);
     let now = state.clock.now();
@@ -132,11 +216,28 @@ pub(crate) async fn prove_for_challenge(
                 result: FactorResult::Expired,
                 challenge: committed.state,
                 factor: None,
-                factor_type: None,
+                method: None,
             });
         }
         _ => {}
     }
+    let (factor_id, pass_code) = match answer {
+        ProofAnswer::Factor {
+            factor_id,
+            pass_code,
+        } => (factor_id, pass_code),
+        ProofAnswer::RecoveryCode(code) => {
+            return prove_recovery_for_challenge(
+                state,
+                &metadata,
+                challenge,
+                challenge_id,
+                purpose,
+                code,
+            )
+            .await;
+        }
+    };
     let factor = load_factor(state, factor_id).await?;
     let owner = factor.user_id.ok_or(FactorError::NotFound)?;
     if challenge.user_id != Some(owner) {
@@ -149,7 +250,7 @@ pub(crate) async fn prove_for_challenge(
             result: FactorResult::LockedOut,
             challenge,
             factor: Some(Factor::from_aggregate(factor_id, &factor, now)),
-            factor_type: Some(factor_type),
+            method: None,
         });
     };
     let committed = state
@@ -199,7 +300,7 @@ pub(crate) async fn prove_for_challenge(
         result,
         challenge: recorded.state,
         factor: Some(Factor::from_aggregate(factor_id, &committed.state, now)),
-        factor_type: Some(factor_type),
+        method: Method::of_factor(factor_type),
     })
 }
 
@@ -286,8 +387,8 @@ impl StepUpMutation {
             let state = ctx.state()?;
             let caller = ctx.caller()?;
             let challenge_id = parse_challenge_id(&input.challenge_id)?;
-            let factor_id = parse_factor_id(&input.factor_id)?;
-            let pass_code = pass_code(input.pass_code)?;
+            let answer =
+                ProofAnswer::from_input(input.factor_id, input.pass_code, input.recovery_code)?;
             let challenge = load_challenge(state, challenge_id).await?;
             if !challenge.user_id.is_some_and(|u| caller.may_act_on(u)) {
                 return Err(ApiError::Forbidden);
@@ -296,8 +397,7 @@ impl StepUpMutation {
                 actor: caller.actor(),
                 purpose: ChallengePurpose::StepUp,
                 challenge_id,
-                factor_id,
-                pass_code,
+                answer,
             };
             // A pending factor is refused by the factor itself (FACTOR_NOT_ACTIVE).
             let proof = prove_for_challenge(ctx, state, request, |_| Ok(())).await?;

@@ -63,6 +63,8 @@ pub enum Method {
     Sms,
     /// An e-mail code.
     Email,
+    /// One of the user's recovery codes.
+    RecoveryCode,
 }
 
 impl Method {
@@ -73,6 +75,8 @@ impl Method {
             Self::Totp => "otp",
             Self::Sms => "sms",
             Self::Email => "email",
+            // RFC 8176 has no value for recovery codes; "kba" (knowledge) would mislead.
+            Self::RecoveryCode => "rc",
         }
     }
 

@@ -564,3 +564,85 @@ both_stores!(
         );
     }
 );
+
+both_stores!(login_completed_with_a_recovery_code, |store| async move {
+    let s = TestServer::start(store).await;
+    let user = s.create_full_user("rita", PASSWORD).await;
+    let (factor, secret) = s.enroll_totp(&user).await;
+    let codes = s.activate(&factor, &s.code(&secret, 0)).await["recoveryCodes"].clone();
+    let code = codes[0].as_str().unwrap().to_string();
+    let complete = "mutation($c: ID!, $r: String) { completeLogin(input: {challengeId: $c, recoveryCode: $r}) { factorResult accessToken mfaRequired } }";
+
+    let r = s.login("rita", PASSWORD).await;
+    let challenge = login_data(&r)["challenge"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A wrong recovery code: no token, and the user's budget counts it.
+    let r = s
+        .gql(complete, json!({ "c": challenge, "r": "ZZZZZ-ZZZZZ" }))
+        .await;
+    assert_eq!(
+        r["data"]["completeLogin"]["factorResult"], "REJECTED",
+        "{r}"
+    );
+    assert_eq!(r["data"]["completeLogin"]["accessToken"], Value::Null);
+
+    let r = s.gql(complete, json!({ "c": challenge, "r": code })).await;
+    let data = &r["data"]["completeLogin"];
+    assert_eq!(data["factorResult"], "SUCCESS", "{r}");
+    let claims = jwt_claims(data["accessToken"].as_str().unwrap());
+    assert_eq!(claims["amr"], json!(["pwd", "rc"]));
+    assert_eq!(claims["sub"], user.as_str());
+
+    // The code is spent: a new login cannot use it again.
+    let r = s.login("rita", PASSWORD).await;
+    let again = login_data(&r)["challenge"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let r = s.gql(complete, json!({ "c": again, "r": code })).await;
+    assert_eq!(
+        r["data"]["completeLogin"]["factorResult"], "REJECTED",
+        "{r}"
+    );
+    let left = s
+        .ok(
+            "query($u: ID!) { user(id: $u) { recoveryCodesRemaining } }",
+            json!({ "u": user }),
+        )
+        .await;
+    assert_eq!(left["user"]["recoveryCodesRemaining"], 9);
+
+    // Both or neither of the two kinds of answer is bad input.
+    let both = s
+        .gql(
+            "mutation($c: ID!, $f: ID!, $r: String) { completeLogin(input: {challengeId: $c, factorId: $f, passCode: \"123456\", recoveryCode: $r}) { factorResult } }",
+            json!({ "c": again, "f": factor, "r": codes[1] }),
+        )
+        .await;
+    assert_eq!(error_code(&both), "BAD_USER_INPUT");
+    assert_eq!(error_reason(&both), "ANSWER_REQUIRED");
+});
+
+both_stores!(step_up_completed_with_a_recovery_code, |store| async move {
+    let s = TestServer::start(store).await;
+    let user = s.create_user("sam").await;
+    let (factor, secret) = s.enroll_totp(&user).await;
+    let codes = s.activate(&factor, &s.code(&secret, 0)).await["recoveryCodes"].clone();
+    let start = "mutation($u: ID!) { startStepUp(input: {userId: $u, state: {amount: 42}, ttlSeconds: 300}) { challenge { id } } }";
+    let complete = "mutation($c: ID!, $r: String) { completeStepUp(input: {challengeId: $c, recoveryCode: $r}) { factorResult state challenge { status } } }";
+    let challenge =
+        s.ok(start, json!({ "u": user })).await["startStepUp"]["challenge"]["id"].clone();
+    let r = s
+        .ok(complete, json!({ "c": challenge, "r": codes[2] }))
+        .await;
+    assert_eq!(r["completeStepUp"]["factorResult"], "SUCCESS");
+    assert_eq!(r["completeStepUp"]["state"], json!({ "amount": 42 }));
+    assert_eq!(r["completeStepUp"]["challenge"]["status"], "COMPLETED");
+    // Completed once: a second answer is refused.
+    let r = s
+        .gql(complete, json!({ "c": challenge, "r": codes[3] }))
+        .await;
+    assert_eq!(error_code(&r), "CONFLICT", "{r}");
+});
