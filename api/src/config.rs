@@ -57,8 +57,8 @@ pub struct Config {
     /// Size of the database pools.
     #[arg(long, env = "TESSERA_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
-    /// A factor's state is snapshotted every this many events, so verification reads at most
-    /// this many events however long the factor's history grows. Reading an event costs a few
+    /// A factor's (and a user's) state is snapshotted every this many events, so verification
+    /// reads at most this many events however long the history grows. Reading an event costs a few
     /// microseconds, a snapshot write one small transaction: 25 keeps verification of a long
     /// history within a few percent of a new factor's on both stores (tests/benches).
     #[arg(long, env = "TESSERA_FACTOR_SNAPSHOT_EVERY", default_value_t = 25)]

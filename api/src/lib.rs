@@ -107,12 +107,15 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
     let pool = Pool::connect(&config.database_url, config.db_pool_size).await?;
     pool.migrate().await?;
     let db = Db::connect(&config.database_url, config.db_pool_size).await?;
-    let users = Store::new(
+    // A user under attack collects a failure event per wrong code on any of its factors (the
+    // hard-lock count): snapshotted like factors, so its load stays short too.
+    let users = Store::with_snapshots(
         &pool,
         UserServices {
             clock: Arc::clone(&clock),
             hard_lock_threshold: config.hard_lock_threshold,
         },
+        config.factor_snapshot_every,
     );
     // A brute-forced factor collects thousands of FailedAttempt events: snapshots keep its
     // verification as fast as a new factor's.

@@ -61,6 +61,9 @@ impl Pool {
             let pool = PgPoolOptions::new()
                 .max_connections(size)
                 .acquire_timeout(Duration::from_secs(10))
+                // sqlx pings every connection it hands out: a round trip before each query
+                // of the hot path. A broken connection fails its query instead, and is dropped.
+                .test_before_acquire(false)
                 .connect_with(options)
                 .await?;
             Ok(Self::Pg(pool))
@@ -72,6 +75,7 @@ impl Pool {
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new()
                 .max_connections(size)
+                .test_before_acquire(false)
                 .connect_with(options)
                 .await?;
             Ok(Self::Lite(pool))
@@ -390,7 +394,27 @@ where
     /// Store errors.
     pub async fn load(&self, id: &str) -> Result<(A, usize), AggregateError<A::Error>> {
         let ctx = self.events.load_aggregate(id).await?;
+        self.heal_snapshot(
+            id,
+            &ctx.aggregate,
+            ctx.current_sequence,
+            ctx.current_snapshot,
+        )
+        .await;
         Ok((ctx.aggregate, ctx.current_sequence))
+    }
+
+    /// After a load: if the stream has passed a snapshot boundary that no snapshot covers
+    /// (events written before snapshots were on, by an import, or a snapshot write that
+    /// failed), store the loaded state now, so the replay is paid once rather than by every
+    /// load until a commit happens to cross the next boundary.
+    async fn heal_snapshot(&self, id: &str, state: &A, sequence: usize, snapshot: Option<usize>) {
+        if let Some(every) = self.snapshot_every
+            && sequence / every > snapshot.unwrap_or(0)
+        {
+            self.write_snapshot(id, sequence, sequence / every, state)
+                .await;
+        }
     }
 
     /// The aggregate folded from every event of its stream, ignoring snapshots.
@@ -443,10 +467,7 @@ where
         loop {
             let (mut state, loaded_sequence) = match loaded.take() {
                 Some(preloaded) => preloaded,
-                None => {
-                    let ctx = self.events.load_aggregate(id).await?;
-                    (ctx.aggregate, ctx.current_sequence)
-                }
+                None => self.load(id).await?,
             };
             let sink = EventSink::default();
             // The sink applies each event to `state` as it is written, so `state` ends as the
@@ -505,14 +526,20 @@ where
         if from / every == to / every {
             return;
         }
+        self.write_snapshot(id, to, to / every, state).await;
+    }
+
+    /// Stores `state`, the aggregate after event `sequence`, as snapshot number `number`.
+    /// Best effort: a snapshot is a cache.
+    async fn write_snapshot(&self, id: &str, sequence: usize, number: usize, state: &A) {
         let result = match serde_json::to_string(state) {
             Ok(payload) => self
                 .repo
                 .save_snapshot(
                     A::TYPE,
                     id,
-                    i64::try_from(to).unwrap_or(i64::MAX),
-                    i64::try_from(to / every).unwrap_or(i64::MAX),
+                    i64::try_from(sequence).unwrap_or(i64::MAX),
+                    i64::try_from(number).unwrap_or(i64::MAX),
                     payload,
                 )
                 .await

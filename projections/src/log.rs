@@ -139,6 +139,19 @@ pub async fn read_after(
     rows.iter().map(from_row).collect()
 }
 
+/// The peek of [`has_after`] on PostgreSQL. The ORDER BY is what makes it an index probe:
+/// without it the planner guesses that a sequential scan finds a row at once, and it reads the
+/// whole log whenever nothing is pending (12 ms a peek at 30k events, most of the database's
+/// time under load).
+pub const PG_PEEK: &str = "SELECT 1 FROM events \
+     WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) \
+       AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+     ORDER BY tx_id, global_position LIMIT 1";
+
+/// The peek of [`has_after`] on SQLite.
+pub const LITE_PEEK: &str =
+    "SELECT 1 FROM events WHERE global_seq > $1 ORDER BY global_seq LIMIT 1";
+
 /// Whether anything is readable after `after` (a cheap, read-only peek before opening a
 /// write transaction).
 ///
@@ -151,18 +164,14 @@ pub async fn has_after(
 ) -> Result<bool, Error> {
     let row = match backend {
         Backend::Postgres => {
-            sqlx::query(
-                "SELECT 1 FROM events \
-                 WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) \
-                   AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) LIMIT 1",
-            )
-            .bind(after.tx)
-            .bind(after.pos)
-            .fetch_optional(&mut *conn)
-            .await?
+            sqlx::query(PG_PEEK)
+                .bind(after.tx)
+                .bind(after.pos)
+                .fetch_optional(&mut *conn)
+                .await?
         }
         Backend::Sqlite => {
-            sqlx::query("SELECT 1 FROM events WHERE global_seq > $1 LIMIT 1")
+            sqlx::query(LITE_PEEK)
                 .bind(after.pos)
                 .fetch_optional(&mut *conn)
                 .await?

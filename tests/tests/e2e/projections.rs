@@ -2,6 +2,7 @@
 
 use serde_json::json;
 use tessera_api::store::Pool;
+use tessera_projections::log;
 use tessera_tests::{TestServer, both_stores};
 
 both_stores!(rebuild_gives_identical_tables, |store| async move {
@@ -177,3 +178,77 @@ both_stores!(
         );
     }
 );
+
+both_stores!(the_tail_peek_is_an_index_probe, |store| async move {
+    // Every consumer peeks after each local commit; a peek that scans the log costs time in
+    // proportion to its length when nothing is pending, i.e. nearly always.
+    let s = TestServer::start(store).await;
+    let state = &s.server().state;
+    match &state.pool {
+        Pool::Pg(pg) => {
+            // A log as commands write it: one transaction per event, so the planner sees as
+            // many transaction ids as events (with few, it happens to choose the index).
+            let (_, factor, _) = s.active_totp("alice").await;
+            let payload = json!({ "FailedAttempt": { "reason": "REPLAYED",
+                "consecutive_failures": 0, "at": "2026-01-01T00:00:00Z" } });
+            let mut conn = pg.acquire().await.unwrap();
+            for sql in [
+                "SET synchronous_commit = off".to_string(),
+                format!(
+                    "DO $$ BEGIN FOR i IN 3..5002 LOOP \
+                       INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                                           event_version, payload, metadata) \
+                       VALUES ('Factor', '{factor}', i, 'FailedAttempt', '1.0', '{payload}', '{{}}'); \
+                       COMMIT; \
+                     END LOOP; END $$"
+                ),
+                "ANALYZE events".to_string(),
+            ] {
+                sqlx::raw_sql(&sql).execute(&mut *conn).await.unwrap();
+            }
+            drop(conn);
+            let (tx, pos): (i64, i64) = sqlx::query_as(
+                "SELECT tx_id::text::bigint, global_position FROM events \
+                 ORDER BY tx_id DESC, global_position DESC LIMIT 1",
+            )
+            .fetch_one(pg)
+            .await
+            .unwrap();
+            // The plan a prepared statement settles on after its first executions: generic,
+            // blind to the cursor's values.
+            let mut conn = pg.acquire().await.unwrap();
+            for sql in [
+                "SET plan_cache_mode = force_generic_plan".to_string(),
+                format!("PREPARE peek(bigint, bigint) AS {}", log::PG_PEEK),
+            ] {
+                sqlx::raw_sql(&sql).execute(&mut *conn).await.unwrap();
+            }
+            let plan: Vec<(String,)> =
+                sqlx::query_as(&format!("EXPLAIN EXECUTE peek({tx}, {pos})"))
+                    .fetch_all(&mut *conn)
+                    .await
+                    .unwrap();
+            let plan: Vec<String> = plan.into_iter().map(|(line,)| line).collect();
+            assert!(
+                plan.iter().any(|l| l.contains("Index"))
+                    && !plan.iter().any(|l| l.contains("Seq Scan")),
+                "{plan:#?}"
+            );
+        }
+        Pool::Lite(lite) => {
+            tessera_tests::synthetic::insert_users(&state.pool, 600, 50).await;
+            sqlx::query("ANALYZE").execute(lite).await.unwrap();
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {}", log::LITE_PEEK))
+                    .bind(1_i64)
+                    .fetch_all(lite)
+                    .await
+                    .unwrap();
+            assert!(
+                plan.iter()
+                    .all(|(_, _, _, detail)| detail.starts_with("SEARCH events USING")),
+                "{plan:?}"
+            );
+        }
+    }
+});

@@ -223,12 +223,15 @@ both_stores!(
             .unwrap();
             }
         }
-        // Verification still works, from a full replay.
-        assert_snapshot_equals_replay(&s, &factor).await;
+        // Verification still works, from a full replay, which writes a readable snapshot in
+        // place of the unreadable rows.
+        let (replayed, seq) = assert_snapshot_equals_replay(&s, &factor).await;
+        let rows = snapshot_rows(&s, &factor).await;
+        assert_eq!(rows.len(), 1, "unreadable rows are gone: {rows:?}");
+        assert_eq!(rows[0].0, seq as i64);
         assert_eq!(
-            snapshot_rows(&s, &factor).await.len(),
-            0,
-            "unreadable rows are gone"
+            serde_json::from_str::<Factor>(&rows[0].1).unwrap(),
+            replayed
         );
         cycle(&s, &factor, &secret).await;
         let rows = snapshot_rows(&s, &factor).await;
@@ -363,3 +366,109 @@ async fn stock_commit_loses_an_event<R: cqrs_es::persist::PersistedEventReposito
         "the stock snapshot load has lost it"
     );
 }
+
+/// Appends `n` `FailedAttempt(REPLAYED)` events to a factor's stream behind the store's back,
+/// as an import (or a history written before snapshots were on) would.
+async fn append_raw_history(s: &TestServer, factor: &str, after: usize, n: usize) {
+    let payload = json!({ "FailedAttempt": { "reason": "REPLAYED", "consecutive_failures": 0,
+                                             "at": "2026-01-01T00:00:00Z" } })
+    .to_string();
+    let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
+                  VALUES ('Factor', $1, $2, 'FailedAttempt', '1.0', PAYLOAD, '{}')";
+    for sequence in after + 1..=after + n {
+        let sequence = sequence as i64;
+        match &s.server().state.pool {
+            Pool::Pg(pg) => sqlx::query(&insert.replace("PAYLOAD", "$3::json"))
+                .bind(factor)
+                .bind(sequence)
+                .bind(&payload)
+                .execute(pg)
+                .await
+                .map(|_| ())
+                .unwrap(),
+            Pool::Lite(lite) => sqlx::query(&insert.replace("PAYLOAD", "$3"))
+                .bind(factor)
+                .bind(sequence)
+                .bind(&payload)
+                .execute(lite)
+                .await
+                .map(|_| ())
+                .unwrap(),
+        }
+    }
+}
+
+both_stores!(
+    a_history_without_a_snapshot_gets_one_on_its_next_load,
+    |store| async move {
+        let s = server(store).await;
+        let (_, factor, secret) = s.active_totp("alice").await;
+        // Enrolled, Activated, then 4 * EVERY + 2 events no commit of the store wrote: no
+        // commit crossed a boundary, so only a load can see the snapshot is missing.
+        append_raw_history(&s, &factor, 2, 4 * EVERY + 2).await;
+        assert!(snapshot_rows(&s, &factor).await.is_empty());
+        let (replayed, seq) = assert_snapshot_equals_replay(&s, &factor).await;
+        assert_eq!(seq, 4 * EVERY + 4);
+        let rows = snapshot_rows(&s, &factor).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].0, seq as i64);
+        let mut stored: Factor = serde_json::from_str(&rows[0].1).unwrap();
+        assert_eq!(stored, replayed);
+        // Written once: the next load reads it and writes nothing.
+        stored.label = Some("marked".into());
+        let marked = serde_json::to_string(&stored).unwrap();
+        let update = "UPDATE snapshots SET payload = PAYLOAD WHERE aggregate_id = $2";
+        match &s.server().state.pool {
+            Pool::Pg(pg) => sqlx::query(&update.replace("PAYLOAD", "$1::json"))
+                .bind(&marked)
+                .bind(&factor)
+                .execute(pg)
+                .await
+                .map(|_| ())
+                .unwrap(),
+            Pool::Lite(lite) => sqlx::query(&update.replace("PAYLOAD", "$1"))
+                .bind(&marked)
+                .bind(&factor)
+                .execute(lite)
+                .await
+                .map(|_| ())
+                .unwrap(),
+        }
+        let store = &s.server().state.factors;
+        assert_eq!(
+            store.load(&factor).await.unwrap().0.label.as_deref(),
+            Some("marked")
+        );
+        assert_eq!(snapshot_rows(&s, &factor).await, vec![(seq as i64, marked)]);
+        // And the factor still verifies from there.
+        assert_eq!(s.verify(&factor, &s.code(&secret, 0)).await, "SUCCESS");
+    }
+);
+
+both_stores!(
+    a_user_counting_failures_is_snapshotted_too,
+    |store| async move {
+        let s = TestServer::start_with(store, |c| {
+            c.lockout_threshold = 1000;
+            c.hard_lock_threshold = 1000;
+            c.factor_snapshot_every = EVERY;
+        })
+        .await;
+        let (user, factor, secret) = s.active_totp("alice").await;
+        let wrong = s.wrong_code(&secret);
+        for _ in 0..3 * EVERY + 1 {
+            assert_eq!(s.verify(&factor, &wrong).await, "REJECTED");
+        }
+        let users = &s.server().state.users;
+        let (through_snapshot, seq) = users.load(&user).await.unwrap();
+        let (replayed, replay_seq) = users.load_by_replay(&user).await.unwrap();
+        assert_eq!((&through_snapshot, seq), (&replayed, replay_seq));
+        assert_eq!(replayed.consecutive_failures, 3 * EVERY as u32 + 1);
+        let rows = snapshot_rows(&s, &user).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert!(rows[0].0 > (seq - EVERY) as i64, "{} of {seq}", rows[0].0);
+        let stored: tessera_domain::user::User = serde_json::from_str(&rows[0].1).unwrap();
+        assert_eq!(stored.login, "alice");
+        assert!(stored.consecutive_failures > 2 * EVERY as u32);
+    }
+);
