@@ -254,6 +254,50 @@ impl AnyRepo {
         Ok(())
     }
 
+    /// Appends `rows` (`(aggregate type, event)`, of any streams) in one statement: all of them
+    /// or none, one round trip and one durable commit. A sequence already taken in any of the
+    /// streams fails the whole append with `OptimisticLockError`.
+    async fn append(&self, rows: &[(&str, &SerializedEvent)]) -> Result<(), PersistenceError> {
+        const INSERT: &str = "INSERT INTO events \
+            (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ";
+        let sequence = |e: &SerializedEvent| i64::try_from(e.sequence).unwrap_or(i64::MAX);
+        let result = match self {
+            Self::Pg(_, pool) => {
+                let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new(INSERT);
+                insert.push_values(rows, |mut row, (aggregate_type, e)| {
+                    row.push_bind(*aggregate_type)
+                        .push_bind(e.aggregate_id.as_str())
+                        .push_bind(sequence(e))
+                        .push_bind(e.event_type.as_str())
+                        .push_bind(e.event_version.as_str())
+                        .push_bind(&e.payload)
+                        .push_bind(&e.metadata);
+                });
+                insert.build().execute(pool).await.map(|_| ())
+            }
+            Self::Lite(_, pool) => {
+                let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(INSERT);
+                insert.push_values(rows, |mut row, (aggregate_type, e)| {
+                    row.push_bind(*aggregate_type)
+                        .push_bind(e.aggregate_id.as_str())
+                        .push_bind(sequence(e))
+                        .push_bind(e.event_type.as_str())
+                        .push_bind(e.event_version.as_str())
+                        .push_bind(&e.payload)
+                        .push_bind(&e.metadata);
+                });
+                insert.build().execute(pool).await.map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(PersistenceError::OptimisticLockError)
+            }
+            Err(e) => Err(PersistenceError::ConnectionError(Box::new(e))),
+        }
+    }
+
     /// Makes `payload` (the state after event `last_sequence`) the aggregate's snapshot, unless
     /// a newer one is there already; older rows go.
     async fn save_snapshot(
@@ -329,6 +373,146 @@ impl<A: Aggregate> Committed<A> {
     /// The sequence of the last event written, if any.
     pub fn last_sequence(&self) -> Option<usize> {
         self.events.last().map(|e| e.sequence)
+    }
+}
+
+/// Events a command decided, serialised, not yet written, and the aggregate after them.
+struct Decided<A: Aggregate> {
+    /// The stream's length before them.
+    from: usize,
+    events: Vec<EventEnvelope<A>>,
+    serialized: Vec<SerializedEvent>,
+    state: A,
+}
+
+impl<A: Aggregate> Decided<A> {
+    fn rows(&self) -> Vec<(&'static str, &SerializedEvent)> {
+        self.serialized.iter().map(|e| (A::TYPE, e)).collect()
+    }
+
+    fn into_committed(self) -> Committed<A> {
+        Committed {
+            events: self.events,
+            state: self.state,
+        }
+    }
+}
+
+/// `metadata` plus what every event of one command carries: the command's name and one
+/// `causation_id` for all the events it wrote.
+fn command_metadata(metadata: &HashMap<String, String>, name: &str) -> HashMap<String, String> {
+    let mut metadata = metadata.clone();
+    metadata.insert("command".into(), name.into());
+    metadata.insert(
+        "causation_id".into(),
+        format!("cmd-{}", uuid::Uuid::now_v7()),
+    );
+    metadata
+}
+
+/// A short random pause before retrying a lost race, so the losers do not collide again.
+async fn back_off(attempt: u32) {
+    let jitter = rand::thread_rng().gen_range(0..=attempt.min(8));
+    tokio::time::sleep(Duration::from_millis(u64::from(jitter))).await;
+}
+
+/// How [`execute_with`] involves the second aggregate.
+pub struct Then<Admit, Follow> {
+    /// Whether the first command may run at all, given the second aggregate.
+    pub admit: Admit,
+    /// The command the first command's events call for on the second aggregate, if any.
+    pub follow: Follow,
+}
+
+/// Runs `command` on `first`'s aggregate, if `then.admit` allows given `second`'s, then the
+/// command `then.follow` derives from its events (if any) on `second`'s, and commits both
+/// streams in one statement: both or neither. This is how a checked code and the user-wide
+/// failure count it causes stay exact (a crash between two commits would lose the count) and
+/// cost one durable commit instead of two. Lost races reload both, admit and decide again.
+/// `None`: not admitted (nothing written).
+///
+/// # Errors
+/// As [`Store::execute`]; a rejection of the second command is unexpected
+/// (`UnexpectedError`), as `follow` chooses only commands the aggregate always accepts.
+pub async fn execute_with<A, B, Admit, Follow>(
+    (first, first_id, first_loaded): (&Store<A>, &str, Option<(A, usize)>),
+    command: A::Command,
+    (second, second_id, second_loaded): (&Store<B>, &str, Option<(B, usize)>),
+    then: Then<Admit, Follow>,
+    metadata: &HashMap<String, String>,
+) -> Result<Option<(Committed<A>, Committed<B>)>, AggregateError<A::Error>>
+where
+    A: Aggregate + Clone,
+    A::Command: Clone + CommandName,
+    A::Event: Versioned,
+    B: Aggregate + Clone,
+    B::Command: Clone + CommandName,
+    B::Event: Versioned,
+    B::Error: Send + Sync + 'static,
+    Admit: Fn(&B) -> bool,
+    Follow: Fn(&[EventEnvelope<A>], &B) -> Option<B::Command>,
+{
+    let first_metadata = command_metadata(metadata, command.name());
+    let mut attempt = 1;
+    let (mut first_loaded, mut second_loaded) = (first_loaded, second_loaded);
+    loop {
+        let (state, from) = match second_loaded.take() {
+            Some(preloaded) => preloaded,
+            None => second.load(second_id).await.map_err(unexpected)?,
+        };
+        if !(then.admit)(&state) {
+            return Ok(None);
+        }
+        let a = first
+            .decide(
+                first_id,
+                first_loaded.take(),
+                command.clone(),
+                &first_metadata,
+            )
+            .await?;
+        let b = match (then.follow)(&a.events, &state) {
+            Some(then) => {
+                let then_metadata = command_metadata(metadata, then.name());
+                second
+                    .decide(second_id, Some((state, from)), then, &then_metadata)
+                    .await
+                    .map_err(unexpected)?
+            }
+            None => Decided {
+                from,
+                events: Vec::new(),
+                serialized: Vec::new(),
+                state,
+            },
+        };
+        let rows: Vec<_> = a.rows().into_iter().chain(b.rows()).collect();
+        if rows.is_empty() {
+            return Ok(Some((a.into_committed(), b.into_committed())));
+        }
+        match first.repo.append(&rows).await {
+            Ok(()) => return Ok(Some((first.committed(a).await, second.committed(b).await))),
+            Err(PersistenceError::OptimisticLockError) if attempt < first.max_attempts => {
+                attempt += 1;
+                back_off(attempt).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// An error of the second aggregate of [`execute_with`], as one of the first's.
+fn unexpected<E, F>(e: AggregateError<F>) -> AggregateError<E>
+where
+    E: std::error::Error,
+    F: std::error::Error + Send + Sync + 'static,
+{
+    match e {
+        AggregateError::UserError(e) => AggregateError::UnexpectedError(Box::new(e)),
+        AggregateError::AggregateConflict => AggregateError::AggregateConflict,
+        AggregateError::DatabaseConnectionError(e) => AggregateError::DatabaseConnectionError(e),
+        AggregateError::DeserializationError(e) => AggregateError::DeserializationError(e),
+        AggregateError::UnexpectedError(e) => AggregateError::UnexpectedError(e),
     }
 }
 
@@ -456,65 +640,79 @@ where
         command: A::Command,
         metadata: &HashMap<String, String>,
     ) -> Result<Committed<A>, AggregateError<A::Error>> {
-        let mut metadata = metadata.clone();
-        metadata.insert("command".into(), command.name().into());
-        metadata.insert(
-            "causation_id".into(),
-            format!("cmd-{}", uuid::Uuid::now_v7()),
-        );
+        let metadata = command_metadata(metadata, command.name());
         let mut attempt = 1;
         let mut loaded = loaded;
         loop {
-            let (mut state, loaded_sequence) = match loaded.take() {
-                Some(preloaded) => preloaded,
-                None => self.load(id).await?,
-            };
-            let sink = EventSink::default();
-            // The sink applies each event to `state` as it is written, so `state` ends as the
-            // aggregate after exactly these events: the state to snapshot.
-            state
-                .handle(command.clone(), &self.services, &sink)
-                .await
-                .map_err(AggregateError::UserError)?;
-            let events = sink.collect().await;
-            if events.is_empty() {
-                return Ok(Committed {
-                    events: Vec::new(),
-                    state,
-                });
+            let decided = self
+                .decide(id, loaded.take(), command.clone(), &metadata)
+                .await?;
+            if decided.events.is_empty() {
+                return Ok(decided.into_committed());
             }
-            let envelopes: Vec<EventEnvelope<A>> = events
-                .into_iter()
-                .zip(loaded_sequence + 1..)
-                .map(|(payload, sequence)| EventEnvelope {
-                    aggregate_id: id.to_string(),
-                    sequence,
-                    payload,
-                    metadata: metadata.clone(),
-                })
-                .collect();
-            let serialized = envelopes
-                .iter()
-                .map(SerializedEvent::try_from)
-                .collect::<Result<Vec<_>, _>>()?;
-            match self.repo.persist::<A>(&serialized, None).await {
-                Ok(()) => {
-                    let last = loaded_sequence + envelopes.len();
-                    self.snapshot_if_due(id, loaded_sequence, last, &state)
-                        .await;
-                    return Ok(Committed {
-                        events: envelopes,
-                        state,
-                    });
-                }
+            match self.repo.append(&decided.rows()).await {
+                Ok(()) => return Ok(self.committed(decided).await),
                 Err(PersistenceError::OptimisticLockError) if attempt < self.max_attempts => {
                     attempt += 1;
-                    let jitter = rand::thread_rng().gen_range(0..=attempt.min(8));
-                    tokio::time::sleep(Duration::from_millis(u64::from(jitter))).await;
+                    back_off(attempt).await;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// Runs `command` on the aggregate (`loaded`, or loaded now) and returns the events it
+    /// decided, not yet written, with the aggregate after them.
+    async fn decide(
+        &self,
+        id: &str,
+        loaded: Option<(A, usize)>,
+        command: A::Command,
+        metadata: &HashMap<String, String>,
+    ) -> Result<Decided<A>, AggregateError<A::Error>> {
+        let (mut state, from) = match loaded {
+            Some(preloaded) => preloaded,
+            None => self.load(id).await?,
+        };
+        let sink = EventSink::default();
+        // The sink applies each event to `state` as it is written, so `state` ends as the
+        // aggregate after exactly these events: the state to snapshot.
+        state
+            .handle(command, &self.services, &sink)
+            .await
+            .map_err(AggregateError::UserError)?;
+        let events: Vec<EventEnvelope<A>> = sink
+            .collect()
+            .await
+            .into_iter()
+            .zip(from + 1..)
+            .map(|(payload, sequence)| EventEnvelope {
+                aggregate_id: id.to_string(),
+                sequence,
+                payload,
+                metadata: metadata.clone(),
+            })
+            .collect();
+        let serialized = events
+            .iter()
+            .map(SerializedEvent::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Decided {
+            from,
+            events,
+            serialized,
+            state,
+        })
+    }
+
+    /// After `decided` was written: its snapshot if due, and what the caller gets.
+    async fn committed(&self, decided: Decided<A>) -> Committed<A> {
+        if let Some(to) = decided.events.last().map(|e| e.sequence) {
+            let id = decided.events[0].aggregate_id.clone();
+            self.snapshot_if_due(&id, decided.from, to, &decided.state)
+                .await;
+        }
+        decided.into_committed()
     }
 
     /// After a commit of events `from + 1 ..= to`: if that crossed a multiple of the snapshot

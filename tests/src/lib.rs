@@ -15,7 +15,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use chrono::Utc;
 use serde_json::{Value, json};
-use tessera_api::{Config, Server, start_with_clock};
+use tessera_api::{Config, Server, start_with_clock, store::Pool};
 use tessera_domain::services::FixedClock;
 use totp_rs::{Algorithm, Secret, TOTP};
 
@@ -329,7 +329,6 @@ impl TestServer {
     /// `(aggregate type, aggregate id, sequence)` of every stored event in the tailing order,
     /// read straight from the table: the oracle for the audit API.
     pub async fn log_identities(&self) -> Vec<(String, String, i64)> {
-        use tessera_api::store::Pool;
         match &self.server().state.pool {
             Pool::Pg(pg) => sqlx::query_as(
                 "SELECT aggregate_type, aggregate_id, sequence FROM events ORDER BY tx_id, global_position",
@@ -454,6 +453,15 @@ impl TestServer {
         )
         .await["challenge"]
             .clone()
+    }
+
+    /// Runs one statement on the server's database, as an operator would.
+    pub async fn execute_sql(&self, sql: &str) {
+        match &self.server().state.pool {
+            Pool::Pg(pg) => sqlx::raw_sql(sql).execute(pg).await.map(|_| ()),
+            Pool::Lite(lite) => sqlx::raw_sql(sql).execute(lite).await.map(|_| ()),
+        }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     /// Event types of one aggregate, in order, read straight from the event table.

@@ -31,6 +31,7 @@ use crate::{
         user::parse_user_id,
     },
     state::AppState,
+    store::{Committed, Then, execute_with},
 };
 
 /// Longest pass code accepted before it is even looked at.
@@ -189,7 +190,7 @@ impl From<FactorError> for ApiError {
 
 /// The user-level gate in front of every factor check (SPEC §2, NIST SP 800-63B): a user
 /// whose second factor is hard-locked gets no check at all, only a recorded refusal (`None`).
-/// Otherwise returns the user as loaded, for [`account_user`].
+/// Otherwise returns the user as loaded, for [`check_and_count`].
 pub(crate) async fn user_gate(
     state: &AppState,
     metadata: &std::collections::HashMap<String, String>,
@@ -214,36 +215,55 @@ pub(crate) async fn user_gate(
     Ok(None)
 }
 
-/// Counts a checked wrong code towards the user's budget across factors, recovery codes and
-/// lockout cycles, or resets it after a success.
-pub(crate) async fn account_user(
+/// Runs a proof command on the factor and counts its outcome on the user in the same commit: a
+/// checked wrong code towards the user's budget across factors, recovery codes and lockout
+/// cycles, a success resets it. `None` when the user turned out hard-locked (a race lost to
+/// the failure that locked it): then nothing was checked, and the caller answers as
+/// [`user_gate`] does.
+pub(crate) async fn check_and_count(
     state: &AppState,
     metadata: &std::collections::HashMap<String, String>,
-    owner: UserId,
-    (user, seq): (tessera_domain::user::User, usize),
-    factor_id: FactorId,
-    outcome: FactorOutcome,
-) -> ApiResult<()> {
-    let command = match outcome {
-        FactorOutcome::Rejected => UserCommand::RecordFactorFailure { factor_id },
-        FactorOutcome::Success if user.consecutive_failures > 0 => UserCommand::ResetFailures,
-        _ => return Ok(()),
+    (factor_id, factor): (FactorId, Option<(factor::Factor, usize)>),
+    command: FactorCommand,
+    (owner, user): (UserId, (tessera_domain::user::User, usize)),
+) -> Result<Option<Committed<factor::Factor>>, AggregateError<FactorError>> {
+    let factor_key = factor_id.to_string();
+    let user_key = owner.to_string();
+    let then = Then {
+        admit: |user: &tessera_domain::user::User| !user.second_factor_locked,
+        follow: |events: &[cqrs_es::EventEnvelope<factor::Factor>],
+                 user: &tessera_domain::user::User| {
+            let payloads: Vec<FactorEvent> = events.iter().map(|e| e.payload.clone()).collect();
+            match outcome_of(&payloads)? {
+                FactorOutcome::Rejected => Some(UserCommand::RecordFactorFailure { factor_id }),
+                FactorOutcome::Success if user.consecutive_failures > 0 => {
+                    Some(UserCommand::ResetFailures)
+                }
+                _ => None,
+            }
+        },
     };
-    let key = owner.to_string();
-    let counted = state
-        .users
-        .execute_from(&key, Some((user, seq)), command, metadata)
-        .await?;
+    let Some((committed, counted)) = execute_with(
+        (&state.factors, &factor_key, factor),
+        command,
+        (&state.users, &user_key, Some(user)),
+        then,
+        metadata,
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
     if counted
         .payloads()
         .iter()
         .any(|e| matches!(e, UserEvent::LockedOut(_)))
     {
-        state.settle(&key, &counted).await;
-    } else {
+        state.settle(&user_key, &counted).await;
+    } else if !counted.events.is_empty() {
         state.nudge();
     }
-    Ok(())
+    Ok(Some(committed))
 }
 
 /// Runs a command that changes a factor's status (remove, unlock) for a caller allowed to act
@@ -298,23 +318,28 @@ async fn prove(
             Factor::from_aggregate(id, &f, now()),
         ));
     };
-    let committed = match state
-        .factors
-        .execute_from(&key, Some(loaded), command, &metadata)
-        .await
-    {
-        Ok(committed) => committed,
-        // Activating an enrolment that already expired answers EXPIRED, as the activation
-        // that found it expired did.
-        Err(AggregateError::UserError(FactorError::EnrollmentExpired)) => {
-            let (f, _) = state.factors.load(&key).await?;
-            return Ok((
-                FactorOutcome::Expired.into(),
-                Factor::from_aggregate(id, &f, now()),
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let committed =
+        match check_and_count(state, &metadata, (id, Some(loaded)), command, (owner, user)).await {
+            Ok(Some(committed)) => committed,
+            Ok(None) => {
+                user_gate(state, &metadata, owner, id).await?;
+                let (f, _) = state.factors.load(&key).await?;
+                return Ok((
+                    FactorOutcome::LockedOut.into(),
+                    Factor::from_aggregate(id, &f, now()),
+                ));
+            }
+            // Activating an enrolment that already expired answers EXPIRED, as the activation
+            // that found it expired did.
+            Err(AggregateError::UserError(FactorError::EnrollmentExpired)) => {
+                let (f, _) = state.factors.load(&key).await?;
+                return Ok((
+                    FactorOutcome::Expired.into(),
+                    Factor::from_aggregate(id, &f, now()),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
     // The answer is built from the aggregate, so a plain verification does not wait for the
     // read models (that would put a second commit on the hot path); a change of status must
     // show in the very next query, so those wait.
@@ -327,7 +352,6 @@ async fn prove(
     let outcome =
         outcome_of(&events).ok_or_else(|| ApiError::internal("proof command wrote no outcome"))?;
     mirror_on_code_challenge(state, &metadata, id, &committed.state, outcome, &events).await;
-    account_user(state, &metadata, owner, user, id, outcome).await?;
     Ok((
         outcome.into(),
         Factor::from_aggregate(id, &committed.state, now()),

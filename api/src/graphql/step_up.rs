@@ -23,7 +23,7 @@ use crate::{
             record_answer,
         },
         error::{ApiError, ApiResult, IntoGraphql},
-        factor::{account_user, parse_factor_id, pass_code, user_gate},
+        factor::{check_and_count, parse_factor_id, pass_code, user_gate},
         types::{Challenge, Factor, FactorResult},
         user::parse_user_id,
     },
@@ -253,22 +253,25 @@ pub(crate) async fn prove_for_challenge(
             method: None,
         });
     };
-    let committed = state
-        .factors
-        .execute(
-            &factor_id.to_string(),
-            FactorCommand::Verify {
-                pass_code,
-                challenge_id: Some(challenge_id),
-            },
-            &metadata,
-        )
-        .await?;
+    let command = FactorCommand::Verify {
+        pass_code,
+        challenge_id: Some(challenge_id),
+    };
+    let Some(committed) =
+        check_and_count(state, &metadata, (factor_id, None), command, (owner, user)).await?
+    else {
+        user_gate(state, &metadata, owner, factor_id).await?;
+        return Ok(ChallengeProof {
+            result: FactorResult::LockedOut,
+            challenge,
+            factor: Some(Factor::from_aggregate(factor_id, &factor, now)),
+            method: None,
+        });
+    };
     state.settle(&factor_id.to_string(), &committed).await;
     let events = committed.payloads();
     let outcome =
         outcome_of(&events).ok_or_else(|| ApiError::internal("proof command wrote no outcome"))?;
-    account_user(state, &metadata, owner, user, factor_id, outcome).await?;
     let answer = Answer {
         challenge_id,
         purpose,

@@ -354,3 +354,101 @@ both_stores!(
         assert_eq!(s.verify(&factor, &s.code(&secret, 0)).await, "LOCKED_OUT");
     }
 );
+
+both_stores!(
+    parallel_guesses_on_two_factors_reach_the_hard_lock_exactly,
+    |store| async move {
+        let s = TestServer::start_with(store, |c| {
+            c.lockout_threshold = 1000;
+            c.hard_lock_threshold = 6;
+        })
+        .await;
+        let (user, first, secret) = s.active_totp("hana").await;
+        let (second, second_secret) = s.enroll_totp(&user).await;
+        assert_eq!(
+            s.activate(&second, &s.code(&second_secret, 0)).await["factorResult"],
+            "SUCCESS"
+        );
+        let (a, b) = (s.wrong_code(&secret), s.wrong_code(&second_secret));
+        let guesses = (0..40).map(|i| {
+            if i % 2 == 0 {
+                s.verify(&first, &a)
+            } else {
+                s.verify(&second, &b)
+            }
+        });
+        let results = futures::future::join_all(guesses).await;
+        // A guess either is checked and counted in the same commit, or finds the user locked
+        // and is not checked at all: never a checked guess past the budget.
+        assert_eq!(
+            results.iter().filter(|r| *r == "REJECTED").count(),
+            6,
+            "{results:?}"
+        );
+        assert_eq!(
+            results.iter().filter(|r| *r == "LOCKED_OUT").count(),
+            34,
+            "{results:?}"
+        );
+        let checked =
+            s.failures(&first, "WRONG_CODE").await + s.failures(&second, "WRONG_CODE").await;
+        assert_eq!(checked, 6);
+        let user_events = s.events_of(&user).await;
+        let reasons: Vec<&str> = user_events
+            .iter()
+            .filter(|(t, _)| t == "FailedAttempt")
+            .map(|(_, p)| p["FailedAttempt"]["reason"].as_str().unwrap())
+            .collect();
+        let count = |reason: &str| reasons.iter().filter(|r| **r == reason).count();
+        assert_eq!(count("FACTOR_CHECK_FAILED"), 6, "{reasons:?}");
+        assert_eq!(count("LOCKED"), 34, "{reasons:?}");
+        assert_eq!(
+            user_events.iter().filter(|(t, _)| t == "LockedOut").count(),
+            1
+        );
+    }
+);
+
+both_stores!(
+    a_checked_code_and_its_count_on_the_user_commit_together,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let (user, factor, secret) = s.active_totp("ines").await;
+        let before = s.event_types("Factor", &factor).await;
+        // The database refuses the user's half of the commit.
+        let refuse = match s.store {
+            tessera_tests::Store::Postgres => vec![
+                "CREATE FUNCTION refuse_user_events() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN RAISE EXCEPTION 'refused'; END $$",
+                "CREATE TRIGGER refuse_user_events BEFORE INSERT ON events FOR EACH ROW \
+                 WHEN (NEW.aggregate_type = 'User') EXECUTE FUNCTION refuse_user_events()",
+            ],
+            tessera_tests::Store::Sqlite => vec![
+                "CREATE TRIGGER refuse_user_events BEFORE INSERT ON events \
+                 WHEN NEW.aggregate_type = 'User' BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            ],
+        };
+        for sql in refuse {
+            s.execute_sql(sql).await;
+        }
+        let response = s.verify_raw(&factor, &s.wrong_code(&secret)).await;
+        assert_eq!(error_code(&response), "INTERNAL", "{response}");
+        // Neither half was written: the factor's FailedAttempt went with the user's count.
+        assert_eq!(s.event_types("Factor", &factor).await, before);
+        assert_eq!(s.failures(&factor, "WRONG_CODE").await, 0);
+        s.execute_sql(match s.store {
+            tessera_tests::Store::Postgres => "DROP TRIGGER refuse_user_events ON events",
+            tessera_tests::Store::Sqlite => "DROP TRIGGER refuse_user_events",
+        })
+        .await;
+        assert_eq!(s.verify(&factor, &s.wrong_code(&secret)).await, "REJECTED");
+        assert_eq!(s.failures(&factor, "WRONG_CODE").await, 1);
+        let counted = s
+            .events_of(&user)
+            .await
+            .iter()
+            .filter(|(t, _)| t == "FailedAttempt")
+            .count();
+        assert_eq!(counted, 1);
+    }
+);
