@@ -22,6 +22,12 @@ use tessera_api::{
 };
 use tessera_domain::services::SystemClock;
 
+/// mimalloc rather than glibc's allocator: a request allocates and frees many small buffers
+/// across two worker threads, where glibc spent ~7% of the server's time and kept freed
+/// memory in per-thread arenas (RSS).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tessera",
