@@ -197,6 +197,22 @@ impl AlertReactor {
             .bind(&start)
             .execute(&mut *conn)
             .await?;
+        let last: Option<String> = sqlx::query(
+            "SELECT MAX(raised_at) AS last FROM security_alerts_v1 WHERE user_id = $1 AND kind = $2",
+        )
+        .bind(user)
+        .bind(AlertKind::RepeatedFailures.as_str())
+        .fetch_one(&mut *conn)
+        .await?
+        .try_get("last")?;
+        let last = last.as_deref().and_then(parse_ts);
+        // Inside the window of the last alert no count can fire: do not read the window. Under
+        // a sustained attack it holds every failure of the last window, and reading it for
+        // each new failure made the reactor quadratic (100k failures: hours; SQLite writers
+        // timed out behind its transactions).
+        if !self.rule.fires(usize::MAX, at, last) {
+            return Ok(());
+        }
         let recent: Vec<FailureRow> = sqlx::query_as(
             "SELECT aggregate_type, aggregate_id, sequence, event_type FROM alert_failures \
              WHERE user_id = $1 AND at > $2 AND at <= $3 ORDER BY at, aggregate_id, sequence",
@@ -206,18 +222,7 @@ impl AlertReactor {
         .bind(ts(at))
         .fetch_all(&mut *conn)
         .await?;
-        let last: Option<String> = sqlx::query(
-            "SELECT MAX(raised_at) AS last FROM security_alerts_v1 WHERE user_id = $1 AND kind = $2",
-        )
-        .bind(user)
-        .bind(AlertKind::RepeatedFailures.as_str())
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get("last")?;
-        if !self
-            .rule
-            .fires(recent.len(), at, last.as_deref().and_then(parse_ts))
-        {
+        if !self.rule.fires(recent.len(), at, last) {
             return Ok(());
         }
         let reason = format!(
