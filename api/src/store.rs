@@ -1,18 +1,20 @@
 //! The write side: one event store over PostgreSQL or SQLite, chosen at runtime, and an
 //! executor that returns what it committed and retries optimistic-concurrency conflicts.
 //!
-//! Loading goes through cqrs-es (`PersistedEventStore`, with the domain's upcasters, and in
-//! snapshot mode for long streams). Committing does not: cqrs-es 0.5.0's snapshot commit
-//! applies the new events a second time to the aggregate it serialises (STACK-NOTES §6.1), and
-//! when a commit crosses a snapshot boundary with more than one event it snapshots only the
-//! events up to the boundary while recording the last event's sequence, so the events after
-//! the boundary would be lost on the next load (a `LockedOut` written together with the
-//! `FailedAttempt` that reached the threshold, say). [`Store::execute`] therefore persists the
-//! events itself and, when a commit crosses a boundary, writes a snapshot of the state after
-//! *all* of them, in its own small transaction after the commit: a snapshot is a cache, so a
-//! failure to write one costs speed, never a command. Snapshot rows are kept to one per
-//! aggregate, and a row that no longer deserialises is deleted rather than duplicated
-//! (STACK-NOTES §6.2).
+//! A load is one query: the newest snapshot and the events after it, decoded through the
+//! domain's upcasters (a full replay, [`Store::load_by_replay`], still goes through cqrs-es).
+//! A commit is one multi-row INSERT, so a command that writes to two streams (a checked code
+//! and the user's failure count, [`execute_with`]) commits both or neither. cqrs-es's own
+//! commit is not used: its 0.5.0 snapshot commit applies the new events a second time to the
+//! aggregate it serialises (STACK-NOTES §6.1), and when a commit crosses a snapshot boundary
+//! with more than one event it snapshots only the events up to the boundary while recording
+//! the last event's sequence, so the events after the boundary would be lost on the next load
+//! (a `LockedOut` written together with the `FailedAttempt` that reached the threshold, say).
+//! [`Store::execute`] therefore writes, when a commit crosses a boundary (or a load finds a
+//! boundary no snapshot covers), a snapshot of the state after *all* the events, in its own
+//! small transaction: a snapshot is a cache, so a failure to write one costs speed, never a
+//! command. Snapshot rows are kept to one per aggregate, and a row that no longer
+//! deserialises is replaced rather than duplicated (STACK-NOTES §6.2).
 
 use std::{collections::HashMap, str::FromStr, time::Duration};
 
@@ -34,7 +36,7 @@ use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
-use tessera_domain::versioning::{CommandName, Versioned, upcasters};
+use tessera_domain::versioning::{self, CommandName, Versioned, upcasters};
 
 /// The embedded migrations of each store.
 static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -120,6 +122,14 @@ macro_rules! snapshot_parts {
             ))
         })()
     }};
+}
+
+/// A stream as stored: `(last_sequence, number, payload)` of its newest snapshot, and
+/// `(sequence, event_type, event_version, payload)` of each event after it.
+#[derive(Default)]
+struct StreamRows {
+    snapshot: Option<(usize, usize, String)>,
+    events: Vec<(usize, String, String, String)>,
 }
 
 /// Either crate's repository behind one type: the repository traits are not dyn-compatible.
@@ -252,6 +262,58 @@ impl AnyRepo {
             }
         }
         Ok(())
+    }
+
+    /// A stream as a load needs it, in one round trip: its newest snapshot (if `snapshots`)
+    /// and the events after it, in order. Metadata is not read: folding does not need it.
+    async fn load_stream(
+        &self,
+        aggregate_type: &str,
+        id: &str,
+        snapshots: bool,
+    ) -> Result<StreamRows, sqlx::Error> {
+        // Kind 0 is the snapshot, if there is one; kind 1 the events after it.
+        const SQL: &str = "WITH s AS (SELECT last_sequence, current_snapshot, payload \
+              FROM snapshots WHERE $3 AND aggregate_type = $1 AND aggregate_id = $2 \
+              ORDER BY last_sequence DESC LIMIT 1) \
+            SELECT 0 AS kind, last_sequence AS sequence, current_snapshot AS number, \
+                   '' AS event_type, '' AS event_version, PAYLOAD AS payload FROM s \
+            UNION ALL \
+            SELECT 1, sequence, 0, event_type, event_version, PAYLOAD FROM events \
+              WHERE aggregate_type = $1 AND aggregate_id = $2 \
+                AND sequence > COALESCE((SELECT last_sequence FROM s), 0) \
+            ORDER BY 1, 2";
+        type Row = (i32, i64, i64, String, String, String);
+        let rows: Vec<Row> = match self {
+            Self::Pg(_, pool) => {
+                sqlx::query_as(&SQL.replace("PAYLOAD", "payload::text"))
+                    .bind(aggregate_type)
+                    .bind(id)
+                    .bind(snapshots)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Self::Lite(_, pool) => {
+                sqlx::query_as(&SQL.replace("PAYLOAD", "payload"))
+                    .bind(aggregate_type)
+                    .bind(id)
+                    .bind(snapshots)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        let mut stream = StreamRows::default();
+        for (kind, sequence, number, event_type, event_version, payload) in rows {
+            let sequence = usize::try_from(sequence).unwrap_or(0);
+            if kind == 0 {
+                stream.snapshot = Some((sequence, usize::try_from(number).unwrap_or(0), payload));
+            } else {
+                stream
+                    .events
+                    .push((sequence, event_type, event_version, payload));
+            }
+        }
+        Ok(stream)
     }
 
     /// Appends `rows` (`(aggregate type, event)`, of any streams) in one statement: all of them
@@ -518,8 +580,6 @@ where
 
 /// The event store of one aggregate type with its services.
 pub struct Store<A: Aggregate> {
-    /// Loads (with upcasters; in snapshot mode when `snapshot_every` is set).
-    events: PersistedEventStore<AnyRepo, A>,
     /// Loads by full replay, ignoring snapshots.
     replay: PersistedEventStore<AnyRepo, A>,
     /// Persists events and snapshots.
@@ -542,8 +602,6 @@ where
     /// A store on `pool`, pure event sourcing: every load replays the whole stream.
     pub fn new(pool: &Pool, services: A::Services) -> Self {
         Self {
-            events: PersistedEventStore::new_event_store(pool.repo())
-                .with_upcasters(upcasters::<A::Event>()),
             replay: PersistedEventStore::new_event_store(pool.repo())
                 .with_upcasters(upcasters::<A::Event>()),
             repo: pool.repo(),
@@ -557,11 +615,8 @@ where
     /// events, so a load reads the snapshot and fewer than `every` events after it however
     /// long the stream grows.
     pub fn with_snapshots(pool: &Pool, services: A::Services, every: usize) -> Self {
-        let every = every.max(1);
         Self {
-            events: PersistedEventStore::new_snapshot_store(pool.repo(), every)
-                .with_upcasters(upcasters::<A::Event>()),
-            snapshot_every: Some(every),
+            snapshot_every: Some(every.max(1)),
             ..Self::new(pool, services)
         }
     }
@@ -577,15 +632,39 @@ where
     /// # Errors
     /// Store errors.
     pub async fn load(&self, id: &str) -> Result<(A, usize), AggregateError<A::Error>> {
-        let ctx = self.events.load_aggregate(id).await?;
-        self.heal_snapshot(
-            id,
-            &ctx.aggregate,
-            ctx.current_sequence,
-            ctx.current_snapshot,
-        )
-        .await;
-        Ok((ctx.aggregate, ctx.current_sequence))
+        let stream = self
+            .repo
+            .load_stream(A::TYPE, id, self.snapshot_every.is_some())
+            .await
+            .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
+        let (mut state, mut sequence, number) = match stream.snapshot {
+            None => (A::default(), 0, None),
+            Some((last_sequence, number, payload)) => match serde_json::from_str::<A>(&payload) {
+                Ok(state) => (state, last_sequence, Some(number)),
+                Err(error) => {
+                    // The aggregate's shape changed (or the row was damaged): replay the
+                    // stream, and replace the row rather than add one beside it.
+                    tracing::warn!(aggregate = A::TYPE, id, %error, "discarding an unreadable snapshot; replaying the stream");
+                    self.repo
+                        .delete_snapshots(A::TYPE, id)
+                        .await
+                        .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
+                    let (state, sequence) = self.load_by_replay(id).await?;
+                    self.heal_snapshot(id, &state, sequence, None).await;
+                    return Ok((state, sequence));
+                }
+            },
+        };
+        for (event_sequence, event_type, event_version, payload) in stream.events {
+            let payload: Value = serde_json::from_str(&payload)
+                .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
+            let event = versioning::decode::<A::Event>(&event_type, &event_version, payload)
+                .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
+            state.apply(event);
+            sequence = event_sequence;
+        }
+        self.heal_snapshot(id, &state, sequence, number).await;
+        Ok((state, sequence))
     }
 
     /// After a load: if the stream has passed a snapshot boundary that no snapshot covers
