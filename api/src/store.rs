@@ -76,7 +76,7 @@ impl Pool {
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(10));
             let pool = SqlitePoolOptions::new()
-                .max_connections(size)
+                .max_connections(size.min(tessera_projections::db::SQLITE_MAX_CONNECTIONS))
                 .test_before_acquire(false)
                 .connect_with(options)
                 .await?;
@@ -323,33 +323,25 @@ impl AnyRepo {
         const INSERT: &str = "INSERT INTO events \
             (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ";
         let sequence = |e: &SerializedEvent| i64::try_from(e.sequence).unwrap_or(i64::MAX);
+        // The same statement for either typed pool.
+        macro_rules! insert {
+            ($db:ty, $pool:expr) => {{
+                let mut insert = sqlx::QueryBuilder::<$db>::new(INSERT);
+                insert.push_values(rows, |mut row, (aggregate_type, e)| {
+                    row.push_bind(*aggregate_type)
+                        .push_bind(e.aggregate_id.as_str())
+                        .push_bind(sequence(e))
+                        .push_bind(e.event_type.as_str())
+                        .push_bind(e.event_version.as_str())
+                        .push_bind(&e.payload)
+                        .push_bind(&e.metadata);
+                });
+                insert.build().execute($pool).await.map(|_| ())
+            }};
+        }
         let result = match self {
-            Self::Pg(_, pool) => {
-                let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new(INSERT);
-                insert.push_values(rows, |mut row, (aggregate_type, e)| {
-                    row.push_bind(*aggregate_type)
-                        .push_bind(e.aggregate_id.as_str())
-                        .push_bind(sequence(e))
-                        .push_bind(e.event_type.as_str())
-                        .push_bind(e.event_version.as_str())
-                        .push_bind(&e.payload)
-                        .push_bind(&e.metadata);
-                });
-                insert.build().execute(pool).await.map(|_| ())
-            }
-            Self::Lite(_, pool) => {
-                let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(INSERT);
-                insert.push_values(rows, |mut row, (aggregate_type, e)| {
-                    row.push_bind(*aggregate_type)
-                        .push_bind(e.aggregate_id.as_str())
-                        .push_bind(sequence(e))
-                        .push_bind(e.event_type.as_str())
-                        .push_bind(e.event_version.as_str())
-                        .push_bind(&e.payload)
-                        .push_bind(&e.metadata);
-                });
-                insert.build().execute(pool).await.map(|_| ())
-            }
+            Self::Pg(_, pool) => insert!(sqlx::Postgres, pool),
+            Self::Lite(_, pool) => insert!(sqlx::Sqlite, pool),
         };
         match result {
             Ok(()) => Ok(()),

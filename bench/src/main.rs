@@ -48,6 +48,9 @@ struct Args {
     /// Events of history on the hot factor (scenario 3).
     #[arg(long, default_value_t = 100_000)]
     hot_events: usize,
+    /// The server's `TESSERA_DB_POOL_SIZE` (connections per pool).
+    #[arg(long, default_value_t = 24)]
+    pool_size: u32,
     /// Path of the server binary.
     #[arg(long, default_value = "target/release/tessera")]
     server: String,
@@ -470,8 +473,13 @@ async fn bench_store(args: &Args, store: &str) {
     let env = [
         ("TESSERA_LOCKOUT_THRESHOLD", "1000000000"),
         ("TESSERA_HARD_LOCK_THRESHOLD", "1000000000"),
-        ("TESSERA_DB_POOL_SIZE", "24"),
     ];
+    let pool_size = args.pool_size.to_string();
+    let env = [
+        env.as_slice(),
+        &[("TESSERA_DB_POOL_SIZE", pool_size.as_str())],
+    ]
+    .concat();
     let server = Arc::new(Server::start(args, &url, &env).await);
     let factors = Arc::new(seed(&server, args.users, "u").await);
     let (wrong_rps, out) = drive(&server, &factors, args.clients, args.seconds, false).await;

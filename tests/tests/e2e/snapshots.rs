@@ -61,6 +61,26 @@ async fn snapshot_rows(s: &TestServer, id: &str) -> Vec<(i64, String)> {
     }
 }
 
+/// Overwrites the snapshot row of `id` (to show that loads read it).
+async fn set_snapshot_payload(s: &TestServer, id: &str, payload: &str) {
+    let update = "UPDATE snapshots SET payload = PAYLOAD WHERE aggregate_id = $2";
+    match &s.server().state.pool {
+        Pool::Pg(pg) => sqlx::query(&update.replace("PAYLOAD", "$1::json"))
+            .bind(payload)
+            .bind(id)
+            .execute(pg)
+            .await
+            .map(|_| ()),
+        Pool::Lite(lite) => sqlx::query(&update.replace("PAYLOAD", "$1"))
+            .bind(payload)
+            .bind(id)
+            .execute(lite)
+            .await
+            .map(|_| ()),
+    }
+    .unwrap();
+}
+
 async fn assert_snapshot_equals_replay(s: &TestServer, factor: &str) -> (Factor, usize) {
     let store = &s.server().state.factors;
     let (through_snapshot, seq) = store.load(factor).await.unwrap();
@@ -121,23 +141,7 @@ both_stores!(snapshot_load_equals_full_replay, |store| async move {
     // And loads do read it: a marked snapshot shows through `load`, not through a replay.
     let mut marked: Value = serde_json::from_str(payload).unwrap();
     marked["label"] = json!("from-the-snapshot");
-    let update = "UPDATE snapshots SET payload = PAYLOAD WHERE aggregate_id = $2";
-    match &s.server().state.pool {
-        Pool::Pg(pg) => sqlx::query(&update.replace("PAYLOAD", "$1::json"))
-            .bind(marked.to_string())
-            .bind(&factor)
-            .execute(pg)
-            .await
-            .map(|_| ())
-            .unwrap(),
-        Pool::Lite(lite) => sqlx::query(&update.replace("PAYLOAD", "$1"))
-            .bind(marked.to_string())
-            .bind(&factor)
-            .execute(lite)
-            .await
-            .map(|_| ())
-            .unwrap(),
-    }
+    set_snapshot_payload(&s, &factor, &marked.to_string()).await;
     let store = &s.server().state.factors;
     assert_eq!(
         store.load(&factor).await.unwrap().0.label.as_deref(),
@@ -417,23 +421,7 @@ both_stores!(
         // Written once: the next load reads it and writes nothing.
         stored.label = Some("marked".into());
         let marked = serde_json::to_string(&stored).unwrap();
-        let update = "UPDATE snapshots SET payload = PAYLOAD WHERE aggregate_id = $2";
-        match &s.server().state.pool {
-            Pool::Pg(pg) => sqlx::query(&update.replace("PAYLOAD", "$1::json"))
-                .bind(&marked)
-                .bind(&factor)
-                .execute(pg)
-                .await
-                .map(|_| ())
-                .unwrap(),
-            Pool::Lite(lite) => sqlx::query(&update.replace("PAYLOAD", "$1"))
-                .bind(&marked)
-                .bind(&factor)
-                .execute(lite)
-                .await
-                .map(|_| ())
-                .unwrap(),
-        }
+        set_snapshot_payload(&s, &factor, &marked).await;
         let store = &s.server().state.factors;
         assert_eq!(
             store.load(&factor).await.unwrap().0.label.as_deref(),
