@@ -520,6 +520,13 @@ async fn bench_store(args: &Args, store: &str) {
     }
     if let Some(dir) = dir {
         let _ = std::fs::remove_dir_all(dir);
+    } else if let Some(name) = url.rsplit('/').next().and_then(|n| n.split('?').next()) {
+        let admin = format!("{}/postgres?{}", args.pg, args.pg_params);
+        if let Ok(mut conn) = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await;
+        }
     }
 }
 
