@@ -30,7 +30,6 @@ use postgres_es::PostgresEventRepository;
 use rand::Rng;
 use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
-use sqlx::Row;
 use sqlx::{
     PgPool, SqlitePool,
     postgres::{PgConnectOptions, PgPoolOptions},
@@ -111,19 +110,6 @@ impl Pool {
     }
 }
 
-macro_rules! snapshot_parts {
-    ($row:expr) => {{
-        let row = $row;
-        (|| -> Result<(i64, i64, String), sqlx::Error> {
-            Ok((
-                row.try_get("last_sequence")?,
-                row.try_get("current_snapshot")?,
-                row.try_get("payload")?,
-            ))
-        })()
-    }};
-}
-
 /// A stream as stored: `(last_sequence, number, payload)` of its newest snapshot, and
 /// `(sequence, event_type, event_version, payload)` of each event after it.
 #[derive(Default)]
@@ -162,50 +148,15 @@ impl PersistedEventRepository for AnyRepo {
         }
     }
 
-    /// The newest snapshot, if it still deserialises as `A`. The crates' own lookup has no
-    /// ORDER BY; and after a failed deserialisation cqrs-es would INSERT a second row beside
-    /// the unreadable one. Deleting the unreadable row here keeps one row per aggregate.
+    /// Unused: no store here loads in cqrs-es's snapshot mode ([`Store::load`] reads the
+    /// snapshot itself, with an ORDER BY the crates' lookup lacks).
     async fn get_snapshot<A: Aggregate>(
         &self,
         id: &str,
     ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-        const PG: &str = "SELECT last_sequence, current_snapshot, payload::text AS payload \
-            FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2 \
-            ORDER BY last_sequence DESC LIMIT 1";
-        const LITE: &str = "SELECT last_sequence, current_snapshot, payload FROM snapshots \
-            WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY last_sequence DESC LIMIT 1";
-        let row = match self {
-            Self::Pg(_, pool) => sqlx::query(PG)
-                .bind(A::TYPE)
-                .bind(id)
-                .fetch_optional(pool)
-                .await
-                .map_err(unknown)?
-                .map(|row| snapshot_parts!(row)),
-            Self::Lite(_, pool) => sqlx::query(LITE)
-                .bind(A::TYPE)
-                .bind(id)
-                .fetch_optional(pool)
-                .await
-                .map_err(unknown)?
-                .map(|row| snapshot_parts!(row)),
-        };
-        let Some((last_sequence, current_snapshot, payload)) = row.transpose().map_err(unknown)?
-        else {
-            return Ok(None);
-        };
-        match serde_json::from_str::<A>(&payload) {
-            Ok(_) => Ok(Some(SerializedSnapshot {
-                aggregate_id: id.to_string(),
-                aggregate: serde_json::from_str(&payload)?,
-                current_sequence: usize::try_from(last_sequence).unwrap_or(0),
-                current_snapshot: usize::try_from(current_snapshot).unwrap_or(0),
-            })),
-            Err(e) => {
-                tracing::warn!(aggregate = A::TYPE, id, error = %e, "discarding an unreadable snapshot; replaying the stream");
-                self.delete_snapshots(A::TYPE, id).await.map_err(unknown)?;
-                Ok(None)
-            }
+        match self {
+            Self::Pg(r, _) => r.get_snapshot::<A>(id).await,
+            Self::Lite(r, _) => r.get_snapshot::<A>(id).await,
         }
     }
 
@@ -236,10 +187,6 @@ impl PersistedEventRepository for AnyRepo {
             Self::Lite(r, _) => r.stream_all_events::<A>().await,
         }
     }
-}
-
-fn unknown(e: impl std::error::Error + Send + Sync + 'static) -> PersistenceError {
-    PersistenceError::UnknownError(Box::new(e))
 }
 
 impl AnyRepo {
@@ -470,6 +417,14 @@ async fn back_off(attempt: u32) {
     tokio::time::sleep(Duration::from_millis(u64::from(jitter))).await;
 }
 
+/// What [`execute_with`] did.
+pub enum Joint<A: Aggregate, B: Aggregate> {
+    /// Both commands ran; what each committed (either may be empty).
+    Committed(Committed<A>, Committed<B>),
+    /// `admit` refused: nothing ran. The second aggregate as loaded, and its length.
+    Refused(B, usize),
+}
+
 /// How [`execute_with`] involves the second aggregate.
 pub struct Then<Admit, Follow> {
     /// Whether the first command may run at all, given the second aggregate.
@@ -483,7 +438,7 @@ pub struct Then<Admit, Follow> {
 /// streams in one statement: both or neither. This is how a checked code and the user-wide
 /// failure count it causes stay exact (a crash between two commits would lose the count) and
 /// cost one durable commit instead of two. Lost races reload both, admit and decide again.
-/// `None`: not admitted (nothing written).
+/// [`Joint::Refused`]: not admitted (nothing written), with the second aggregate as loaded.
 ///
 /// # Errors
 /// As [`Store::execute`]; a rejection of the second command is unexpected
@@ -494,7 +449,7 @@ pub async fn execute_with<A, B, Admit, Follow>(
     (second, second_id, second_loaded): (&Store<B>, &str, Option<(B, usize)>),
     then: Then<Admit, Follow>,
     metadata: &HashMap<String, String>,
-) -> Result<Option<(Committed<A>, Committed<B>)>, AggregateError<A::Error>>
+) -> Result<Joint<A, B>, AggregateError<A::Error>>
 where
     A: Aggregate + Clone,
     A::Command: Clone + CommandName,
@@ -515,7 +470,7 @@ where
             None => second.load(second_id).await.map_err(unexpected)?,
         };
         if !(then.admit)(&state) {
-            return Ok(None);
+            return Ok(Joint::Refused(state, from));
         }
         let a = first
             .decide(
@@ -542,10 +497,15 @@ where
         };
         let rows: Vec<_> = a.rows().into_iter().chain(b.rows()).collect();
         if rows.is_empty() {
-            return Ok(Some((a.into_committed(), b.into_committed())));
+            return Ok(Joint::Committed(a.into_committed(), b.into_committed()));
         }
         match first.repo.append(&rows).await {
-            Ok(()) => return Ok(Some((first.committed(a).await, second.committed(b).await))),
+            Ok(()) => {
+                return Ok(Joint::Committed(
+                    first.committed(a).await,
+                    second.committed(b).await,
+                ));
+            }
             Err(PersistenceError::OptimisticLockError) if attempt < first.max_attempts => {
                 attempt += 1;
                 back_off(attempt).await;
@@ -556,7 +516,7 @@ where
 }
 
 /// An error of the second aggregate of [`execute_with`], as one of the first's.
-fn unexpected<E, F>(e: AggregateError<F>) -> AggregateError<E>
+pub fn unexpected<E, F>(e: AggregateError<F>) -> AggregateError<E>
 where
     E: std::error::Error,
     F: std::error::Error + Send + Sync + 'static,

@@ -31,7 +31,7 @@ use crate::{
         user::parse_user_id,
     },
     state::AppState,
-    store::{Committed, Then, execute_with},
+    store::{Committed, Joint, Then, execute_with, unexpected},
 };
 
 /// Longest pass code accepted before it is even looked at.
@@ -188,44 +188,17 @@ impl From<FactorError> for ApiError {
     }
 }
 
-/// The user-level gate in front of every factor check (SPEC §2, NIST SP 800-63B): a user
-/// whose second factor is hard-locked gets no check at all, only a recorded refusal (`None`).
-/// Otherwise returns the user as loaded, for [`check_and_count`].
-pub(crate) async fn user_gate(
-    state: &AppState,
-    metadata: &std::collections::HashMap<String, String>,
-    owner: UserId,
-    factor_id: FactorId,
-) -> ApiResult<Option<(tessera_domain::user::User, usize)>> {
-    let key = owner.to_string();
-    let (user, seq) = state.users.load(&key).await?;
-    if !user.second_factor_locked {
-        return Ok(Some((user, seq)));
-    }
-    let refused = state
-        .users
-        .execute_from(
-            &key,
-            Some((user, seq)),
-            UserCommand::RefuseWhileLocked { factor_id },
-            metadata,
-        )
-        .await?;
-    state.settle(&key, &refused).await;
-    Ok(None)
-}
-
 /// Runs a proof command on the factor and counts its outcome on the user in the same commit: a
 /// checked wrong code towards the user's budget across factors, recovery codes and lockout
-/// cycles, a success resets it. `None` when the user turned out hard-locked (a race lost to
-/// the failure that locked it): then nothing was checked, and the caller answers as
-/// [`user_gate`] does.
+/// cycles, a success resets it. A user whose second factor is hard-locked (SPEC §2, NIST SP
+/// 800-63B) gets no check at all, only a recorded refusal: `None`. The lock is checked on the
+/// user as loaded for this commit, so a race lost to the failure that locked it is refused too.
 pub(crate) async fn check_and_count(
     state: &AppState,
     metadata: &std::collections::HashMap<String, String>,
     (factor_id, factor): (FactorId, Option<(factor::Factor, usize)>),
     command: FactorCommand,
-    (owner, user): (UserId, (tessera_domain::user::User, usize)),
+    owner: UserId,
 ) -> Result<Option<Committed<factor::Factor>>, AggregateError<FactorError>> {
     let factor_key = factor_id.to_string();
     let user_key = owner.to_string();
@@ -243,16 +216,30 @@ pub(crate) async fn check_and_count(
             }
         },
     };
-    let Some((committed, counted)) = execute_with(
+    let joint = execute_with(
         (&state.factors, &factor_key, factor),
         command,
-        (&state.users, &user_key, Some(user)),
+        (&state.users, &user_key, None),
         then,
         metadata,
     )
-    .await?
-    else {
-        return Ok(None);
+    .await?;
+    let (committed, counted) = match joint {
+        Joint::Committed(committed, counted) => (committed, counted),
+        Joint::Refused(user, seq) => {
+            let refused = state
+                .users
+                .execute_from(
+                    &user_key,
+                    Some((user, seq)),
+                    UserCommand::RefuseWhileLocked { factor_id },
+                    metadata,
+                )
+                .await
+                .map_err(unexpected)?;
+            state.settle(&user_key, &refused).await;
+            return Ok(None);
+        }
     };
     if counted
         .payloads()
@@ -311,18 +298,10 @@ async fn prove(
     let metadata = ctx.meta().metadata(&caller.actor());
     let key = id.to_string();
     let now = || state.clock.now();
-    let Some(user) = user_gate(state, &metadata, owner, id).await? else {
-        let (f, _) = state.factors.load(&key).await?;
-        return Ok((
-            FactorOutcome::LockedOut.into(),
-            Factor::from_aggregate(id, &f, now()),
-        ));
-    };
     let committed =
-        match check_and_count(state, &metadata, (id, Some(loaded)), command, (owner, user)).await {
+        match check_and_count(state, &metadata, (id, Some(loaded)), command, owner).await {
             Ok(Some(committed)) => committed,
             Ok(None) => {
-                user_gate(state, &metadata, owner, id).await?;
                 let (f, _) = state.factors.load(&key).await?;
                 return Ok((
                     FactorOutcome::LockedOut.into(),

@@ -23,7 +23,7 @@ use crate::{
             record_answer,
         },
         error::{ApiError, ApiResult, IntoGraphql},
-        factor::{check_and_count, parse_factor_id, pass_code, user_gate},
+        factor::{check_and_count, parse_factor_id, pass_code},
         types::{Challenge, Factor, FactorResult},
         user::parse_user_id,
     },
@@ -245,22 +245,13 @@ pub(crate) async fn prove_for_challenge(
     }
     allowed(&factor)?;
     let factor_type = factor.factor_type.ok_or(FactorError::NotFound)?;
-    let Some(user) = user_gate(state, &metadata, owner, factor_id).await? else {
-        return Ok(ChallengeProof {
-            result: FactorResult::LockedOut,
-            challenge,
-            factor: Some(Factor::from_aggregate(factor_id, &factor, now)),
-            method: None,
-        });
-    };
     let command = FactorCommand::Verify {
         pass_code,
         challenge_id: Some(challenge_id),
     };
     let Some(committed) =
-        check_and_count(state, &metadata, (factor_id, None), command, (owner, user)).await?
+        check_and_count(state, &metadata, (factor_id, None), command, owner).await?
     else {
-        user_gate(state, &metadata, owner, factor_id).await?;
         return Ok(ChallengeProof {
             result: FactorResult::LockedOut,
             challenge,
