@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use sqlx::{FromRow, Row};
 use tessera_domain::{challenge::Channel, secret::Secret};
-use tessera_projections::{Backend, Db, alerts::AlertRow, parse_ts, read_model::Queries, ts};
+use tessera_projections::{alerts::AlertRow, read_model::Queries};
+use tessera_store::{Db, Dialect, parse_ts, ts};
 use tokio::{
     sync::{Notify, watch},
     task::JoinHandle,
@@ -127,12 +128,12 @@ impl Deliverer {
     /// (another node) does not send them at the same time.
     async fn claim(&self) -> Result<Vec<Due>, sqlx::Error> {
         let now = Utc::now();
-        let pick = match self.db.backend {
-            Backend::Postgres => {
+        let pick = match self.db.dialect {
+            Dialect::Postgres => {
                 "SELECT alert_id, channel FROM alert_deliveries WHERE delivered_at IS NULL \
                  AND next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT 20 FOR UPDATE SKIP LOCKED"
             }
-            Backend::Sqlite => {
+            Dialect::Sqlite => {
                 "SELECT alert_id, channel FROM alert_deliveries WHERE delivered_at IS NULL \
                  AND next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT 20"
             }
@@ -297,24 +298,16 @@ impl Deliverer {
     pub fn spawn(
         self: &Arc<Self>,
         poll: Duration,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            loop {
-                if let Err(e) = this.drain().await {
-                    tracing::error!(error = %e, "alert outbox read failed");
-                }
-                tokio::select! {
-                    () = this.wake.notified() => {}
-                    () = tokio::time::sleep(poll) => {}
-                    _ = shutdown.changed() => {}
-                }
-                if *shutdown.borrow() {
-                    return;
-                }
-            }
-        })
+        tessera_store::worker::spawn(
+            Arc::clone(self),
+            "alert outbox",
+            poll,
+            shutdown,
+            |d| &d.wake,
+            |d| async move { d.drain().await },
+        )
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rand::RngCore;
 use sqlx::Row;
 use tessera_domain::{crypto::KeyedHasher, ids::UserId, services::Clock};
-use tessera_projections::{Db, ts};
+use tessera_store::{Db, ts};
 
 use crate::tokens::{Scope, TokenIssuer};
 

@@ -8,11 +8,12 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use tessera_domain::services::SystemClock;
 use tessera_projections::{
-    Cursor, Db, Runner, audit, parse_ts,
+    audit,
     seal::{self, Report, Sealed, Sealer},
 };
+use tessera_store::{Cursor, Db, Runner, parse_ts};
 
-use crate::{Config, StartError, open, store::Pool};
+use crate::{Config, StartError, open};
 
 /// Failures of a subcommand.
 #[derive(Debug, thiserror::Error)]
@@ -22,7 +23,7 @@ pub enum CliError {
     Start(#[from] StartError),
     /// Reading the log.
     #[error(transparent)]
-    Projections(#[from] tessera_projections::Error),
+    Projections(#[from] tessera_store::Error),
     /// Writing the output.
     #[error("output: {0}")]
     Io(#[from] std::io::Error),
@@ -69,9 +70,9 @@ pub async fn rebuild_projections(config: Config) -> Result<Rebuilt, CliError> {
 }
 
 async fn log_db(config: &Config) -> Result<Db, CliError> {
-    let pool = Pool::connect(&config.database_url, 2).await?;
-    pool.migrate().await.map_err(StartError::from)?;
-    Ok(Db::connect(&config.database_url, 2).await?)
+    let db = Db::connect(&config.database_url, 2).await?;
+    db.migrate().await.map_err(StartError::from)?;
+    Ok(db)
 }
 
 /// Output formats of `export-events`.

@@ -1,4 +1,4 @@
-//! Configuration from `TESSERA_*` environment variables (SPEC §1, §4 Contract) or flags.
+//! Configuration from `TESSERA_*` environment variables (names frozen by the contract, docs/architecture.md) or flags.
 
 use std::{net::SocketAddr, path::PathBuf};
 

@@ -9,6 +9,7 @@
 #![deny(clippy::all)]
 
 pub mod alerts;
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -17,7 +18,7 @@ pub mod graphql;
 mod http;
 pub mod keys;
 pub mod state;
-pub mod store;
+
 pub mod tokens;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -43,11 +44,11 @@ use tessera_domain::{
     user::UserServices,
 };
 use tessera_projections::{
-    Db, LogHead, Runner,
     alerts::{AlertReactor, FailureRule},
     read_model::{Queries, ReadModels},
     seal::Sealer,
 };
+use tessera_store::{Db, LogHead, Runner, Store};
 use tokio::{sync::watch, task::JoinHandle};
 use tower_http::limit::RequestBodyLimitLayer;
 use tracing::Instrument;
@@ -57,10 +58,9 @@ use crate::{
     auth::Authenticator,
     graphql::{TesseraSchema, build_schema},
     state::{AppState, RequestMeta},
-    store::{Pool, Store},
 };
 
-/// Largest accepted request body (SPEC §4: larger bodies get 413).
+/// Largest accepted request body (the contract: larger bodies get 413).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// How long a stopping server waits for code messages still being delivered.
@@ -83,7 +83,7 @@ pub enum StartError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// The read side.
     #[error("projections: {0}")]
-    Projections(#[from] tessera_projections::Error),
+    Projections(#[from] tessera_store::Error),
     /// The listener.
     #[error("listen: {0}")]
     Io(#[from] std::io::Error),
@@ -104,13 +104,12 @@ const CHALLENGE_MAX_FAILED_ATTEMPTS: u32 = 5;
 /// See [`StartError`].
 pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
     let master = keys::load_master_key(&config)?;
-    let pool = Pool::connect(&config.database_url, config.db_pool_size).await?;
-    pool.migrate().await?;
     let db = Db::connect(&config.database_url, config.db_pool_size).await?;
+    db.migrate().await?;
     // A user under attack collects a failure event per wrong code on any of its factors (the
     // hard-lock count): snapshotted like factors, so its load stays short too.
     let users = Store::with_snapshots(
-        &pool,
+        &db,
         UserServices {
             clock: Arc::clone(&clock),
             hard_lock_threshold: config.hard_lock_threshold,
@@ -120,7 +119,7 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
     // A brute-forced factor collects thousands of FailedAttempt events: snapshots keep its
     // verification as fast as a new factor's.
     let factors = Store::with_snapshots(
-        &pool,
+        &db,
         FactorServices {
             clock: Arc::clone(&clock),
             cipher: master.totp_cipher(),
@@ -130,7 +129,7 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         config.factor_snapshot_every,
     );
     let alerts = Store::new(
-        &pool,
+        &db,
         AlertServices {
             clock: Arc::clone(&clock),
         },
@@ -161,14 +160,21 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
     let delivery = Arc::new(delivery::Delivery::from_config(&config)?);
     let deliverer = alerts::Deliverer::new(db.clone(), webhook, Arc::clone(&delivery));
     let challenges = Store::new(
-        &pool,
+        &db,
         ChallengeServices {
             clock: Arc::clone(&clock),
             max_failed_attempts: CHALLENGE_MAX_FAILED_ATTEMPTS,
         },
     );
+    let challenges = Arc::new(challenges);
+    let messages = delivery::queue::MessageQueue::new(
+        db.clone(),
+        master.message_cipher(),
+        Arc::clone(&delivery),
+        Arc::clone(&challenges),
+    );
     let policy = Store::new(
-        &pool,
+        &db,
         MfaPolicyServices {
             clock: Arc::clone(&clock),
         },
@@ -188,11 +194,11 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
     );
     Ok(AppState {
         config: Arc::new(config),
-        pool,
         users: Arc::new(users),
         factors: Arc::new(factors),
         alerts: Arc::new(alerts),
-        challenges: Arc::new(challenges),
+        challenges,
+        messages,
         policy: Arc::new(policy),
         delivery,
         tokens,
@@ -285,11 +291,14 @@ async fn graphql_post(
     }
     let mut response = app.schema.execute(request).instrument(span).await;
     // Errors without a code come from parsing and validation, before any resolver: the
-    // request was malformed.
+    // request was malformed. Internal errors carry the request id, which the log has too.
     for error in &mut response.errors {
         let extensions = error.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_none() {
             extensions.set("code", "BAD_USER_INPUT");
+        }
+        if extensions.get("code") == Some(&async_graphql::Value::from("INTERNAL")) {
+            extensions.set("requestId", meta.request_id.as_str());
         }
     }
     let mut http = GraphQLResponse::from(response).into_response();
@@ -418,6 +427,14 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
         state.read_models.spawn(PROJECTION_POLL, rx.clone()),
         state.reactor.spawn(PROJECTION_POLL, rx.clone()),
         state.deliverer.spawn(PROJECTION_POLL, rx.clone()),
+        tessera_store::worker::spawn(
+            Arc::clone(&state.messages),
+            "code messages",
+            PROJECTION_POLL,
+            rx.clone(),
+            delivery::queue::MessageQueue::waker,
+            |q| async move { q.drain().await },
+        ),
         state.sealer.spawn(PROJECTION_POLL, rx.clone()),
         state.log_head.spawn(PROJECTION_POLL, rx.clone()),
     ];

@@ -18,9 +18,9 @@ use tessera_api::{
     cli::{self, ExportArgs},
     graphql::build_schema,
     keys, open, start,
-    store::Pool,
 };
 use tessera_domain::services::SystemClock;
+use tessera_store::Db;
 
 /// mimalloc rather than glibc's allocator: a request allocates and frees many small buffers
 /// across two worker threads, where glibc spent ~7% of the server's time and kept freed
@@ -113,8 +113,8 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             server.wait().await?;
         }
         Command::Migrate(config) => {
-            let pool = Pool::connect(&config.database_url, 2).await?;
-            pool.migrate().await?;
+            let db = Db::connect(&config.database_url, 2).await?;
+            db.migrate().await?;
             println!("migrations applied");
         }
         Command::RebuildProjections(config) => {

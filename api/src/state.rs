@@ -8,19 +8,18 @@ use tessera_domain::{
     user::User,
 };
 use tessera_projections::{
-    Db, LogHead, Runner,
     alerts::AlertReactor,
     read_model::{Queries, ReadModels},
     seal::Sealer,
 };
+use tessera_store::{Committed, Db, LogHead, Runner, Store};
 use tokio::sync::watch;
 
 use crate::{
     alerts::Deliverer,
     auth::Authenticator,
     config::Config,
-    delivery::Delivery,
-    store::{Committed, Pool, Store},
+    delivery::{Delivery, queue::MessageQueue},
     tokens::TokenIssuer,
 };
 
@@ -32,8 +31,6 @@ const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
 pub struct AppState {
     /// Configuration.
     pub config: Arc<Config>,
-    /// The write side, typed pool.
-    pub pool: Pool,
     /// Users.
     pub users: Arc<Store<User>>,
     /// Factors.
@@ -46,6 +43,8 @@ pub struct AppState {
     pub policy: Arc<Store<MfaPolicy>>,
     /// SMTP, SMS gateway, outbox.
     pub delivery: Arc<Delivery>,
+    /// Code messages waiting to be sent.
+    pub messages: Arc<MessageQueue>,
     /// Access tokens.
     pub tokens: Arc<TokenIssuer>,
     /// Read models.
@@ -60,7 +59,7 @@ pub struct AppState {
     pub sealer: Arc<Runner<Sealer>>,
     /// The log's head, which subscriptions wait on.
     pub log_head: Arc<LogHead>,
-    /// The read side's pool (audit reads).
+    /// The store's one pool (the write side, the consumers and the readers share it).
     pub db: Db,
     /// Turns true when the server stops; long-lived sessions (websockets) end on it.
     pub shutdown: watch::Sender<bool>,

@@ -377,43 +377,34 @@ async fn fresh_pg(base: &str, params: &str) -> String {
 async fn add_history(url: &str, factor: &str, n: usize) {
     let started = Instant::now();
     let payload = json!({ "FailedAttempt": { "reason": "REPLAYED", "consecutive_failures": 0, "at": chrono::Utc::now() } }).to_string();
-    if url.starts_with("postgres") {
-        let pool = sqlx::PgPool::connect(url).await.expect("pool");
-        let (last,): (i64,) = sqlx::query_as("SELECT max(sequence) FROM events WHERE aggregate_type = 'Factor' AND aggregate_id = $1")
-            .bind(factor)
-            .fetch_one(&pool)
+    let db = tessera_store::Db::connect(url, 2).await.expect("pool");
+    let (last,): (i64,) = sqlx::query_as(
+        "SELECT max(sequence) FROM events WHERE aggregate_type = 'Factor' AND aggregate_id = $1",
+    )
+    .bind(factor)
+    .fetch_one(&db.pool)
+    .await
+    .expect("last sequence");
+    // Through the store's own append, in statements of 1,000 rows.
+    let sequences: Vec<i64> = (1..=i64::try_from(n).unwrap_or(0))
+        .map(|i| last + i)
+        .collect();
+    for chunk in sequences.chunks(1000) {
+        let rows: Vec<tessera_store::NewEvent<'_>> = chunk
+            .iter()
+            .map(|&sequence| tessera_store::NewEvent {
+                aggregate_type: "Factor",
+                aggregate_id: factor,
+                sequence,
+                event_type: "FailedAttempt",
+                event_version: "1.0",
+                payload: payload.clone(),
+                metadata: "{}".into(),
+            })
+            .collect();
+        tessera_store::append(&db.pool, db.dialect, &rows, tessera_store::Conflict::Fail)
             .await
-            .expect("last sequence");
-        sqlx::query(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-             SELECT 'Factor', $1, $2 + g, 'FailedAttempt', '1.0', $3::json, '{}' FROM generate_series(1, $4) g",
-        )
-        .bind(factor)
-        .bind(last)
-        .bind(&payload)
-        .bind(i64::try_from(n).unwrap_or(0))
-        .execute(&pool)
-        .await
-        .expect("history");
-    } else {
-        let pool = sqlx::SqlitePool::connect(url).await.expect("pool");
-        let (last,): (i64,) = sqlx::query_as("SELECT max(sequence) FROM events WHERE aggregate_type = 'Factor' AND aggregate_id = $1")
-            .bind(factor)
-            .fetch_one(&pool)
-            .await
-            .expect("last sequence");
-        sqlx::query(
-            "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < $4) \
-             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-             SELECT 'Factor', $1, $2 + i, 'FailedAttempt', '1.0', $3, '{}' FROM g",
-        )
-        .bind(factor)
-        .bind(last)
-        .bind(&payload)
-        .bind(i64::try_from(n).unwrap_or(0))
-        .execute(&pool)
-        .await
-        .expect("history");
+            .expect("history");
     }
     println!(
         "  appended {n} events of history to the hot factor in {:.1} s",

@@ -15,6 +15,7 @@ pub mod error;
 pub mod factor;
 pub mod ids;
 pub mod policy;
+pub mod proof;
 pub mod secret;
 pub mod services;
 pub mod user;

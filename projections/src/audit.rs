@@ -11,7 +11,7 @@ use serde_json::Value;
 use sqlx::{AnyConnection, Row};
 
 use crate::{
-    Backend, Error,
+    Dialect, Error,
     log::{Cursor, LITE_COLUMNS, PG_COLUMNS, StoredEvent, from_row},
 };
 
@@ -138,10 +138,10 @@ pub struct Filter {
 const OWNED_STREAMS: &[(&str, &str)] = &[("Factor", "Enrolled")];
 
 /// SQL for "the owner named in this creating event's payload", per store.
-fn owner_expr(backend: Backend, event_type: &str) -> String {
-    match backend {
-        Backend::Postgres => format!("payload->'{event_type}'->>'user_id'"),
-        Backend::Sqlite => format!("json_extract(payload, '$.{event_type}.user_id')"),
+fn owner_expr(dialect: Dialect, event_type: &str) -> String {
+    match dialect {
+        Dialect::Postgres => format!("payload->'{event_type}'->>'user_id'"),
+        Dialect::Sqlite => format!("json_extract(payload, '$.{event_type}.user_id')"),
     }
 }
 
@@ -153,10 +153,10 @@ enum Round {
     Down,
 }
 
-fn time_bound(t: DateTime<Utc>, backend: Backend, round: Round) -> String {
-    let unit: i64 = match backend {
-        Backend::Postgres => 1_000,
-        Backend::Sqlite => 1_000_000,
+fn time_bound(t: DateTime<Utc>, dialect: Dialect, round: Round) -> String {
+    let unit: i64 = match dialect {
+        Dialect::Postgres => 1_000,
+        Dialect::Sqlite => 1_000_000,
     };
     let nanos = i64::from(t.timestamp_subsec_nanos());
     let rem = nanos % unit;
@@ -165,9 +165,9 @@ fn time_bound(t: DateTime<Utc>, backend: Backend, round: Round) -> String {
         Round::Up if rem == 0 => t,
         Round::Up => t + chrono::TimeDelta::nanoseconds(unit - rem),
     };
-    match backend {
-        Backend::Postgres => t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-        Backend::Sqlite => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+    match dialect {
+        Dialect::Postgres => t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        Dialect::Sqlite => t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
     }
 }
 
@@ -189,24 +189,24 @@ impl Where {
         format!("${}", self.binds.len())
     }
 
-    fn time(&self, backend: Backend, param: &str) -> String {
-        match backend {
-            Backend::Postgres => format!("{param}::timestamptz"),
-            Backend::Sqlite => param.to_string(),
+    fn time(&self, dialect: Dialect, param: &str) -> String {
+        match dialect {
+            Dialect::Postgres => format!("{param}::timestamptz"),
+            Dialect::Sqlite => param.to_string(),
         }
     }
 
-    fn cursor(&self, backend: Backend, tx: &str, pos: &str) -> (String, String) {
-        match backend {
-            Backend::Postgres => (
+    fn cursor(&self, dialect: Dialect, tx: &str, pos: &str) -> (String, String) {
+        match dialect {
+            Dialect::Postgres => (
                 "(tx_id, global_position)".into(),
                 format!("({tx}::bigint::text::xid8, {pos})"),
             ),
-            Backend::Sqlite => ("global_seq".into(), pos.to_string()),
+            Dialect::Sqlite => ("global_seq".into(), pos.to_string()),
         }
     }
 
-    fn filter(&mut self, backend: Backend, filter: &Filter) {
+    fn filter(&mut self, dialect: Dialect, filter: &Filter) {
         if let Some(t) = &filter.aggregate_type {
             let p = self.param(Bind::Text(t.clone()));
             self.clauses.push(format!("aggregate_type = {p}"));
@@ -219,7 +219,7 @@ impl Where {
             let p = self.param(Bind::Text(user.clone()));
             let mut any = vec![format!("(aggregate_type = 'User' AND aggregate_id = {p})")];
             for (aggregate_type, creator) in OWNED_STREAMS {
-                let owner = owner_expr(backend, creator);
+                let owner = owner_expr(dialect, creator);
                 any.push(format!(
                     "(aggregate_type = '{aggregate_type}' AND aggregate_id IN (\
                      SELECT aggregate_id FROM events WHERE aggregate_type = '{aggregate_type}' \
@@ -241,13 +241,13 @@ impl Where {
             }
         }
         if let Some(from) = filter.from {
-            let p = self.param(Bind::Text(time_bound(from, backend, Round::Up)));
-            let t = self.time(backend, &p);
+            let p = self.param(Bind::Text(time_bound(from, dialect, Round::Up)));
+            let t = self.time(dialect, &p);
             self.clauses.push(format!("recorded_at >= {t}"));
         }
         if let Some(to) = filter.to {
-            let p = self.param(Bind::Text(time_bound(to, backend, Round::Up)));
-            let t = self.time(backend, &p);
+            let p = self.param(Bind::Text(time_bound(to, dialect, Round::Up)));
+            let t = self.time(dialect, &p);
             self.clauses.push(format!("recorded_at < {t}"));
         }
     }
@@ -283,7 +283,7 @@ impl Where {
 /// Database or decoding errors.
 pub async fn read(
     conn: &mut AnyConnection,
-    backend: Backend,
+    dialect: Dialect,
     filter: &Filter,
     after: Cursor,
     upto: Option<Cursor>,
@@ -291,25 +291,25 @@ pub async fn read(
 ) -> Result<Vec<StoredEvent>, Error> {
     let mut w = Where::default();
     let (tx, pos) = (w.param(Bind::Int(after.tx)), w.param(Bind::Int(after.pos)));
-    let (key, value) = w.cursor(backend, &tx, &pos);
+    let (key, value) = w.cursor(dialect, &tx, &pos);
     w.clauses.push(format!("{key} > {value}"));
     if let Some(upto) = upto {
         let (tx, pos) = (w.param(Bind::Int(upto.tx)), w.param(Bind::Int(upto.pos)));
-        let (key, value) = w.cursor(backend, &tx, &pos);
+        let (key, value) = w.cursor(dialect, &tx, &pos);
         w.clauses.push(format!("{key} <= {value}"));
     }
-    if backend == Backend::Postgres {
+    if dialect == Dialect::Postgres {
         w.clauses
             .push("tx_id < pg_snapshot_xmin(pg_current_snapshot())".into());
     }
-    w.filter(backend, filter);
+    w.filter(dialect, filter);
     let limit = w.param(Bind::Int(limit));
-    let sql = match backend {
-        Backend::Postgres => format!(
+    let sql = match dialect {
+        Dialect::Postgres => format!(
             "SELECT {PG_COLUMNS} FROM events WHERE {} ORDER BY tx_id, global_position LIMIT {limit}",
             w.sql()
         ),
-        Backend::Sqlite => format!(
+        Dialect::Sqlite => format!(
             "SELECT {LITE_COLUMNS} FROM events WHERE {} ORDER BY global_seq LIMIT {limit}",
             w.sql()
         ),
@@ -326,7 +326,7 @@ pub async fn read(
 /// Database or decoding errors.
 pub async fn stream_as_of(
     conn: &mut AnyConnection,
-    backend: Backend,
+    dialect: Dialect,
     aggregate_type: &str,
     aggregate_id: &str,
     as_of: DateTime<Utc>,
@@ -334,11 +334,11 @@ pub async fn stream_as_of(
     let mut w = Where::default();
     let t = w.param(Bind::Text(aggregate_type.into()));
     let id = w.param(Bind::Text(aggregate_id.into()));
-    let at = w.param(Bind::Text(time_bound(as_of, backend, Round::Down)));
-    let at = w.time(backend, &at);
-    let columns = match backend {
-        Backend::Postgres => PG_COLUMNS,
-        Backend::Sqlite => LITE_COLUMNS,
+    let at = w.param(Bind::Text(time_bound(as_of, dialect, Round::Down)));
+    let at = w.time(dialect, &at);
+    let columns = match dialect {
+        Dialect::Postgres => PG_COLUMNS,
+        Dialect::Sqlite => LITE_COLUMNS,
     };
     let sql = format!(
         "SELECT {columns} FROM events WHERE aggregate_type = {t} AND aggregate_id = {id} \
@@ -363,7 +363,7 @@ pub async fn stream_as_of(
 /// Database errors.
 pub async fn owned_as_of(
     conn: &mut AnyConnection,
-    backend: Backend,
+    dialect: Dialect,
     user_id: &str,
     aggregate_type: &str,
     as_of: DateTime<Utc>,
@@ -375,9 +375,9 @@ pub async fn owned_as_of(
     let t = w.param(Bind::Text(aggregate_type.into()));
     let c = w.param(Bind::Text((*creator).into()));
     let u = w.param(Bind::Text(user_id.into()));
-    let at = w.param(Bind::Text(time_bound(as_of, backend, Round::Down)));
-    let at = w.time(backend, &at);
-    let owner = owner_expr(backend, creator);
+    let at = w.param(Bind::Text(time_bound(as_of, dialect, Round::Down)));
+    let at = w.time(dialect, &at);
+    let owner = owner_expr(dialect, creator);
     let sql = format!(
         "SELECT aggregate_id FROM events WHERE aggregate_type = {t} AND event_type = {c} \
          AND {owner} = {u} AND recorded_at <= {at} ORDER BY aggregate_id"
@@ -628,24 +628,24 @@ mod tests {
     fn time_bounds_round_to_the_store_precision() {
         let t: DateTime<Utc> = "2026-01-02T03:04:05.123456789Z".parse().unwrap();
         assert_eq!(
-            time_bound(t, Backend::Sqlite, Round::Up),
+            time_bound(t, Dialect::Sqlite, Round::Up),
             "2026-01-02T03:04:05.124Z"
         );
         assert_eq!(
-            time_bound(t, Backend::Sqlite, Round::Down),
+            time_bound(t, Dialect::Sqlite, Round::Down),
             "2026-01-02T03:04:05.123Z"
         );
         assert_eq!(
-            time_bound(t, Backend::Postgres, Round::Up),
+            time_bound(t, Dialect::Postgres, Round::Up),
             "2026-01-02T03:04:05.123457Z"
         );
         assert_eq!(
-            time_bound(t, Backend::Postgres, Round::Down),
+            time_bound(t, Dialect::Postgres, Round::Down),
             "2026-01-02T03:04:05.123456Z"
         );
         let exact: DateTime<Utc> = "2026-01-02T03:04:05.123Z".parse().unwrap();
         assert_eq!(
-            time_bound(exact, Backend::Sqlite, Round::Up),
+            time_bound(exact, Dialect::Sqlite, Round::Up),
             "2026-01-02T03:04:05.123Z"
         );
     }

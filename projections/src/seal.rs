@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use sqlx::{AnyConnection, Row};
 
 use crate::{
-    Backend, Db, Error,
+    Db, Dialect, Error,
     log::{Cursor, LITE_COLUMNS, PG_COLUMNS, StoredEvent, from_row},
     runner::Projection,
     ts,
@@ -185,17 +185,17 @@ impl Projection for Sealer {
     async fn apply(
         &self,
         conn: &mut AnyConnection,
-        backend: Backend,
+        dialect: Dialect,
         event: &StoredEvent,
     ) -> Result<(), Error> {
-        self.apply_batch(conn, backend, std::slice::from_ref(event))
+        self.apply_batch(conn, dialect, std::slice::from_ref(event))
             .await
     }
 
     async fn apply_batch(
         &self,
         conn: &mut AnyConnection,
-        _backend: Backend,
+        _backend: Dialect,
         events: &[StoredEvent],
     ) -> Result<(), Error> {
         let head = last_seal(conn).await?;
@@ -326,12 +326,12 @@ const PAGE: i64 = 2_000;
 /// yet; rows an attacker left without a position are counted by [`verify`] separately.
 async fn log_page(
     conn: &mut AnyConnection,
-    backend: Backend,
+    dialect: Dialect,
     after: Cursor,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, Error> {
-    let rows = match backend {
-        Backend::Postgres => {
+    let rows = match dialect {
+        Dialect::Postgres => {
             let sql = format!(
                 "SELECT {PG_COLUMNS} FROM events \
                  WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) \
@@ -344,7 +344,7 @@ async fn log_page(
                 .fetch_all(&mut *conn)
                 .await?
         }
-        Backend::Sqlite => {
+        Dialect::Sqlite => {
             let sql = format!(
                 "SELECT {LITE_COLUMNS} FROM events WHERE global_seq > $1 ORDER BY global_seq LIMIT $2"
             );
@@ -401,10 +401,10 @@ impl Walk {
     async fn peek(
         &mut self,
         conn: &mut AnyConnection,
-        backend: Backend,
+        dialect: Dialect,
     ) -> Result<Option<&StoredEvent>, Error> {
         if self.log_at >= self.log.len() && !self.log_done {
-            self.log = log_page(conn, backend, self.log_after, PAGE).await?;
+            self.log = log_page(conn, dialect, self.log_after, PAGE).await?;
             self.log_at = 0;
             match self.log.last() {
                 Some(last) => self.log_after = last.cursor,
@@ -428,9 +428,9 @@ impl Walk {
 /// which is itself a sign of tampering).
 pub async fn verify(db: &Db) -> Result<Report, Error> {
     let mut conn = db.pool.acquire().await?;
-    let backend = db.backend;
+    let dialect = db.dialect;
     let mut report = Report::default();
-    if backend == Backend::Sqlite {
+    if dialect == Dialect::Sqlite {
         let orphans: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE global_seq IS NULL")
                 .fetch_one(&mut *conn)
@@ -466,7 +466,7 @@ pub async fn verify(db: &Db) -> Result<Report, Error> {
                 });
             }
             // Events before this seal's position were never sealed: inserted.
-            while let Some(event) = walk.peek(&mut conn, backend).await?
+            while let Some(event) = walk.peek(&mut conn, dialect).await?
                 && event.cursor < seal.cursor
             {
                 report.problems.push(Problem::Inserted {
@@ -475,7 +475,7 @@ pub async fn verify(db: &Db) -> Result<Report, Error> {
                 walk.next();
             }
             let position = seal.cursor.encode();
-            match walk.peek(&mut conn, backend).await? {
+            match walk.peek(&mut conn, dialect).await? {
                 Some(event) if event.cursor == seal.cursor => {
                     let computed = hex(&link(&prev, &canonical_event(event)));
                     if computed != seal.hash {
@@ -504,7 +504,7 @@ pub async fn verify(db: &Db) -> Result<Report, Error> {
             last = Some(seal);
         }
     }
-    while walk.peek(&mut conn, backend).await?.is_some() {
+    while walk.peek(&mut conn, dialect).await?.is_some() {
         report.unsealed += 1;
         walk.next();
     }
@@ -538,7 +538,7 @@ where
     E: From<Error>,
 {
     let mut conn = db.pool.acquire().await.map_err(Error::from)?;
-    let backend = db.backend;
+    let dialect = db.dialect;
     let mut last_n = 0;
     let mut prev = GENESIS;
     if let Some(after) = after {
@@ -573,7 +573,7 @@ where
             c.pos -= 1;
             c
         };
-        let mut events = log_page(&mut conn, backend, before_first, PAGE * 2)
+        let mut events = log_page(&mut conn, dialect, before_first, PAGE * 2)
             .await?
             .into_iter()
             .filter(|e| e.cursor <= last.cursor)

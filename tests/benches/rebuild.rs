@@ -13,8 +13,8 @@
 
 use std::time::Instant;
 
-use tessera_api::{cli, store::Pool};
-use tessera_tests::{Store as Backend, TestServer, synthetic::insert_users};
+use tessera_api::cli;
+use tessera_tests::{Store as Dialect, TestServer, synthetic::insert_users};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -23,15 +23,15 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-async fn run(backend: Backend, events: usize) {
-    let mut s = TestServer::start(backend).await;
+async fn run(dialect: Dialect, events: usize) {
+    let mut s = TestServer::start(dialect).await;
     // Offline, as the CLI runs: no server tailing the log while it is written and rebuilt.
-    let pool = s.server().state.pool.clone();
+    let db = s.server().state.db.clone();
     s.stop().await;
     let started = Instant::now();
-    let written = insert_users(&pool, events.div_ceil(20), 1).await;
+    let written = insert_users(&db, events.div_ceil(20), 1).await;
     println!(
-        "{backend:?}: wrote {written} events in {:.1} s",
+        "{dialect:?}: wrote {written} events in {:.1} s",
         started.elapsed().as_secs_f64()
     );
     for attempt in 1..=2 {
@@ -44,20 +44,12 @@ async fn run(backend: Backend, events: usize) {
             rebuilt.rate()
         );
     }
-    let (users, factors): (i64, i64) = match &pool {
-        Pool::Pg(pg) => sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM users_v1), (SELECT COUNT(*) FROM factors_v1 WHERE status = 'ACTIVE' AND failed_attempts = 0)",
-        )
-        .fetch_one(pg)
-        .await
-        .unwrap(),
-        Pool::Lite(lite) => sqlx::query_as(
-            "SELECT (SELECT COUNT(*) FROM users_v1), (SELECT COUNT(*) FROM factors_v1 WHERE status = 'ACTIVE' AND failed_attempts = 0)",
-        )
-        .fetch_one(lite)
-        .await
-        .unwrap(),
-    };
+    let (users, factors): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM users_v1), (SELECT COUNT(*) FROM factors_v1 WHERE status = 'ACTIVE' AND failed_attempts = 0)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(users as usize, events.div_ceil(20));
     assert_eq!(factors as usize, events.div_ceil(20));
 }
@@ -67,11 +59,11 @@ async fn main() {
     let events = env("TESSERA_BENCH_EVENTS", 1_000_000);
     let stores = std::env::var("TESSERA_BENCH_STORES").unwrap_or_else(|_| "postgres,sqlite".into());
     for name in stores.split(',') {
-        let backend = match name.trim() {
-            "postgres" => Backend::Postgres,
-            "sqlite" => Backend::Sqlite,
+        let dialect = match name.trim() {
+            "postgres" => Dialect::Postgres,
+            "sqlite" => Dialect::Sqlite,
             other => panic!("unknown store {other}"),
         };
-        run(backend, events).await;
+        run(dialect, events).await;
     }
 }

@@ -23,12 +23,12 @@ use std::{
 
 use chrono::TimeDelta;
 use serde_json::json;
-use tessera_api::store::{Pool, Store};
 use tessera_domain::{
     factor::{Factor, FactorCommand, FactorOutcome, outcome_of},
     secret::PassCode,
 };
-use tessera_tests::{Store as Backend, TestServer};
+use tessera_store::Store;
+use tessera_tests::{Store as Dialect, TestServer};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -76,62 +76,23 @@ async fn seed(s: &TestServer, login: &str, total: usize) -> (String, String) {
         };
         rows.push((seq, event_type, version, payload.to_string()));
     }
+    let db = &s.server().state.db;
     for chunk in rows.chunks(1000) {
-        let mut sql = String::from(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ",
-        );
-        let json_cast = matches!(s.server().state.pool, Pool::Pg(_));
-        for i in 0..chunk.len() {
-            let b = i * 5;
-            if i > 0 {
-                sql.push(',');
-            }
-            if json_cast {
-                sql.push_str(&format!(
-                    "('Factor', ${}, ${}, ${}, ${}, ${}::json, '{meta}'::json)",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5
-                ));
-            } else {
-                sql.push_str(&format!(
-                    "('Factor', ${}, ${}, ${}, ${}, ${}, '{meta}')",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5
-                ));
-            }
-        }
-        match &s.server().state.pool {
-            Pool::Pg(pg) => {
-                let mut q = sqlx::query(&sql);
-                for (seq, t, v, p) in chunk {
-                    q = q
-                        .bind(&factor)
-                        .bind(i64::try_from(*seq).unwrap())
-                        .bind(*t)
-                        .bind(*v)
-                        .bind(p);
-                }
-                q.execute(pg).await.unwrap();
-            }
-            Pool::Lite(lite) => {
-                let mut q = sqlx::query(&sql);
-                for (seq, t, v, p) in chunk {
-                    q = q
-                        .bind(&factor)
-                        .bind(i64::try_from(*seq).unwrap())
-                        .bind(*t)
-                        .bind(*v)
-                        .bind(p);
-                }
-                q.execute(lite).await.unwrap();
-            }
-        }
+        let events: Vec<tessera_store::NewEvent<'_>> = chunk
+            .iter()
+            .map(|(seq, t, v, p)| tessera_store::NewEvent {
+                aggregate_type: "Factor",
+                aggregate_id: &factor,
+                sequence: i64::try_from(*seq).unwrap(),
+                event_type: t,
+                event_version: v,
+                payload: p.clone(),
+                metadata: meta.to_string(),
+            })
+            .collect();
+        tessera_store::append(&db.pool, db.dialect, &events, tessera_store::Conflict::Fail)
+            .await
+            .unwrap();
     }
     (factor, secret)
 }
@@ -177,8 +138,8 @@ async fn settle(s: &TestServer) {
     }
 }
 
-async fn run(backend: Backend, long: usize, rounds: usize, every: usize) {
-    let s = TestServer::start_with(backend, |c| {
+async fn run(dialect: Dialect, long: usize, rounds: usize, every: usize) {
+    let s = TestServer::start_with(dialect, |c| {
         c.factor_snapshot_every = every;
         c.lockout_threshold = 1_000_000;
     })
@@ -199,7 +160,7 @@ async fn run(backend: Backend, long: usize, rounds: usize, every: usize) {
     let seeded = seeding.elapsed();
     let (_, length) = factors.load(&big).await.unwrap();
     // The same pool without snapshots, for reference.
-    let plain: Store<Factor> = Store::new(&state.pool, factors.services().clone());
+    let plain: Store<Factor> = Store::new(&state.db, factors.services().clone());
 
     let mut at_small = Vec::with_capacity(rounds);
     let mut at_long = Vec::with_capacity(rounds);
@@ -215,7 +176,7 @@ async fn run(backend: Backend, long: usize, rounds: usize, every: usize) {
     }
     let (a, b, c) = (stats(&at_small), stats(&at_long), stats(&unsnapshotted));
     println!(
-        "{backend:?}, snapshot every {every}: seeded {rounds} factors of 10 events and one of \
+        "{dialect:?}, snapshot every {every}: seeded {rounds} factors of 10 events and one of \
          {length} in {:.1} s; first verify of the long one (full replay, writes the snapshot) \
          {:.1} ms",
         seeded.as_secs_f64(),
@@ -253,11 +214,11 @@ async fn main() {
     );
     let stores = std::env::var("TESSERA_BENCH_STORES").unwrap_or_else(|_| "postgres,sqlite".into());
     for name in stores.split(',') {
-        let backend = match name.trim() {
-            "postgres" => Backend::Postgres,
-            "sqlite" => Backend::Sqlite,
+        let dialect = match name.trim() {
+            "postgres" => Dialect::Postgres,
+            "sqlite" => Dialect::Sqlite,
             other => panic!("unknown store {other}"),
         };
-        run(backend, long, rounds, every).await;
+        run(dialect, long, rounds, every).await;
     }
 }

@@ -15,7 +15,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use chrono::Utc;
 use serde_json::{Value, json};
-use tessera_api::{Config, Server, start_with_clock, store::Pool};
+use tessera_api::{Config, Server, start_with_clock};
 use tessera_domain::services::FixedClock;
 use totp_rs::{Algorithm, Secret, TOTP};
 
@@ -329,20 +329,15 @@ impl TestServer {
     /// `(aggregate type, aggregate id, sequence)` of every stored event in the tailing order,
     /// read straight from the table: the oracle for the audit API.
     pub async fn log_identities(&self) -> Vec<(String, String, i64)> {
-        match &self.server().state.pool {
-            Pool::Pg(pg) => sqlx::query_as(
-                "SELECT aggregate_type, aggregate_id, sequence FROM events ORDER BY tx_id, global_position",
-            )
-            .fetch_all(pg)
+        let db = &self.server().state.db;
+        let sql = format!(
+            "SELECT aggregate_type, aggregate_id, sequence FROM events ORDER BY {}",
+            db.dialect.log_order()
+        );
+        sqlx::query_as(&sql)
+            .fetch_all(&db.pool)
             .await
-            .expect("read events"),
-            Pool::Lite(lite) => sqlx::query_as(
-                "SELECT aggregate_type, aggregate_id, sequence FROM events ORDER BY global_seq",
-            )
-            .fetch_all(lite)
-            .await
-            .expect("read events"),
-        }
+            .expect("read events")
     }
 
     /// Every event through `events(first: 500)` once it shows all `log_identities` (a
@@ -457,11 +452,10 @@ impl TestServer {
 
     /// Runs one statement on the server's database, as an operator would.
     pub async fn execute_sql(&self, sql: &str) {
-        match &self.server().state.pool {
-            Pool::Pg(pg) => sqlx::raw_sql(sql).execute(pg).await.map(|_| ()),
-            Pool::Lite(lite) => sqlx::raw_sql(sql).execute(lite).await.map(|_| ()),
-        }
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        sqlx::raw_sql(sql)
+            .execute(&self.server().state.db.pool)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     /// Event types of one aggregate, in order, read straight from the event table.
@@ -475,37 +469,18 @@ impl TestServer {
 
     /// `(event_type, payload)` of one aggregate, in order, straight from the event table.
     pub async fn events(&self, aggregate_type: &str, aggregate_id: &str) -> Vec<(String, Value)> {
-        use sqlx::Row;
-        let sql = match self.store {
-            Store::Postgres => {
-                "SELECT event_type, payload::text AS payload FROM events \
-                 WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
-            }
-            Store::Sqlite => {
-                "SELECT event_type, payload FROM events \
-                 WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
-            }
-        };
-        let rows = match &self.server().state.pool {
-            tessera_api::store::Pool::Pg(p) => sqlx::query(sql)
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .fetch_all(p)
-                .await
-                .expect("read events")
-                .iter()
-                .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
-                .collect::<Vec<_>>(),
-            tessera_api::store::Pool::Lite(p) => sqlx::query(sql)
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .fetch_all(p)
-                .await
-                .expect("read events")
-                .iter()
-                .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
-                .collect::<Vec<_>>(),
-        };
+        let db = &self.server().state.db;
+        let sql = format!(
+            "SELECT event_type, {} AS payload FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+            db.dialect.json_text("payload")
+        );
+        let rows: Vec<(String, String)> = sqlx::query_as(&sql)
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .fetch_all(&db.pool)
+            .await
+            .expect("read events");
         rows.into_iter()
             .map(|(t, p)| (t, serde_json::from_str(&p).expect("payload JSON")))
             .collect()
@@ -681,15 +656,11 @@ impl TestServer {
     /// The events of one stream as `(event_type, payload)`, in order, read from the store.
     pub async fn events_of(&self, aggregate_id: &str) -> Vec<(String, Value)> {
         let sql = "SELECT event_type, CAST(payload AS TEXT) FROM events WHERE aggregate_id = $1 ORDER BY sequence";
-        let rows: Vec<(String, String)> = match &self.server().state.pool {
-            tessera_api::store::Pool::Pg(p) => {
-                sqlx::query_as(sql).bind(aggregate_id).fetch_all(p).await
-            }
-            tessera_api::store::Pool::Lite(p) => {
-                sqlx::query_as(sql).bind(aggregate_id).fetch_all(p).await
-            }
-        }
-        .expect("read events");
+        let rows: Vec<(String, String)> = sqlx::query_as(sql)
+            .bind(aggregate_id)
+            .fetch_all(&self.server().state.db.pool)
+            .await
+            .expect("read events");
         rows.into_iter()
             .map(|(t, p)| (t, serde_json::from_str(&p).expect("payload is JSON")))
             .collect()
@@ -934,7 +905,7 @@ impl WsClient {
 /// Synthetic event logs for rebuild tests and benchmarks.
 pub mod synthetic {
     use serde_json::json;
-    use tessera_api::store::Pool;
+    use tessera_store::{Conflict, Db, NewEvent, append};
 
     /// The 20 events of synthetic user `u` and their TOTP factor, as the server would have
     /// written them: (aggregate type, aggregate id, sequence, event type, version, payload).
@@ -1045,51 +1016,37 @@ pub mod synthetic {
     /// the streams of each `interleave` consecutive users are interleaved event by event (1:
     /// one user after another), so a stream can span many batches of a reader. Returns how
     /// many events.
-    pub async fn insert_users(pool: &Pool, users: usize, interleave: usize) -> usize {
+    pub async fn insert_users(db: &Db, users: usize, interleave: usize) -> usize {
         let meta = json!({ "actor": "api-key:0123456789abcdef", "request_id": "4f1c0d7e-8d2a-4f7e-9a51-0c2b7e1d9f00",
                            "correlation_id": "4f1c0d7e-8d2a-4f7e-9a51-0c2b7e1d9f00",
                            "causation_id": "cmd-0192f0a4-7b7e-7c3d-9a51-0c2b7e1d9f00", "command": "Verify",
                            "client_ip": "203.0.113.7", "user_agent": "Mozilla/5.0 (X11; Linux x86_64)" })
         .to_string();
-        let cast = matches!(pool, Pool::Pg(_));
         let mut written = 0;
         let mut batch = Vec::with_capacity(1000);
-        let flush = async |batch: &mut Vec<_>| {
-            if batch.is_empty() {
-                return;
-            }
-            let mut sql = String::from(
-                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ",
-            );
-            for i in 0..batch.len() {
-                let b = i * 6;
-                if i > 0 {
-                    sql.push(',');
-                }
-                let (p, m) = if cast { ("::json", "::json") } else { ("", "") };
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}{p}, '{meta}'{m})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6
-                ));
-            }
-            macro_rules! run {
-                ($pool:expr) => {{
-                    let mut q = sqlx::query(&sql);
-                    for (t, id, seq, et, v, p) in batch.iter() {
-                        q = q.bind(*t).bind(id).bind(*seq).bind(*et).bind(*v).bind(p);
-                    }
-                    q.execute($pool).await.unwrap();
-                }};
-            }
-            match pool {
-                Pool::Pg(pg) => run!(pg),
-                Pool::Lite(lite) => run!(lite),
-            }
+        let flush = async |batch: &mut Vec<(
+            &'static str,
+            String,
+            i64,
+            &'static str,
+            &'static str,
+            String,
+        )>| {
+            let rows: Vec<NewEvent<'_>> = batch
+                .iter()
+                .map(|(t, id, seq, et, v, p)| NewEvent {
+                    aggregate_type: t,
+                    aggregate_id: id,
+                    sequence: *seq,
+                    event_type: et,
+                    event_version: v,
+                    payload: p.clone(),
+                    metadata: meta.clone(),
+                })
+                .collect();
+            append(&db.pool, db.dialect, &rows, Conflict::Fail)
+                .await
+                .expect("append synthetic events");
             batch.clear();
         };
         let all: Vec<usize> = (0..users).collect();
@@ -1117,5 +1074,35 @@ pub mod synthetic {
         }
         flush(&mut batch).await;
         written
+    }
+}
+
+/// Writing events as another process would, through the store's one append (never a
+/// hand-written INSERT), for tests of what readers do with them.
+pub mod raw {
+    use serde_json::{Value, json};
+    use tessera_store::{Conflict, Dialect, NewEvent, append};
+
+    /// Appends one event (`(aggregate type, id, sequence)`, type, payload) on `conn`, which may
+    /// be inside an open transaction; version `1.0`, empty metadata.
+    pub async fn append_one(
+        conn: &mut sqlx::AnyConnection,
+        dialect: Dialect,
+        (aggregate_type, aggregate_id, sequence): (&str, &str, i64),
+        event_type: &str,
+        payload: Value,
+    ) {
+        let row = NewEvent {
+            aggregate_type,
+            aggregate_id,
+            sequence,
+            event_type,
+            event_version: "1.0",
+            payload: payload.to_string(),
+            metadata: json!({}).to_string(),
+        };
+        append(conn, dialect, &[row], Conflict::Fail)
+            .await
+            .expect("append");
     }
 }

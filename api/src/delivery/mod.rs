@@ -2,12 +2,13 @@
 //! generic HTTP gateway ([`sms_webhook`]), and, for whichever channel is not configured, a
 //! development outbox file beside the database ([`outbox`]).
 //!
-//! A message is sent after the code's hash is committed, in a background task, with bounded
-//! retries; what came of it is recorded on the challenge (`Delivered` or `DeliveryFailed`)
-//! and counted in [`DeliveryMetrics`]. Errors carry only a status or a kind of failure, never
+//! A message is queued durably ([`queue`]) once the code's hash is committed and sent by the
+//! queue's worker with bounded retries; what came of it is recorded on the challenge
+//! (`Delivered` or `DeliveryFailed`) and counted in [`DeliveryMetrics`]. Errors carry only a status or a kind of failure, never
 //! the message: the body holds a code.
 
 pub mod outbox;
+pub mod queue;
 pub mod sms_webhook;
 pub mod smtp;
 

@@ -1,4 +1,4 @@
-//! The generic SMS gateway (SPEC §4 Delivery): `POST {"to": "+E164", "body": "text"}` as JSON
+//! The generic SMS gateway (frozen by the contract, docs/architecture.md): `POST {"to": "+E164", "body": "text"}` as JSON
 //! to `TESSERA_SMS_WEBHOOK_URL`. 2xx is delivered; 408, 429 and 5xx are retried; any other
 //! answer is final.
 

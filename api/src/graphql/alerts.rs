@@ -1,8 +1,7 @@
 //! Security alerts: `securityAlerts` (query and subscription), `acknowledgeSecurityAlert`.
 
 use async_graphql::{
-    Context, ID, Json, Object, SimpleObject, Subscription,
-    connection::{Connection, Edge, query},
+    Context, ID, Json, Object, SimpleObject, Subscription, connection::Connection,
 };
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
@@ -10,15 +9,17 @@ use tessera_domain::{
     alert::{AlertCommand, AlertEvent},
     ids::UserId,
 };
-use tessera_projections::{alerts::AlertRow, audit::Filter, parse_ts};
+use tessera_projections::{alerts::AlertRow, audit::Filter};
+use tessera_store::parse_ts;
 use uuid::Uuid;
 
 use crate::{
+    app::{AppError, AppResult},
     auth::Caller,
     graphql::{
         ContextExt,
         audit::tail_stored,
-        error::{ApiError, ApiResult, IntoGraphql},
+        page::{self, PageSize},
         user::parse_user_id,
     },
 };
@@ -43,8 +44,8 @@ pub struct SecurityAlert {
 }
 
 impl SecurityAlert {
-    fn from_row(row: AlertRow) -> ApiResult<Self> {
-        let bad = || ApiError::internal(format!("malformed security_alerts_v1 row {}", row.id));
+    fn from_row(row: AlertRow) -> AppResult<Self> {
+        let bad = || AppError::internal(format!("malformed security_alerts_v1 row {}", row.id));
         Ok(Self {
             raised_at: parse_ts(&row.raised_at).ok_or_else(bad)?,
             acknowledged_at: row.acknowledged_at.as_deref().and_then(parse_ts),
@@ -58,15 +59,15 @@ impl SecurityAlert {
 }
 
 /// Which user's alerts a caller may see: admins any (or all), users only their own.
-fn alert_scope(caller: &Caller, user_id: Option<&ID>) -> ApiResult<Option<UserId>> {
+fn alert_scope(caller: &Caller, user_id: Option<&ID>) -> AppResult<Option<UserId>> {
     let user = user_id.map(|id| parse_user_id(id)).transpose()?;
     match (caller, user) {
         (Caller::Admin { .. }, user) => Ok(user),
         (Caller::User { user_id }, Some(u)) if *user_id == u => Ok(Some(u)),
         (Caller::User { user_id }, None) => Ok(Some(*user_id)),
-        (Caller::User { .. }, Some(_)) => Err(ApiError::Forbidden),
+        (Caller::User { .. }, Some(_)) => Err(AppError::Forbidden),
         // An enrolment-only token may enrol and activate, nothing else.
-        (Caller::Enrollment { .. }, _) => Err(ApiError::Forbidden),
+        (Caller::Enrollment { .. }, _) => Err(AppError::Forbidden),
     }
 }
 
@@ -85,42 +86,31 @@ impl AlertQuery {
     ) -> async_graphql::Result<Connection<String, SecurityAlert>> {
         let scope = match ctx.caller().and_then(|c| alert_scope(c, user_id.as_ref())) {
             Ok(scope) => scope.map(|u| u.to_string()),
-            Err(e) => return Err(e.into_graphql(ctx)),
+            Err(e) => return Err(e.into()),
         };
-        query(
-            after,
-            None,
-            first,
-            None,
-            |after: Option<String>, _, first, _| async move {
-                let result: ApiResult<_> = async {
-                    let state = ctx.state()?;
-                    let limit = i64::try_from(first.unwrap_or(50).clamp(0, 200)).unwrap_or(50);
-                    let cursor = after.as_deref().and_then(|a| a.split_once('|'));
-                    if after.is_some() && cursor.is_none() {
-                        return Err(ApiError::bad_input(
-                            "INVALID_CURSOR",
-                            "after is not a cursor of this connection",
-                        ));
-                    }
-                    let mut rows = state
-                        .queries
-                        .alerts_after(scope.as_deref(), cursor, limit + 1)
-                        .await?;
-                    let has_next = i64::try_from(rows.len()).unwrap_or(0) > limit;
-                    rows.truncate(usize::try_from(limit).unwrap_or(0));
-                    let mut connection = Connection::new(after.is_some(), has_next);
-                    for row in rows {
-                        let cursor = format!("{}|{}", row.raised_at, row.id);
-                        connection
-                            .edges
-                            .push(Edge::new(cursor, SecurityAlert::from_row(row)?));
-                    }
-                    Ok(connection)
-                }
-                .await;
-                result.gql(ctx)
+        if after.as_deref().is_some_and(|a| !a.contains('|')) {
+            return Err(AppError::bad_input(
+                "INVALID_CURSOR",
+                "after is not a cursor of this connection",
+            )
+            .into());
+        }
+        let state = ctx.state()?;
+        page::connection(
+            (after, first),
+            PageSize {
+                default: 50,
+                max: 200,
             },
+            |after, n| async move {
+                let cursor = after.as_deref().and_then(|a| a.split_once('|'));
+                Ok(state
+                    .queries
+                    .alerts_after(scope.as_deref(), cursor, n)
+                    .await?)
+            },
+            |row| format!("{}|{}", row.raised_at, row.id),
+            SecurityAlert::from_row,
         )
         .await
     }
@@ -141,16 +131,16 @@ impl AlertMutation {
             let state = ctx.state()?;
             let caller = ctx.caller()?;
             let alert_id = Uuid::parse_str(&id)
-                .map_err(|_| ApiError::bad_input("INVALID_ID", "id is not a valid alert id"))?
+                .map_err(|_| AppError::bad_input("INVALID_ID", "id is not a valid alert id"))?
                 .to_string();
             let row = state.queries.alert(&alert_id).await?.ok_or_else(|| {
-                ApiError::not_found("ALERT_NOT_FOUND", "security alert not found")
+                AppError::not_found("ALERT_NOT_FOUND", "security alert not found")
             })?;
             alert_scope(caller, Some(&ID(row.user_id.clone())))?;
             let command = AlertCommand::Acknowledge { by: caller.actor() };
             let committed = state
                 .alerts
-                .execute(&alert_id, command, &ctx.meta().metadata(&caller.actor()))
+                .execute(&alert_id, command, &ctx.call().metadata())
                 .await?;
             state.settle(&alert_id, &committed).await;
             let mut alert = SecurityAlert::from_row(row)?;
@@ -158,7 +148,7 @@ impl AlertMutation {
             Ok(alert)
         }
         .await
-        .gql(ctx)
+        .map_err(AppError::into_gql)
     }
 }
 
@@ -173,17 +163,17 @@ impl AlertSubscription {
         ctx: &Context<'_>,
         user_id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = SecurityAlert>> {
-        let prepared: ApiResult<_> = async {
+        let prepared: AppResult<_> = async {
             let scope = alert_scope(ctx.caller()?, user_id.as_ref())?;
             let state = ctx.state()?.clone();
             // From the log's head now: alerts raised from here on, by any node.
-            let mut conn = state.db.pool.acquire().await.map_err(ApiError::internal)?;
-            let head = tessera_projections::log::head(&mut conn, state.db.backend).await?;
+            let mut conn = state.db.pool.acquire().await.map_err(AppError::internal)?;
+            let head = tessera_store::log::head(&mut conn, state.db.dialect).await?;
             drop(conn);
             Ok((scope, state, head))
         }
         .await;
-        let (scope, state, head) = prepared.gql(ctx)?;
+        let (scope, state, head) = prepared.map_err(AppError::into_gql)?;
         let filter = Filter {
             aggregate_type: Some("Alert".into()),
             event_types: Some(vec!["SecurityAlertRaised".into()]),

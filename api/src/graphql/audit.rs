@@ -9,22 +9,19 @@
 use std::{collections::VecDeque, time::Duration};
 
 use async_graphql::{
-    Context, ID, InputObject, Json, Object, SimpleObject, Subscription,
-    connection::{Connection, Edge, query},
+    Context, ID, InputObject, Json, Object, SimpleObject, Subscription, connection::Connection,
 };
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
-use tessera_projections::{
-    Cursor, StoredEvent,
-    audit::{self, Filter},
-    parse_ts,
-};
+use tessera_projections::audit::{self, Filter};
+use tessera_store::{Cursor, StoredEvent, parse_ts};
 use tokio::sync::watch;
 
 use crate::{
+    app::{AppError, AppResult},
     graphql::{
         ContextExt,
-        error::{ApiError, ApiResult, IntoGraphql},
+        page::{self, PageSize},
     },
     state::AppState,
 };
@@ -57,7 +54,7 @@ pub struct EventFilterInput {
 }
 
 impl EventFilterInput {
-    fn into_filter(self) -> ApiResult<Filter> {
+    fn into_filter(self) -> AppResult<Filter> {
         let too_long = |s: &str| s.len() > MAX_FILTER_TEXT;
         let types = self.event_types.as_deref().unwrap_or_default();
         if [
@@ -71,7 +68,7 @@ impl EventFilterInput {
             || types.len() > MAX_EVENT_TYPES
             || types.iter().any(|t| too_long(t))
         {
-            return Err(ApiError::bad_input(
+            return Err(AppError::bad_input(
                 "INVALID_FILTER",
                 "a filter value is too long or names too many event types",
             ));
@@ -79,7 +76,7 @@ impl EventFilterInput {
         if let (Some(from), Some(to)) = (self.from, self.to)
             && from > to
         {
-            return Err(ApiError::bad_input(
+            return Err(AppError::bad_input(
                 "INVALID_TIME_RANGE",
                 "filter.from is after filter.to",
             ));
@@ -119,9 +116,9 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
-    fn from_stored(e: StoredEvent) -> ApiResult<Self> {
+    fn from_stored(e: StoredEvent) -> AppResult<Self> {
         let recorded_at = parse_ts(&e.recorded_at).ok_or_else(|| {
-            ApiError::internal(format!("unparseable recorded_at {}", e.recorded_at))
+            AppError::internal(format!("unparseable recorded_at {}", e.recorded_at))
         })?;
         Ok(Self {
             position: e.cursor.encode(),
@@ -138,10 +135,10 @@ impl AuditEvent {
 }
 
 /// Parses a position handed out earlier.
-fn parse_position(s: &str) -> ApiResult<Cursor> {
+fn parse_position(s: &str) -> AppResult<Cursor> {
     Cursor::decode(s)
         .filter(|c| c.tx >= 0 && c.pos >= 0)
-        .ok_or_else(|| ApiError::bad_input("INVALID_CURSOR", "not a position from this log"))
+        .ok_or_else(|| AppError::bad_input("INVALID_CURSOR", "not a position from this log"))
 }
 
 #[derive(Default)]
@@ -161,42 +158,31 @@ impl AuditQuery {
             ctx.admin()?;
             let filter = filter.unwrap_or_default().into_filter()?;
             let after = after.as_deref().map(parse_position).transpose()?;
-            Ok::<_, ApiError>((filter, after))
+            Ok::<_, AppError>((filter, after))
         })();
-        let (filter, from) = prepared.gql(ctx)?;
-        query(
-            after,
-            None,
-            first,
-            None,
-            |_after: Option<String>, _, first, _| async move {
-                let result: ApiResult<_> = async {
-                    let state = ctx.state()?;
-                    let limit = first.unwrap_or(DEFAULT_PAGE).min(MAX_PAGE);
-                    let mut conn = state.db.pool.acquire().await.map_err(ApiError::internal)?;
-                    let mut events = audit::read(
-                        &mut conn,
-                        state.db.backend,
-                        &filter,
-                        from.unwrap_or_default(),
-                        None,
-                        i64::try_from(limit).unwrap_or(0) + 1,
-                    )
-                    .await?;
-                    let has_next = events.len() > limit;
-                    events.truncate(limit);
-                    let mut connection = Connection::new(from.is_some(), has_next);
-                    for event in events {
-                        let cursor = event.cursor.encode();
-                        connection
-                            .edges
-                            .push(Edge::new(cursor, AuditEvent::from_stored(event)?));
-                    }
-                    Ok(connection)
-                }
-                .await;
-                result.gql(ctx)
+        let (filter, from) = prepared.map_err(AppError::into_gql)?;
+        let state = ctx.state()?;
+        let filter = &filter;
+        page::connection(
+            (after, first),
+            PageSize {
+                default: DEFAULT_PAGE,
+                max: MAX_PAGE,
             },
+            |_, n| async move {
+                let mut conn = state.db.pool.acquire().await.map_err(AppError::internal)?;
+                Ok(audit::read(
+                    &mut conn,
+                    state.db.dialect,
+                    filter,
+                    from.unwrap_or_default(),
+                    None,
+                    n,
+                )
+                .await?)
+            },
+            |event| event.cursor.encode(),
+            AuditEvent::from_stored,
         )
         .await
     }
@@ -224,9 +210,9 @@ impl AuditSubscription {
                 .map(parse_position)
                 .transpose()?
                 .unwrap_or_default();
-            Ok::<_, ApiError>((ctx.state()?.clone(), filter, after))
+            Ok::<_, AppError>((ctx.state()?.clone(), filter, after))
         })();
-        let (state, filter, after) = prepared.gql(ctx)?;
+        let (state, filter, after) = prepared.map_err(AppError::into_gql)?;
         Ok(tail(state, filter, after))
     }
 }
@@ -303,7 +289,7 @@ impl Tail {
     /// Reads the next matching events up to the head seen now; returns whether any came.
     /// When the page is not full, everything up to that head has been looked at, so the
     /// cursor moves there even if nothing matched: the next read starts after it.
-    async fn fill(&mut self) -> Result<bool, tessera_projections::Error> {
+    async fn fill(&mut self) -> Result<bool, tessera_store::Error> {
         let head = *self.head.borrow_and_update();
         if head <= self.cursor {
             return Ok(false);
@@ -311,7 +297,7 @@ impl Tail {
         let mut conn = self.state.db.pool.acquire().await?;
         let events = audit::read(
             &mut conn,
-            self.state.db.backend,
+            self.state.db.dialect,
             &self.filter,
             self.cursor,
             Some(head),

@@ -1,4 +1,4 @@
-//! Per-request abuse limits (SPEC §4 "Abuse limits"). Root mutation fields run one after
+//! Per-request abuse limits (part of the contract, docs/architecture.md). Root mutation fields run one after
 //! another, so sixty aliased `verifyFactor`s would be sixty guesses: a request may carry at
 //! most one proof-of-possession field, counted over aliases, fragments and every operation in
 //! the document, and a request over the budget is refused before anything executes.

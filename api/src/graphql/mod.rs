@@ -1,13 +1,13 @@
-//! The GraphQL schema (SPEC §4 Contract): one module per feature, merged here.
+//! The GraphQL schema (frozen by the contract, docs/architecture.md): one module per feature, merged here.
 
 mod alerts;
 mod audit;
 mod challenge;
 pub mod error;
 mod factor;
-mod history;
 pub mod limits;
 mod login;
+mod page;
 mod recovery;
 mod step_up;
 mod types;
@@ -16,8 +16,8 @@ mod user;
 use async_graphql::{Context, MergedObject, MergedSubscription, Schema};
 
 use crate::{
+    app::{AppError, Call},
     auth::Caller,
-    graphql::error::ApiError,
     state::{AppState, RequestMeta},
 };
 
@@ -69,32 +69,37 @@ pub fn build_schema(state: Option<AppState>) -> TesseraSchema {
 
 /// Resolver helpers over the request's context.
 pub(crate) trait ContextExt {
-    fn state(&self) -> Result<&AppState, ApiError>;
-    fn caller(&self) -> Result<&Caller, ApiError>;
-    fn meta(&self) -> RequestMeta;
-    fn admin(&self) -> Result<&Caller, ApiError>;
+    fn state(&self) -> Result<&AppState, AppError>;
+    fn caller(&self) -> Result<&Caller, AppError>;
+    fn admin(&self) -> Result<&Caller, AppError>;
+    /// The caller and the request's metadata, as the application layer takes them.
+    fn call(&self) -> Call;
 }
 
 impl ContextExt for Context<'_> {
-    fn state(&self) -> Result<&AppState, ApiError> {
+    fn state(&self) -> Result<&AppState, AppError> {
         self.data::<AppState>()
-            .map_err(|_| ApiError::internal("schema built without state"))
+            .map_err(|_| AppError::internal("schema built without state"))
     }
 
-    fn caller(&self) -> Result<&Caller, ApiError> {
-        self.data_opt::<Caller>().ok_or(ApiError::Unauthenticated)
+    fn caller(&self) -> Result<&Caller, AppError> {
+        self.data_opt::<Caller>().ok_or(AppError::Unauthenticated)
     }
 
-    fn meta(&self) -> RequestMeta {
-        self.data_opt::<RequestMeta>()
-            .cloned()
-            .unwrap_or_else(RequestMeta::internal)
-    }
-
-    fn admin(&self) -> Result<&Caller, ApiError> {
+    fn admin(&self) -> Result<&Caller, AppError> {
         match self.caller()? {
             c @ Caller::Admin { .. } => Ok(c),
-            Caller::User { .. } | Caller::Enrollment { .. } => Err(ApiError::Forbidden),
+            Caller::User { .. } | Caller::Enrollment { .. } => Err(AppError::Forbidden),
+        }
+    }
+
+    fn call(&self) -> Call {
+        Call {
+            caller: self.data_opt::<Caller>().cloned(),
+            meta: self
+                .data_opt::<RequestMeta>()
+                .cloned()
+                .unwrap_or_else(RequestMeta::internal),
         }
     }
 }

@@ -2,22 +2,15 @@
 //! `unlockFactor`, `unlockUser`.
 
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
-use tessera_domain::{
-    factor::FactorCommand,
-    ids::UserId,
-    secret::Secret,
-    user::{UserCommand, recovery, recovery_outcome},
-};
 
 use crate::{
+    app,
     graphql::{
         ContextExt,
-        error::{ApiError, ApiResult, IntoGraphql},
-        factor::{VerifyFactorPayload, parse_factor_id, run_on_factor},
+        factor::{VerifyFactorPayload, parse_factor_id},
         types::{Factor, User},
         user::parse_user_id,
     },
-    state::AppState,
 };
 
 /// A reference to a user.
@@ -51,32 +44,6 @@ pub struct RecoveryCodesPayload {
     pub recovery_codes: Vec<String>,
 }
 
-/// Draws a set of codes and stores their hashes. With `only_if_none`, returns `None` if the
-/// user already had a set (the first activation of a factor generates one, later ones do not).
-pub(crate) async fn issue_recovery_codes(
-    ctx: &Context<'_>,
-    state: &AppState,
-    user: UserId,
-    only_if_none: bool,
-) -> ApiResult<Option<Vec<String>>> {
-    let caller = ctx.caller()?;
-    let mut rng = rand::rngs::OsRng;
-    let codes: Vec<String> = (0..recovery::CODES_PER_SET)
-        .map(|_| recovery::new_code(&mut rng))
-        .collect();
-    let command = UserCommand::GenerateRecoveryCodes {
-        codes: codes.iter().cloned().map(Secret::new).collect(),
-        only_if_none,
-    };
-    let key = user.to_string();
-    let committed = state
-        .users
-        .execute(&key, command, &ctx.meta().metadata(&caller.actor()))
-        .await?;
-    state.settle(&key, &committed).await;
-    Ok((!committed.events.is_empty()).then_some(codes))
-}
-
 #[derive(Default)]
 pub struct RecoveryMutation;
 
@@ -88,19 +55,9 @@ impl RecoveryMutation {
         ctx: &Context<'_>,
         input: UserRefInput,
     ) -> async_graphql::Result<RecoveryCodesPayload> {
-        async {
-            let state = ctx.state()?;
-            let user = parse_user_id(&input.user_id)?;
-            if !ctx.caller()?.may_act_on(user) {
-                return Err(ApiError::Forbidden);
-            }
-            let recovery_codes = issue_recovery_codes(ctx, state, user, false)
-                .await?
-                .ok_or_else(|| ApiError::internal("regeneration wrote nothing"))?;
-            Ok(RecoveryCodesPayload { recovery_codes })
-        }
-        .await
-        .gql(ctx)
+        let user = parse_user_id(&input.user_id)?;
+        let recovery_codes = app::recovery::regenerate(ctx.state()?, &ctx.call(), user).await?;
+        Ok(RecoveryCodesPayload { recovery_codes })
     }
 
     /// Spends a recovery code: `SUCCESS` once per code, `REJECTED` after.
@@ -109,31 +66,12 @@ impl RecoveryMutation {
         ctx: &Context<'_>,
         input: UseRecoveryCodeInput,
     ) -> async_graphql::Result<VerifyFactorPayload> {
-        async {
-            let state = ctx.state()?;
-            let caller = ctx.caller()?;
-            let user = parse_user_id(&input.user_id)?;
-            if !caller.may_act_on(user) {
-                return Err(ApiError::Forbidden);
-            }
-            let key = user.to_string();
-            let command = UserCommand::UseRecoveryCode {
-                code: Secret::new(input.code),
-            };
-            let committed = state
-                .users
-                .execute(&key, command, &ctx.meta().metadata(&caller.actor()))
-                .await?;
-            state.settle(&key, &committed).await;
-            let outcome = recovery_outcome(&committed.payloads())
-                .ok_or_else(|| ApiError::internal("recovery command wrote no outcome"))?;
-            Ok(VerifyFactorPayload {
-                factor_result: outcome.into(),
-                factor: None,
-            })
-        }
-        .await
-        .gql(ctx)
+        let user = parse_user_id(&input.user_id)?;
+        let outcome = app::recovery::spend(ctx.state()?, &ctx.call(), user, input.code).await?;
+        Ok(VerifyFactorPayload {
+            factor_result: outcome.into(),
+            factor: None,
+        })
     }
 
     /// Lifts a factor's lockout before its time (admins only).
@@ -142,13 +80,12 @@ impl RecoveryMutation {
         ctx: &Context<'_>,
         input: UnlockFactorInput,
     ) -> async_graphql::Result<Factor> {
-        async {
-            ctx.admin()?;
-            let id = parse_factor_id(&input.factor_id)?;
-            run_on_factor(ctx, id, FactorCommand::Unlock).await
-        }
-        .await
-        .gql(ctx)
+        let state = ctx.state()?;
+        let call = ctx.call();
+        call.admin()?;
+        let id = parse_factor_id(&input.factor_id)?;
+        let factor = app::factors::unlock(state, &call, id).await?;
+        Ok(Factor::from_aggregate(id, &factor, state.clock.now()))
     }
 
     /// Lifts the hard lock on a user's second factor (admins only).
@@ -157,23 +94,11 @@ impl RecoveryMutation {
         ctx: &Context<'_>,
         input: UserRefInput,
     ) -> async_graphql::Result<User> {
-        async {
-            let state = ctx.state()?;
-            let caller = ctx.admin()?;
-            let user = parse_user_id(&input.user_id)?;
-            let key = user.to_string();
-            let committed = state
-                .users
-                .execute(
-                    &key,
-                    UserCommand::Unlock,
-                    &ctx.meta().metadata(&caller.actor()),
-                )
-                .await?;
-            state.settle(&key, &committed).await;
-            Ok(User::from_aggregate(key, &committed.state))
-        }
-        .await
-        .gql(ctx)
+        let state = ctx.state()?;
+        let call = ctx.call();
+        call.admin()?;
+        let id = parse_user_id(&input.user_id)?;
+        let user = app::recovery::unlock_user(state, &call, id).await?;
+        Ok(User::from_aggregate(id.to_string(), &user))
     }
 }

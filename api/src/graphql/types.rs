@@ -8,14 +8,12 @@ use tessera_domain::{
     ids::{ChallengeId, FactorId},
     user::User as UserAgg,
 };
-use tessera_projections::{
-    parse_ts,
-    read_model::{FactorRow, UserRow},
-};
+use tessera_projections::read_model::{FactorRow, UserRow};
+use tessera_store::parse_ts;
 
-use crate::graphql::{
-    ContextExt,
-    error::{ApiError, ApiResult, IntoGraphql},
+use crate::{
+    app::{self, AppError, AppResult},
+    graphql::ContextExt,
 };
 
 /// Kinds of factor.
@@ -142,19 +140,12 @@ pub struct Factor {
 
 impl Factor {
     /// From the read model, with the status at `now`.
-    pub fn from_row(row: FactorRow, now: DateTime<Utc>) -> ApiResult<Self> {
-        let bad = || ApiError::internal(format!("malformed factors_v1 row {}", row.id));
-        let stored = factor::FactorStatus::parse(&row.status).ok_or_else(bad)?;
+    pub fn from_row(row: FactorRow, now: DateTime<Utc>) -> AppResult<Self> {
+        let bad = || AppError::internal(format!("malformed factors_v1 row {}", row.id));
+        let status = row.status_at(now).ok_or_else(bad)?;
+        let factor_type: FactorType = row.factor_type().ok_or_else(bad)?.into();
         let locked_until = row.locked_until.as_deref().and_then(parse_ts);
         let expires_at = row.expires_at.as_deref().and_then(parse_ts);
-        let status = factor::effective_status(stored, locked_until, expires_at, now);
-        let factor_type = match row.factor_type.as_str() {
-            "TOTP" => FactorType::Totp,
-            "SMS" => FactorType::Sms,
-            "EMAIL" => FactorType::Email,
-            "WEBAUTHN" => FactorType::Webauthn,
-            _ => return Err(bad()),
-        };
         let (phone_number, email) = destination_fields(factor_type, row.destination.clone());
         Ok(Self {
             id: ID(row.id.clone()),
@@ -210,7 +201,7 @@ fn destination_fields(
     }
 }
 
-/// A request for a proof of possession (SPEC §4 `Challenge`).
+/// A request for a proof of possession (a contract type, docs/architecture.md).
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Challenge {
     /// Id.
@@ -290,31 +281,32 @@ pub struct User {
 impl User {
     /// The user's factors, removed ones included, oldest first.
     async fn factors(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Factor>> {
-        async {
-            let state = ctx.state()?;
-            if let Some(at) = self.as_of {
-                return crate::graphql::history::factors_of_user(state, &self.id, at).await;
-            }
-            let now = state.clock.now();
-            state
-                .queries
-                .factors_of_user(&self.id)
+        let state = ctx.state()?;
+        if let Some(at) = self.as_of {
+            return Ok(app::history::factors_of_user(state, &self.id, at)
                 .await?
-                .into_iter()
-                .map(|row| Factor::from_row(row, now))
-                .collect::<ApiResult<Vec<_>>>()
+                .iter()
+                .map(|(id, f)| Factor::from_aggregate(*id, f, at))
+                .collect());
         }
-        .await
-        .gql(ctx)
+        let now = state.clock.now();
+        Ok(state
+            .queries
+            .factors_of_user(&self.id)
+            .await
+            .map_err(AppError::from)?
+            .into_iter()
+            .map(|row| Factor::from_row(row, now))
+            .collect::<AppResult<Vec<_>>>()?)
     }
 }
 
 impl User {
     /// From the read model.
-    pub fn from_row(row: UserRow) -> ApiResult<Self> {
+    pub fn from_row(row: UserRow) -> AppResult<Self> {
         Ok(Self {
             created_at: parse_ts(&row.created_at)
-                .ok_or_else(|| ApiError::internal(format!("malformed users_v1 row {}", row.id)))?,
+                .ok_or_else(|| AppError::internal(format!("malformed users_v1 row {}", row.id)))?,
             id: ID(row.id),
             login: row.login,
             email: row.email,
@@ -340,6 +332,14 @@ impl User {
             recovery_codes_remaining: i32::try_from(u.recovery_codes_remaining()).unwrap_or(0),
             second_factor_locked: u.second_factor_locked,
             as_of: None,
+        }
+    }
+
+    /// This user as at `at` (its factors are then read as at `at` too).
+    pub fn seen_at(self, at: DateTime<Utc>) -> Self {
+        Self {
+            as_of: Some(at),
+            ..self
         }
     }
 }

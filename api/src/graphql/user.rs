@@ -1,22 +1,15 @@
 //! Users: `createUser`, `user`, `userByLogin`, `users`, `me`.
 
-use async_graphql::{
-    Context, ID, InputObject, Object,
-    connection::{Connection, Edge, query},
-};
+use async_graphql::{Context, ID, InputObject, Object, connection::Connection};
 use chrono::{DateTime, Utc};
-use tessera_domain::{
-    ids::UserId,
-    secret::Secret,
-    user::{Register, SetPassword, UserCommand, UserEvent},
-};
+use tessera_domain::ids::UserId;
 
 use crate::{
+    app::{self, AppError, AppResult, users::NewUser},
     auth::Caller,
     graphql::{
         ContextExt,
-        error::{ApiError, ApiResult, IntoGraphql},
-        history,
+        page::{self, PageSize},
         types::User,
     },
 };
@@ -53,11 +46,11 @@ pub struct SetPasswordInput {
 pub struct UserQuery;
 
 /// Parses a user id argument; a malformed id is bad input.
-pub(crate) fn parse_user_id(id: &str) -> ApiResult<UserId> {
-    UserId::parse(id).ok_or_else(|| ApiError::bad_input("INVALID_ID", "userId is not a valid id"))
+pub(crate) fn parse_user_id(id: &str) -> AppResult<UserId> {
+    UserId::parse(id).ok_or_else(|| AppError::bad_input("INVALID_ID", "userId is not a valid id"))
 }
 
-async fn user_by_id(ctx: &Context<'_>, id: UserId) -> ApiResult<Option<User>> {
+async fn user_by_id(ctx: &Context<'_>, id: UserId) -> AppResult<Option<User>> {
     let state = ctx.state()?;
     match state.queries.user(&id.to_string()).await? {
         Some(row) => Ok(Some(User::from_row(row)?)),
@@ -75,18 +68,16 @@ impl UserQuery {
         id: ID,
         as_of: Option<DateTime<Utc>>,
     ) -> async_graphql::Result<Option<User>> {
-        async {
-            let id = parse_user_id(&id)?;
-            if !ctx.caller()?.may_act_on(id) {
-                return Err(ApiError::Forbidden);
-            }
-            match as_of {
-                Some(at) => history::user(ctx.state()?, id, at).await,
-                None => user_by_id(ctx, id).await,
-            }
+        let id = parse_user_id(&id)?;
+        if !ctx.caller()?.may_act_on(id) {
+            return Err(AppError::Forbidden.into());
         }
-        .await
-        .gql(ctx)
+        Ok(match as_of {
+            Some(at) => app::history::user(ctx.state()?, id, at)
+                .await?
+                .map(|u| User::from_aggregate(id.to_string(), &u).seen_at(at)),
+            None => user_by_id(ctx, id).await?,
+        })
     }
 
     /// A user by login (`null` if there is none).
@@ -95,29 +86,21 @@ impl UserQuery {
         ctx: &Context<'_>,
         #[graphql(validator(max_length = 256))] login: String,
     ) -> async_graphql::Result<Option<User>> {
-        async {
-            let id = UserId::for_login(&login);
-            if !ctx.caller()?.may_act_on(id) {
-                return Err(ApiError::Forbidden);
-            }
-            user_by_id(ctx, id).await
+        let id = UserId::for_login(&login);
+        if !ctx.caller()?.may_act_on(id) {
+            return Err(AppError::Forbidden.into());
         }
-        .await
-        .gql(ctx)
+        Ok(user_by_id(ctx, id).await?)
     }
 
     /// The calling user (`null` for API keys).
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
-        async {
-            match ctx.caller()? {
-                Caller::User { user_id } | Caller::Enrollment { user_id } => {
-                    user_by_id(ctx, *user_id).await
-                }
-                Caller::Admin { .. } => Ok(None),
+        Ok(match ctx.caller()? {
+            Caller::User { user_id } | Caller::Enrollment { user_id } => {
+                user_by_id(ctx, *user_id).await?
             }
-        }
-        .await
-        .gql(ctx)
+            Caller::Admin { .. } => None,
+        })
     }
 
     /// All users, by id (admins only).
@@ -127,37 +110,17 @@ impl UserQuery {
         after: Option<String>,
         first: Option<i32>,
     ) -> async_graphql::Result<Connection<String, User>> {
-        if let Err(e) = ctx.admin() {
-            return Err(e.into_graphql(ctx));
-        }
-        query(
-            after,
-            None,
-            first,
-            None,
-            |after: Option<String>, _, first, _| async move {
-                let limit = first.unwrap_or(50).clamp(0, 200);
-                let result: ApiResult<_> = async {
-                    let state = ctx.state()?;
-                    let limit = i64::try_from(limit).unwrap_or(200);
-                    let mut rows = state
-                        .queries
-                        .users_after(after.as_deref(), limit + 1)
-                        .await?;
-                    let has_next = i64::try_from(rows.len()).unwrap_or(0) > limit;
-                    rows.truncate(usize::try_from(limit).unwrap_or(0));
-                    let mut connection = Connection::new(after.is_some(), has_next);
-                    for row in rows {
-                        let cursor = row.id.clone();
-                        connection
-                            .edges
-                            .push(Edge::new(cursor, User::from_row(row)?));
-                    }
-                    Ok(connection)
-                }
-                .await;
-                result.gql(ctx)
+        ctx.admin()?;
+        let state = ctx.state()?;
+        page::connection(
+            (after, first),
+            PageSize {
+                default: 50,
+                max: 200,
             },
+            |after, n| async move { Ok(state.queries.users_after(after.as_deref(), n).await?) },
+            |row| row.id.clone(),
+            User::from_row,
         )
         .await
     }
@@ -174,26 +137,15 @@ impl UserMutation {
         ctx: &Context<'_>,
         input: CreateUserInput,
     ) -> async_graphql::Result<User> {
-        async {
-            let caller = ctx.admin()?;
-            let state = ctx.state()?;
-            let id = UserId::for_login(&input.login).to_string();
-            let command = UserCommand::Register(Register {
-                login: input.login,
-                email: input.email,
-                phone_number: input.phone_number,
-                display_name: input.display_name,
-                password: input.password.map(Secret::new),
-            });
-            let committed = state
-                .users
-                .execute(&id, command, &ctx.meta().metadata(&caller.actor()))
-                .await?;
-            state.settle(&id, &committed).await;
-            Ok(User::from_aggregate(id, &committed.state))
-        }
-        .await
-        .gql(ctx)
+        let new = NewUser {
+            login: input.login,
+            email: input.email,
+            phone_number: input.phone_number,
+            display_name: input.display_name,
+            password: input.password,
+        };
+        let (id, user) = app::users::create(ctx.state()?, &ctx.call(), new).await?;
+        Ok(User::from_aggregate(id.to_string(), &user))
     }
 
     /// Sets a user's password. Admins set any user's; a user token changes its own and must
@@ -203,45 +155,17 @@ impl UserMutation {
         ctx: &Context<'_>,
         input: SetPasswordInput,
     ) -> async_graphql::Result<User> {
-        async {
-            let caller = ctx.caller()?;
-            let state = ctx.state()?;
-            let user_id = parse_user_id(&input.user_id)?;
-            if !caller.may_act_on(user_id) {
-                return Err(ApiError::Forbidden);
-            }
-            let current_password = match caller {
-                Caller::Admin { .. } => input.current_password,
-                _ => Some(input.current_password.ok_or_else(|| {
-                    ApiError::bad_input(
-                        "CURRENT_PASSWORD_REQUIRED",
-                        "currentPassword is required to change your own password",
-                    )
-                })?),
-            };
-            let id = user_id.to_string();
-            let command = UserCommand::SetPassword(SetPassword {
-                password: Secret::new(input.password),
-                current_password: current_password.map(Secret::new),
-            });
-            let committed = state
-                .users
-                .execute(&id, command, &ctx.meta().metadata(&caller.actor()))
-                .await?;
-            if committed
-                .payloads()
-                .iter()
-                .any(|e| matches!(e, UserEvent::LoginFailed(_)))
-            {
-                return Err(ApiError::bad_input(
-                    "WRONG_CURRENT_PASSWORD",
-                    "currentPassword is wrong",
-                ));
-            }
-            state.settle(&id, &committed).await;
-            Ok(User::from_aggregate(id, &committed.state))
-        }
-        .await
-        .gql(ctx)
+        let call = ctx.call();
+        call.caller()?;
+        let id = parse_user_id(&input.user_id)?;
+        let user = app::users::set_password(
+            ctx.state()?,
+            &call,
+            id,
+            input.password,
+            input.current_password,
+        )
+        .await?;
+        Ok(User::from_aggregate(id.to_string(), &user))
     }
 }

@@ -14,7 +14,7 @@ pub(crate) async fn healthz() -> &'static str {
 
 /// `GET /readyz`: the store answers.
 pub(crate) async fn readyz(State(app): State<App>) -> (StatusCode, &'static str) {
-    if app.state.pool.ping().await {
+    if app.state.db.ping().await {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "store unreachable")

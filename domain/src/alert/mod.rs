@@ -70,7 +70,7 @@ pub fn alert_id(kind: AlertKind, trigger: &EventRef) -> Uuid {
     Uuid::new_v5(&ALERT_NAMESPACE, name.as_bytes())
 }
 
-/// Events of an alert. The variant name is the stored `event_type` (SPEC §2).
+/// Events of an alert. The variant name is the stored `event_type` (frozen by the contract, docs/architecture.md).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum AlertEvent {
     /// An incident was detected.

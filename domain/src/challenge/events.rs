@@ -9,7 +9,7 @@ use crate::{
     ids::{ChallengeId, FactorId, UserId},
 };
 
-/// Events of a challenge. The variant name is the stored `event_type` (SPEC §2; `Issued`,
+/// Events of a challenge. The variant name is the stored `event_type` (frozen by the contract; `Issued`,
 /// `CodeSent`, `Completed`, `FailedAttempt` and `Expired` are named by the spec).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum ChallengeEvent {

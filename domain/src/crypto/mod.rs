@@ -44,6 +44,11 @@ impl MasterKey {
         SecretCipher::new(self.derive("totp-secret/v1"))
     }
 
+    /// The cipher for message bodies waiting in the outbox (they hold one-time codes).
+    pub fn message_cipher(&self) -> SecretCipher {
+        SecretCipher::new(self.derive("message-outbox/v1"))
+    }
+
     /// The keyed hasher for API keys and one-time codes.
     pub fn keyed_hasher(&self) -> KeyedHasher {
         KeyedHasher::new(self.derive("keyed-hash/v1"))

@@ -411,22 +411,15 @@ impl Factor {
             .await;
             return Ok(());
         }
-        if self.refuse_while_locked(None, now, sink).await {
-            return Ok(());
-        }
-        let (judgement, challenge_id) = self.judge(pass_code, None, services, now)?;
-        if let Judgement::Accepted(step) = judgement {
-            let activated = Activated {
+        let activated = |step, challenge_id, at| {
+            FactorEvent::Activated(Activated {
                 step,
                 challenge_id,
-                at: now,
-            };
-            sink.write(FactorEvent::Activated(activated), self).await;
-        } else {
-            self.record_failure(judgement, challenge_id, services, now, sink)
-                .await;
-        }
-        Ok(())
+                at,
+            })
+        };
+        self.check_code(pass_code, None, activated, services, now, sink)
+            .await
     }
 
     async fn verify(
@@ -446,17 +439,36 @@ impl Factor {
             FactorState::Active => {}
         }
         self.check_shape(pass_code)?;
+        let verified = |step, challenge_id, at| {
+            FactorEvent::Verified(Verified {
+                step,
+                challenge_id,
+                at,
+            })
+        };
+        self.check_code(pass_code, for_challenge, verified, services, now, sink)
+            .await
+    }
+
+    /// What activation and verification share once the factor's state allows a proof: a
+    /// locked factor refuses without looking at the code; otherwise the code is judged, and an
+    /// accepted one is recorded as `accepted` makes it (`Activated`, `Verified`), anything else
+    /// as a failure (`FailedAttempt`, and `LockedOut` at the threshold).
+    async fn check_code(
+        &mut self,
+        pass_code: &PassCode,
+        for_challenge: Option<ChallengeId>,
+        accepted: impl FnOnce(Option<u64>, Option<ChallengeId>, DateTime<Utc>) -> FactorEvent,
+        services: &FactorServices,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) -> Result<(), FactorError> {
         if self.refuse_while_locked(for_challenge, now, sink).await {
             return Ok(());
         }
         let (judgement, challenge_id) = self.judge(pass_code, for_challenge, services, now)?;
         if let Judgement::Accepted(step) = judgement {
-            let verified = Verified {
-                step,
-                challenge_id,
-                at: now,
-            };
-            sink.write(FactorEvent::Verified(verified), self).await;
+            sink.write(accepted(step, challenge_id, now), self).await;
         } else {
             self.record_failure(judgement, challenge_id, services, now, sink)
                 .await;

@@ -10,7 +10,7 @@ use crate::{
     versioning::Versioned,
 };
 
-/// Events of a factor. The variant name is the stored `event_type` (SPEC §2, frozen).
+/// Events of a factor. The variant name is the stored `event_type` (frozen by the contract, docs/architecture.md).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum FactorEvent {
     /// Enrolled, pending activation.

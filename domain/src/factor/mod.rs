@@ -61,7 +61,7 @@ impl FactorType {
     }
 }
 
-/// Lifecycle status as clients see it (SPEC §4 `FactorStatus`).
+/// Lifecycle status as clients see it (the contract's `FactorStatus`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum FactorStatus {
@@ -103,7 +103,7 @@ impl FactorStatus {
     }
 }
 
-/// The answer to a proof of possession (SPEC §4 `FactorResult`). Not an error: a value.
+/// The answer to a proof of possession (the contract's `FactorResult`). Not an error: a value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FactorOutcome {
     /// The code was right.

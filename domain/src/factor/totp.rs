@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use totp_rs::{Algorithm, Secret as TotpSecret, TOTP};
 
-/// Minimum secret length: 160 bits (RFC 4226 §4 R6 recommends it; SPEC §2 requires it).
+/// Minimum secret length: 160 bits (RFC 4226 §4 R6 recommends it; the contract requires it).
 pub const MIN_SECRET_BYTES: usize = 20;
 
 /// HMAC algorithm of a TOTP factor.

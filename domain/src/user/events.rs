@@ -7,7 +7,7 @@ use crate::versioning::Versioned;
 
 use crate::{ids::FactorId, user::LoginFailureReason};
 
-/// Events of a user. The variant name is the stored `event_type` (SPEC §2, frozen).
+/// Events of a user. The variant name is the stored `event_type` (frozen by the contract, docs/architecture.md).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum UserEvent {
     /// The user exists.

@@ -15,8 +15,13 @@ use tessera_domain::{
     user::{UserEvent, UserFailureReason},
 };
 
-use crate::{Backend, Error, StoredEvent, parse_ts, runner::Projection, ts};
+use tessera_store::{AppendError, Conflict, NewEvent, append};
+
+use crate::{Dialect, Error, StoredEvent, parse_ts, runner::Projection, ts};
 pub use rules::FailureRule;
+
+/// The actor recorded on the events the reactor writes.
+pub const REACTOR_ACTOR: &str = "alert-reactor";
 
 /// The reactor projection.
 #[derive(Clone, Debug)]
@@ -41,12 +46,12 @@ impl Projection for AlertReactor {
     async fn apply(
         &self,
         conn: &mut AnyConnection,
-        backend: Backend,
+        dialect: Dialect,
         event: &StoredEvent,
     ) -> Result<(), Error> {
         match event.aggregate_type.as_str() {
-            "Factor" => self.on_factor(conn, backend, event, event.decode()?).await,
-            "User" => self.on_user(conn, backend, event, event.decode()?).await,
+            "Factor" => self.on_factor(conn, dialect, event, event.decode()?).await,
+            "User" => self.on_user(conn, dialect, event, event.decode()?).await,
             "Alert" => on_alert(conn, event, event.decode()?).await,
             _ => Ok(()),
         }
@@ -77,7 +82,7 @@ impl AlertReactor {
     async fn on_factor(
         &self,
         conn: &mut AnyConnection,
-        backend: Backend,
+        dialect: Dialect,
         stored: &StoredEvent,
         event: FactorEvent,
     ) -> Result<(), Error> {
@@ -98,7 +103,7 @@ impl AlertReactor {
         match event {
             // Attempts refused unchecked while locked are not new guesses.
             FactorEvent::FailedAttempt(f) if f.reason != FailureReason::Locked => {
-                self.on_failure(conn, backend, stored, &user, f.at).await
+                self.on_failure(conn, dialect, stored, &user, f.at).await
             }
             FactorEvent::LockedOut(l) => {
                 let reason = format!(
@@ -110,7 +115,7 @@ impl AlertReactor {
                 let cause = vec![event_ref(stored)];
                 self.raise(
                     conn,
-                    backend,
+                    dialect,
                     AlertKind::FactorLocked,
                     &user,
                     reason,
@@ -126,7 +131,7 @@ impl AlertReactor {
     async fn on_user(
         &self,
         conn: &mut AnyConnection,
-        backend: Backend,
+        dialect: Dialect,
         stored: &StoredEvent,
         event: UserEvent,
     ) -> Result<(), Error> {
@@ -134,7 +139,7 @@ impl AlertReactor {
         match event {
             // Factor-check failures are counted from the factor's own event.
             UserEvent::FailedAttempt(f) if f.reason == UserFailureReason::WrongRecoveryCode => {
-                self.on_failure(conn, backend, stored, &user, f.at).await
+                self.on_failure(conn, dialect, stored, &user, f.at).await
             }
             UserEvent::LockedOut(l) => {
                 let reason = format!(
@@ -144,7 +149,7 @@ impl AlertReactor {
                 let cause = vec![event_ref(stored)];
                 self.raise(
                     conn,
-                    backend,
+                    dialect,
                     AlertKind::UserLocked,
                     &user,
                     reason,
@@ -158,7 +163,7 @@ impl AlertReactor {
                 let cause = vec![event_ref(stored)];
                 self.raise(
                     conn,
-                    backend,
+                    dialect,
                     AlertKind::RecoveryCodeUsed,
                     &user,
                     reason,
@@ -174,7 +179,7 @@ impl AlertReactor {
     async fn on_failure(
         &self,
         conn: &mut AnyConnection,
-        backend: Backend,
+        dialect: Dialect,
         stored: &StoredEvent,
         user: &str,
         at: DateTime<Utc>,
@@ -233,7 +238,7 @@ impl AlertReactor {
         let cause = recent.into_iter().map(FailureRow::into_ref).collect();
         self.raise(
             conn,
-            backend,
+            dialect,
             AlertKind::RepeatedFailures,
             user,
             reason,
@@ -250,7 +255,7 @@ impl AlertReactor {
     async fn raise(
         &self,
         conn: &mut AnyConnection,
-        backend: Backend,
+        dialect: Dialect,
         kind: AlertKind,
         user: &str,
         reason: String,
@@ -271,26 +276,35 @@ impl AlertReactor {
         };
         let payload = serde_json::to_string(&AlertEvent::SecurityAlertRaised(raised))
             .map_err(|e| Error::Db(sqlx::Error::Encode(Box::new(e))))?;
+        // The same metadata as every command's: who, which command, what caused it (here the
+        // event that tipped the rule, so an auditor can follow the chain back).
+        let causation = format!(
+            "{}/{}/{}",
+            trigger.aggregate_type, trigger.aggregate_id, trigger.sequence
+        );
         let metadata = json!({
-            "actor": "alert-reactor",
-            "causation_id": format!("{}/{}/{}", trigger.aggregate_type, trigger.aggregate_id, trigger.sequence),
+            "actor": REACTOR_ACTOR,
+            "command": "RaiseSecurityAlert",
+            "causation_id": causation,
         })
         .to_string();
-        let json = match backend {
-            Backend::Postgres => "json",
-            Backend::Sqlite => "text",
+        let id_text = id.to_string();
+        // The id is derived from the trigger, so a second node (or a replay after a checkpoint
+        // reset) that raises the same alert finds its row taken and raises nothing.
+        let row = NewEvent {
+            aggregate_type: "Alert",
+            aggregate_id: &id_text,
+            sequence: 1,
+            event_type: "SecurityAlertRaised",
+            event_version: "1.0",
+            payload,
+            metadata,
         };
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-             VALUES ('Alert', $1, 1, 'SecurityAlertRaised', '1.0', CAST($2 AS {json}), CAST($3 AS {json})) \
-             ON CONFLICT DO NOTHING"
-        ))
-        .bind(id.to_string())
-        .bind(payload)
-        .bind(metadata)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        let inserted = match append(&mut *conn, dialect, &[row], Conflict::Skip).await {
+            Ok(n) => n,
+            Err(AppendError::Db(e)) => return Err(Error::Db(e)),
+            Err(AppendError::Conflict) => 0,
+        };
         if inserted == 0 {
             return Ok(());
         }

@@ -1,5 +1,5 @@
 use sqlx::FromRow;
-use tessera_domain::factor::FactorEvent;
+use tessera_domain::factor::{FactorEvent, FactorStatus, FactorType};
 
 use crate::{
     Error, StoredEvent,
@@ -7,8 +7,8 @@ use crate::{
     ts,
 };
 
-/// A row of `factors_v1`. `status` is as stored; apply
-/// `tessera_domain::factor::effective_status` with the clock before showing it.
+/// A row of `factors_v1`. `status` is as stored; read it through [`FactorRow::status_at`]
+/// with the clock before showing it.
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct FactorRow {
     /// Factor id.
@@ -35,6 +35,33 @@ pub struct FactorRow {
     pub destination: Option<String>,
     /// Last applied stream sequence.
     pub last_seq: i64,
+}
+
+impl FactorRow {
+    /// The status at `now` (a lock or an enrolment whose time is up reads as it will be), or
+    /// `None` for a malformed row.
+    pub fn status_at(&self, now: chrono::DateTime<chrono::Utc>) -> Option<FactorStatus> {
+        let stored = FactorStatus::parse(&self.status)?;
+        let locked_until = self.locked_until.as_deref().and_then(crate::parse_ts);
+        let expires_at = self.expires_at.as_deref().and_then(crate::parse_ts);
+        Some(tessera_domain::factor::effective_status(
+            stored,
+            locked_until,
+            expires_at,
+            now,
+        ))
+    }
+
+    /// The factor type, or `None` for a malformed row.
+    pub fn factor_type(&self) -> Option<FactorType> {
+        Some(match self.factor_type.as_str() {
+            "TOTP" => FactorType::Totp,
+            "SMS" => FactorType::Sms,
+            "EMAIL" => FactorType::Email,
+            "WEBAUTHN" => FactorType::Webauthn,
+            _ => return None,
+        })
+    }
 }
 
 /// Folds one event into the rows of a batch. Mirrors what one SQL statement per event would

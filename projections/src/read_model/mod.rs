@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use sqlx::{AnyConnection, any::AnyRow};
 use tessera_domain::{factor::FactorEvent, user::UserEvent};
 
-use crate::{Backend, Error, StoredEvent, runner::Projection};
+use crate::{Dialect, Error, StoredEvent, runner::Projection};
 
 /// Users and factors, one checkpoint for both.
 #[derive(Clone, Copy, Debug, Default)]
@@ -30,10 +30,10 @@ impl Projection for ReadModels {
     async fn apply(
         &self,
         conn: &mut AnyConnection,
-        backend: Backend,
+        dialect: Dialect,
         event: &StoredEvent,
     ) -> Result<(), Error> {
-        self.apply_batch(conn, backend, std::slice::from_ref(event))
+        self.apply_batch(conn, dialect, std::slice::from_ref(event))
             .await
     }
 
@@ -43,7 +43,7 @@ impl Projection for ReadModels {
     async fn apply_batch(
         &self,
         conn: &mut AnyConnection,
-        _backend: Backend,
+        _backend: Dialect,
         events: &[StoredEvent],
     ) -> Result<(), Error> {
         enum Decoded<'a> {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use tessera_api::store::Pool;
+use tessera_store::Dialect;
 use tessera_tests::{TestServer, both_stores, error_code, error_reason};
 
 /// What [`activity`] created.
@@ -339,40 +339,20 @@ both_stores!(no_secret_leaves_in_any_page, |store| async move {
 /// The stored payloads of Alice's `Enrolled` and Carol's `PasswordSet`.
 async fn stored_secrets(s: &TestServer, factor: &str) -> (Value, Value) {
     let carol = tessera_domain::ids::UserId::for_login("carol").to_string();
-    let (e, p): (String, String) = match &s.server().state.pool {
-        Pool::Pg(pg) => (
-            sqlx::query_scalar(
-                "SELECT payload::text FROM events WHERE aggregate_id = $1 AND sequence = 1",
-            )
-            .bind(factor)
-            .fetch_one(pg)
+    let db = &s.server().state.db;
+    let sql = format!(
+        "SELECT {} FROM events WHERE aggregate_id = $1 AND sequence = $2",
+        db.dialect.json_text("payload")
+    );
+    let stored = async |id: &str, sequence: i64| -> String {
+        sqlx::query_scalar(&sql)
+            .bind(id)
+            .bind(sequence)
+            .fetch_one(&db.pool)
             .await
-            .unwrap(),
-            sqlx::query_scalar(
-                "SELECT payload::text FROM events WHERE aggregate_id = $1 AND sequence = 2",
-            )
-            .bind(&carol)
-            .fetch_one(pg)
-            .await
-            .unwrap(),
-        ),
-        Pool::Lite(lite) => (
-            sqlx::query_scalar(
-                "SELECT payload FROM events WHERE aggregate_id = $1 AND sequence = 1",
-            )
-            .bind(factor)
-            .fetch_one(lite)
-            .await
-            .unwrap(),
-            sqlx::query_scalar(
-                "SELECT payload FROM events WHERE aggregate_id = $1 AND sequence = 2",
-            )
-            .bind(&carol)
-            .fetch_one(lite)
-            .await
-            .unwrap(),
-        ),
+            .unwrap()
     };
+    let (e, p) = (stored(factor, 1).await, stored(&carol, 2).await);
     (
         serde_json::from_str(&e).unwrap(),
         serde_json::from_str(&p).unwrap(),
@@ -513,13 +493,14 @@ both_stores!(
         s.create_user("first").await;
         s.settled_events().await;
         let state = &s.server().state;
-        let Pool::Pg(pg) = &state.pool else {
+        if state.db.dialect != Dialect::Postgres {
             // SQLite serialises writers (see projections.rs): what commits is already in order.
             s.create_user("second").await;
             let all = s.settled_events().await;
             assert_eq!(all.len(), 2);
             return;
-        };
+        }
+        let pg = &state.db.pool;
         // C writes, A writes, C writes again and commits while A stays open: C's second
         // position is above A's. A page that ended at C's second event with a position-only
         // cursor would never show A's event.
@@ -573,18 +554,17 @@ both_stores!(
     }
 );
 
-/// Inserts a `Registered` event as postgres-es does.
-async fn insert_registered(conn: &mut sqlx::PgConnection, login: &str) {
+/// Appends a `Registered` event inside `conn`'s transaction, as another node would.
+async fn insert_registered(conn: &mut sqlx::AnyConnection, login: &str) {
     let id = tessera_domain::ids::UserId::for_login(login).to_string();
     let payload = json!({ "Registered": { "login": login, "email": null, "phone_number": null,
                                           "display_name": null, "at": "2026-01-01T00:00:00Z" } });
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         VALUES ('User', $1, 1, 'Registered', '1.0', $2::json, '{}')",
+    tessera_tests::raw::append_one(
+        conn,
+        Dialect::Postgres,
+        ("User", &id, 1),
+        "Registered",
+        payload,
     )
-    .bind(id)
-    .bind(payload.to_string())
-    .execute(conn)
-    .await
-    .unwrap();
+    .await;
 }

@@ -187,21 +187,10 @@ both_stores!(
         }
         let users = s.ok("{ users { edges { node { id } } } }", json!({})).await;
         assert_eq!(users["users"]["edges"], json!([]));
-        let events = s.server().state.pool.clone();
-        let count = match events {
-            tessera_api::store::Pool::Pg(p) => {
-                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events")
-                    .fetch_one(&p)
-                    .await
-                    .unwrap()
-            }
-            tessera_api::store::Pool::Lite(p) => {
-                sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events")
-                    .fetch_one(&p)
-                    .await
-                    .unwrap()
-            }
-        };
+        let count = sqlx::query_scalar::<_, i64>("SELECT count(*) FROM events")
+            .fetch_one(&s.server().state.db.pool)
+            .await
+            .unwrap();
         assert_eq!(count, 0);
 
         let user = s.create_user("erin").await;

@@ -518,3 +518,65 @@ both_stores!(no_code_in_the_database, |store| async move {
         );
     }
 });
+
+// A code message is queued durably before the request that asked for it is answered: a
+// process that ends right after the answer (before any send) leaves it queued, and the next
+// server start delivers it. While it waits, its body is sealed; once sent, it is erased.
+both_stores!(
+    a_code_queued_before_a_crash_is_sent_after_the_restart,
+    |store| async move {
+        use std::sync::Arc;
+
+        use tessera_api::{app, auth::Caller, state::RequestMeta};
+
+        let phones = Phones::start().await;
+        let mut s = TestServer::start_with_phones(store, &phones).await;
+        let user = s.create_user("bob").await;
+        let enrolled = s.enroll_oob(&user, "SMS", PHONE).await;
+        let factor = enrolled["factor"]["id"].as_str().unwrap().to_string();
+        let first = phones.sms_code(PHONE, 1).await;
+        assert_eq!(s.activate(&factor, &first).await["factorResult"], "SUCCESS");
+        s.stop().await;
+        // Past the factor's resend limit.
+        s.clock.advance(TimeDelta::seconds(31));
+
+        // The "crashed" process: the store and the use case, no background worker at all.
+        let state = tessera_api::open(s.config.clone(), Arc::new(s.clock.clone()))
+            .await
+            .unwrap();
+        let call = app::Call {
+            caller: Some(Caller::Admin {
+                key_id: "test".into(),
+            }),
+            meta: RequestMeta::internal(),
+        };
+        let factor_id = tessera_domain::ids::FactorId::parse(&factor).unwrap();
+        app::codes::challenge_factor(&state, &call, factor_id, None)
+            .await
+            .unwrap();
+        let waiting: Vec<(Option<String>,)> =
+            sqlx::query_as("SELECT sealed_body FROM message_outbox WHERE done_at IS NULL")
+                .fetch_all(&state.db.pool)
+                .await
+                .unwrap();
+        assert_eq!(waiting.len(), 1, "the message waits in the queue");
+        let sealed = waiting[0].0.clone().expect("a sealed body");
+        assert!(sealed.contains("ciphertext") && !sealed.contains("Your Tessera code"));
+        drop(state);
+        assert_eq!(phones.sms.accepted().len(), 1, "nothing was sent meanwhile");
+
+        s.restart().await;
+        let second = phones.sms_code(PHONE, 2).await;
+        assert!(
+            !contains_code(&sealed, &second),
+            "the code is not in the sealed body"
+        );
+        assert_eq!(s.verify(&factor, &second).await, "SUCCESS");
+        let open: Vec<(Option<String>,)> =
+            sqlx::query_as("SELECT sealed_body FROM message_outbox WHERE sealed_body IS NOT NULL")
+                .fetch_all(&s.server().state.db.pool)
+                .await
+                .unwrap();
+        assert!(open.is_empty(), "delivered bodies are erased: {open:?}");
+    }
+);

@@ -1,8 +1,8 @@
 //! The read side: rebuild equals live, and no event committed late is skipped.
 
 use serde_json::json;
-use tessera_api::store::Pool;
-use tessera_projections::log;
+use tessera_store::{Dialect, log};
+use tessera_tests::raw::append_one;
 use tessera_tests::{TestServer, both_stores};
 
 both_stores!(rebuild_gives_identical_tables, |store| async move {
@@ -29,14 +29,13 @@ both_stores!(rebuild_gives_identical_tables, |store| async move {
 both_stores!(no_event_committed_late_is_skipped, |store| async move {
     let s = TestServer::start(store).await;
     let state = &s.server().state;
-    let Pool::Pg(pg) = &state.pool else {
+    let db = &state.db;
+    if db.dialect == Dialect::Sqlite {
         // SQLite serialises writers: a second writer waits for the first to commit, so
         // positions cannot be committed out of order there. Show that instead.
-        let Pool::Lite(lite) = &state.pool else {
-            unreachable!()
-        };
+        let lite = &db.pool;
         let mut open = lite.begin().await.unwrap();
-        insert_lite(&mut open, "late").await;
+        insert_registered(&mut open, Dialect::Sqlite, "late").await;
         let other = tokio::time::timeout(std::time::Duration::from_millis(300), async {
             let mut conn = lite.acquire().await.unwrap();
             sqlx::query("BEGIN IMMEDIATE")
@@ -53,15 +52,16 @@ both_stores!(no_event_committed_late_is_skipped, |store| async move {
         state.read_models.catch_up().await.unwrap();
         assert!(state.queries.user(&id("late")).await.unwrap().is_some());
         return;
-    };
+    }
+    let pg = &db.pool;
     // Transaction C writes, then A writes, then C writes again and commits while A stays
     // open: C's second position is above A's. A reader that checkpoints by position alone
     // would move past A's event and never see it.
     let mut c = pg.begin().await.unwrap();
-    let p1 = insert_pg(&mut c, "c1").await;
+    let p1 = insert_registered(&mut c, Dialect::Postgres, "c1").await;
     let mut a = pg.begin().await.unwrap();
-    let pa = insert_pg(&mut a, "a1").await;
-    let p3 = insert_pg(&mut c, "c2").await;
+    let pa = insert_registered(&mut a, Dialect::Postgres, "a1").await;
+    let p3 = insert_registered(&mut c, Dialect::Postgres, "c2").await;
     c.commit().await.unwrap();
     assert!(p1 < pa && pa < p3, "interleaving happened: {p1} {pa} {p3}");
 
@@ -108,37 +108,31 @@ fn id(login: &str) -> String {
     tessera_domain::ids::UserId::for_login(login).to_string()
 }
 
-fn registered_payload(login: &str) -> String {
-    json!({ "Registered": {
+/// Appends a `Registered` event on `conn` (inside its transaction, as another writer would)
+/// and returns its global position.
+async fn insert_registered(conn: &mut sqlx::AnyConnection, dialect: Dialect, login: &str) -> i64 {
+    let payload = json!({ "Registered": {
         "login": login, "email": null, "phone_number": null, "display_name": null,
-        "at": "2026-01-01T00:00:00Z" } })
-    .to_string()
-}
-
-/// Inserts a `Registered` event as postgres-es does; returns its global position.
-async fn insert_pg(conn: &mut sqlx::PgConnection, login: &str) -> i64 {
-    sqlx::query_scalar(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         VALUES ('User', $1, 1, 'Registered', '1.0', $2::json, '{}') RETURNING global_position",
+        "at": "2026-01-01T00:00:00Z" } });
+    append_one(
+        conn,
+        dialect,
+        ("User", &id(login), 1),
+        "Registered",
+        payload,
     )
+    .await;
+    let position = match dialect {
+        Dialect::Postgres => "global_position",
+        Dialect::Sqlite => "global_seq",
+    };
+    sqlx::query_scalar(&format!(
+        "SELECT {position} FROM events WHERE aggregate_type = 'User' AND aggregate_id = $1"
+    ))
     .bind(id(login))
-    .bind(registered_payload(login))
     .fetch_one(conn)
     .await
     .unwrap()
-}
-
-/// Inserts a `Registered` event as sqlite-es does.
-async fn insert_lite(conn: &mut sqlx::SqliteConnection, login: &str) {
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-         VALUES ('User', $1, 1, 'Registered', '1.0', $2, '{}')",
-    )
-    .bind(id(login))
-    .bind(registered_payload(login))
-    .execute(conn)
-    .await
-    .unwrap();
 }
 
 both_stores!(
@@ -151,7 +145,7 @@ both_stores!(
         let state = &s.server().state;
         // 12,000 events; each stream's 20 events spread over 1,000 positions, so they fall
         // into several of the live loop's batches (500) and across a rebuild's (5,000).
-        let written = tessera_tests::synthetic::insert_users(&state.pool, 600, 50).await;
+        let written = tessera_tests::synthetic::insert_users(&state.db, 600, 50).await;
         assert_eq!(written, 12_000);
         // The live loop applies them as they come, in its own batches; once the whole log
         // is readable and the alert reactor has raised what the lockouts call for, one more
@@ -184,28 +178,33 @@ both_stores!(the_tail_peek_is_an_index_probe, |store| async move {
     // proportion to its length when nothing is pending, i.e. nearly always.
     let s = TestServer::start(store).await;
     let state = &s.server().state;
-    match &state.pool {
-        Pool::Pg(pg) => {
+    let pg = &state.db.pool;
+    match state.db.dialect {
+        Dialect::Postgres => {
             // A log as commands write it: one transaction per event, so the planner sees as
             // many transaction ids as events (with few, it happens to choose the index).
             let (_, factor, _) = s.active_totp("alice").await;
             let payload = json!({ "FailedAttempt": { "reason": "REPLAYED",
                 "consecutive_failures": 0, "at": "2026-01-01T00:00:00Z" } });
             let mut conn = pg.acquire().await.unwrap();
-            for sql in [
-                "SET synchronous_commit = off".to_string(),
-                format!(
-                    "DO $$ BEGIN FOR i IN 3..5002 LOOP \
-                       INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                                           event_version, payload, metadata) \
-                       VALUES ('Factor', '{factor}', i, 'FailedAttempt', '1.0', '{payload}', '{{}}'); \
-                       COMMIT; \
-                     END LOOP; END $$"
-                ),
-                "ANALYZE events".to_string(),
-            ] {
-                sqlx::raw_sql(&sql).execute(&mut *conn).await.unwrap();
+            sqlx::raw_sql("SET synchronous_commit = off")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            for sequence in 3..=5002 {
+                append_one(
+                    &mut conn,
+                    Dialect::Postgres,
+                    ("Factor", &factor, sequence),
+                    "FailedAttempt",
+                    payload.clone(),
+                )
+                .await;
             }
+            sqlx::raw_sql("ANALYZE events")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
             drop(conn);
             let (tx, pos): (i64, i64) = sqlx::query_as(
                 "SELECT tx_id::text::bigint, global_position FROM events \
@@ -235,8 +234,9 @@ both_stores!(the_tail_peek_is_an_index_probe, |store| async move {
                 "{plan:#?}"
             );
         }
-        Pool::Lite(lite) => {
-            tessera_tests::synthetic::insert_users(&state.pool, 600, 50).await;
+        Dialect::Sqlite => {
+            let lite = pg;
+            tessera_tests::synthetic::insert_users(&state.db, 600, 50).await;
             sqlx::query("ANALYZE").execute(lite).await.unwrap();
             let plan: Vec<(i64, i64, i64, String)> =
                 sqlx::query_as(&format!("EXPLAIN QUERY PLAN {}", log::LITE_PEEK))

@@ -4,11 +4,9 @@
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tessera_api::{
-    cli::{self, ExportArgs},
-    store::Pool,
-};
+use tessera_api::cli::{self, ExportArgs};
 use tessera_projections::seal::Problem;
+use tessera_store::Dialect;
 use tessera_tests::{TestServer, both_stores};
 
 fn hex(bytes: &[u8]) -> String {
@@ -184,14 +182,16 @@ both_stores!(
         let state = &s.server().state;
 
         // An attacker with database access switches off the append-only triggers.
-        match &state.pool {
-            Pool::Pg(pg) => {
+        match state.db.dialect {
+            Dialect::Postgres => {
+                let pg = &s.server().state.db.pool;
                 sqlx::query("ALTER TABLE events DISABLE TRIGGER events_append_only")
                     .execute(pg)
                     .await
                     .unwrap();
             }
-            Pool::Lite(lite) => {
+            Dialect::Sqlite => {
+                let lite = &s.server().state.db.pool;
                 for t in [
                     "events_append_only_update",
                     "events_append_only_delete",
@@ -214,8 +214,9 @@ both_stores!(
         let forged = json!({ "FailedAttempt": { "reason": "REPLAYED", "counted": false,
                                             "consecutive_failures": 0, "at": "2026-01-01T00:00:00Z" } })
         .to_string();
-        match &state.pool {
-            Pool::Pg(pg) => {
+        match state.db.dialect {
+            Dialect::Postgres => {
+                let pg = &s.server().state.db.pool;
                 sqlx::query("UPDATE events SET payload = $1::json WHERE global_position = $2")
                     .bind(&forged)
                     .bind(pos_of(&edited))
@@ -223,7 +224,8 @@ both_stores!(
                     .await
                     .unwrap();
             }
-            Pool::Lite(lite) => {
+            Dialect::Sqlite => {
+                let lite = &s.server().state.db.pool;
                 sqlx::query("UPDATE events SET payload = $1 WHERE global_seq = $2")
                     .bind(&forged)
                     .bind(pos_of(&edited))
@@ -258,15 +260,17 @@ both_stores!(
             .position(|e| e["eventType"] == "Activated")
             .unwrap();
         let deleted = position(&events, activated);
-        match &state.pool {
-            Pool::Pg(pg) => {
+        match state.db.dialect {
+            Dialect::Postgres => {
+                let pg = &s.server().state.db.pool;
                 sqlx::query("DELETE FROM events WHERE global_position = $1")
                     .bind(pos_of(&deleted))
                     .execute(pg)
                     .await
                     .unwrap();
             }
-            Pool::Lite(lite) => {
+            Dialect::Sqlite => {
+                let lite = &s.server().state.db.pool;
                 sqlx::query("DELETE FROM events WHERE global_seq = $1")
                     .bind(pos_of(&deleted))
                     .execute(lite)
@@ -281,8 +285,9 @@ both_stores!(
             json!({ "Registered": { "login": "ghost", "email": null, "phone_number": null,
                                           "display_name": null, "at": "2026-01-01T00:00:00Z" } })
             .to_string();
-        let inserted = match &state.pool {
-            Pool::Pg(pg) => {
+        let inserted = match state.db.dialect {
+            Dialect::Postgres => {
+                let pg = &s.server().state.db.pool;
                 // Same transaction id as the first event, a fresh position: inside the range.
                 let tx = position(&events, 0).split_once('.').unwrap().0.to_string();
                 sqlx::query(
@@ -298,7 +303,8 @@ both_stores!(
             .unwrap();
                 format!("{tx}.900000000")
             }
-            Pool::Lite(lite) => {
+            Dialect::Sqlite => {
+                let lite = &s.server().state.db.pool;
                 // Below the first sealed position.
                 sqlx::query(
                 "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \

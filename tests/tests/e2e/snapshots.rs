@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 
 use chrono::TimeDelta;
 use serde_json::{Value, json};
-use tessera_api::store::Pool;
 use tessera_domain::{
     factor::{Factor, FactorEvent},
     versioning,
 };
+use tessera_store::Dialect;
 use tessera_tests::{Store, TestServer, both_stores};
 
 /// Snapshot size in these tests: small and odd against the 7-event cycle below, so commits
@@ -43,41 +43,28 @@ async fn cycle(s: &TestServer, factor: &str, secret: &str) {
 
 /// `(last_sequence, payload)` of every snapshot row of `id`.
 async fn snapshot_rows(s: &TestServer, id: &str) -> Vec<(i64, String)> {
-    match &s.server().state.pool {
-        Pool::Pg(pg) => sqlx::query_as(
-            "SELECT last_sequence, payload::text FROM snapshots WHERE aggregate_id = $1 ORDER BY last_sequence",
-        )
-        .bind(id)
-        .fetch_all(pg)
-        .await
-        .unwrap(),
-        Pool::Lite(lite) => sqlx::query_as(
-            "SELECT last_sequence, payload FROM snapshots WHERE aggregate_id = $1 ORDER BY last_sequence",
-        )
-        .bind(id)
-        .fetch_all(lite)
-        .await
-        .unwrap(),
-    }
+    let db = &s.server().state.db;
+    sqlx::query_as(&format!(
+        "SELECT last_sequence, {} FROM snapshots WHERE aggregate_id = $1 ORDER BY last_sequence",
+        db.dialect.json_text("payload")
+    ))
+    .bind(id)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
 }
 
 /// Overwrites the snapshot row of `id` (to show that loads read it).
 async fn set_snapshot_payload(s: &TestServer, id: &str, payload: &str) {
-    let update = "UPDATE snapshots SET payload = PAYLOAD WHERE aggregate_id = $2";
-    match &s.server().state.pool {
-        Pool::Pg(pg) => sqlx::query(&update.replace("PAYLOAD", "$1::json"))
-            .bind(payload)
-            .bind(id)
-            .execute(pg)
-            .await
-            .map(|_| ()),
-        Pool::Lite(lite) => sqlx::query(&update.replace("PAYLOAD", "$1"))
-            .bind(payload)
-            .bind(id)
-            .execute(lite)
-            .await
-            .map(|_| ()),
-    }
+    let db = &s.server().state.db;
+    sqlx::query(&format!(
+        "UPDATE snapshots SET payload = CAST($1 AS {}) WHERE aggregate_id = $2",
+        db.dialect.json_type()
+    ))
+    .bind(payload)
+    .bind(id)
+    .execute(&db.pool)
+    .await
     .unwrap();
 }
 
@@ -193,40 +180,17 @@ both_stores!(
         assert_eq!(snapshot_rows(&s, &factor).await.len(), 1);
         // The aggregate's shape changed (or the row was damaged): the payload no longer reads as
         // a Factor; and a stale older row sits beside it.
-        match &s.server().state.pool {
-            Pool::Pg(pg) => {
-                sqlx::query("UPDATE snapshots SET payload = '{\"state\": 42}'::json WHERE aggregate_id = $1")
-                .bind(&factor)
-                .execute(pg)
-                .await
-                .unwrap();
-                sqlx::query(
-                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
-                 VALUES ('Factor', $1, 1, 0, '{}'::json)",
-            )
-            .bind(&factor)
-            .execute(pg)
-            .await
-            .unwrap();
-            }
-            Pool::Lite(lite) => {
-                sqlx::query(
-                    "UPDATE snapshots SET payload = '{\"state\": 42}' WHERE aggregate_id = $1",
-                )
-                .bind(&factor)
-                .execute(lite)
-                .await
-                .unwrap();
-                sqlx::query(
-                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
-                 VALUES ('Factor', $1, 1, 0, '{}')",
-            )
-            .bind(&factor)
-            .execute(lite)
-            .await
-            .unwrap();
-            }
-        }
+        set_snapshot_payload(&s, &factor, r#"{"state": 42}"#).await;
+        let db = &s.server().state.db;
+        sqlx::query(&format!(
+            "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
+             VALUES ('Factor', $1, 1, 0, CAST('{{}}' AS {}))",
+            db.dialect.json_type()
+        ))
+        .bind(&factor)
+        .execute(&db.pool)
+        .await
+        .unwrap();
         // Verification still works, from a full replay, which writes a readable snapshot in
         // place of the unreadable rows.
         let (replayed, seq) = assert_snapshot_equals_replay(&s, &factor).await;
@@ -253,26 +217,18 @@ both_stores!(
         let old = json!({ "FailedAttempt": { "reason": "WRONG_CODE", "consecutive_failures": 1,
                                          "at": "2026-01-01T00:00:00Z" } })
         .to_string();
-        let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                  VALUES ('Factor', $1, 3, 'FailedAttempt', '1.0', PAYLOAD, '{}')";
-        match &s.server().state.pool {
-            Pool::Pg(pg) => {
-                sqlx::query(&insert.replace("PAYLOAD", "$2::json"))
-                    .bind(&factor)
-                    .bind(&old)
-                    .execute(pg)
-                    .await
-                    .unwrap();
-            }
-            Pool::Lite(lite) => {
-                sqlx::query(&insert.replace("PAYLOAD", "$2"))
-                    .bind(&factor)
-                    .bind(&old)
-                    .execute(lite)
-                    .await
-                    .unwrap();
-            }
-        }
+        let db = &s.server().state.db;
+        let mut conn = db.pool.acquire().await.unwrap();
+        let old = serde_json::from_str(&old).unwrap();
+        tessera_tests::raw::append_one(
+            &mut conn,
+            db.dialect,
+            ("Factor", &factor, 3),
+            "FailedAttempt",
+            old,
+        )
+        .await;
+        drop(conn);
         // The write side loads it: one failure already counted, so the next wrong code is the
         // second.
         let r = s.verify_raw(&factor, &s.wrong_code(&secret)).await;
@@ -305,14 +261,17 @@ both_stores!(
     stock_snapshot_commit_loses_the_event_after_a_boundary,
     |store| async move {
         let s = server(store).await;
-        match &s.server().state.pool {
-            Pool::Pg(pg) => {
-                stock_commit_loses_an_event(postgres_es::PostgresEventRepository::new(pg.clone()))
-                    .await
+        // The crates' own repositories need their typed pools: a second pool, for this
+        // test only.
+        let url = &s.config.database_url;
+        match s.server().state.db.dialect {
+            Dialect::Postgres => {
+                let pg = sqlx::PgPool::connect(url).await.unwrap();
+                stock_commit_loses_an_event(postgres_es::PostgresEventRepository::new(pg)).await
             }
-            Pool::Lite(lite) => {
-                stock_commit_loses_an_event(sqlite_es::SqliteEventRepository::new(lite.clone()))
-                    .await
+            Dialect::Sqlite => {
+                let lite = sqlx::SqlitePool::connect(url).await.unwrap();
+                stock_commit_loses_an_event(sqlite_es::SqliteEventRepository::new(lite)).await
             }
         }
     }
@@ -377,28 +336,18 @@ async fn append_raw_history(s: &TestServer, factor: &str, after: usize, n: usize
     let payload = json!({ "FailedAttempt": { "reason": "REPLAYED", "consecutive_failures": 0,
                                              "at": "2026-01-01T00:00:00Z" } })
     .to_string();
-    let insert = "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) \
-                  VALUES ('Factor', $1, $2, 'FailedAttempt', '1.0', PAYLOAD, '{}')";
+    let payload: serde_json::Value = serde_json::from_str(&payload).unwrap();
+    let db = &s.server().state.db;
+    let mut conn = db.pool.acquire().await.unwrap();
     for sequence in after + 1..=after + n {
-        let sequence = sequence as i64;
-        match &s.server().state.pool {
-            Pool::Pg(pg) => sqlx::query(&insert.replace("PAYLOAD", "$3::json"))
-                .bind(factor)
-                .bind(sequence)
-                .bind(&payload)
-                .execute(pg)
-                .await
-                .map(|_| ())
-                .unwrap(),
-            Pool::Lite(lite) => sqlx::query(&insert.replace("PAYLOAD", "$3"))
-                .bind(factor)
-                .bind(sequence)
-                .bind(&payload)
-                .execute(lite)
-                .await
-                .map(|_| ())
-                .unwrap(),
-        }
+        tessera_tests::raw::append_one(
+            &mut conn,
+            db.dialect,
+            ("Factor", factor, sequence as i64),
+            "FailedAttempt",
+            payload.clone(),
+        )
+        .await;
     }
 }
 

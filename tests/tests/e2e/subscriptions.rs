@@ -193,7 +193,7 @@ both_stores!(
     |store| async move {
         let s = TestServer::start(store).await;
         // 900 events, more than a subscription reads per query, streams interleaved.
-        let written = tessera_tests::synthetic::insert_users(&s.server().state.pool, 45, 9).await;
+        let written = tessera_tests::synthetic::insert_users(&s.server().state.db, 45, 9).await;
         assert_eq!(written, 900);
         // The synthetic lockouts raise alerts: wait for the log to settle.
         let log = s.quiesce().await;

@@ -21,7 +21,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-use crate::{Backend, Db, Error};
+use crate::{Db, Dialect, Error};
 
 /// A place in the log, in tailing order. On SQLite `tx` is always 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -90,12 +90,12 @@ impl StoredEvent {
     }
 }
 
-pub(crate) const PG_COLUMNS: &str = "tx_id::text::bigint AS tx, global_position AS pos, aggregate_type, \
+pub const PG_COLUMNS: &str = "tx_id::text::bigint AS tx, global_position AS pos, aggregate_type, \
     aggregate_id, sequence, event_type, event_version, payload::text AS payload, \
     metadata::text AS metadata, \
     to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at";
 
-pub(crate) const LITE_COLUMNS: &str = "0 AS tx, global_seq AS pos, aggregate_type, aggregate_id, sequence, \
+pub const LITE_COLUMNS: &str = "0 AS tx, global_seq AS pos, aggregate_type, aggregate_id, sequence, \
     event_type, event_version, payload, metadata, recorded_at";
 
 /// Reads up to `limit` events after `after`, in tailing order, that can never be followed by
@@ -105,12 +105,12 @@ pub(crate) const LITE_COLUMNS: &str = "0 AS tx, global_seq AS pos, aggregate_typ
 /// Database or decoding errors.
 pub async fn read_after(
     conn: &mut AnyConnection,
-    backend: Backend,
+    dialect: Dialect,
     after: Cursor,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, Error> {
-    let rows = match backend {
-        Backend::Postgres => {
+    let rows = match dialect {
+        Dialect::Postgres => {
             let sql = format!(
                 "SELECT {PG_COLUMNS} FROM events \
                  WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) \
@@ -124,7 +124,7 @@ pub async fn read_after(
                 .fetch_all(&mut *conn)
                 .await?
         }
-        Backend::Sqlite => {
+        Dialect::Sqlite => {
             let sql = format!(
                 "SELECT {LITE_COLUMNS} FROM events WHERE global_seq > $1 \
                  ORDER BY global_seq LIMIT $2"
@@ -159,18 +159,18 @@ pub const LITE_PEEK: &str =
 /// Database errors.
 pub async fn has_after(
     conn: &mut AnyConnection,
-    backend: Backend,
+    dialect: Dialect,
     after: Cursor,
 ) -> Result<bool, Error> {
-    let row = match backend {
-        Backend::Postgres => {
+    let row = match dialect {
+        Dialect::Postgres => {
             sqlx::query(PG_PEEK)
                 .bind(after.tx)
                 .bind(after.pos)
                 .fetch_optional(&mut *conn)
                 .await?
         }
-        Backend::Sqlite => {
+        Dialect::Sqlite => {
             sqlx::query(LITE_PEEK)
                 .bind(after.pos)
                 .fetch_optional(&mut *conn)
@@ -185,14 +185,14 @@ pub async fn has_after(
 ///
 /// # Errors
 /// Database errors.
-pub async fn head(conn: &mut AnyConnection, backend: Backend) -> Result<Cursor, Error> {
-    let sql = match backend {
-        Backend::Postgres => {
+pub async fn head(conn: &mut AnyConnection, dialect: Dialect) -> Result<Cursor, Error> {
+    let sql = match dialect {
+        Dialect::Postgres => {
             "SELECT tx_id::text::bigint AS tx, global_position AS pos FROM events \
              WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
              ORDER BY tx_id DESC, global_position DESC LIMIT 1"
         }
-        Backend::Sqlite => {
+        Dialect::Sqlite => {
             "SELECT 0 AS tx, global_seq AS pos FROM events WHERE global_seq IS NOT NULL \
              ORDER BY global_seq DESC LIMIT 1"
         }
@@ -241,7 +241,7 @@ impl LogHead {
     /// Database errors.
     pub async fn refresh(&self) -> Result<Cursor, Error> {
         let mut conn = self.db.pool.acquire().await?;
-        let now = head(&mut conn, self.db.backend).await?;
+        let now = head(&mut conn, self.db.dialect).await?;
         self.head.send_if_modified(|seen| {
             let moved = now > *seen;
             if moved {
@@ -256,24 +256,16 @@ impl LogHead {
     pub fn spawn(
         self: &Arc<Self>,
         poll: Duration,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            loop {
-                if let Err(e) = this.refresh().await {
-                    tracing::warn!(error = %e, "reading the log head failed; retrying");
-                }
-                tokio::select! {
-                    () = this.wake.notified() => {}
-                    () = tokio::time::sleep(poll) => {}
-                    _ = shutdown.changed() => {}
-                }
-                if *shutdown.borrow() {
-                    return;
-                }
-            }
-        })
+        crate::worker::spawn(
+            Arc::clone(self),
+            "log head",
+            poll,
+            shutdown,
+            |h| &h.wake,
+            |h| async move { h.refresh().await.map(|_| ()) },
+        )
     }
 }
 
@@ -283,17 +275,17 @@ impl LogHead {
 /// Database errors.
 pub async fn cursor_of(
     conn: &mut AnyConnection,
-    backend: Backend,
+    dialect: Dialect,
     aggregate_type: &str,
     aggregate_id: &str,
     sequence: i64,
 ) -> Result<Option<Cursor>, Error> {
-    let sql = match backend {
-        Backend::Postgres => {
+    let sql = match dialect {
+        Dialect::Postgres => {
             "SELECT tx_id::text::bigint AS tx, global_position AS pos FROM events \
              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3"
         }
-        Backend::Sqlite => {
+        Dialect::Sqlite => {
             "SELECT 0 AS tx, global_seq AS pos FROM events \
              WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3"
         }
@@ -313,7 +305,11 @@ pub async fn cursor_of(
     })
 }
 
-pub(crate) fn from_row(row: &AnyRow) -> Result<StoredEvent, Error> {
+/// Decodes a row selected with the columns of [`PG_COLUMNS`] or [`LITE_COLUMNS`].
+///
+/// # Errors
+/// Missing columns or undecodable JSON.
+pub fn from_row(row: &AnyRow) -> Result<StoredEvent, Error> {
     let payload: String = row.try_get("payload")?;
     let metadata: String = row.try_get("metadata")?;
     let aggregate_type: String = row.try_get("aggregate_type")?;

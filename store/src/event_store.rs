@@ -2,11 +2,12 @@
 //! executor that returns what it committed and retries optimistic-concurrency conflicts.
 //!
 //! A load is one query: the newest snapshot and the events after it, decoded through the
-//! domain's upcasters (a full replay, [`Store::load_by_replay`], still goes through cqrs-es).
+//! domain's upcasters; a full replay ([`Store::load_by_replay`]) is the same query without the
+//! snapshot.
 //! A commit is one multi-row INSERT, so a command that writes to two streams (a checked code
 //! and the user's failure count, [`execute_with`]) commits both or neither. cqrs-es's own
 //! commit is not used: its 0.5.0 snapshot commit applies the new events a second time to the
-//! aggregate it serialises (STACK-NOTES §6.1), and when a commit crosses a snapshot boundary
+//! aggregate it serialises (docs/architecture.md, "cqrs-es snapshot bugs"), and when a commit crosses a snapshot boundary
 //! with more than one event it snapshots only the events up to the boundary while recording
 //! the last event's sequence, so the events after the boundary would be lost on the next load
 //! (a `LockedOut` written together with the `FailedAttempt` that reached the threshold, say).
@@ -14,101 +15,23 @@
 //! boundary no snapshot covers), a snapshot of the state after *all* the events, in its own
 //! small transaction: a snapshot is a cache, so a failure to write one costs speed, never a
 //! command. Snapshot rows are kept to one per aggregate, and a row that no longer
-//! deserialises is replaced rather than duplicated (STACK-NOTES §6.2).
+//! deserialises is replaced rather than duplicated (docs/architecture.md, "cqrs-es snapshot bugs").
 
-use std::{collections::HashMap, str::FromStr, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use cqrs_es::{
-    Aggregate, AggregateError, EventEnvelope, EventStore,
+    Aggregate, AggregateError, EventEnvelope,
     event_sink::EventSink,
-    persist::{
-        PersistedEventRepository, PersistedEventStore, PersistenceError, ReplayStream,
-        SerializedEvent, SerializedSnapshot,
-    },
+    persist::{PersistenceError, SerializedEvent},
 };
-use postgres_es::PostgresEventRepository;
 use rand::Rng;
 use serde_json::Value;
-use sqlite_es::SqliteEventRepository;
-use sqlx::{
-    PgPool, SqlitePool,
-    postgres::{PgConnectOptions, PgPoolOptions},
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+use tessera_domain::versioning::{self, CommandName, Versioned};
+
+use crate::{
+    Db,
+    append::{AppendError, Conflict, NewEvent, append},
 };
-use tessera_domain::versioning::{self, CommandName, Versioned, upcasters};
-
-/// The embedded migrations of each store.
-static PG_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
-static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
-
-/// A typed pool on the write side.
-#[derive(Clone, Debug)]
-pub enum Pool {
-    /// PostgreSQL.
-    Pg(PgPool),
-    /// SQLite.
-    Lite(SqlitePool),
-}
-
-impl Pool {
-    /// Connects. PostgreSQL gets `synchronous_commit = on`; SQLite gets WAL with
-    /// `synchronous = FULL` (acknowledged means durable) and is created if missing.
-    ///
-    /// # Errors
-    /// The connection error.
-    pub async fn connect(url: &str, size: u32) -> Result<Self, sqlx::Error> {
-        if url.starts_with("postgres") {
-            let options = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
-            let pool = PgPoolOptions::new()
-                .max_connections(size)
-                .acquire_timeout(Duration::from_secs(10))
-                // sqlx pings every connection it hands out: a round trip before each query
-                // of the hot path. A broken connection fails its query instead, and is dropped.
-                .test_before_acquire(false)
-                .connect_with(options)
-                .await?;
-            Ok(Self::Pg(pool))
-        } else {
-            let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Full)
-                .busy_timeout(Duration::from_secs(10));
-            let pool = SqlitePoolOptions::new()
-                .max_connections(size.min(tessera_projections::db::SQLITE_MAX_CONNECTIONS))
-                .test_before_acquire(false)
-                .connect_with(options)
-                .await?;
-            Ok(Self::Lite(pool))
-        }
-    }
-
-    /// Applies pending migrations (PostgreSQL takes an advisory lock, so nodes may race).
-    ///
-    /// # Errors
-    /// The migration error.
-    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        match self {
-            Self::Pg(p) => PG_MIGRATIONS.run(p).await,
-            Self::Lite(p) => SQLITE_MIGRATIONS.run(p).await,
-        }
-    }
-
-    /// Whether the store answers.
-    pub async fn ping(&self) -> bool {
-        match self {
-            Self::Pg(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
-            Self::Lite(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
-        }
-    }
-
-    fn repo(&self) -> AnyRepo {
-        match self {
-            Self::Pg(p) => AnyRepo::Pg(PostgresEventRepository::new(p.clone()), p.clone()),
-            Self::Lite(p) => AnyRepo::Lite(SqliteEventRepository::new(p.clone()), p.clone()),
-        }
-    }
-}
 
 /// A stream as stored: `(last_sequence, number, payload)` of its newest snapshot, and
 /// `(sequence, event_type, event_version, payload)` of each event after it.
@@ -118,241 +41,117 @@ struct StreamRows {
     events: Vec<(usize, String, String, String)>,
 }
 
-/// Either crate's repository behind one type: the repository traits are not dyn-compatible.
-pub enum AnyRepo {
-    /// postgres-es, and its pool for the snapshot statements.
-    Pg(PostgresEventRepository, PgPool),
-    /// sqlite-es, and its pool for the snapshot statements.
-    Lite(SqliteEventRepository, SqlitePool),
+/// A stream as a load needs it, in one round trip: its newest snapshot (if `snapshots`) and
+/// the events after it, in order. Metadata is not read: folding does not need it.
+async fn load_stream(
+    db: &Db,
+    aggregate_type: &str,
+    id: &str,
+    snapshots: bool,
+) -> Result<StreamRows, sqlx::Error> {
+    // Kind 0 is the snapshot, if there is one; kind 1 the events after it.
+    let payload = db.dialect.json_text("payload");
+    let sql = format!(
+        "WITH s AS (SELECT last_sequence, current_snapshot, payload \
+           FROM snapshots WHERE $3 AND aggregate_type = $1 AND aggregate_id = $2 \
+           ORDER BY last_sequence DESC LIMIT 1) \
+         SELECT 0 AS kind, last_sequence AS sequence, current_snapshot AS number, \
+                '' AS event_type, '' AS event_version, {payload} AS payload FROM s \
+         UNION ALL \
+         SELECT 1, sequence, 0, event_type, event_version, {payload} FROM events \
+           WHERE aggregate_type = $1 AND aggregate_id = $2 \
+             AND sequence > COALESCE((SELECT last_sequence FROM s), 0) \
+         ORDER BY 1, 2"
+    );
+    type Row = (i64, i64, i64, String, String, String);
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(aggregate_type)
+        .bind(id)
+        .bind(snapshots)
+        .fetch_all(&db.pool)
+        .await?;
+    let mut stream = StreamRows::default();
+    for (kind, sequence, number, event_type, event_version, payload) in rows {
+        let sequence = usize::try_from(sequence).unwrap_or(0);
+        if kind == 0 {
+            stream.snapshot = Some((sequence, usize::try_from(number).unwrap_or(0), payload));
+        } else {
+            stream
+                .events
+                .push((sequence, event_type, event_version, payload));
+        }
+    }
+    Ok(stream)
 }
 
-impl PersistedEventRepository for AnyRepo {
-    async fn get_events<A: Aggregate>(
-        &self,
-        id: &str,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        match self {
-            Self::Pg(r, _) => r.get_events::<A>(id).await,
-            Self::Lite(r, _) => r.get_events::<A>(id).await,
-        }
-    }
-
-    async fn get_last_events<A: Aggregate>(
-        &self,
-        id: &str,
-        last_sequence: usize,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        match self {
-            Self::Pg(r, _) => r.get_last_events::<A>(id, last_sequence).await,
-            Self::Lite(r, _) => r.get_last_events::<A>(id, last_sequence).await,
-        }
-    }
-
-    /// Unused: no store here loads in cqrs-es's snapshot mode ([`Store::load`] reads the
-    /// snapshot itself, with an ORDER BY the crates' lookup lacks).
-    async fn get_snapshot<A: Aggregate>(
-        &self,
-        id: &str,
-    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
-        match self {
-            Self::Pg(r, _) => r.get_snapshot::<A>(id).await,
-            Self::Lite(r, _) => r.get_snapshot::<A>(id).await,
-        }
-    }
-
-    async fn persist<A: Aggregate>(
-        &self,
-        events: &[SerializedEvent],
-        snapshot_update: Option<(String, Value, usize)>,
-    ) -> Result<(), PersistenceError> {
-        match self {
-            Self::Pg(r, _) => r.persist::<A>(events, snapshot_update).await,
-            Self::Lite(r, _) => r.persist::<A>(events, snapshot_update).await,
-        }
-    }
-
-    async fn stream_events<A: Aggregate>(
-        &self,
-        id: &str,
-    ) -> Result<ReplayStream, PersistenceError> {
-        match self {
-            Self::Pg(r, _) => r.stream_events::<A>(id).await,
-            Self::Lite(r, _) => r.stream_events::<A>(id).await,
-        }
-    }
-
-    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
-        match self {
-            Self::Pg(r, _) => r.stream_all_events::<A>().await,
-            Self::Lite(r, _) => r.stream_all_events::<A>().await,
-        }
-    }
+async fn delete_snapshots(db: &Db, aggregate_type: &str, id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2")
+        .bind(aggregate_type)
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
 }
 
-impl AnyRepo {
-    async fn delete_snapshots(&self, aggregate_type: &str, id: &str) -> Result<(), sqlx::Error> {
-        const SQL: &str = "DELETE FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2";
-        match self {
-            Self::Pg(_, pool) => {
-                sqlx::query(SQL)
-                    .bind(aggregate_type)
-                    .bind(id)
-                    .execute(pool)
-                    .await?;
-            }
-            Self::Lite(_, pool) => {
-                sqlx::query(SQL)
-                    .bind(aggregate_type)
-                    .bind(id)
-                    .execute(pool)
-                    .await?;
-            }
-        }
-        Ok(())
-    }
+/// Makes `payload` (the state after event `last_sequence`) the aggregate's snapshot, unless a
+/// newer one is there already; older rows go.
+async fn save_snapshot(
+    db: &Db,
+    aggregate_type: &str,
+    id: &str,
+    (last_sequence, ordinal): (i64, i64),
+    payload: String,
+) -> Result<(), sqlx::Error> {
+    let mut tx = db.pool.begin().await?;
+    sqlx::query(
+        "DELETE FROM snapshots \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence < $3",
+    )
+    .bind(aggregate_type)
+    .bind(id)
+    .bind(last_sequence)
+    .execute(&mut *tx)
+    .await?;
+    let insert = format!(
+        "INSERT INTO snapshots \
+         (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
+         SELECT $1, $2, $3, $4, CAST($5 AS {}) WHERE NOT EXISTS (SELECT 1 FROM snapshots \
+         WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence >= $3)",
+        db.dialect.json_type()
+    );
+    sqlx::query(&insert)
+        .bind(aggregate_type)
+        .bind(id)
+        .bind(last_sequence)
+        .bind(ordinal)
+        .bind(payload)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
 
-    /// A stream as a load needs it, in one round trip: its newest snapshot (if `snapshots`)
-    /// and the events after it, in order. Metadata is not read: folding does not need it.
-    async fn load_stream(
-        &self,
-        aggregate_type: &str,
-        id: &str,
-        snapshots: bool,
-    ) -> Result<StreamRows, sqlx::Error> {
-        // Kind 0 is the snapshot, if there is one; kind 1 the events after it.
-        const SQL: &str = "WITH s AS (SELECT last_sequence, current_snapshot, payload \
-              FROM snapshots WHERE $3 AND aggregate_type = $1 AND aggregate_id = $2 \
-              ORDER BY last_sequence DESC LIMIT 1) \
-            SELECT 0 AS kind, last_sequence AS sequence, current_snapshot AS number, \
-                   '' AS event_type, '' AS event_version, PAYLOAD AS payload FROM s \
-            UNION ALL \
-            SELECT 1, sequence, 0, event_type, event_version, PAYLOAD FROM events \
-              WHERE aggregate_type = $1 AND aggregate_id = $2 \
-                AND sequence > COALESCE((SELECT last_sequence FROM s), 0) \
-            ORDER BY 1, 2";
-        type Row = (i32, i64, i64, String, String, String);
-        let rows: Vec<Row> = match self {
-            Self::Pg(_, pool) => {
-                sqlx::query_as(&SQL.replace("PAYLOAD", "payload::text"))
-                    .bind(aggregate_type)
-                    .bind(id)
-                    .bind(snapshots)
-                    .fetch_all(pool)
-                    .await?
-            }
-            Self::Lite(_, pool) => {
-                sqlx::query_as(&SQL.replace("PAYLOAD", "payload"))
-                    .bind(aggregate_type)
-                    .bind(id)
-                    .bind(snapshots)
-                    .fetch_all(pool)
-                    .await?
-            }
-        };
-        let mut stream = StreamRows::default();
-        for (kind, sequence, number, event_type, event_version, payload) in rows {
-            let sequence = usize::try_from(sequence).unwrap_or(0);
-            if kind == 0 {
-                stream.snapshot = Some((sequence, usize::try_from(number).unwrap_or(0), payload));
-            } else {
-                stream
-                    .events
-                    .push((sequence, event_type, event_version, payload));
-            }
-        }
-        Ok(stream)
-    }
-
-    /// Appends `rows` (`(aggregate type, event)`, of any streams) in one statement: all of them
-    /// or none, one round trip and one durable commit. A sequence already taken in any of the
-    /// streams fails the whole append with `OptimisticLockError`.
-    async fn append(&self, rows: &[(&str, &SerializedEvent)]) -> Result<(), PersistenceError> {
-        const INSERT: &str = "INSERT INTO events \
-            (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ";
-        let sequence = |e: &SerializedEvent| i64::try_from(e.sequence).unwrap_or(i64::MAX);
-        // The same statement for either typed pool.
-        macro_rules! insert {
-            ($db:ty, $pool:expr) => {{
-                let mut insert = sqlx::QueryBuilder::<$db>::new(INSERT);
-                insert.push_values(rows, |mut row, (aggregate_type, e)| {
-                    row.push_bind(*aggregate_type)
-                        .push_bind(e.aggregate_id.as_str())
-                        .push_bind(sequence(e))
-                        .push_bind(e.event_type.as_str())
-                        .push_bind(e.event_version.as_str())
-                        .push_bind(&e.payload)
-                        .push_bind(&e.metadata);
-                });
-                insert.build().execute($pool).await.map(|_| ())
-            }};
-        }
-        let result = match self {
-            Self::Pg(_, pool) => insert!(sqlx::Postgres, pool),
-            Self::Lite(_, pool) => insert!(sqlx::Sqlite, pool),
-        };
-        match result {
-            Ok(()) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(PersistenceError::OptimisticLockError)
-            }
-            Err(e) => Err(PersistenceError::ConnectionError(Box::new(e))),
-        }
-    }
-
-    /// Makes `payload` (the state after event `last_sequence`) the aggregate's snapshot, unless
-    /// a newer one is there already; older rows go.
-    async fn save_snapshot(
-        &self,
-        aggregate_type: &str,
-        id: &str,
-        last_sequence: i64,
-        ordinal: i64,
-        payload: String,
-    ) -> Result<(), sqlx::Error> {
-        const DELETE: &str = "DELETE FROM snapshots \
-            WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence < $3";
-        const INSERT: &str = "INSERT INTO snapshots \
-            (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) \
-            SELECT $1, $2, $3, $4, PAYLOAD WHERE NOT EXISTS (SELECT 1 FROM snapshots \
-            WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence >= $3)";
-        match self {
-            Self::Pg(_, pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query(DELETE)
-                    .bind(aggregate_type)
-                    .bind(id)
-                    .bind(last_sequence)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(&INSERT.replace("PAYLOAD", "$5::text::json"))
-                    .bind(aggregate_type)
-                    .bind(id)
-                    .bind(last_sequence)
-                    .bind(ordinal)
-                    .bind(payload)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await
-            }
-            Self::Lite(_, pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query(DELETE)
-                    .bind(aggregate_type)
-                    .bind(id)
-                    .bind(last_sequence)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(&INSERT.replace("PAYLOAD", "$5"))
-                    .bind(aggregate_type)
-                    .bind(id)
-                    .bind(last_sequence)
-                    .bind(ordinal)
-                    .bind(payload)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await
-            }
-        }
+/// Appends the rows of decided commands (of any streams) in one statement.
+async fn append_decided(
+    db: &Db,
+    rows: &[(&'static str, &SerializedEvent)],
+) -> Result<(), PersistenceError> {
+    let sequence = |e: &SerializedEvent| i64::try_from(e.sequence).unwrap_or(i64::MAX);
+    let rows: Vec<NewEvent<'_>> = rows
+        .iter()
+        .map(|(aggregate_type, e)| NewEvent {
+            aggregate_type,
+            aggregate_id: &e.aggregate_id,
+            sequence: sequence(e),
+            event_type: &e.event_type,
+            event_version: &e.event_version,
+            payload: e.payload.to_string(),
+            metadata: e.metadata.to_string(),
+        })
+        .collect();
+    match append(&db.pool, db.dialect, &rows, Conflict::Fail).await {
+        Ok(_) => Ok(()),
+        Err(AppendError::Conflict) => Err(PersistenceError::OptimisticLockError),
+        Err(AppendError::Db(e)) => Err(PersistenceError::ConnectionError(Box::new(e))),
     }
 }
 
@@ -401,7 +200,7 @@ impl<A: Aggregate> Decided<A> {
 
 /// `metadata` plus what every event of one command carries: the command's name and one
 /// `causation_id` for all the events it wrote.
-fn command_metadata(metadata: &HashMap<String, String>, name: &str) -> HashMap<String, String> {
+pub fn command_metadata(metadata: &HashMap<String, String>, name: &str) -> HashMap<String, String> {
     let mut metadata = metadata.clone();
     metadata.insert("command".into(), name.into());
     metadata.insert(
@@ -409,6 +208,27 @@ fn command_metadata(metadata: &HashMap<String, String>, name: &str) -> HashMap<S
         format!("cmd-{}", uuid::Uuid::now_v7()),
     );
     metadata
+}
+
+/// Applies `events` (as [`load_stream`] read them) to `state`, through the domain's upcasters;
+/// returns the sequence of the last one (`sequence` if there were none).
+fn fold<A: Aggregate>(
+    state: &mut A,
+    mut sequence: usize,
+    events: Vec<(usize, String, String, String)>,
+) -> Result<usize, AggregateError<A::Error>>
+where
+    A::Event: Versioned,
+{
+    for (event_sequence, event_type, event_version, payload) in events {
+        let payload: Value = serde_json::from_str(&payload)
+            .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
+        let event = versioning::decode::<A::Event>(&event_type, &event_version, payload)
+            .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
+        state.apply(event);
+        sequence = event_sequence;
+    }
+    Ok(sequence)
 }
 
 /// A short random pause before retrying a lost race, so the losers do not collide again.
@@ -499,7 +319,7 @@ where
         if rows.is_empty() {
             return Ok(Joint::Committed(a.into_committed(), b.into_committed()));
         }
-        match first.repo.append(&rows).await {
+        match append_decided(&first.db, &rows).await {
             Ok(()) => {
                 return Ok(Joint::Committed(
                     first.committed(a).await,
@@ -532,10 +352,8 @@ where
 
 /// The event store of one aggregate type with its services.
 pub struct Store<A: Aggregate> {
-    /// Loads by full replay, ignoring snapshots.
-    replay: PersistedEventStore<AnyRepo, A>,
-    /// Persists events and snapshots.
-    repo: AnyRepo,
+    /// The store's one pool.
+    db: Db,
     snapshot_every: Option<usize>,
     services: A::Services,
     max_attempts: u32,
@@ -551,12 +369,10 @@ where
     A::Command: Clone + CommandName,
     A::Event: Versioned,
 {
-    /// A store on `pool`, pure event sourcing: every load replays the whole stream.
-    pub fn new(pool: &Pool, services: A::Services) -> Self {
+    /// A store on `db`, pure event sourcing: every load replays the whole stream.
+    pub fn new(db: &Db, services: A::Services) -> Self {
         Self {
-            replay: PersistedEventStore::new_event_store(pool.repo())
-                .with_upcasters(upcasters::<A::Event>()),
-            repo: pool.repo(),
+            db: db.clone(),
             snapshot_every: None,
             services,
             max_attempts: MAX_ATTEMPTS,
@@ -566,10 +382,10 @@ where
     /// A store that snapshots the aggregate whenever a commit crosses a multiple of `every`
     /// events, so a load reads the snapshot and fewer than `every` events after it however
     /// long the stream grows.
-    pub fn with_snapshots(pool: &Pool, services: A::Services, every: usize) -> Self {
+    pub fn with_snapshots(db: &Db, services: A::Services, every: usize) -> Self {
         Self {
             snapshot_every: Some(every.max(1)),
-            ..Self::new(pool, services)
+            ..Self::new(db, services)
         }
     }
 
@@ -584,12 +400,10 @@ where
     /// # Errors
     /// Store errors.
     pub async fn load(&self, id: &str) -> Result<(A, usize), AggregateError<A::Error>> {
-        let stream = self
-            .repo
-            .load_stream(A::TYPE, id, self.snapshot_every.is_some())
+        let stream = load_stream(&self.db, A::TYPE, id, self.snapshot_every.is_some())
             .await
             .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
-        let (mut state, mut sequence, number) = match stream.snapshot {
+        let (mut state, sequence, number) = match stream.snapshot {
             None => (A::default(), 0, None),
             Some((last_sequence, number, payload)) => match serde_json::from_str::<A>(&payload) {
                 Ok(state) => (state, last_sequence, Some(number)),
@@ -597,8 +411,7 @@ where
                     // The aggregate's shape changed (or the row was damaged): replay the
                     // stream, and replace the row rather than add one beside it.
                     tracing::warn!(aggregate = A::TYPE, id, %error, "discarding an unreadable snapshot; replaying the stream");
-                    self.repo
-                        .delete_snapshots(A::TYPE, id)
+                    delete_snapshots(&self.db, A::TYPE, id)
                         .await
                         .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
                     let (state, sequence) = self.load_by_replay(id).await?;
@@ -607,14 +420,7 @@ where
                 }
             },
         };
-        for (event_sequence, event_type, event_version, payload) in stream.events {
-            let payload: Value = serde_json::from_str(&payload)
-                .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
-            let event = versioning::decode::<A::Event>(&event_type, &event_version, payload)
-                .map_err(|e| AggregateError::DeserializationError(Box::new(e)))?;
-            state.apply(event);
-            sequence = event_sequence;
-        }
+        let sequence = fold(&mut state, sequence, stream.events)?;
         self.heal_snapshot(id, &state, sequence, number).await;
         Ok((state, sequence))
     }
@@ -637,8 +443,12 @@ where
     /// # Errors
     /// Store errors.
     pub async fn load_by_replay(&self, id: &str) -> Result<(A, usize), AggregateError<A::Error>> {
-        let ctx = self.replay.load_aggregate(id).await?;
-        Ok((ctx.aggregate, ctx.current_sequence))
+        let stream = load_stream(&self.db, A::TYPE, id, false)
+            .await
+            .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
+        let mut state = A::default();
+        let sequence = fold(&mut state, 0, stream.events)?;
+        Ok((state, sequence))
     }
 
     /// Loads, handles and commits `command`, retrying lost races; returns what it committed.
@@ -681,7 +491,7 @@ where
             if decided.events.is_empty() {
                 return Ok(decided.into_committed());
             }
-            match self.repo.append(&decided.rows()).await {
+            match append_decided(&self.db, &decided.rows()).await {
                 Ok(()) => return Ok(self.committed(decided).await),
                 Err(PersistenceError::OptimisticLockError) if attempt < self.max_attempts => {
                     attempt += 1;
@@ -762,17 +572,18 @@ where
     /// Best effort: a snapshot is a cache.
     async fn write_snapshot(&self, id: &str, sequence: usize, number: usize, state: &A) {
         let result = match serde_json::to_string(state) {
-            Ok(payload) => self
-                .repo
-                .save_snapshot(
-                    A::TYPE,
-                    id,
+            Ok(payload) => save_snapshot(
+                &self.db,
+                A::TYPE,
+                id,
+                (
                     i64::try_from(sequence).unwrap_or(i64::MAX),
                     i64::try_from(number).unwrap_or(i64::MAX),
-                    payload,
-                )
-                .await
-                .map_err(|e| e.to_string()),
+                ),
+                payload,
+            )
+            .await
+            .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         if let Err(error) = result {

@@ -10,7 +10,7 @@ use tokio::{
 };
 
 use crate::{
-    Backend, Db, Error,
+    Db, Dialect, Error,
     log::{self, Cursor, StoredEvent},
     ts,
 };
@@ -35,7 +35,7 @@ pub trait Projection: Send + Sync + 'static {
     fn apply<'a>(
         &'a self,
         conn: &'a mut AnyConnection,
-        backend: Backend,
+        dialect: Dialect,
         event: &'a StoredEvent,
     ) -> impl Future<Output = Result<(), Error>> + Send + 'a;
 
@@ -44,12 +44,12 @@ pub trait Projection: Send + Sync + 'static {
     fn apply_batch<'a>(
         &'a self,
         conn: &'a mut AnyConnection,
-        backend: Backend,
+        dialect: Dialect,
         events: &'a [StoredEvent],
     ) -> impl Future<Output = Result<(), Error>> + Send + 'a {
         async move {
             for event in events {
-                self.apply(conn, backend, event).await?;
+                self.apply(conn, dialect, event).await?;
             }
             Ok(())
         }
@@ -128,9 +128,9 @@ impl<P: Projection> Runner<P> {
         from: Cursor,
         size: i64,
     ) -> Result<(usize, Cursor), Error> {
-        let events = log::read_after(conn, self.db.backend, from, size).await?;
+        let events = log::read_after(conn, self.db.dialect, from, size).await?;
         self.projection
-            .apply_batch(conn, self.db.backend, &events)
+            .apply_batch(conn, self.db.dialect, &events)
             .await?;
         let last = events.last().map_or(from, |e| e.cursor);
         if last != from {
@@ -185,7 +185,7 @@ impl<P: Projection> Runner<P> {
             // once can starve a command waiting in its busy handler (seen in the benchmark as
             // a 10 s `database is locked` while a 100k-event backlog was applied). Between
             // batches, step aside for longer than the busy handler's longest sleep.
-            if self.db.backend == Backend::Sqlite {
+            if self.db.dialect == Dialect::Sqlite {
                 tokio::time::sleep(SQLITE_YIELD).await;
             }
         }
@@ -262,7 +262,7 @@ impl<P: Projection> Runner<P> {
         let mut conn = self.db.pool.acquire().await?;
         let target = log::cursor_of(
             &mut conn,
-            self.db.backend,
+            self.db.dialect,
             aggregate_type,
             aggregate_id,
             sequence,
@@ -280,30 +280,21 @@ impl<P: Projection> Runner<P> {
     pub fn spawn(
         self: &Arc<Self>,
         poll: Duration,
-        mut shutdown: watch::Receiver<bool>,
+        shutdown: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            loop {
-                if let Err(e) = this.tick().await {
-                    tracing::error!(projection = this.projection.name(), error = %e, "projection batch failed; retrying");
-                    tokio::time::sleep(poll).await;
-                }
-                tokio::select! {
-                    () = this.wake.notified() => {}
-                    () = tokio::time::sleep(poll) => {}
-                    _ = shutdown.changed() => {}
-                }
-                if *shutdown.borrow() {
-                    return;
-                }
-            }
-        })
+        crate::worker::spawn(
+            Arc::clone(self),
+            self.projection.name(),
+            poll,
+            shutdown,
+            |r| &r.wake,
+            |r| async move { r.tick().await },
+        )
     }
 
     async fn tick(&self) -> Result<(), Error> {
         let mut conn = self.db.pool.acquire().await?;
-        let pending = log::has_after(&mut conn, self.db.backend, self.checkpoint()).await?;
+        let pending = log::has_after(&mut conn, self.db.dialect, self.checkpoint()).await?;
         drop(conn);
         if pending {
             self.catch_up().await?;

@@ -1,0 +1,262 @@
+//! One-time codes for SMS and e-mail factors: drawing one, recording it on the factor (as a
+//! keyed hash) and on its challenge, and handing the message to delivery. `challengeFactor`
+//! is [`challenge_factor`].
+
+use rand::Rng;
+use tessera_domain::{
+    challenge::{
+        Challenge, ChallengeCommand, ChallengeError, ChallengePurpose, Channel, Issue, SentCode,
+        mask_destination,
+    },
+    factor::{Factor, FactorCommand, FactorError, FactorEvent, FactorStatus, FactorType, NewCode},
+    ids::{ChallengeId, FactorId},
+    policy::POLICY_ID,
+    secret::{PassCode, Secret},
+};
+use tessera_store::Committed;
+
+use crate::{
+    app::{
+        AppError, AppResult, Call,
+        prove::{load_challenge, load_factor},
+    },
+    delivery::{Message, code_text, queue::Queued},
+    state::AppState,
+};
+
+/// Six digits drawn uniformly from the operating system's CSPRNG.
+pub fn draw_code() -> PassCode {
+    let n: u32 = rand::rngs::OsRng.gen_range(0..1_000_000);
+    PassCode::new(format!("{n:06}"))
+}
+
+/// The policy does not allow this factor type.
+pub fn factor_type_not_allowed() -> AppError {
+    AppError::bad_input(
+        "FACTOR_TYPE_NOT_ALLOWED",
+        "the MFA policy does not allow this factor type",
+    )
+}
+
+/// Refuses a challenge that cannot take an answer or a code now, the way the aggregate would.
+fn require_open(c: &Challenge, state: &AppState) -> AppResult<()> {
+    match c.status_at(state.clock.now()) {
+        tessera_domain::challenge::ChallengeStatus::Issued => Ok(()),
+        tessera_domain::challenge::ChallengeStatus::Completed => {
+            Err(ChallengeError::AlreadyCompleted.into())
+        }
+        _ => Err(ChallengeError::Expired.into()),
+    }
+}
+
+fn channel_of(t: Option<FactorType>) -> AppResult<Channel> {
+    match t {
+        Some(FactorType::Sms) => Ok(Channel::Sms),
+        Some(FactorType::Email) => Ok(Channel::Email),
+        _ => Err(FactorError::CodesNotSupported.into()),
+    }
+}
+
+/// `challengeFactor`: sends a fresh code to an SMS or e-mail factor, for a new `FACTOR`
+/// challenge (the code answers `verifyFactor`/`activateFactor`), or for the open step-up or
+/// login challenge `within`. The second step of a login may call this without a token: the
+/// login challenge's id stands for the password just checked.
+///
+/// # Errors
+/// Not the caller's; a pending factor for a step-up or login; a closed challenge; a factor
+/// type the policy does not allow for logins; the factor's rate limits; store errors.
+pub async fn challenge_factor(
+    state: &AppState,
+    call: &Call,
+    factor_id: FactorId,
+    within: Option<ChallengeId>,
+) -> AppResult<(ChallengeId, Challenge)> {
+    let now = state.clock.now();
+    let factor = load_factor(state, factor_id).await?;
+    let owner = factor.user_id.ok_or(FactorError::NotFound)?;
+    let challenge = match within {
+        Some(id) => Some(load_challenge(state, id).await?),
+        None => None,
+    };
+    let login_step = challenge
+        .as_ref()
+        .is_some_and(|c| c.purpose == Some(ChallengePurpose::Login));
+    let pending = factor.status_at(now) == FactorStatus::PendingActivation;
+    let allowed = match &call.caller {
+        Some(c) => c.may_act_on(owner) || (c.may_enroll_for(owner) && within.is_none() && pending),
+        None => login_step,
+    };
+    if !allowed {
+        return Err(if call.caller.is_none() {
+            AppError::Unauthenticated
+        } else {
+            AppError::Forbidden
+        });
+    }
+    if let Some(c) = &challenge {
+        if c.user_id != Some(owner) {
+            return Err(ChallengeError::FactorOfAnotherUser.into());
+        }
+        if c.purpose == Some(ChallengePurpose::Factor) {
+            return Err(ChallengeError::WrongPurpose.into());
+        }
+        require_open(c, state)?;
+        // A code for a step-up or login is only of use from an active factor.
+        if pending {
+            return Err(FactorError::NotActive.into());
+        }
+        if login_step {
+            let (policy, _) = state.policy.load(POLICY_ID).await?;
+            if factor.factor_type.is_some_and(|t| !policy.allows(t)) {
+                return Err(factor_type_not_allowed());
+            }
+        }
+    }
+    send_code(state, call, factor_id, &factor, within).await
+}
+
+/// Sends a fresh code to an SMS or e-mail factor: for a new `FACTOR` challenge, or for the
+/// open step-up or login challenge `within`.
+async fn send_code(
+    state: &AppState,
+    call: &Call,
+    factor_id: FactorId,
+    factor: &Factor,
+    within: Option<ChallengeId>,
+) -> AppResult<(ChallengeId, Challenge)> {
+    channel_of(factor.factor_type)?;
+    let challenge_id = within.unwrap_or_else(ChallengeId::generate);
+    let code = draw_code();
+    let issued = state
+        .factors
+        .execute(
+            &factor_id.to_string(),
+            FactorCommand::SendCode(NewCode {
+                challenge_id,
+                standalone: within.is_none(),
+                code: code.clone(),
+            }),
+            &call.metadata(),
+        )
+        .await?;
+    let challenge = record_and_deliver(
+        state,
+        call,
+        IssuedCode {
+            factor_id,
+            issued: &issued,
+            challenge_id,
+            code: &code,
+            new_challenge: within.is_none(),
+        },
+    )
+    .await?;
+    Ok((challenge_id, challenge))
+}
+
+/// A code a factor just committed (its hash) and is about to be sent.
+pub(crate) struct IssuedCode<'a> {
+    /// The factor.
+    pub factor_id: FactorId,
+    /// The factor's command result (its state and the `CodeIssued` event).
+    pub issued: &'a Committed<Factor>,
+    /// The challenge the code answers.
+    pub challenge_id: ChallengeId,
+    /// The code, to send.
+    pub code: &'a PassCode,
+    /// Open a new `FACTOR` challenge for it (else it belongs to an open step-up or login
+    /// challenge).
+    pub new_challenge: bool,
+}
+
+/// Queues the code's message (durably, before the caller is answered) and records the code on
+/// its challenge.
+pub(crate) async fn record_and_deliver(
+    state: &AppState,
+    call: &Call,
+    code: IssuedCode<'_>,
+) -> AppResult<Challenge> {
+    let IssuedCode {
+        factor_id,
+        issued,
+        challenge_id,
+        code,
+        new_challenge,
+    } = code;
+    let factor = &issued.state;
+    let channel = channel_of(factor.factor_type)?;
+    let owner = factor.user_id.ok_or(FactorError::NotFound)?;
+    let destination = factor
+        .oob
+        .as_ref()
+        .map(|o| o.destination.clone())
+        .ok_or(FactorError::CodesNotSupported)?;
+    let code_expires_at = issued
+        .payloads()
+        .iter()
+        .find_map(|e| match e {
+            FactorEvent::CodeIssued(c) => Some(c.expires_at),
+            _ => None,
+        })
+        .ok_or_else(|| AppError::internal("code command wrote no CodeIssued"))?;
+    let sent = SentCode {
+        factor_id,
+        channel,
+        destination: mask_destination(&destination),
+        code_expires_at,
+    };
+    let command = if new_challenge {
+        ChallengeCommand::Issue(Issue {
+            challenge_id,
+            user_id: owner,
+            purpose: ChallengePurpose::Factor,
+            factor_id: Some(factor_id),
+            state: None,
+            ttl: state.factors.services().policy.code_ttl,
+            code: Some(sent),
+        })
+    } else {
+        ChallengeCommand::RecordCodeSent(sent)
+    };
+    let committed = state
+        .challenges
+        .execute(&challenge_id.to_string(), command, &call.metadata())
+        .await?;
+    let minutes = (state.factors.services().policy.code_ttl.num_seconds() + 59) / 60;
+    let message = Message {
+        channel,
+        to: destination,
+        subject: "Your Tessera code".into(),
+        body: Secret::new(code_text(code.expose(), minutes)),
+    };
+    state
+        .messages
+        .enqueue(Queued {
+            message,
+            challenge_id,
+            factor_id,
+            metadata: call.meta.metadata("system:delivery"),
+        })
+        .await
+        .map_err(AppError::internal)?;
+    Ok(committed.state)
+}
+
+/// The `challenge` query: a challenge by id, if the caller may read its user.
+///
+/// # Errors
+/// `Unauthenticated`, `Forbidden`; store errors.
+pub async fn challenge(
+    state: &AppState,
+    call: &Call,
+    id: ChallengeId,
+) -> AppResult<Option<Challenge>> {
+    let (c, _) = state.challenges.load(&id.to_string()).await?;
+    let Some(owner) = c.user_id.filter(|_| c.exists()) else {
+        return Ok(None);
+    };
+    if !call.caller()?.may_enroll_for(owner) {
+        return Err(AppError::Forbidden);
+    }
+    Ok(Some(c))
+}

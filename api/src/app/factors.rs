@@ -1,0 +1,88 @@
+//! Reading and changing factors outside a proof: `factor`, `removeFactor`, `unlockFactor`.
+
+use chrono::{DateTime, Utc};
+use tessera_domain::{
+    factor::{Factor, FactorCommand},
+    ids::{FactorId, UserId},
+};
+use tessera_projections::read_model::FactorRow;
+
+use crate::{
+    app::{AppError, AppResult, Call, history, prove::authorized_factor},
+    state::AppState,
+};
+
+/// `removeFactor`: removes a factor of a user the caller may act on.
+///
+/// # Errors
+/// Not found, not the caller's, already removed; store errors.
+pub async fn remove(state: &AppState, call: &Call, id: FactorId) -> AppResult<Factor> {
+    change_status(state, call, id, FactorCommand::Remove).await
+}
+
+/// `unlockFactor`: lifts a factor's lockout before its time (admins only).
+///
+/// # Errors
+/// Not an admin; not found; not locked; store errors.
+pub async fn unlock(state: &AppState, call: &Call, id: FactorId) -> AppResult<Factor> {
+    call.admin()?;
+    change_status(state, call, id, FactorCommand::Unlock).await
+}
+
+/// Runs a command that changes a factor's status for a caller allowed to act on its owner,
+/// and answers with the factor as the command left it (the read models include it).
+async fn change_status(
+    state: &AppState,
+    call: &Call,
+    id: FactorId,
+    command: FactorCommand,
+) -> AppResult<Factor> {
+    let (loaded, seq) = authorized_factor(state, call, id, false).await?;
+    let key = id.to_string();
+    let committed = state
+        .factors
+        .execute_from(&key, Some((loaded, seq)), command, &call.metadata())
+        .await?;
+    state.settle(&key, &committed).await;
+    Ok(committed.state)
+}
+
+/// A factor as the `factor` query shows it.
+#[derive(Debug)]
+pub enum FactorView {
+    /// Now, from the read model.
+    Current(FactorRow),
+    /// As at a moment, folded from the log.
+    AsOf(Factor, DateTime<Utc>),
+}
+
+/// The `factor` query: a factor by id (`None` if there is none, or none by `as_of`), if the
+/// caller may act on its owner.
+///
+/// # Errors
+/// `Unauthenticated`, `Forbidden`; a malformed row; store errors.
+pub async fn get(
+    state: &AppState,
+    call: &Call,
+    id: FactorId,
+    as_of: Option<DateTime<Utc>>,
+) -> AppResult<Option<FactorView>> {
+    let (owner, view) = match as_of {
+        Some(at) => match history::factor(state, id, at).await? {
+            Some((owner, factor)) => (owner, FactorView::AsOf(factor, at)),
+            None => return Ok(None),
+        },
+        None => match state.queries.factor(&id.to_string()).await? {
+            Some(row) => {
+                let owner = UserId::parse(&row.user_id)
+                    .ok_or_else(|| AppError::internal("malformed user id in factors_v1"))?;
+                (owner, FactorView::Current(row))
+            }
+            None => return Ok(None),
+        },
+    };
+    if !call.caller()?.may_act_on(owner) {
+        return Err(AppError::Forbidden);
+    }
+    Ok(Some(view))
+}

@@ -1,0 +1,81 @@
+//! The application layer: one module per use case, under every transport (GraphQL today; the
+//! Okta-compatible REST API and the hosted pages next). A use case takes plain inputs, the
+//! [`Call`] (who is asking, and the request's metadata) and returns domain values or an
+//! [`AppError`]; it imports no transport type. It authorises against the data it loads (a
+//! factor's owner, a challenge's user), runs commands through the store and decides what no
+//! single aggregate can by asking the pure functions of `tessera_domain::proof`.
+//!
+//! | module | use cases |
+//! |---|---|
+//! | [`prove`] | verify, activate, answer a step-up or login challenge, the hard-lock policy |
+//! | [`codes`] | draw, record and send SMS/e-mail codes (`challengeFactor`) |
+//! | [`enrol`] | enrol TOTP, SMS and e-mail factors; activate (first recovery codes) |
+//! | [`factors`] | read, remove and unlock factors |
+//! | [`history`] | users and factors as they were at a moment, folded from the log |
+//! | [`recovery`] | issue, regenerate and spend recovery codes; unlock a user |
+//! | [`step_up`] | start and complete step-up challenges |
+//! | [`login`] | password login, completing it with a second factor, access tokens, the MFA policy |
+//! | [`users`] | create users, set passwords |
+
+pub mod codes;
+pub mod enrol;
+mod error;
+pub mod factors;
+pub mod history;
+pub mod login;
+pub mod prove;
+pub mod recovery;
+pub mod step_up;
+pub mod users;
+
+use std::collections::HashMap;
+
+pub use error::{AppError, AppResult};
+
+use crate::{auth::Caller, state::RequestMeta};
+
+/// Actor recorded for calls without a token (the second step of a login).
+pub const ANONYMOUS: &str = "anonymous";
+
+/// Who is asking, and the context every event they cause records (request id, client IP, user
+/// agent): built once per request by the transport.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// The authenticated caller, if the request carried a valid token.
+    pub caller: Option<Caller>,
+    /// The request's context.
+    pub meta: RequestMeta,
+}
+
+impl Call {
+    /// The caller.
+    ///
+    /// # Errors
+    /// [`AppError::Unauthenticated`] without a valid token.
+    pub fn caller(&self) -> AppResult<&Caller> {
+        self.caller.as_ref().ok_or(AppError::Unauthenticated)
+    }
+
+    /// The caller, if it holds an admin key.
+    ///
+    /// # Errors
+    /// `Unauthenticated` without a token, `Forbidden` for user tokens.
+    pub fn admin(&self) -> AppResult<&Caller> {
+        match self.caller()? {
+            c @ Caller::Admin { .. } => Ok(c),
+            Caller::User { .. } | Caller::Enrollment { .. } => Err(AppError::Forbidden),
+        }
+    }
+
+    /// The actor recorded in event metadata ([`ANONYMOUS`] without a token).
+    pub fn actor(&self) -> String {
+        self.caller
+            .as_ref()
+            .map_or_else(|| ANONYMOUS.to_string(), Caller::actor)
+    }
+
+    /// Event metadata for this call.
+    pub fn metadata(&self) -> HashMap<String, String> {
+        self.meta.metadata(&self.actor())
+    }
+}

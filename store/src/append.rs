@@ -1,0 +1,107 @@
+//! The one statement that writes the event log.
+
+use sqlx::{Any, Executor};
+
+use crate::Dialect;
+
+/// One event row to append.
+#[derive(Clone, Debug)]
+pub struct NewEvent<'a> {
+    /// `User`, `Factor`, …
+    pub aggregate_type: &'a str,
+    /// The stream id.
+    pub aggregate_id: &'a str,
+    /// Position within the stream, from 1: the unique key with the two above is what makes
+    /// optimistic concurrency work.
+    pub sequence: i64,
+    /// The variant name.
+    pub event_type: &'a str,
+    /// The payload schema version.
+    pub event_version: &'a str,
+    /// The payload, JSON text.
+    pub payload: String,
+    /// Actor, request id, command, causation id, client IP, user agent: JSON text.
+    pub metadata: String,
+}
+
+/// What an append does when a row's `(aggregate type, id, sequence)` is taken already.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Conflict {
+    /// Fail the whole append: the caller lost an optimistic-concurrency race.
+    Fail,
+    /// Skip the taken rows and append the rest: for events with deterministic ids that
+    /// several consumers may write (one alert per incident, however many nodes raise it).
+    Skip,
+}
+
+/// Why an append wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// A sequence was taken (with [`Conflict::Fail`]).
+    #[error("a sequence was taken by a concurrent writer")]
+    Conflict,
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Appends `rows` (of any streams) in one statement: one round trip and, outside a
+/// transaction, one durable commit; all of them or none with [`Conflict::Fail`]. Returns how
+/// many rows were written. `executor` may be a pool or an open transaction (a consumer that
+/// writes events together with its checkpoint).
+///
+/// # Errors
+/// [`AppendError::Conflict`] when a sequence is taken; database errors.
+pub async fn append<'c, E>(
+    executor: E,
+    dialect: Dialect,
+    rows: &[NewEvent<'_>],
+    on_conflict: Conflict,
+) -> Result<u64, AppendError>
+where
+    E: Executor<'c, Database = Any>,
+{
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let json = dialect.json_type();
+    let mut sql = String::from(
+        "INSERT INTO events \
+         (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ",
+    );
+    for i in 0..rows.len() {
+        let n = i * 7;
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, CAST(${} AS {json}), CAST(${} AS {json}))",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6,
+            n + 7
+        ));
+    }
+    if on_conflict == Conflict::Skip {
+        sql.push_str(" ON CONFLICT DO NOTHING");
+    }
+    let mut query = sqlx::query(&sql);
+    for row in rows {
+        query = query
+            .bind(row.aggregate_type)
+            .bind(row.aggregate_id)
+            .bind(row.sequence)
+            .bind(row.event_type)
+            .bind(row.event_version)
+            .bind(row.payload.as_str())
+            .bind(row.metadata.as_str());
+    }
+    match query.execute(executor).await {
+        Ok(done) => Ok(done.rows_affected()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(AppendError::Conflict),
+        Err(e) => Err(AppendError::Db(e)),
+    }
+}

@@ -1,0 +1,167 @@
+//! One pool over either store, through sqlx's `Any` driver. Statements are written once in the
+//! dialect both stores share (`$n` parameters, `ON CONFLICT`, `RETURNING`); what differs is
+//! asked of [`Dialect`], the one place that knows the two apart.
+
+use std::{path::Path, time::Duration};
+
+use sqlx::{
+    AnyPool, Executor,
+    any::{AnyPoolOptions, install_default_drivers},
+    migrate::{MigrateError, Migrator},
+};
+
+/// The embedded migrations of each store (the two dialects need their own files, with the same
+/// numbers).
+static PG_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// Which store is behind the pool, and the SQL that differs between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// PostgreSQL (production, several nodes).
+    Postgres,
+    /// Embedded SQLite (the default, one node).
+    Sqlite,
+}
+
+impl Dialect {
+    /// The dialect of a `TESSERA_DATABASE_URL`.
+    pub fn of_url(url: &str) -> Self {
+        if url.starts_with("postgres") {
+            Self::Postgres
+        } else {
+            Self::Sqlite
+        }
+    }
+
+    /// The type a JSON column is stored as (`CAST($n AS …)` on insert).
+    pub fn json_type(self) -> &'static str {
+        match self {
+            Self::Postgres => "json",
+            Self::Sqlite => "text",
+        }
+    }
+
+    /// `column` read back as text (JSON columns are `json` on PostgreSQL, text on SQLite).
+    pub fn json_text(self, column: &str) -> String {
+        match self {
+            Self::Postgres => format!("{column}::text"),
+            Self::Sqlite => column.to_string(),
+        }
+    }
+
+    /// The `ORDER BY` list of the log in tailing order (see [`crate::log`]).
+    pub fn log_order(self) -> &'static str {
+        match self {
+            Self::Postgres => "tx_id, global_position",
+            Self::Sqlite => "global_seq",
+        }
+    }
+}
+
+/// A pool on either store: the one pool of a process, shared by the write side, the
+/// consumers and the readers.
+#[derive(Clone, Debug)]
+pub struct Db {
+    /// The pool.
+    pub pool: AnyPool,
+    /// Which store.
+    pub dialect: Dialect,
+}
+
+/// Most connections per SQLite pool, whatever `TESSERA_DB_POOL_SIZE` says. SQLite lets one
+/// writer in at a time; more connections only wait in its busy handler, whose sleeps grow to
+/// 100 ms (see `docs/architecture.md` for the measurements behind the figure).
+pub const SQLITE_MAX_CONNECTIONS: u32 = 8;
+
+impl Db {
+    /// Connects to `url` (`postgres://…` or `sqlite://…`). PostgreSQL sessions get
+    /// `synchronous_commit = on`; SQLite connections get WAL, `synchronous = FULL` (acknowledged
+    /// means durable) and a busy timeout, and a missing database file is created, readable by
+    /// its owner only.
+    ///
+    /// # Errors
+    /// The connection error.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+        install_default_drivers();
+        let dialect = Dialect::of_url(url);
+        if dialect == Dialect::Sqlite {
+            create_sqlite_file(url)?;
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(match dialect {
+                Dialect::Postgres => max_connections,
+                Dialect::Sqlite => max_connections.min(SQLITE_MAX_CONNECTIONS),
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            // No ping before every query (a round trip each on the hot path); a broken
+            // connection fails its query instead, and is dropped.
+            .test_before_acquire(false)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    let setup = match dialect {
+                        Dialect::Sqlite => {
+                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                             PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+                        }
+                        Dialect::Postgres => "SET synchronous_commit = on",
+                    };
+                    conn.execute(setup).await?;
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        Ok(Self { pool, dialect })
+    }
+
+    /// Applies pending migrations (PostgreSQL takes an advisory lock, so nodes may race).
+    ///
+    /// # Errors
+    /// The migration error.
+    pub async fn migrate(&self) -> Result<(), MigrateError> {
+        match self.dialect {
+            Dialect::Postgres => PG_MIGRATIONS.run(&self.pool).await,
+            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await,
+        }
+    }
+
+    /// Whether the store answers.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+}
+
+/// The file of a `sqlite://PATH[?…]` URL, if it names one (not `:memory:`).
+pub fn sqlite_path(url: &str) -> Option<&Path> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    (!path.is_empty() && !path.starts_with(":memory:")).then(|| Path::new(path))
+}
+
+/// Creates the database file of `url` if it is missing, mode 0600 on Unix: the log holds
+/// metadata (addresses, user agents) and sealed secrets.
+fn create_sqlite_file(url: &str) -> Result<(), sqlx::Error> {
+    let Some(path) = sqlite_path(url) else {
+        return Ok(());
+    };
+    if path.exists() {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(sqlx::Error::Configuration(
+            format!("cannot create the database file {}: {e}", path.display()).into(),
+        )),
+    }
+}
