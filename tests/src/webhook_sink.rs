@@ -181,6 +181,19 @@ impl HttpSink {
         }
     }
 
+    /// Waits up to `timeout` until at least `n` requests arrived (whatever they were answered);
+    /// returns every request so far.
+    pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let arrived = self.inner.arrived.notified();
+            let got = self.requests();
+            if got.len() >= n || tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return self.requests();
+            }
+        }
+    }
+
     /// Answers the next `n` requests with `status` instead of 200.
     pub fn fail_next(&self, n: usize, status: u16) {
         self.inner

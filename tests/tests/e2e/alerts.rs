@@ -8,14 +8,14 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tessera_tests::{
-    ADMIN_KEY, TestServer, both_stores, error_code,
-    sinks::{Received, WebhookSink, WsSubscription},
+    ADMIN_KEY, TestServer, WsClient, both_stores, error_code,
+    webhook_sink::{HttpSink, Received},
 };
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-fn with_webhook(sink: &WebhookSink) -> impl FnOnce(&mut tessera_api::Config) + use<> {
-    let url = sink.url.clone();
+fn with_webhook(sink: &HttpSink) -> impl FnOnce(&mut tessera_api::Config) + use<> {
+    let url = sink.url("/hook");
     move |c| {
         c.alert_webhook_url = Some(url);
         c.alert_webhook_secret = Some(SECRET.into());
@@ -29,7 +29,7 @@ fn assert_signed(r: &Received) {
     let signature = r.header("webhook-signature").expect("webhook-signature");
     let key = B64.decode(SECRET.strip_prefix("whsec_").unwrap()).unwrap();
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key).unwrap();
-    mac.update(format!("{id}.{timestamp}.{}", r.body).as_bytes());
+    mac.update(format!("{id}.{timestamp}.{}", r.text()).as_bytes());
     let expected = format!("v1,{}", B64.encode(mac.finalize().into_bytes()));
     assert_eq!(signature, expected, "bad signature");
     assert_eq!(r.json()["data"]["id"], id, "webhook-id is the alert id");
@@ -60,7 +60,7 @@ async fn wait_alerts(s: &TestServer, user: &str, n: usize) -> Vec<Value> {
 }
 
 both_stores!(three_failures_raise_one_signed_alert, |store| async move {
-    let sink = WebhookSink::start(0).await;
+    let sink = HttpSink::start().await;
     let s = TestServer::start_with(store, with_webhook(&sink)).await;
     let (user, factor, _) = s.active_totp("alice").await;
     for _ in 0..2 {
@@ -82,7 +82,7 @@ both_stores!(three_failures_raise_one_signed_alert, |store| async move {
     );
     assert_eq!(raised[0]["causedBy"][2]["event_type"], "FailedAttempt");
 
-    let got = sink.wait_for(1, Duration::from_secs(5)).await;
+    let got = sink.wait_for_requests(1, Duration::from_secs(5)).await;
     assert_eq!(got.len(), 1, "delivered within a second or so");
     assert_signed(&got[0]);
     assert_eq!(got[0].json()["data"]["kind"], "REPEATED_FAILURES");
@@ -92,7 +92,7 @@ both_stores!(three_failures_raise_one_signed_alert, |store| async move {
     assert_eq!(s.verify(&factor, "000000").await, "REJECTED");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(alerts(&s, &user).await.len(), 1);
-    assert_eq!(sink.received().len(), 1);
+    assert_eq!(sink.requests().len(), 1);
 
     let id = raised[0]["id"].as_str().unwrap();
     let ack = s
@@ -149,13 +149,14 @@ both_stores!(
 both_stores!(
     failed_webhook_deliveries_are_retried_with_a_stable_id,
     |store| async move {
-        let sink = WebhookSink::start(2).await;
+        let sink = HttpSink::start().await;
+        sink.fail_next(2, 500);
         let s = TestServer::start_with(store, with_webhook(&sink)).await;
         let (user, factor, _) = s.active_totp("carol").await;
         for _ in 0..3 {
             s.verify(&factor, "000000").await;
         }
-        let got = sink.wait_for(3, Duration::from_secs(15)).await;
+        let got = sink.wait_for_requests(3, Duration::from_secs(15)).await;
         assert_eq!(got.len(), 3, "two failures then a success: {got:?}");
         let ids: Vec<_> = got
             .iter()
@@ -181,7 +182,7 @@ both_stores!(
         assert_eq!(wait_alerts(&s, &user, 1).await.len(), 1);
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(
-            sink.received().len(),
+            sink.requests().len(),
             3,
             "nothing after the successful delivery"
         );
@@ -191,7 +192,7 @@ both_stores!(
 both_stores!(
     a_restart_between_failure_and_alert_gives_exactly_one_alert,
     |store| async move {
-        let sink = WebhookSink::start(0).await;
+        let sink = HttpSink::start().await;
         let mut s = TestServer::start_with(store, with_webhook(&sink)).await;
         let (user, factor, _) = s.active_totp("dave").await;
         for _ in 0..3 {
@@ -221,7 +222,7 @@ both_stores!(
             .await;
         assert_eq!(raised_events.len(), 1);
         assert_eq!(raised_events[0].0, "SecurityAlertRaised");
-        let got = sink.wait_for(2, Duration::from_secs(2)).await;
+        let got = sink.wait_for_requests(2, Duration::from_secs(2)).await;
         assert_eq!(got.len(), 1, "delivered once");
     }
 );
@@ -234,34 +235,34 @@ both_stores!(
         let (user, factor, _) = a.active_totp("erin").await;
         let query = "subscription($u: ID) { securityAlerts(userId: $u) { id kind userId } }";
         assert!(
-            WsSubscription::start(&b.base, "wrong-token", query, json!({ "u": user }))
+            WsClient::connect(&b.ws_url(), Some("wrong-token"))
                 .await
                 .is_err(),
             "connection_init without a valid token is refused"
         );
-        let mut subscription =
-            WsSubscription::start(&b.base, ADMIN_KEY, query, json!({ "u": user }))
-                .await
-                .expect("subscribed");
+        let mut subscription = WsClient::connect(&b.ws_url(), Some(ADMIN_KEY))
+            .await
+            .expect("connected");
+        subscription
+            .subscribe("1", query, json!({ "u": user }))
+            .await;
         // Give the subscription a moment to be registered before the incident.
         tokio::time::sleep(Duration::from_millis(200)).await;
         for _ in 0..3 {
             assert_eq!(a.verify(&factor, "000000").await, "REJECTED");
         }
         let alert = subscription
-            .next(Duration::from_secs(5))
-            .await
-            .expect("alert over the websocket");
-        assert_eq!(alert["securityAlerts"]["kind"], "REPEATED_FAILURES");
-        assert_eq!(alert["securityAlerts"]["userId"], user.as_str());
+            .take("1", "securityAlerts", 1, Duration::from_secs(5))
+            .await;
+        assert_eq!(alert[0]["kind"], "REPEATED_FAILURES");
+        assert_eq!(alert[0]["userId"], user.as_str());
         // Both nodes run a reactor; the incident was still raised once.
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(alerts(&a, &user).await.len(), 1);
-        assert!(
-            subscription
-                .next(Duration::from_millis(300))
-                .await
-                .is_none()
+        assert_eq!(
+            subscription.recv(Duration::from_millis(300)).await,
+            None,
+            "no second alert"
         );
     }
 );
