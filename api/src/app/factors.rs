@@ -67,7 +67,7 @@ pub async fn get(
     id: FactorId,
     as_of: Option<DateTime<Utc>>,
 ) -> AppResult<Option<FactorView>> {
-    let (owner, view) = match as_of {
+    let (owner, view) = match as_of.map(super::moment).transpose()? {
         Some(at) => match history::factor(state, id, at).await? {
             Some((owner, factor)) => (owner, FactorView::AsOf(factor, at)),
             None => return Ok(None),

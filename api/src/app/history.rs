@@ -46,6 +46,7 @@ where
 /// # Errors
 /// Store and decoding errors.
 pub async fn user(state: &AppState, id: UserId, at: DateTime<Utc>) -> AppResult<Option<User>> {
+    let at = super::moment(at)?;
     let user: User = stream(state, &id.to_string(), at).await?;
     Ok(user.exists().then_some(user))
 }

@@ -134,15 +134,24 @@ pub async fn login(
                 LoginFailureReason::NoPassword
             };
             // Recorded after answering: an fsync'd write before the answer would make a known
-            // login measurably slower than an unknown one.
+            // login measurably slower than an unknown one. Under a password attack many such
+            // writes race on one stream; a lost race is retried until it is written, so every
+            // answered failure reaches the audit log.
             let users = std::sync::Arc::clone(&state.users);
             tokio::spawn(async move {
-                let command = UserCommand::RecordLoginFailure { reason };
-                if let Err(e) = users
-                    .execute(&user_id.to_string(), command, &metadata)
-                    .await
-                {
-                    tracing::error!(user = %user_id, error = %e, "could not record a failed login");
+                let key = user_id.to_string();
+                loop {
+                    let command = UserCommand::RecordLoginFailure { reason };
+                    match users.execute(&key, command, &metadata).await {
+                        Ok(_) => return,
+                        Err(cqrs_es::AggregateError::AggregateConflict) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                        }
+                        Err(e) => {
+                            tracing::error!(user = %user_id, error = %e, "could not record a failed login");
+                            return;
+                        }
+                    }
                 }
             });
         }

@@ -34,6 +34,23 @@ pub use error::{AppError, AppResult};
 
 use crate::{auth::Caller, state::RequestMeta};
 
+/// A moment a client names (`asOf`, a filter's `from`/`to`), if both stores can compare with
+/// it: years 1 to 9999 (PostgreSQL's `timestamptz` and the log's text timestamps agree there).
+///
+/// # Errors
+/// `DATE_OUT_OF_RANGE` otherwise.
+pub fn moment(at: chrono::DateTime<chrono::Utc>) -> AppResult<chrono::DateTime<chrono::Utc>> {
+    use chrono::Datelike;
+    if (1..=9999).contains(&at.year()) {
+        Ok(at)
+    } else {
+        Err(AppError::bad_input(
+            "DATE_OUT_OF_RANGE",
+            "dates must be between the years 1 and 9999",
+        ))
+    }
+}
+
 /// Actor recorded for calls without a token (the second step of a login).
 pub const ANONYMOUS: &str = "anonymous";
 

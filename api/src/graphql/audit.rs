@@ -18,7 +18,7 @@ use tessera_store::{Cursor, StoredEvent, parse_ts};
 use tokio::sync::watch;
 
 use crate::{
-    app::{AppError, AppResult},
+    app::{self, AppError, AppResult},
     graphql::{
         ContextExt,
         page::{self, PageSize},
@@ -72,6 +72,9 @@ impl EventFilterInput {
                 "INVALID_FILTER",
                 "a filter value is too long or names too many event types",
             ));
+        }
+        for at in [self.from, self.to].into_iter().flatten() {
+            app::moment(at)?;
         }
         if let (Some(from), Some(to)) = (self.from, self.to)
             && from > to

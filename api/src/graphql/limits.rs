@@ -41,26 +41,109 @@ impl Extension for ProofBudgetExtension {
         variables: &Variables,
         next: NextParseQuery<'_>,
     ) -> ServerResult<ExecutableDocument> {
+        // A NUL byte is valid UTF-8 but no store takes it in text (PostgreSQL refuses it):
+        // refused here, for both stores alike, before anything runs.
+        if has_nul(query, variables) {
+            return Err(refusal(
+                "text inputs may not contain NUL bytes",
+                "BAD_USER_INPUT",
+                "NUL_IN_INPUT",
+            ));
+        }
         let document = next.run(ctx, query, variables).await?;
+        // async-graphql's complexity counts no `__typename`: thousands of aliases of it would
+        // be free to send and costly to answer. Every selection counts here.
+        let fields = count_fields(&document);
+        if fields > MAX_SELECTIONS {
+            return Err(refusal(
+                &format!("the query is too complex: {fields} selections, at most {MAX_SELECTIONS}"),
+                "GRAPHQL_VALIDATION_FAILED",
+                "TOO_COMPLEX",
+            ));
+        }
         let proofs = count_proofs(&document);
         if proofs > 1 {
             tracing::warn!(
                 proofs,
                 "refused a request carrying several proofs of possession"
             );
-            let mut error = ServerError::new(
-                format!(
+            return Err(refusal(
+                &format!(
                     "a request may carry at most one proof of possession; this one has {proofs}"
                 ),
-                None,
-            );
-            let extensions = error.extensions.get_or_insert_with(Default::default);
-            extensions.set("code", "RATE_LIMITED");
-            extensions.set("reason", "PROOF_BUDGET_EXCEEDED");
-            return Err(error);
+                "RATE_LIMITED",
+                "PROOF_BUDGET_EXCEEDED",
+            ));
         }
         Ok(document)
     }
+}
+
+/// Most field selections in one document (every alias and fragment spread counted, and
+/// `__typename` too): above the schema's complexity limit, which counts ordinary fields once.
+pub const MAX_SELECTIONS: usize = 1_000;
+
+fn refusal(message: &str, code: &str, reason: &str) -> ServerError {
+    let mut error = ServerError::new(message, None);
+    let extensions = error.extensions.get_or_insert_with(Default::default);
+    extensions.set("code", code);
+    extensions.set("reason", reason);
+    error
+}
+
+/// Whether the document (a raw NUL or a `\u0000` escape) or any variable holds a NUL byte.
+fn has_nul(query: &str, variables: &Variables) -> bool {
+    fn in_value(v: &async_graphql::Value) -> bool {
+        match v {
+            async_graphql::Value::String(s) => s.contains('\0'),
+            async_graphql::Value::List(items) => items.iter().any(in_value),
+            async_graphql::Value::Object(fields) => fields
+                .iter()
+                .any(|(k, v)| k.as_str().contains('\0') || in_value(v)),
+            _ => false,
+        }
+    }
+    query.contains('\0')
+        || query.to_ascii_lowercase().contains("\\u0000")
+        || variables.iter().any(|(_, v)| in_value(v))
+}
+
+/// How many fields the document selects, at every depth, over all operations (a fragment
+/// counted once per spread).
+pub fn count_fields(document: &ExecutableDocument) -> usize {
+    fn walk(
+        document: &ExecutableDocument,
+        set: &SelectionSet,
+        visited: &mut HashSet<String>,
+    ) -> usize {
+        set.items
+            .iter()
+            .map(|item| match &item.node {
+                Selection::Field(f) => 1 + walk(document, &f.node.selection_set.node, visited),
+                Selection::InlineFragment(f) => walk(document, &f.node.selection_set.node, visited),
+                Selection::FragmentSpread(s) => {
+                    let name = s.node.fragment_name.node.to_string();
+                    if !visited.insert(name.clone()) {
+                        return 0;
+                    }
+                    let n = document
+                        .fragments
+                        .get(s.node.fragment_name.node.as_str())
+                        .map_or(0, |frag| {
+                            walk(document, &frag.node.selection_set.node, visited)
+                        });
+                    visited.remove(&name);
+                    n
+                }
+            })
+            .sum()
+    }
+    let mut visited = HashSet::new();
+    document
+        .operations
+        .iter()
+        .map(|(_, op)| walk(document, &op.node.selection_set.node, &mut visited))
+        .sum()
 }
 
 /// How many proof fields the document selects at the root of its operations.
@@ -108,6 +191,36 @@ mod tests {
     use async_graphql::parser::parse_query;
 
     use super::*;
+
+    #[test]
+    fn counts_every_selection_typename_and_spreads_included() {
+        let cases = [
+            ("{ __typename }", 1),
+            ("{ a: __typename b: __typename c: __typename }", 3),
+            ("{ user(id: 1) { id login } }", 3),
+            (
+                "{ ...F ...F } fragment F on Query { __typename me { id } }",
+                6,
+            ),
+            (
+                "{ ...F } fragment F on Query { ...G } fragment G on Query { ...F }",
+                0,
+            ),
+        ];
+        for (query, want) in cases {
+            assert_eq!(count_fields(&parse_query(query).unwrap()), want, "{query}");
+        }
+    }
+
+    #[test]
+    fn finds_nul_bytes_in_the_document_and_the_variables() {
+        let none = Variables::default();
+        assert!(!has_nul("{ me { id } }", &none));
+        assert!(has_nul("{ user(id: \"a\\u0000\") { id } }", &none));
+        assert!(has_nul("{ user(id: \"a\0\") { id } }", &none));
+        let nested = Variables::from_json(serde_json::json!({ "s": { "k": ["x", "y\u{0}"] } }));
+        assert!(has_nul("{ me { id } }", &nested));
+    }
 
     #[test]
     fn counts_aliases_fragments_and_operations() {

@@ -646,3 +646,43 @@ both_stores!(step_up_completed_with_a_recovery_code, |store| async move {
         .await;
     assert_eq!(error_code(&r), "CONFLICT", "{r}");
 });
+
+// Every answered failure is in the audit log, even while a password attack runs: 64 parallel
+// wrong passwords for one user are 64 `LoginFailed` events (a failure lost to the user
+// stream's optimistic-concurrency retries would hide the attack from the log).
+both_stores!(
+    every_parallel_failed_login_is_in_the_log,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let user = s.create_full_user("mallory", "correct horse battery").await;
+        let answers = futures::future::join_all((0..64).map(|i| {
+            let s = &s;
+            async move { s.login("mallory", &format!("wrong password {i}")).await }
+        }))
+        .await;
+        for answer in &answers {
+            assert_eq!(error_code(answer), "UNAUTHENTICATED", "{answer}");
+        }
+        let recorded = s
+            .eventually(|| async {
+                let failed = s
+                    .event_types("User", &user)
+                    .await
+                    .iter()
+                    .filter(|t| *t == "LoginFailed")
+                    .count();
+                failed == answers.len()
+            })
+            .await;
+        let failed = s
+            .event_types("User", &user)
+            .await
+            .iter()
+            .filter(|t| *t == "LoginFailed")
+            .count();
+        assert!(
+            recorded,
+            "{failed} LoginFailed events for 64 answered failures"
+        );
+    }
+);

@@ -4,6 +4,7 @@ mod alerts;
 mod audit;
 mod auth;
 mod enrollment;
+mod hostile_input;
 mod login;
 mod no_secrets;
 mod oob_codes;
