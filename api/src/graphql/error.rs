@@ -30,6 +30,16 @@ pub enum ApiError {
         /// Human message; never contains a secret.
         message: String,
     },
+    /// A limit on how often something may happen (`RATE_LIMITED`, with `retryAfter`).
+    #[error("{message}")]
+    RateLimited {
+        /// Stable reason (`RESEND_TOO_SOON`).
+        reason: &'static str,
+        /// Human message.
+        message: String,
+        /// Whole seconds until a retry can succeed.
+        retry_after_seconds: i64,
+    },
     /// Optimistic-concurrency retries ran out.
     #[error("concurrent modification; retry")]
     Conflict,
@@ -73,13 +83,28 @@ impl ApiError {
             Self::Forbidden => ("FORBIDDEN", "FORBIDDEN"),
             Self::InvalidCredentials => ("UNAUTHENTICATED", "INVALID_CREDENTIALS"),
             Self::Rejected { kind, reason, .. } => (code_of(*kind), *reason),
+            Self::RateLimited { reason, .. } => ("RATE_LIMITED", *reason),
             Self::Conflict => ("CONFLICT", "CONCURRENT_MODIFICATION"),
             Self::Internal(_) => ("INTERNAL", "INTERNAL"),
         };
         let internal = matches!(self, Self::Internal(_));
+        let retry_after = match &self {
+            Self::RateLimited {
+                retry_after_seconds,
+                ..
+            } => Some(*retry_after_seconds),
+            Self::Rejected {
+                kind: ErrorKind::RateLimited,
+                ..
+            } => Some(1),
+            _ => None,
+        };
         self.extend_with(|_, e| {
             e.set("code", code);
             e.set("reason", reason);
+            if let Some(seconds) = retry_after {
+                e.set("retryAfter", seconds);
+            }
             if internal && let Some(id) = &request_id {
                 e.set("requestId", id.as_str());
             }
@@ -99,10 +124,19 @@ fn code_of(kind: ErrorKind) -> &'static str {
 impl<E: Classify + std::error::Error> From<AggregateError<E>> for ApiError {
     fn from(e: AggregateError<E>) -> Self {
         match e {
-            AggregateError::UserError(e) => Self::Rejected {
-                kind: e.kind(),
-                reason: e.reason(),
-                message: e.to_string(),
+            AggregateError::UserError(e) => match e.retry_after_seconds() {
+                Some(retry_after_seconds) if e.kind() == ErrorKind::RateLimited => {
+                    Self::RateLimited {
+                        reason: e.reason(),
+                        message: e.to_string(),
+                        retry_after_seconds,
+                    }
+                }
+                _ => Self::Rejected {
+                    kind: e.kind(),
+                    reason: e.reason(),
+                    message: e.to_string(),
+                },
             },
             AggregateError::AggregateConflict => Self::Conflict,
             AggregateError::DatabaseConnectionError(e) => Self::internal(format!("database: {e}")),
