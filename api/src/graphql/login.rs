@@ -163,7 +163,10 @@ async fn login_factors(
     let now = state.clock.now();
     let mut factors = Vec::new();
     for row in state.queries.factors_of_user(&user.to_string()).await? {
-        let factor = Factor::from_row(row, now)?;
+        let mut factor = Factor::from_row(row, now)?;
+        // Only a password was proven so far: a login answer shows where codes go, masked.
+        factor.phone_number = factor.phone_number.as_deref().map(crate::mask::phone);
+        factor.email = factor.email.as_deref().map(crate::mask::email);
         if matches!(
             factor.status,
             FactorStatus::Active | FactorStatus::LockedOut
