@@ -2,8 +2,10 @@
 //! database or SQLite file, GraphQL over real HTTP, TOTP codes from the returned secret.
 //!
 //! Every test runs on both stores through [`both_stores!`]. [`smtp_sink`] and [`webhook_sink`]
-//! are real SMTP and HTTP receivers on loopback: the "phones" codes are sent to.
+//! are real SMTP and HTTP receivers on loopback: the "phones" codes are sent to. [`browser`]
+//! drives a real headless Chromium.
 
+pub mod browser;
 pub mod log_capture;
 pub mod smtp_sink;
 pub mod webhook_sink;

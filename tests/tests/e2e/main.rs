@@ -3,6 +3,7 @@
 mod alerts;
 mod audit;
 mod auth;
+mod browser;
 mod enrollment;
 mod graphiql;
 mod http_conventions;
