@@ -378,7 +378,7 @@ impl ChallengeQuery {
     async fn challenge(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The challenge.")] id: ID,
     ) -> async_graphql::Result<Option<Challenge>> {
         async {
             let state = ctx.state()?;
@@ -410,6 +410,7 @@ impl ChallengeMutation {
     async fn challenge_factor(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The factor to send a code to, and optionally the challenge it answers.")]
         input: ChallengeFactorInput,
     ) -> async_graphql::Result<ChallengePayload> {
         async {

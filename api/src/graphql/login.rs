@@ -209,7 +209,7 @@ impl LoginMutation {
     async fn login(
         &self,
         ctx: &Context<'_>,
-        input: LoginInput,
+        #[graphql(desc = "Login name and password.")] input: LoginInput,
     ) -> async_graphql::Result<LoginPayload> {
         async {
             let state = ctx.state()?;
@@ -315,6 +315,9 @@ impl LoginMutation {
     async fn complete_login(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "The login challenge, the factor used and its code (or a recovery code)."
+        )]
         input: CompleteLoginInput,
     ) -> async_graphql::Result<LoginPayload> {
         async {
@@ -370,7 +373,7 @@ impl LoginMutation {
     async fn set_mfa_policy(
         &self,
         ctx: &Context<'_>,
-        input: SetMfaPolicyInput,
+        #[graphql(desc = "The new policy.")] input: SetMfaPolicyInput,
     ) -> async_graphql::Result<MfaPolicy> {
         async {
             let caller = ctx.admin()?;

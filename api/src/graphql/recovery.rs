@@ -86,7 +86,7 @@ impl RecoveryMutation {
     async fn regenerate_recovery_codes(
         &self,
         ctx: &Context<'_>,
-        input: UserRefInput,
+        #[graphql(desc = "The user whose recovery codes are replaced.")] input: UserRefInput,
     ) -> async_graphql::Result<RecoveryCodesPayload> {
         async {
             let state = ctx.state()?;
@@ -107,7 +107,7 @@ impl RecoveryMutation {
     async fn use_recovery_code(
         &self,
         ctx: &Context<'_>,
-        input: UseRecoveryCodeInput,
+        #[graphql(desc = "The user and one of their recovery codes.")] input: UseRecoveryCodeInput,
     ) -> async_graphql::Result<VerifyFactorPayload> {
         async {
             let state = ctx.state()?;
@@ -140,7 +140,7 @@ impl RecoveryMutation {
     async fn unlock_factor(
         &self,
         ctx: &Context<'_>,
-        input: UnlockFactorInput,
+        #[graphql(desc = "The locked factor.")] input: UnlockFactorInput,
     ) -> async_graphql::Result<Factor> {
         async {
             ctx.admin()?;
@@ -155,7 +155,7 @@ impl RecoveryMutation {
     async fn unlock_user(
         &self,
         ctx: &Context<'_>,
-        input: UserRefInput,
+        #[graphql(desc = "The user whose second factor is hard-locked.")] input: UserRefInput,
     ) -> async_graphql::Result<User> {
         async {
             let state = ctx.state()?;

@@ -12,6 +12,7 @@ mod masking;
 mod no_secrets;
 mod oob_codes;
 mod projections;
+mod schema;
 mod seal;
 mod security;
 mod snapshots;
