@@ -1,6 +1,8 @@
 //! GraphiQL served from Tessera itself, and the introspection it runs: the exact query
-//! graphql-js `getIntrospectionQuery()` emits (`tests/fixtures/introspection-query.graphql`)
-//! succeeds with a key, is refused without one, and documents nested deeper still are refused.
+//! graphql-js `getIntrospectionQuery()` emits with its default options
+//! (`tests/fixtures/introspection-query.graphql`, printed by graphql 16.15.0 from the npm
+//! registry; GraphiQL 3.9.0 sends the same) succeeds with a key, is refused without one, and
+//! documents nested deeper still are refused.
 
 use serde_json::{Value, json};
 use tessera_tests::{TestServer, both_stores, error_code, error_reason};
