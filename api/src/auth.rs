@@ -109,7 +109,7 @@ impl Authenticator {
             });
         }
         if token.bytes().filter(|b| *b == b'.').count() == 2 {
-            let claims = self.tokens.verify(token, self.clock.now())?;
+            let claims = self.tokens.verify(token, self.clock.now()).await?;
             let user_id = claims.user_id()?;
             return match claims.scope()? {
                 Scope::User => Some(Caller::User { user_id }),

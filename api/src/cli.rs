@@ -75,6 +75,21 @@ async fn log_db(config: &Config) -> Result<Db, CliError> {
     Ok(db)
 }
 
+/// `tessera signing-key rotate`: adds the next access-token signing key, which every node
+/// signs with once it reloads its keys (within seconds); the previous key stays published
+/// and accepted until the tokens it signed have expired. Returns the new key's generation
+/// and `kid`.
+///
+/// # Errors
+/// Key material; database errors.
+pub async fn rotate_signing_key(config: &Config) -> Result<(i64, String), CliError> {
+    let master = crate::keys::load_master_key(config).map_err(StartError::from)?;
+    let db = log_db(config).await?;
+    let deriver = crate::signing::KeyDeriver::new(&master);
+    let key = crate::signing::rotate(&db, &deriver, Utc::now()).await?;
+    Ok((key.generation, key.kid))
+}
+
 /// Output formats of `export-events`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportFormat {

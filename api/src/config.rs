@@ -108,6 +108,16 @@ pub struct Config {
     #[arg(long, env = "TESSERA_LOGIN_CHALLENGE_TTL_SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(i64).range(30..=3600))]
     pub login_challenge_ttl_seconds: i64,
+    /// Origins (`https://app.example.com`, comma-separated, exact) whose pages may call
+    /// `/graphql` from a browser and open `/graphql/ws`. Default none.
+    #[arg(long, env = "TESSERA_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    /// Serve GraphiQL on `GET /graphql` (`false`: 404).
+    #[arg(long, env = "TESSERA_GRAPHIQL", default_value_t = true, action = clap::ArgAction::Set)]
+    pub graphiql: bool,
+    /// The `iss` of access tokens (default `http://<TESSERA_LISTEN>`).
+    #[arg(long, env = "TESSERA_ISSUER")]
+    pub issuer: Option<String>,
 }
 
 impl Default for Config {
@@ -140,6 +150,9 @@ impl Default for Config {
             oob_max_per_hour: 10,
             access_token_ttl_seconds: 900,
             login_challenge_ttl_seconds: 300,
+            cors_origins: Vec::new(),
+            graphiql: true,
+            issuer: None,
         }
     }
 }
@@ -157,6 +170,14 @@ impl Config {
             resend_interval: TimeDelta::seconds(self.oob_resend_seconds),
             max_codes_per_hour: self.oob_max_per_hour,
         }
+    }
+
+    /// The `iss` of access tokens.
+    pub fn token_issuer(&self) -> String {
+        self.issuer
+            .clone()
+            .filter(|i| !i.is_empty())
+            .unwrap_or_else(|| format!("http://{}", self.listen))
     }
 
     /// Whether the store is PostgreSQL.

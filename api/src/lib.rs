@@ -14,25 +14,26 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod delivery;
+mod graphiql;
 pub mod graphql;
 mod http;
+pub mod jwks;
 pub mod keys;
+pub mod mask;
+pub mod signing;
 pub mod state;
 
 pub mod tokens;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use async_graphql::{
-    Data,
-    http::{ALL_WEBSOCKET_PROTOCOLS, GraphiQLSource},
-};
-use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
+use async_graphql::{Data, http::ALL_WEBSOCKET_PROTOCOLS};
+use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::{
     Router,
     extract::{ConnectInfo, State, WebSocketUpgrade},
-    http::{HeaderMap, HeaderValue, header},
-    response::{Html, IntoResponse, Response},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
     routing::get,
 };
 use tessera_domain::{
@@ -51,12 +52,12 @@ use tessera_projections::{
 use tessera_store::{Db, LogHead, Runner, Store};
 use tokio::{sync::watch, task::JoinHandle};
 use tower_http::limit::RequestBodyLimitLayer;
-use tracing::Instrument;
 
 pub use crate::config::Config;
 use crate::{
     auth::Authenticator,
-    graphql::{TesseraSchema, build_schema},
+    graphql::{TesseraSchema, build_introspection_schema, build_schema},
+    http::cors::Cors,
     state::{AppState, RequestMeta},
 };
 
@@ -104,6 +105,7 @@ const CHALLENGE_MAX_FAILED_ATTEMPTS: u32 = 5;
 /// See [`StartError`].
 pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
     let master = keys::load_master_key(&config)?;
+    Cors::new(&config.cors_origins).map_err(StartError::Config)?;
     let db = Db::connect(&config.database_url, config.db_pool_size).await?;
     db.migrate().await?;
     // A user under attack collects a failure event per wrong code on any of its factors (the
@@ -179,10 +181,16 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
             clock: Arc::clone(&clock),
         },
     );
-    let tokens = Arc::new(tokens::TokenIssuer::new(
-        &master,
-        chrono::TimeDelta::seconds(config.access_token_ttl_seconds),
-    ));
+    let tokens = Arc::new(
+        tokens::TokenIssuer::load(
+            &master,
+            config.token_issuer(),
+            chrono::TimeDelta::seconds(config.access_token_ttl_seconds),
+            db.clone(),
+            Arc::clone(&clock),
+        )
+        .await?,
+    );
     let sealer = Runner::new(db.clone(), Sealer).await?;
     let log_head = LogHead::new(db.clone());
     let auth = Authenticator::new(
@@ -219,30 +227,44 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
 struct App {
     state: AppState,
     schema: TesseraSchema,
+    introspection: TesseraSchema,
+    cors: Cors,
 }
 
 /// The HTTP routes over `state`.
 pub fn app(state: AppState) -> Router {
     let schema = build_schema(Some(state.clone()));
+    let introspection = build_introspection_schema(Some(state.clone()));
+    // `open` refused a bad list already; this is for routers built from a hand-made state.
+    let cors = Cors::new(&state.config.cors_origins).unwrap_or_else(|e| {
+        tracing::error!("{e}; no origin is allowed");
+        Cors::new(&[]).unwrap_or_else(|_| unreachable!("an empty list is valid"))
+    });
+    let cors_layer = cors.clone();
     Router::new()
-        .route("/graphql", get(graphiql).post(graphql_post))
+        .route(
+            "/graphql",
+            get(graphiql::page).post(http::graphql::graphql_post),
+        )
+        .route("/graphql/assets/{name}", get(graphiql::asset))
         .route("/graphql/ws", get(graphql_ws))
+        .route("/.well-known/jwks.json", get(jwks::jwks))
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
-        // async-graphql-axum reads the body itself, past axum's DefaultBodyLimit: a real
-        // limit layer answers 413 before any of it is parsed.
+        // The body is read by the handler: a real limit layer answers 413 before any of it
+        // is parsed.
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
-        .with_state(App { state, schema })
-}
-
-async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql/ws")
-            .finish(),
-    )
+        // Outermost, so refusals (413, 415) carry CORS headers and a page can read them.
+        .layer(axum::middleware::from_fn(move |request, next| {
+            cors_layer.clone().middleware(request, next)
+        }))
+        .with_state(App {
+            state,
+            schema,
+            introspection,
+            cors,
+        })
 }
 
 /// A caller-supplied id header, if it is a sane id (it ends up in logs and event metadata).
@@ -258,7 +280,7 @@ fn id_header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-fn request_meta(headers: &HeaderMap, peer: SocketAddr) -> RequestMeta {
+pub(crate) fn request_meta(headers: &HeaderMap, peer: SocketAddr) -> RequestMeta {
     let request_id =
         id_header(headers, "x-request-id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     RequestMeta {
@@ -273,45 +295,11 @@ fn request_meta(headers: &HeaderMap, peer: SocketAddr) -> RequestMeta {
     }
 }
 
-async fn graphql_post(
-    State(app): State<App>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    request: GraphQLRequest,
-) -> Response {
-    let meta = request_meta(&headers, peer);
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let caller = app.state.auth.authenticate(authorization).await;
-    let span = tracing::info_span!("graphql", request_id = %meta.request_id, actor = caller.as_ref().map(auth::Caller::actor));
-    let mut request = request.into_inner().data(meta.clone());
-    if let Some(caller) = caller {
-        request = request.data(caller);
-    }
-    let mut response = app.schema.execute(request).instrument(span).await;
-    // Errors without a code come from parsing and validation, before any resolver: the
-    // request was malformed. Internal errors carry the request id, which the log has too.
-    for error in &mut response.errors {
-        let extensions = error.extensions.get_or_insert_with(Default::default);
-        if extensions.get("code").is_none() {
-            extensions.set("code", "BAD_USER_INPUT");
-        }
-        if extensions.get("code") == Some(&async_graphql::Value::from("INTERNAL")) {
-            extensions.set("requestId", meta.request_id.as_str());
-        }
-    }
-    let mut http = GraphQLResponse::from(response).into_response();
-    if let Ok(value) = HeaderValue::from_str(&meta.request_id) {
-        http.headers_mut().insert("x-request-id", value);
-    }
-    http
-}
-
 /// Subscriptions over graphql-transport-ws (and the older graphql-ws). The caller
 /// authenticates in `connection_init` with `{"Authorization": "Bearer <token>"}`; a missing or
 /// bad token closes the connection. Sessions end when the server stops, so a restart really
-/// drops them and clients resume from their last position.
+/// drops them and clients resume from their last position. A browser page may open it only
+/// from an allowed origin (`TESSERA_CORS_ORIGINS`) or Tessera's own.
 async fn graphql_ws(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -319,6 +307,9 @@ async fn graphql_ws(
     protocol: GraphQLProtocol,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if !app.cors.origin_allowed(&headers) {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
     let meta = request_meta(&headers, peer);
     let auth = Arc::clone(&app.state.auth);
     let mut stop = app.state.shutdown.subscribe();
@@ -437,6 +428,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
         ),
         state.sealer.spawn(PROJECTION_POLL, rx.clone()),
         state.log_head.spawn(PROJECTION_POLL, rx.clone()),
+        Arc::clone(&state.tokens).spawn(rx.clone()),
     ];
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;

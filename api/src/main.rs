@@ -8,6 +8,7 @@
 //! tessera verify-log                 # check the log against its hash chain (exit 1 if not)
 //! tessera schema                     # print the GraphQL SDL
 //! tessera api-key create --name ci   # mint an admin API key (shown once)
+//! tessera signing-key rotate         # add the next access-token signing key
 //! ```
 
 use std::{process::ExitCode, sync::Arc};
@@ -64,6 +65,17 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
+    /// Manage the keys access tokens are signed with.
+    SigningKey {
+        #[command(subcommand)]
+        command: SigningKeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SigningKeyCommand {
+    /// Add the next signing key; the previous one verifies until its tokens expire.
+    Rotate(#[command(flatten)] Box<Config>),
 }
 
 #[derive(Subcommand)]
@@ -146,6 +158,15 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let (id, token) = state.auth.create_api_key(&name).await?;
             eprintln!("created API key {id} ({name}); the token is shown only now:");
             println!("{token}");
+        }
+        Command::SigningKey {
+            command: SigningKeyCommand::Rotate(config),
+        } => {
+            let (generation, kid) = cli::rotate_signing_key(&config).await?;
+            eprintln!(
+                "added signing key generation {generation}; nodes sign with it within seconds"
+            );
+            println!("{kid}");
         }
     }
     Ok(ExitCode::SUCCESS)

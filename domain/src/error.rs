@@ -20,4 +20,8 @@ pub trait Classify {
     fn kind(&self) -> ErrorKind;
     /// A stable SCREAMING_SNAKE name of the variant, for `extensions.reason`.
     fn reason(&self) -> &'static str;
+    /// For a [`ErrorKind::RateLimited`] rejection: whole seconds until a retry can succeed.
+    fn retry_after_seconds(&self) -> Option<i64> {
+        None
+    }
 }

@@ -6,9 +6,11 @@
 //! HTTP, audit pages, waiting), [`actions`] (named domain actions and TOTP codes), [`oracle`]
 //! (reading the store directly), [`phones`] with [`smtp_sink`] and [`webhook_sink`] (real SMTP
 //! and HTTP receivers on loopback, where codes are sent), [`ws`] (graphql-transport-ws),
-//! [`synthetic`] and [`raw`] (event logs written as another process would).
+//! [`browser`] (a real headless Chromium over WebDriver), [`synthetic`] and [`raw`] (event
+//! logs written as another process would).
 
 pub mod actions;
+pub mod browser;
 pub mod client;
 pub mod log_capture;
 pub mod oracle;

@@ -26,6 +26,16 @@ pub enum AppError {
         /// Human message; never contains a secret.
         message: String,
     },
+    /// A limit on how often something may happen, with the time until a retry can succeed.
+    #[error("{message}")]
+    RateLimited {
+        /// Stable reason (`RESEND_TOO_SOON`).
+        reason: &'static str,
+        /// Human message.
+        message: String,
+        /// Whole seconds until a retry can succeed.
+        retry_after_seconds: i64,
+    },
     /// Optimistic-concurrency retries ran out.
     #[error("concurrent modification; retry")]
     Conflict,
@@ -64,7 +74,7 @@ impl AppError {
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::Forbidden => "FORBIDDEN",
             Self::InvalidCredentials => "INVALID_CREDENTIALS",
-            Self::Rejected { reason, .. } => reason,
+            Self::Rejected { reason, .. } | Self::RateLimited { reason, .. } => reason,
             Self::Conflict => "CONCURRENT_MODIFICATION",
             Self::Internal(_) => "INTERNAL",
         }
@@ -74,10 +84,19 @@ impl AppError {
 impl<E: Classify + std::error::Error> From<AggregateError<E>> for AppError {
     fn from(e: AggregateError<E>) -> Self {
         match e {
-            AggregateError::UserError(e) => Self::Rejected {
-                kind: e.kind(),
-                reason: e.reason(),
-                message: e.to_string(),
+            AggregateError::UserError(e) => match e.retry_after_seconds() {
+                Some(retry_after_seconds) if e.kind() == ErrorKind::RateLimited => {
+                    Self::RateLimited {
+                        reason: e.reason(),
+                        message: e.to_string(),
+                        retry_after_seconds,
+                    }
+                }
+                _ => Self::Rejected {
+                    kind: e.kind(),
+                    reason: e.reason(),
+                    message: e.to_string(),
+                },
             },
             AggregateError::AggregateConflict => Self::Conflict,
             AggregateError::DatabaseConnectionError(e) => Self::internal(format!("database: {e}")),

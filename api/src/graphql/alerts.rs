@@ -80,9 +80,9 @@ impl AlertQuery {
     async fn security_alerts(
         &self,
         ctx: &Context<'_>,
-        user_id: Option<ID>,
-        after: Option<String>,
-        first: Option<i32>,
+        #[graphql(desc = "Only this user's alerts (all users if null).")] user_id: Option<ID>,
+        #[graphql(desc = "Cursor: the `endCursor` of the previous page.")] after: Option<String>,
+        #[graphql(desc = "Page size (default 50, at most 200).")] first: Option<i32>,
     ) -> async_graphql::Result<Connection<String, SecurityAlert>> {
         let scope = match ctx.caller().and_then(|c| alert_scope(c, user_id.as_ref())) {
             Ok(scope) => scope.map(|u| u.to_string()),
@@ -125,7 +125,7 @@ impl AlertMutation {
     async fn acknowledge_security_alert(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The alert.")] id: ID,
     ) -> async_graphql::Result<SecurityAlert> {
         async {
             let state = ctx.state()?;
@@ -161,7 +161,7 @@ impl AlertSubscription {
     async fn security_alerts(
         &self,
         ctx: &Context<'_>,
-        user_id: Option<ID>,
+        #[graphql(desc = "Only this user's alerts (all users if null).")] user_id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = SecurityAlert>> {
         let prepared: AppResult<_> = async {
             let scope = alert_scope(ctx.caller()?, user_id.as_ref())?;

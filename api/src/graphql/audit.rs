@@ -153,9 +153,12 @@ impl AuditQuery {
     async fn events(
         &self,
         ctx: &Context<'_>,
-        filter: Option<EventFilterInput>,
+        #[graphql(desc = "Exact-match filter (all events if null).")] filter: Option<
+            EventFilterInput,
+        >,
+        #[graphql(desc = "Cursor: the `position` of the last event of the previous page.")]
         after: Option<String>,
-        first: Option<i32>,
+        #[graphql(desc = "Page size (default 50, at most 500).")] first: Option<i32>,
     ) -> async_graphql::Result<Connection<String, AuditEvent>> {
         let prepared = (|| {
             ctx.admin()?;
@@ -202,7 +205,10 @@ impl AuditSubscription {
     async fn events(
         &self,
         ctx: &Context<'_>,
-        filter: Option<EventFilterInput>,
+        #[graphql(desc = "Exact-match filter (all events if null).")] filter: Option<
+            EventFilterInput,
+        >,
+        #[graphql(desc = "Resume after this `position` (from the start of the log if null).")]
         from_position: Option<String>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<AuditEvent>> + use<>> {
         let prepared = (|| {

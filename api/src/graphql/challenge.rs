@@ -40,7 +40,7 @@ impl ChallengeQuery {
     async fn challenge(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The challenge.")] id: ID,
     ) -> async_graphql::Result<Option<Challenge>> {
         let state = ctx.state()?;
         let id = parse_challenge_id(&id)?;
@@ -62,6 +62,7 @@ impl ChallengeMutation {
     async fn challenge_factor(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The factor to send a code to, and optionally the challenge it answers.")]
         input: ChallengeFactorInput,
     ) -> async_graphql::Result<ChallengePayload> {
         let state = ctx.state()?;

@@ -15,9 +15,24 @@ impl From<AppError> for async_graphql::Error {
         }
         let code = code_of(&e);
         let reason = e.reason();
+        // Every RATE_LIMITED says when to try again: exactly where the rule knows it.
+        let retry_after = match &e {
+            AppError::RateLimited {
+                retry_after_seconds,
+                ..
+            } => Some(*retry_after_seconds),
+            AppError::Rejected {
+                kind: ErrorKind::RateLimited,
+                ..
+            } => Some(1),
+            _ => None,
+        };
         e.extend_with(|_, x| {
             x.set("code", code);
             x.set("reason", reason);
+            if let Some(seconds) = retry_after {
+                x.set("retryAfter", seconds);
+            }
         })
     }
 }
@@ -33,6 +48,7 @@ pub fn code_of(e: &AppError) -> &'static str {
             ErrorKind::WrongState => "CONFLICT",
             ErrorKind::RateLimited => "RATE_LIMITED",
         },
+        AppError::RateLimited { .. } => "RATE_LIMITED",
         AppError::Conflict => "CONFLICT",
         AppError::Internal(_) => "INTERNAL",
     }

@@ -128,7 +128,10 @@ impl FactorQuery {
     async fn factor(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The factor.")] id: ID,
+        #[graphql(
+            desc = "Show the factor as it was at this time, rebuilt from its events (now if null)."
+        )]
         as_of: Option<DateTime<Utc>>,
     ) -> async_graphql::Result<Option<Factor>> {
         let state = ctx.state()?;
@@ -153,6 +156,7 @@ impl FactorMutation {
     async fn enroll_factor(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The user, the factor type and its destination or label.")]
         input: EnrollFactorInput,
     ) -> async_graphql::Result<EnrollFactorPayload> {
         let state = ctx.state()?;
@@ -181,6 +185,7 @@ impl FactorMutation {
     async fn activate_factor(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The pending factor and the code that proves it.")]
         input: ActivateFactorInput,
     ) -> async_graphql::Result<ActivateFactorPayload> {
         let state = ctx.state()?;
@@ -198,7 +203,7 @@ impl FactorMutation {
     async fn verify_factor(
         &self,
         ctx: &Context<'_>,
-        input: VerifyFactorInput,
+        #[graphql(desc = "The factor and the code to check.")] input: VerifyFactorInput,
     ) -> async_graphql::Result<VerifyFactorPayload> {
         let state = ctx.state()?;
         let id = parse_factor_id(&input.factor_id)?;
@@ -218,7 +223,7 @@ impl FactorMutation {
     async fn remove_factor(
         &self,
         ctx: &Context<'_>,
-        input: RemoveFactorInput,
+        #[graphql(desc = "The factor to remove.")] input: RemoveFactorInput,
     ) -> async_graphql::Result<Factor> {
         let state = ctx.state()?;
         let id = parse_factor_id(&input.factor_id)?;

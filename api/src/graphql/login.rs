@@ -156,7 +156,7 @@ impl LoginMutation {
     async fn login(
         &self,
         ctx: &Context<'_>,
-        input: LoginInput,
+        #[graphql(desc = "Login name and password.")] input: LoginInput,
     ) -> async_graphql::Result<LoginPayload> {
         let state = ctx.state()?;
         let now = state.clock.now();
@@ -169,10 +169,12 @@ impl LoginMutation {
                 } => LoginPayload {
                     mfa_required: true,
                     challenge: Some(Challenge::from_aggregate(challenge_id, &challenge, now)),
+                    // Only a password was proven so far: the factors show where codes go,
+                    // masked.
                     factors: Some(
                         factors
                             .into_iter()
-                            .map(|row| Factor::from_row(row, now))
+                            .map(|row| Factor::from_row(row, now).map(Factor::masked))
                             .collect::<Result<_, _>>()?,
                     ),
                     ..LoginPayload::default()
@@ -195,6 +197,9 @@ impl LoginMutation {
     async fn complete_login(
         &self,
         ctx: &Context<'_>,
+        #[graphql(
+            desc = "The login challenge, the factor used and its code (or a recovery code)."
+        )]
         input: CompleteLoginInput,
     ) -> async_graphql::Result<LoginPayload> {
         let state = ctx.state()?;
@@ -227,7 +232,7 @@ impl LoginMutation {
     async fn set_mfa_policy(
         &self,
         ctx: &Context<'_>,
-        input: SetMfaPolicyInput,
+        #[graphql(desc = "The new policy.")] input: SetMfaPolicyInput,
     ) -> async_graphql::Result<MfaPolicy> {
         let policy = app::login::set_policy(
             ctx.state()?,

@@ -3,6 +3,7 @@
 mod alerts;
 mod audit;
 mod challenge;
+mod conventions;
 pub mod error;
 mod factor;
 pub mod limits;
@@ -23,6 +24,7 @@ use crate::{
 
 /// All queries.
 #[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
 pub struct QueryRoot(
     user::UserQuery,
     factor::FactorQuery,
@@ -34,6 +36,7 @@ pub struct QueryRoot(
 
 /// All mutations.
 #[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
 pub struct MutationRoot(
     user::UserMutation,
     factor::FactorMutation,
@@ -46,6 +49,7 @@ pub struct MutationRoot(
 
 /// All subscriptions (each feature adds its own part).
 #[derive(MergedSubscription, Default)]
+#[graphql(name = "Subscription")]
 pub struct SubscriptionRoot(alerts::AlertSubscription, audit::AuditSubscription);
 
 /// The schema type.
@@ -53,14 +57,26 @@ pub type TesseraSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Builds the schema over `state` (`None` only for printing the SDL).
 pub fn build_schema(state: Option<AppState>) -> TesseraSchema {
+    build_with_limits(state, 12, 500)
+}
+
+/// The schema for introspection-only documents of authenticated callers: the standard
+/// introspection query (nine nested `ofType`s) is 15 levels deep as the limit counts, past the
+/// ordinary limit; this admits exactly that depth and no more.
+pub fn build_introspection_schema(state: Option<AppState>) -> TesseraSchema {
+    build_with_limits(state, 15, 2000)
+}
+
+fn build_with_limits(state: Option<AppState>, depth: usize, complexity: usize) -> TesseraSchema {
     let mut builder = Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
         SubscriptionRoot::default(),
     )
-    .limit_depth(12)
-    .limit_complexity(500)
-    .extension(limits::ProofBudget);
+    .limit_depth(depth)
+    .limit_complexity(complexity)
+    .extension(limits::ProofBudget)
+    .extension(conventions::DocumentErrorCodes);
     if let Some(state) = state {
         builder = builder.data(state);
     }

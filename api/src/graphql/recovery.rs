@@ -53,7 +53,7 @@ impl RecoveryMutation {
     async fn regenerate_recovery_codes(
         &self,
         ctx: &Context<'_>,
-        input: UserRefInput,
+        #[graphql(desc = "The user whose recovery codes are replaced.")] input: UserRefInput,
     ) -> async_graphql::Result<RecoveryCodesPayload> {
         let user = parse_user_id(&input.user_id)?;
         let recovery_codes = app::recovery::regenerate(ctx.state()?, &ctx.call(), user).await?;
@@ -64,7 +64,7 @@ impl RecoveryMutation {
     async fn use_recovery_code(
         &self,
         ctx: &Context<'_>,
-        input: UseRecoveryCodeInput,
+        #[graphql(desc = "The user and one of their recovery codes.")] input: UseRecoveryCodeInput,
     ) -> async_graphql::Result<VerifyFactorPayload> {
         let user = parse_user_id(&input.user_id)?;
         let outcome = app::recovery::spend(ctx.state()?, &ctx.call(), user, input.code).await?;
@@ -78,7 +78,7 @@ impl RecoveryMutation {
     async fn unlock_factor(
         &self,
         ctx: &Context<'_>,
-        input: UnlockFactorInput,
+        #[graphql(desc = "The locked factor.")] input: UnlockFactorInput,
     ) -> async_graphql::Result<Factor> {
         let state = ctx.state()?;
         let call = ctx.call();
@@ -92,7 +92,7 @@ impl RecoveryMutation {
     async fn unlock_user(
         &self,
         ctx: &Context<'_>,
-        input: UserRefInput,
+        #[graphql(desc = "The user whose second factor is hard-locked.")] input: UserRefInput,
     ) -> async_graphql::Result<User> {
         let state = ctx.state()?;
         let call = ctx.call();

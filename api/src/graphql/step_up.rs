@@ -96,6 +96,7 @@ impl StepUpMutation {
     async fn start_step_up(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The user and the state to hand back on success.")]
         input: StartStepUpInput,
     ) -> async_graphql::Result<ChallengePayload> {
         let state = ctx.state()?;
@@ -118,6 +119,7 @@ impl StepUpMutation {
     async fn complete_step_up(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "The step-up challenge, the factor used and its code.")]
         input: CompleteStepUpInput,
     ) -> async_graphql::Result<StepUpPayload> {
         let state = ctx.state()?;

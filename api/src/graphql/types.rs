@@ -165,6 +165,16 @@ impl Factor {
         })
     }
 
+    /// With its phone number and address masked (`+1 ••• ••• 0123`), for callers who have
+    /// proven no second factor yet.
+    pub fn masked(self) -> Self {
+        Self {
+            phone_number: self.phone_number.as_deref().map(crate::mask::phone),
+            email: self.email.as_deref().map(crate::mask::email),
+            ..self
+        }
+    }
+
     /// From the aggregate as a command left it.
     pub fn from_aggregate(id: FactorId, f: &FactorAgg, now: DateTime<Utc>) -> Self {
         let status = f.status_at(now);
@@ -201,7 +211,8 @@ fn destination_fields(
     }
 }
 
-/// A request for a proof of possession (a contract type, docs/architecture.md).
+/// A request for a proof of possession: a step-up, a login whose password was right, or one
+/// sent code.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Challenge {
     /// Id.

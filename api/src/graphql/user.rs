@@ -65,7 +65,10 @@ impl UserQuery {
     async fn user(
         &self,
         ctx: &Context<'_>,
-        id: ID,
+        #[graphql(desc = "The user.")] id: ID,
+        #[graphql(
+            desc = "Show the user as they were at this time, rebuilt from the events (now if null)."
+        )]
         as_of: Option<DateTime<Utc>>,
     ) -> async_graphql::Result<Option<User>> {
         let id = parse_user_id(&id)?;
@@ -84,7 +87,11 @@ impl UserQuery {
     async fn user_by_login(
         &self,
         ctx: &Context<'_>,
-        #[graphql(validator(max_length = 256))] login: String,
+        #[graphql(
+            desc = "The login name (case-insensitive).",
+            validator(max_length = 256)
+        )]
+        login: String,
     ) -> async_graphql::Result<Option<User>> {
         let id = UserId::for_login(&login);
         if !ctx.caller()?.may_act_on(id) {
@@ -107,8 +114,8 @@ impl UserQuery {
     async fn users(
         &self,
         ctx: &Context<'_>,
-        after: Option<String>,
-        first: Option<i32>,
+        #[graphql(desc = "Cursor: the `endCursor` of the previous page.")] after: Option<String>,
+        #[graphql(desc = "Page size (default 50, at most 200).")] first: Option<i32>,
     ) -> async_graphql::Result<Connection<String, User>> {
         ctx.admin()?;
         let state = ctx.state()?;
@@ -135,6 +142,7 @@ impl UserMutation {
     async fn create_user(
         &self,
         ctx: &Context<'_>,
+        #[graphql(desc = "Login, contact details, display name and an optional password.")]
         input: CreateUserInput,
     ) -> async_graphql::Result<User> {
         let new = NewUser {
@@ -153,7 +161,7 @@ impl UserMutation {
     async fn set_password(
         &self,
         ctx: &Context<'_>,
-        input: SetPasswordInput,
+        #[graphql(desc = "The user and the new password.")] input: SetPasswordInput,
     ) -> async_graphql::Result<User> {
         let call = ctx.call();
         call.caller()?;

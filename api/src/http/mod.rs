@@ -1,4 +1,7 @@
-//! Plain HTTP endpoints beside GraphQL.
+//! Plain HTTP endpoints beside GraphQL, and the HTTP side of GraphQL itself.
+
+pub mod cors;
+pub(crate) mod graphql;
 
 use axum::{
     extract::State,

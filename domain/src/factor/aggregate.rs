@@ -335,17 +335,22 @@ impl Factor {
             return Err(FactorError::LockedOut);
         }
         let policy = &services.policy;
-        if self
-            .code_sends
-            .last()
-            .is_some_and(|last| now < *last + policy.resend_interval)
+        if let Some(last) = self.code_sends.last()
+            && now < *last + policy.resend_interval
         {
-            return Err(FactorError::ResendTooSoon);
+            return Err(FactorError::ResendTooSoon {
+                retry_after_seconds: seconds_until(now, *last + policy.resend_interval),
+            });
         }
         let hour_ago = now - chrono::TimeDelta::hours(1);
-        let last_hour = self.code_sends.iter().filter(|t| **t > hour_ago).count();
-        if last_hour >= policy.max_codes_per_hour.min(MAX_CODES_PER_HOUR) as usize {
-            return Err(FactorError::TooManyCodes);
+        let in_hour: Vec<_> = self.code_sends.iter().filter(|t| **t > hour_ago).collect();
+        let limit = policy.max_codes_per_hour.min(MAX_CODES_PER_HOUR) as usize;
+        if in_hour.len() >= limit {
+            // Sends are kept in order: the hour must first let go of this many of them.
+            let frees_one = in_hour[in_hour.len() - limit];
+            return Err(FactorError::TooManyCodes {
+                retry_after_seconds: seconds_until(now, *frees_one + chrono::TimeDelta::hours(1)),
+            });
         }
         check_code_shape(&code.code)?;
         self.issue_code(code, services, now, sink).await;
@@ -706,4 +711,10 @@ fn check_code_shape(code: &PassCode) -> Result<(), FactorError> {
     } else {
         Err(FactorError::MalformedPassCode)
     }
+}
+
+/// Whole seconds from `now` until `then`, rounded up, at least 1.
+fn seconds_until(now: DateTime<Utc>, then: DateTime<Utc>) -> i64 {
+    let ms = (then - now).num_milliseconds();
+    ((ms + 999) / 1000).max(1)
 }

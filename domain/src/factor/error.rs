@@ -52,11 +52,19 @@ pub enum FactorError {
     #[error("factor is locked out")]
     LockedOut,
     /// A code was sent to this factor too recently.
-    #[error("a code was sent to this factor moments ago; wait before asking again")]
-    ResendTooSoon,
+    #[error("a code was sent to this factor moments ago; ask again in {retry_after_seconds} s")]
+    ResendTooSoon {
+        /// Seconds until the next code may be sent.
+        retry_after_seconds: i64,
+    },
     /// Too many codes were sent to this factor in the last hour.
-    #[error("too many codes were sent to this factor in the last hour")]
-    TooManyCodes,
+    #[error(
+        "too many codes were sent to this factor in the last hour; ask again in {retry_after_seconds} s"
+    )]
+    TooManyCodes {
+        /// Seconds until the oldest code of the hour no longer counts.
+        retry_after_seconds: i64,
+    },
 }
 
 impl Classify for FactorError {
@@ -78,7 +86,7 @@ impl Classify for FactorError {
             | Self::InvalidPhoneNumber
             | Self::InvalidEmail
             | Self::CodesNotSupported => ErrorKind::InvalidInput,
-            Self::ResendTooSoon | Self::TooManyCodes => ErrorKind::RateLimited,
+            Self::ResendTooSoon { .. } | Self::TooManyCodes { .. } => ErrorKind::RateLimited,
         }
     }
 
@@ -100,8 +108,20 @@ impl Classify for FactorError {
             Self::InvalidEmail => "INVALID_EMAIL",
             Self::CodesNotSupported => "CODES_NOT_SUPPORTED",
             Self::LockedOut => "FACTOR_LOCKED_OUT",
-            Self::ResendTooSoon => "RESEND_TOO_SOON",
-            Self::TooManyCodes => "TOO_MANY_CODES",
+            Self::ResendTooSoon { .. } => "RESEND_TOO_SOON",
+            Self::TooManyCodes { .. } => "TOO_MANY_CODES",
+        }
+    }
+
+    fn retry_after_seconds(&self) -> Option<i64> {
+        match self {
+            Self::ResendTooSoon {
+                retry_after_seconds,
+            }
+            | Self::TooManyCodes {
+                retry_after_seconds,
+            } => Some(*retry_after_seconds),
+            _ => None,
         }
     }
 }

@@ -1554,7 +1554,9 @@ async fn send_code_writes_a_fresh_hash_and_is_limited_per_factor() {
         .given(sms_active())
         .when_async(FactorCommand::SendCode(new_code(chal(2), true, "222222")))
         .await
-        .then_expect_error(FactorError::ResendTooSoon);
+        .then_expect_error(FactorError::ResendTooSoon {
+            retry_after_seconds: 1,
+        });
     // Ten codes in the last hour (t0 and nine more, a minute apart): the eleventh waits
     // until the first is an hour old.
     let mut given = sms_active();
@@ -1570,7 +1572,9 @@ async fn send_code_writes_a_fresh_hash_and_is_limited_per_factor() {
         .given(given.clone())
         .when_async(FactorCommand::SendCode(new_code(chal(30), true, "333333")))
         .await
-        .then_expect_error(FactorError::TooManyCodes);
+        .then_expect_error(FactorError::TooManyCodes {
+            retry_after_seconds: 60,
+        });
     let later = t0() + TimeDelta::minutes(60) + secs(1);
     framework_at(later)
         .given(given)

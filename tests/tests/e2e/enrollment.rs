@@ -224,7 +224,7 @@ both_stores!(
             .await;
         assert_eq!(error_code(&r), "BAD_USER_INPUT");
         let r = s.gql("{ nosuchfield }", json!({})).await;
-        assert_eq!(error_code(&r), "BAD_USER_INPUT");
+        assert_eq!(error_code(&r), "GRAPHQL_VALIDATION_FAILED");
     }
 );
 

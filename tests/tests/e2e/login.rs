@@ -40,7 +40,7 @@ both_stores!(
         let token = data["accessToken"].as_str().unwrap().to_string();
         let claims = jwt_claims(&token);
         assert_eq!(claims["sub"], user.as_str());
-        assert_eq!(claims["iss"], "tessera");
+        assert_eq!(claims["iss"], s.config.token_issuer().as_str());
         assert_eq!(claims["amr"], json!(["pwd"]));
         assert_eq!(claims["acr"], "pwd");
         assert_eq!(claims["scope"], "user");

@@ -249,6 +249,7 @@ both_stores!(resend_is_limited_per_factor, |store| async move {
     let r = s.challenge_factor(&factor, None).await;
     assert_eq!(error_code(&r), "RATE_LIMITED", "{r}");
     assert_eq!(error_reason(&r), "RESEND_TOO_SOON");
+    assert_eq!(r["errors"][0]["extensions"]["retryAfter"], 1, "{r}");
     // Nine more, 30 s apart: ten in the hour.
     for _ in 0..9 {
         s.clock.advance(TimeDelta::seconds(30));
@@ -259,6 +260,9 @@ both_stores!(resend_is_limited_per_factor, |store| async move {
     let r = s.challenge_factor(&factor, None).await;
     assert_eq!(error_code(&r), "RATE_LIMITED");
     assert_eq!(error_reason(&r), "TOO_MANY_CODES");
+    // The first of the ten (the activation code) went out 329 s ago: it stops counting in
+    // 3271 s.
+    assert_eq!(r["errors"][0]["extensions"]["retryAfter"], 3271, "{r}");
     // Refused requests sent nothing: ten messages in all.
     phones
         .sms

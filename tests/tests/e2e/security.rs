@@ -306,7 +306,7 @@ both_stores!(depth_limit_refuses_deep_queries, |store| async move {
             json!({}),
         )
         .await;
-    assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r}");
+    assert_eq!(error_code(&r), "GRAPHQL_VALIDATION_FAILED", "{r}");
     assert!(
         r["errors"][0]["message"]
             .as_str()

@@ -235,6 +235,9 @@ both_stores!(
         assert_eq!(r["data"]["verifyFactor"]["factorResult"], "REJECTED", "{r}");
         assert_eq!(r["data"]["verifyFactor"]["factor"]["failedAttempts"], 2);
         // The read side (live and rebuilt) and the point-in-time fold read it the same way.
+        // A rebuild replays what the log tailer can see: wait until that is the whole log (a
+        // transaction of another test on the PostgreSQL cluster holds the tail back briefly).
+        s.settled_events().await;
         let state = &s.server().state;
         state.read_models.rebuild().await.unwrap();
         let read = s
