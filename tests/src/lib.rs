@@ -4,6 +4,7 @@
 //! Every test runs on both stores through [`both_stores!`]. [`smtp_sink`] and [`webhook_sink`]
 //! are real SMTP and HTTP receivers on loopback: the "phones" codes are sent to.
 
+pub mod fresh;
 pub mod log_capture;
 pub mod smtp_sink;
 pub mod webhook_sink;

@@ -11,6 +11,7 @@ mod projections;
 mod seal;
 mod security;
 mod snapshots;
+mod startup;
 mod step_up;
 mod subscriptions;
 mod verification;
