@@ -111,6 +111,48 @@ pub struct Config {
     pub login_challenge_ttl_seconds: i64,
 }
 
+/// The settings of the commands that only read or migrate the log (`migrate`,
+/// `export-events`, `verify-log`): where the store is.
+#[derive(Clone, Debug, clap::Args)]
+pub struct StoreArgs {
+    /// `postgres://…` (PostgreSQL) or `sqlite://PATH` (embedded).
+    #[arg(long, env = "TESSERA_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+}
+
+impl StoreArgs {
+    /// A [`Config`] with these settings and defaults for the rest.
+    pub fn config(self) -> Config {
+        Config {
+            database_url: self.database_url,
+            ..Config::default()
+        }
+    }
+}
+
+/// The settings of the commands that open the whole state (`rebuild-projections`,
+/// `api-key create`): the store and its master key.
+#[derive(Clone, Debug, clap::Args)]
+pub struct KeyedStoreArgs {
+    /// Where the store is.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Base64 of 32 bytes; on SQLite, read from (or generated into) the key file beside the
+    /// database if unset.
+    #[arg(long, env = "TESSERA_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+}
+
+impl KeyedStoreArgs {
+    /// A [`Config`] with these settings and defaults for the rest.
+    pub fn config(self) -> Config {
+        Config {
+            master_key: self.master_key,
+            ..self.store.config()
+        }
+    }
+}
+
 /// Where the server listens: a host (IP address or name, resolved when the server binds)
 /// and a port. `localhost:8080`, `127.0.0.1:0`, `[::1]:8080`.
 #[derive(Clone, Debug, PartialEq, Eq)]
