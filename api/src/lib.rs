@@ -416,8 +416,8 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
             channel.as_str()
         );
     }
-    if let Some(path) = state.delivery.outbox_path() {
-        tracing::warn!(outbox = %path.display(), "development outbox in use: messages with codes are written to this file (mode 0600); set TESSERA_SMTP_URL and TESSERA_SMS_WEBHOOK_URL for real delivery");
+    if let Some(warning) = state.delivery.outbox_warning() {
+        tracing::warn!("{warning}");
     }
     // The dummy hash for logins of unknown users is drawn now, not on the first login.
     tokio::task::spawn_blocking(tessera_domain::crypto::dummy_password_hash)

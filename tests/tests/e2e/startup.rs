@@ -3,7 +3,9 @@
 
 use std::net::ToSocketAddrs;
 
-use tessera_tests::{Store, both_stores, fresh::FreshStore};
+use tessera_tests::{
+    Phones, Store, TestServer, both_stores, fresh::FreshStore, log_capture::LogCapture,
+};
 
 both_stores!(a_host_name_is_a_listen_address, |store| async move {
     let fresh = FreshStore::new(store).await;
@@ -63,5 +65,52 @@ both_stores!(
             assert!(fresh.pg_tables().await.contains(&"events".to_string()));
         }
         server.stop().await;
+    }
+);
+
+both_stores!(
+    the_outbox_warning_names_only_the_channel_that_uses_it,
+    |store| async move {
+        let capture = LogCapture::global();
+        let phones = Phones::start().await;
+        for (smtp, sms, names, omits) in [
+            (
+                true,
+                false,
+                "set TESSERA_SMS_WEBHOOK_URL for",
+                "TESSERA_SMTP_URL",
+            ),
+            (
+                false,
+                true,
+                "set TESSERA_SMTP_URL for",
+                "TESSERA_SMS_WEBHOOK_URL",
+            ),
+            (
+                false,
+                false,
+                "set TESSERA_SMTP_URL and TESSERA_SMS_WEBHOOK_URL for",
+                "no such text",
+            ),
+        ] {
+            let s = TestServer::start_with(store, |c| {
+                c.smtp_url = smtp.then(|| phones.smtp.url());
+                c.sms_webhook_url = sms.then(|| phones.sms.url("/sms"));
+            })
+            .await;
+            // Other tests' servers log into the same capture; this one's lines name its outbox.
+            let outbox = s.outbox.display().to_string();
+            let text = capture.text();
+            let warnings: Vec<&str> = text
+                .lines()
+                .filter(|l| l.contains("WARN") && l.contains(&outbox))
+                .collect();
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            assert!(warnings[0].contains(names), "{}", warnings[0]);
+            assert!(!warnings[0].contains(omits), "{}", warnings[0]);
+        }
+        // With both channels configured there is no outbox and no warning.
+        let s = TestServer::start_with_phones(store, &phones).await;
+        assert!(!capture.text().contains(&s.outbox.display().to_string()));
     }
 );
