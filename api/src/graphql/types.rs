@@ -210,7 +210,8 @@ fn destination_fields(
     }
 }
 
-/// A request for a proof of possession (SPEC §4 `Challenge`).
+/// A request for a proof of possession: a step-up, the second step of a login, or one code
+/// sent to an SMS or e-mail factor.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Challenge {
     /// Id.
