@@ -14,4 +14,5 @@ mod snapshots;
 mod startup;
 mod step_up;
 mod subscriptions;
+mod tour;
 mod verification;
