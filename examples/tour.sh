@@ -4,9 +4,9 @@
 #   TESSERA_BOOTSTRAP_API_KEY=dev-admin-key cargo run --release --bin tessera -- serve &
 #   examples/tour.sh
 #
-# It creates a user with a password, enrols an authenticator app (printing the QR code when
-# `qrencode` is installed, the otpauth URI otherwise), activates it with the code the app
-# would show, logs in with the password and a second code, completes a step-up with a third
+# It creates a user with a password, enrols an authenticator app (drawing the returned QR
+# code in the terminal with show_qr.py, beside this script), activates it with the code the
+# app would show, logs in with the password and a second code, completes a step-up with a third
 # and reads the user's audit events. Each TOTP code works once, so the tour waits for the
 # app's next code twice (30 to 60 seconds in all).
 #
@@ -15,6 +15,7 @@
 # default dev-admin-key), TOUR_LOGIN (default alice-<unix time>, so the tour can run again).
 set -euo pipefail
 
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 URL=${TESSERA_URL:-http://127.0.0.1:8080}
 ADMIN=${TESSERA_API_KEY:-dev-admin-key}
 LOGIN=${TOUR_LOGIN:-alice-$(date +%s)}
@@ -102,12 +103,8 @@ FACTOR=$(get "$r" data.enrollFactor.factor.id)
 URI=$(get "$r" data.enrollFactor.totp.otpauthUri)
 expect "status" "$(get "$r" data.enrollFactor.factor.status)" PENDING_ACTIVATION
 echo "factor $FACTOR, PENDING_ACTIVATION; scan this with the app:"
-if command -v qrencode >/dev/null; then
-  qrencode -t ANSIUTF8 "$URI"
-else
-  echo "$URI"
-  echo "(install qrencode to see it as a QR code; qrCodePng holds it as a PNG data: URI)"
-fi
+python3 "$HERE/show_qr.py" "$(get "$r" data.enrollFactor.totp.qrCodePng)"
+echo "or type the secret into the app: $URI"
 
 step "3. Activate with the code the app shows, written as the app shows it"
 code_now "$URI"

@@ -42,8 +42,10 @@ both_stores!(the_tour_runs_the_whole_guide, |store| async move {
     assert!(out.status.success(), "tour failed:\n{stdout}\n{stderr}");
     for shown in [
         "user alice: ",
-        "scan this with the app:\n",
-        "otpauth://totp/Tessera:alice?secret=",
+        // The returned qrCodePng, drawn as text: the top of the top-left finder pattern.
+        "scan this with the app:\n█████",
+        "\n██ ▄▄▄▄▄ █",
+        "or type the secret into the app: otpauth://totp/Tessera:alice?secret=",
         "SUCCESS, factor ACTIVE",
         "recovery codes (shown this once",
         "PASSCODE_REPLAYED (not counted as a guess: failedAttempts 0)",
