@@ -416,8 +416,11 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
             channel.as_str()
         );
     }
-    if let Some(warning) = state.delivery.outbox_warning() {
-        tracing::warn!("{warning}");
+    if let (Some(warning), Some(path)) = (
+        state.delivery.outbox_warning(),
+        state.delivery.outbox_path(),
+    ) {
+        tracing::warn!(outbox = %path.display(), "{warning}");
     }
     // The dummy hash for logins of unknown users is drawn now, not on the first login.
     tokio::task::spawn_blocking(tessera_domain::crypto::dummy_password_hash)
