@@ -161,9 +161,18 @@ expect "step-up" "$(get "$r" data.completeStepUp.factorResult)" SUCCESS
 echo "SUCCESS, state handed back: $(get "$r" data.completeStepUp.state)"
 
 step "7. The audit log: everything that happened to the user (admin key)"
-r=$(gql "$ADMIN" 'query($user: ID!) {
-  events(filter: {userId: $user}, first: 50) {
-    edges { node { aggregateType eventType payload metadata recordedAt } } } }' "{\"user\": \"$USER\"}")
+# On PostgreSQL the log shows an event once every older transaction on the cluster has
+# ended, so the latest may take a moment to appear: wait (briefly) for the step-up's.
+for _ in $(seq 1 40); do
+  r=$(gql "$ADMIN" 'query($user: ID!) {
+    events(filter: {userId: $user}, first: 50) {
+      edges { node { aggregateType eventType payload metadata recordedAt } } } }' "{\"user\": \"$USER\"}")
+  verified=$(python3 -c 'import json, sys
+edges = json.loads(sys.argv[1])["data"]["events"]["edges"]
+print(sum(e["node"]["eventType"] == "Verified" for e in edges))' "$r")
+  if (( verified >= 2 )); then break; fi
+  sleep 0.25
+done
 python3 -c 'import json, sys
 for edge in json.loads(sys.argv[1])["data"]["events"]["edges"]:
     e = edge["node"]
