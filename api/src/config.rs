@@ -1,6 +1,6 @@
-//! Configuration from `TESSERA_*` environment variables (names frozen by the contract, docs/architecture.md) or flags.
+//! Configuration from `TESSERA_*` environment variables or flags.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr};
 
 use chrono::TimeDelta;
 use tessera_domain::services::FactorPolicy;
@@ -14,9 +14,10 @@ pub struct Config {
     /// `postgres://…` (PostgreSQL) or `sqlite://PATH` (embedded).
     #[arg(long, env = "TESSERA_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     pub database_url: String,
-    /// Address to listen on.
+    /// Address to listen on: `HOST:PORT`, the host an IP address (`[::1]` for IPv6) or a
+    /// name (`localhost:8080`).
     #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
     /// Base64 of 32 bytes; on SQLite, generated into a key file beside the database if unset.
     #[arg(long, env = "TESSERA_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
@@ -120,11 +121,129 @@ pub struct Config {
     pub issuer: Option<String>,
 }
 
+/// The settings of the commands that only read or migrate the log (`migrate`,
+/// `export-events`, `verify-log`): where the store is.
+#[derive(Clone, Debug, clap::Args)]
+pub struct StoreArgs {
+    /// `postgres://…` (PostgreSQL) or `sqlite://PATH` (embedded).
+    #[arg(long, env = "TESSERA_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+    pub database_url: String,
+}
+
+impl StoreArgs {
+    /// A [`Config`] with these settings and defaults for the rest.
+    pub fn config(self) -> Config {
+        Config {
+            database_url: self.database_url,
+            ..Config::default()
+        }
+    }
+}
+
+/// The settings of the commands that open the whole state (`rebuild-projections`,
+/// `api-key create`): the store and its master key.
+#[derive(Clone, Debug, clap::Args)]
+pub struct KeyedStoreArgs {
+    /// Where the store is.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Base64 of 32 bytes; on SQLite, read from (or generated into) the key file beside the
+    /// database if unset.
+    #[arg(long, env = "TESSERA_MASTER_KEY", hide_env_values = true)]
+    pub master_key: Option<String>,
+}
+
+impl KeyedStoreArgs {
+    /// A [`Config`] with these settings and defaults for the rest.
+    pub fn config(self) -> Config {
+        Config {
+            master_key: self.master_key,
+            ..self.store.config()
+        }
+    }
+}
+
+/// Where the server listens: a host (IP address or name, resolved when the server binds)
+/// and a port. `localhost:8080`, `127.0.0.1:0`, `[::1]:8080`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenAddr {
+    host: String,
+    port: u16,
+}
+
+impl ListenAddr {
+    /// The host as given (an IPv6 address without its brackets).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port (0: any free port).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+}
+
+impl From<SocketAddr> for ListenAddr {
+    fn from(addr: SocketAddr) -> Self {
+        Self {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        }
+    }
+}
+
+impl FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let Some((host, port)) = s.rsplit_once(':') else {
+            return Err(format!("{s:?} is not HOST:PORT (e.g. 127.0.0.1:8080)"));
+        };
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("{s:?}: the port must be a number from 0 to 65535"))?;
+        let host = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            v6.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("{s:?}: {v6:?} is not an IPv6 address"))?;
+            v6
+        } else if host.contains(':') {
+            return Err(format!(
+                "{s:?}: an IPv6 address goes in brackets, e.g. [::1]:8080"
+            ));
+        } else if !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            host
+        } else {
+            return Err(format!(
+                "{s:?}: the host must be an IP address or a host name"
+            ));
+        };
+        Ok(Self {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
             database_url: DEFAULT_DATABASE_URL.into(),
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            listen: ListenAddr::from(SocketAddr::from(([127, 0, 0, 1], 8080))),
             master_key: None,
             bootstrap_api_key: None,
             totp_skew_steps: 1,
@@ -195,5 +314,46 @@ impl Config {
             .or_else(|| self.database_url.strip_prefix("sqlite:"))?;
         let path = rest.split('?').next().unwrap_or(rest);
         Some(PathBuf::from(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ListenAddr;
+
+    #[test]
+    fn listen_addresses_take_ip_literals_and_host_names() {
+        for (given, host, port, shown) in [
+            ("127.0.0.1:8080", "127.0.0.1", 8080, "127.0.0.1:8080"),
+            ("localhost:8080", "localhost", 8080, "localhost:8080"),
+            (
+                "tessera.internal:0",
+                "tessera.internal",
+                0,
+                "tessera.internal:0",
+            ),
+            ("[::1]:9000", "::1", 9000, "[::1]:9000"),
+            ("0.0.0.0:443", "0.0.0.0", 443, "0.0.0.0:443"),
+        ] {
+            let addr: ListenAddr = given.parse().unwrap_or_else(|e| panic!("{given}: {e}"));
+            assert_eq!((addr.host(), addr.port()), (host, port), "{given}");
+            assert_eq!(addr.to_string(), shown);
+        }
+    }
+
+    #[test]
+    fn malformed_listen_addresses_say_what_is_wrong() {
+        for (given, says) in [
+            ("localhost", "HOST:PORT"),
+            ("localhost:http", "port must be a number"),
+            ("localhost:65536", "port must be a number"),
+            (":8080", "IP address or a host name"),
+            ("::1:8080", "brackets"),
+            ("[::g]:8080", "not an IPv6 address"),
+            ("local host:8080", "IP address or a host name"),
+        ] {
+            let err = given.parse::<ListenAddr>().unwrap_err();
+            assert!(err.contains(says), "{given}: {err}");
+        }
     }
 }

@@ -85,8 +85,16 @@ pub enum StartError {
     /// The read side.
     #[error("projections: {0}")]
     Projections(#[from] tessera_store::Error),
-    /// The listener.
-    #[error("listen: {0}")]
+    /// The listen address cannot be bound (in use, not resolvable, not local).
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address as configured.
+        addr: config::ListenAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Other I/O at start.
+    #[error("start: {0}")]
     Io(#[from] std::io::Error),
     /// Inconsistent settings.
     #[error("configuration: {0}")]
@@ -392,7 +400,14 @@ pub async fn start(config: Config) -> Result<Server, StartError> {
 /// # Errors
 /// See [`StartError`].
 pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Server, StartError> {
-    let listen = config.listen;
+    // Bound before the store is opened: a port in use (or a name that does not resolve)
+    // fails the start before a database, a key file or a migration is created.
+    let listener = tokio::net::TcpListener::bind((config.listen.host(), config.listen.port()))
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen.clone(),
+            source,
+        })?;
     let state = open(config, clock).await?;
     for (channel, route) in state.delivery.describe() {
         tracing::info!(
@@ -401,8 +416,11 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
             channel.as_str()
         );
     }
-    if let Some(path) = state.delivery.outbox_path() {
-        tracing::warn!(outbox = %path.display(), "development outbox in use: messages with codes are written to this file (mode 0600); set TESSERA_SMTP_URL and TESSERA_SMS_WEBHOOK_URL for real delivery");
+    if let (Some(warning), Some(path)) = (
+        state.delivery.outbox_warning(),
+        state.delivery.outbox_path(),
+    ) {
+        tracing::warn!(outbox = %path.display(), "{warning}");
     }
     // The dummy hash for logins of unknown users is drawn now, not on the first login.
     tokio::task::spawn_blocking(tessera_domain::crypto::dummy_password_hash)
@@ -430,7 +448,6 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
         state.log_head.spawn(PROJECTION_POLL, rx.clone()),
         Arc::clone(&state.tokens).spawn(rx.clone()),
     ];
-    let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let router = app(state.clone());
     let mut stop = rx;

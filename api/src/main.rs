@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 use tessera_api::{
     Config,
     cli::{self, ExportArgs},
+    config::{KeyedStoreArgs, StoreArgs},
     graphql::build_schema,
     keys, open, start,
 };
@@ -36,28 +37,43 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "Event-sourced multi-factor authentication over GraphQL"
 )]
 struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info,sqlx=warn` or
+    /// `tessera_api=debug`). Logs go to stderr.
+    #[arg(long, env = "TESSERA_LOG", default_value = DEFAULT_LOG, global = true,
+          help_heading = "Global options", display_order = 1000,
+          value_parser = parse_log_filter)]
+    log: String,
     #[command(subcommand)]
     command: Command,
 }
 
+const DEFAULT_LOG: &str = "info,sqlx=warn";
+
+fn parse_log_filter(filter: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(|_| filter.to_string())
+        .map_err(|e| format!("not a log filter: {e}"))
+}
+
+// Each command takes only the settings it reads: the server's thirty belong to `serve`.
 #[derive(Subcommand)]
 enum Command {
     /// Serve GraphQL.
     Serve(#[command(flatten)] Box<Config>),
     /// Apply database migrations and exit.
-    Migrate(#[command(flatten)] Box<Config>),
+    Migrate(#[command(flatten)] StoreArgs),
     /// Rebuild every read model from the event log.
-    RebuildProjections(#[command(flatten)] Box<Config>),
+    RebuildProjections(#[command(flatten)] KeyedStoreArgs),
     /// Write the sealed event log (redacted, each event with its hash-chain link) to stdout.
     ExportEvents {
         #[command(flatten)]
         args: ExportArgs,
         #[command(flatten)]
-        config: Box<Config>,
+        store: StoreArgs,
     },
     /// Check the event log against its hash chain; exit 1 if a row was edited, inserted or
     /// deleted.
-    VerifyLog(#[command(flatten)] Box<Config>),
+    VerifyLog(#[command(flatten)] StoreArgs),
     /// Print the GraphQL schema (SDL).
     Schema,
     /// Manage API keys.
@@ -86,20 +102,18 @@ enum ApiKeyCommand {
         #[arg(long)]
         name: String,
         #[command(flatten)]
-        config: Box<Config>,
+        store: KeyedStoreArgs,
     },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
-                .unwrap_or_else(|_| "info,sqlx=warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse().command).await {
+    match run(cli.command).await {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e}");
@@ -124,13 +138,13 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             });
             server.wait().await?;
         }
-        Command::Migrate(config) => {
-            let db = Db::connect(&config.database_url, 2).await?;
+        Command::Migrate(store) => {
+            let db = Db::connect(&store.database_url, 2).await?;
             db.migrate().await?;
             println!("migrations applied");
         }
-        Command::RebuildProjections(config) => {
-            let rebuilt = cli::rebuild_projections(*config).await?;
+        Command::RebuildProjections(store) => {
+            let rebuilt = cli::rebuild_projections(store.config()).await?;
             println!(
                 "rebuilt read models from {} events in {:.2} s ({:.0} events/s)",
                 rebuilt.events,
@@ -138,23 +152,23 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 rebuilt.rate()
             );
         }
-        Command::ExportEvents { args, config } => {
+        Command::ExportEvents { args, store } => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout.lock());
-            let n = cli::export_events(&config, &args, &mut out).await?;
+            let n = cli::export_events(&store.config(), &args, &mut out).await?;
             eprintln!("exported {n} events");
         }
-        Command::VerifyLog(config) => {
-            let report = cli::verify_log(&config, &mut std::io::stdout()).await?;
+        Command::VerifyLog(store) => {
+            let report = cli::verify_log(&store.config(), &mut std::io::stdout()).await?;
             if !report.intact() {
                 return Ok(ExitCode::FAILURE);
             }
         }
         Command::Schema => println!("{}", build_schema(None).sdl()),
         Command::ApiKey {
-            command: ApiKeyCommand::Create { name, config },
+            command: ApiKeyCommand::Create { name, store },
         } => {
-            let state = open(*config, Arc::new(SystemClock)).await?;
+            let state = open(store.config(), Arc::new(SystemClock)).await?;
             let (id, token) = state.auth.create_api_key(&name).await?;
             eprintln!("created API key {id} ({name}); the token is shown only now:");
             println!("{token}");

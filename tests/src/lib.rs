@@ -12,6 +12,7 @@
 pub mod actions;
 pub mod browser;
 pub mod client;
+pub mod fresh;
 pub mod log_capture;
 pub mod oracle;
 pub mod phones;

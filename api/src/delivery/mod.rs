@@ -240,6 +240,36 @@ impl Delivery {
         [(Channel::Email, email), (Channel::Sms, sms)]
     }
 
+    /// The channels whose messages go to the development outbox file.
+    pub fn outbox_channels(&self) -> Vec<Channel> {
+        let mut channels = Vec::new();
+        if matches!(self.email, EmailTransport::Outbox(_)) {
+            channels.push(Channel::Email);
+        }
+        if matches!(self.sms, SmsTransport::Outbox(_)) {
+            channels.push(Channel::Sms);
+        }
+        channels
+    }
+
+    /// The start-up warning when a channel uses the development outbox: what goes there and
+    /// the one setting per such channel that sends it for real. `None` when nothing does.
+    pub fn outbox_warning(&self) -> Option<String> {
+        let path = self.outbox_path()?;
+        let (what, settings) = match self.outbox_channels().as_slice() {
+            [Channel::Email] => ("e-mail (codes and security alerts) is", "TESSERA_SMTP_URL"),
+            [Channel::Sms] => ("text messages with codes are", "TESSERA_SMS_WEBHOOK_URL"),
+            _ => (
+                "e-mail (codes and security alerts) and text messages with codes are",
+                "TESSERA_SMTP_URL and TESSERA_SMS_WEBHOOK_URL",
+            ),
+        };
+        Some(format!(
+            "development outbox in use: {what} written to {} (mode 0600); set {settings} for real delivery",
+            path.display()
+        ))
+    }
+
     /// The development outbox file, if a channel uses it.
     pub fn outbox_path(&self) -> Option<PathBuf> {
         match (&self.email, &self.sms) {
@@ -349,4 +379,56 @@ pub fn outbox_path(config: &Config) -> PathBuf {
 /// The text of a code message.
 pub fn code_text(code: &str, minutes: i64) -> String {
     format!("Your Tessera code is {code}. It expires in {minutes} minutes. Do not share it.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(smtp: bool, sms: bool) -> Delivery {
+        let config = Config {
+            smtp_url: smtp.then(|| "smtp://127.0.0.1:2525".into()),
+            sms_webhook_url: sms.then(|| "http://127.0.0.1:9/sms".into()),
+            outbox_path: Some("/var/tmp/dev.outbox".into()),
+            ..Config::default()
+        };
+        Delivery::from_config(&config).expect("valid settings")
+    }
+
+    #[test]
+    fn the_outbox_warning_names_only_the_channels_that_use_it() {
+        let email_only = delivery(false, true)
+            .outbox_warning()
+            .expect("e-mail uses it");
+        assert!(
+            email_only.contains("set TESSERA_SMTP_URL for"),
+            "{email_only}"
+        );
+        assert!(!email_only.contains("SMS"), "{email_only}");
+        assert!(!email_only.contains("text messages"), "{email_only}");
+        assert!(email_only.contains("/var/tmp/dev.outbox"), "{email_only}");
+
+        let sms_only = delivery(true, false).outbox_warning().expect("SMS uses it");
+        assert!(
+            sms_only.contains("set TESSERA_SMS_WEBHOOK_URL for"),
+            "{sms_only}"
+        );
+        assert!(!sms_only.contains("SMTP"), "{sms_only}");
+        assert!(!sms_only.contains("e-mail"), "{sms_only}");
+
+        let both = delivery(false, false)
+            .outbox_warning()
+            .expect("both use it");
+        assert!(
+            both.contains("set TESSERA_SMTP_URL and TESSERA_SMS_WEBHOOK_URL for"),
+            "{both}"
+        );
+        assert_eq!(
+            delivery(false, false).outbox_channels(),
+            vec![Channel::Email, Channel::Sms]
+        );
+
+        assert_eq!(delivery(true, true).outbox_warning(), None);
+        assert_eq!(delivery(true, true).outbox_channels(), vec![]);
+    }
 }

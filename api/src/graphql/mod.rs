@@ -47,13 +47,19 @@ pub struct MutationRoot(
     login::LoginMutation,
 );
 
-/// All subscriptions (each feature adds its own part).
+/// All subscriptions, over graphql-transport-ws at `/graphql/ws`.
 #[derive(MergedSubscription, Default)]
 #[graphql(name = "Subscription")]
 pub struct SubscriptionRoot(alerts::AlertSubscription, audit::AuditSubscription);
 
 /// The schema type.
 pub type TesseraSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
+
+/// What clients read about the `DateTime` scalar (the library's text names the Rust type).
+const DATE_TIME_DESCRIPTION: &str = "A point in time, as an RFC 3339 string. Results are in UTC, \
+     with fractional seconds when there are any: `2026-03-01T12:00:00.250+00:00`. Arguments may \
+     use `Z` or any offset: `2026-03-01T12:00:00Z` and `2026-03-01T13:00:00+01:00` are the same \
+     instant.";
 
 /// Builds the schema over `state` (`None` only for printing the SDL).
 pub fn build_schema(state: Option<AppState>) -> TesseraSchema {
@@ -73,6 +79,7 @@ fn build_with_limits(state: Option<AppState>, depth: usize, complexity: usize) -
         MutationRoot::default(),
         SubscriptionRoot::default(),
     )
+    .override_output_type_description::<chrono::DateTime<chrono::Utc>>(DATE_TIME_DESCRIPTION)
     .limit_depth(depth)
     .limit_complexity(complexity)
     .extension(limits::ProofBudget)

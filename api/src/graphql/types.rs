@@ -211,8 +211,8 @@ fn destination_fields(
     }
 }
 
-/// A request for a proof of possession: a step-up, a login whose password was right, or one
-/// sent code.
+/// A request for a proof of possession: a step-up, the second step of a login, or one code
+/// sent to an SMS or e-mail factor.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct Challenge {
     /// Id.

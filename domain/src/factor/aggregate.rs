@@ -160,15 +160,19 @@ impl Aggregate for Factor {
         sink: &EventSink<Self>,
     ) -> Result<(), FactorError> {
         let now = services.clock.now();
+        // Codes are judged as the user meant them ("123 456" is 123456) whichever transport
+        // built the command.
         match command {
             FactorCommand::Enroll(cmd) => self.enroll(cmd, services, now, sink).await,
             FactorCommand::Activate { pass_code } => {
-                self.activate(&pass_code, services, now, sink).await
+                self.activate(&pass_code.without_separators(), services, now, sink)
+                    .await
             }
             FactorCommand::Verify {
                 pass_code,
                 challenge_id,
             } => {
+                let pass_code = pass_code.without_separators();
                 self.verify(&pass_code, challenge_id, services, now, sink)
                     .await
             }

@@ -508,6 +508,57 @@ async fn malformed_codes_are_rejected_and_write_nothing() {
     }
 }
 
+/// `code` split in two halves by `separator`, as apps and messages show it.
+fn grouped(code: &PassCode, separator: &str) -> PassCode {
+    let digits = code.expose();
+    let half = digits.len() / 2;
+    pass(&format!(
+        "{}{separator}{}",
+        &digits[..half],
+        &digits[half..]
+    ))
+}
+
+#[tokio::test]
+async fn a_totp_code_typed_with_a_space_or_a_dash_is_the_code() {
+    let at = t0() + secs(60);
+    let step = step_of(at);
+    for separator in [" ", "-", "\u{a0}", " - "] {
+        framework_at(at)
+            .given(vec![enrolled()])
+            .when_async(activate(grouped(&code(step), separator)))
+            .await
+            .then_expect_events(vec![FactorEvent::Activated(Activated {
+                step: Some(step),
+                challenge_id: None,
+                at,
+            })]);
+        framework_at(now())
+            .given(active())
+            .when_async(verify(grouped(&code(step_of(now())), separator)))
+            .await
+            .then_expect_events(vec![verified(step_of(now()), now())]);
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_code_typed_with_a_separator_is_a_counted_guess() {
+    let at = t0() + secs(60);
+    framework_at(at)
+        .given(vec![enrolled()])
+        .when_async(activate(grouped(&wrong_code(step_of(at)), " ")))
+        .await
+        .then_expect_events(vec![failed(FailureReason::WrongCode, 1, at)]);
+    // Separators do not make a short or lettered code well-formed.
+    for bad in ["123 45", "12a-456", "123_456", "123 4567"] {
+        framework_at(now())
+            .given(active())
+            .when_async(verify(pass(bad)))
+            .await
+            .then_expect_error(FactorError::MalformedPassCode);
+    }
+}
+
 #[tokio::test]
 async fn an_eight_digit_sha256_factor_takes_eight_digit_codes() {
     let p = TotpParams {
@@ -1346,6 +1397,30 @@ async fn activate_sms_with_the_sent_code() {
             challenge_id: Some(chal(1)),
             at,
         })]);
+}
+
+#[tokio::test]
+async fn an_sms_code_typed_with_a_space_or_a_dash_is_the_code() {
+    let at = t0() + secs(10);
+    for typed in ["123 456", "123-456", " 12 34 56 "] {
+        framework_at(at)
+            .given(sms_pending())
+            .when_async(activate(pass(typed)))
+            .await
+            .then_expect_events(vec![FactorEvent::Activated(Activated {
+                step: None,
+                challenge_id: Some(chal(1)),
+                at,
+            })]);
+    }
+    let mut given = sms_active();
+    let sent = t0() + secs(60);
+    given.push(code_issued(chal(2), true, "222222", sent));
+    framework_at(sent + secs(5))
+        .given(given)
+        .when_async(verify_for("222-222", None))
+        .await
+        .then_expect_events(vec![oob_verified(chal(2), sent + secs(5))]);
 }
 
 #[tokio::test]

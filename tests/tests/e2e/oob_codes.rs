@@ -584,3 +584,25 @@ both_stores!(
         assert!(open.is_empty(), "delivered bodies are erased: {open:?}");
     }
 );
+
+both_stores!(
+    sent_codes_typed_with_a_space_or_a_dash_are_accepted,
+    |store| async move {
+        let phones = Phones::start().await;
+        let s = TestServer::start_with_phones(store, &phones).await;
+        let user = s.create_user("bob").await;
+        let sms = s.enroll_oob(&user, "SMS", PHONE).await;
+        let sms = sms["factor"]["id"].as_str().unwrap().to_string();
+        let code = phones.sms_code(PHONE, 1).await;
+        let typed = format!("{}-{}", &code[..3], &code[3..]);
+        assert_eq!(s.activate(&sms, &typed).await["factorResult"], "SUCCESS");
+
+        let email = s.enroll_oob(&user, "EMAIL", ADDRESS).await;
+        let email = email["factor"]["id"].as_str().unwrap().to_string();
+        let code = phones.email_code(ADDRESS, 1).await;
+        let typed = format!("{} {}", &code[..3], &code[3..]);
+        assert_eq!(s.activate(&email, &typed).await["factorResult"], "SUCCESS");
+        // The typed form is the code: used once, it is a replay in any form.
+        assert_eq!(s.verify(&email, &code).await, "PASSCODE_REPLAYED");
+    }
+);

@@ -150,3 +150,54 @@ both_stores!(
         );
     }
 );
+
+/// `code` as authenticator apps show it: two groups of three.
+fn grouped(code: &str, separator: &str) -> String {
+    format!("{}{separator}{}", &code[..3], &code[3..])
+}
+
+both_stores!(
+    totp_codes_typed_as_apps_show_them_are_accepted,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let user = s.create_full_user("alice", "correct horse battery").await;
+        let (factor, secret) = s.enroll_totp(&user).await;
+        let activated = s
+            .activate(&factor, &grouped(&s.code(&secret, 0), " "))
+            .await;
+        assert_eq!(activated["factorResult"], "SUCCESS", "{activated}");
+        s.clock.advance(TimeDelta::seconds(30));
+        let code = s.code(&secret, 0);
+        assert_eq!(s.verify(&factor, &grouped(&code, "-")).await, "SUCCESS");
+        // The same code with other separators is the same code: a replay.
+        assert_eq!(
+            s.verify(&factor, &grouped(&code, " ")).await,
+            "PASSCODE_REPLAYED"
+        );
+        // A wrong code with a space is checked and counted like any wrong code.
+        let r = s
+            .verify_raw(&factor, &grouped(&s.wrong_code(&secret), " "))
+            .await;
+        assert_eq!(r["data"]["verifyFactor"]["factorResult"], "REJECTED", "{r}");
+        assert_eq!(r["data"]["verifyFactor"]["factor"]["failedAttempts"], 1);
+        // Separators do not make a short code well-formed.
+        let r = s.verify_raw(&factor, "123 45").await;
+        assert_eq!(tessera_tests::error_code(&r), "BAD_USER_INPUT", "{r}");
+        assert_eq!(tessera_tests::error_reason(&r), "MALFORMED_PASS_CODE");
+        // The login hand-off takes them too.
+        s.clock.advance(TimeDelta::seconds(30));
+        let login = s.login("alice", "correct horse battery").await;
+        let challenge = login["data"]["login"]["challenge"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{login}"))
+            .to_string();
+        let done = s
+            .complete_login(&challenge, &factor, &grouped(&s.code(&secret, 0), " "))
+            .await;
+        assert_eq!(
+            done["data"]["completeLogin"]["factorResult"], "SUCCESS",
+            "{done}"
+        );
+        assert!(done["data"]["completeLogin"]["accessToken"].is_string());
+    }
+);
