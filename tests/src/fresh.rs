@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use tessera_api::Config;
 
-use crate::{ADMIN_KEY, Store};
+use crate::{ADMIN_KEY, Store, server::pg_base};
 
 /// An empty PostgreSQL database (created, no tables) or an empty directory for a SQLite file,
 /// and the config of a server on it. Files are removed on drop.
@@ -21,6 +21,8 @@ pub struct FreshStore {
     pub dir: PathBuf,
     /// The outbox file.
     pub outbox: PathBuf,
+    /// Whether the files outlive this value (see [`FreshStore::disown`]).
+    kept: bool,
 }
 
 impl FreshStore {
@@ -63,7 +65,15 @@ impl FreshStore {
             config,
             dir,
             outbox,
+            kept: false,
         }
+    }
+
+    /// The config, the directory and the outbox file, for an owner that removes the
+    /// directory itself (a [`crate::TestServer`]).
+    pub fn disown(mut self) -> (Config, PathBuf, PathBuf) {
+        self.kept = true;
+        (self.config.clone(), self.dir.clone(), self.outbox.clone())
     }
 
     /// Names of the files in [`FreshStore::dir`], sorted.
@@ -95,11 +105,8 @@ impl FreshStore {
 
 impl Drop for FreshStore {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.kept {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
-}
-
-fn pg_base() -> String {
-    std::env::var("TESSERA_TEST_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }

@@ -3,12 +3,11 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use base64::{Engine, engine::general_purpose::STANDARD as B64};
 use chrono::Utc;
 use tessera_api::{Config, Server, start_with_clock};
 use tessera_domain::services::FixedClock;
 
-use crate::phones::Phones;
+use crate::{fresh::FreshStore, phones::Phones};
 
 /// The bootstrap admin key every test server accepts.
 pub const ADMIN_KEY: &str = "test-bootstrap-key-0123456789";
@@ -22,7 +21,7 @@ pub enum Store {
     Sqlite,
 }
 
-fn pg_base() -> String {
+pub(crate) fn pg_base() -> String {
     std::env::var("TESSERA_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
@@ -61,40 +60,10 @@ impl TestServer {
 
     /// Like [`TestServer::start`], with the config adjusted first.
     pub async fn start_with(store: Store, adjust: impl FnOnce(&mut Config)) -> Self {
-        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let scratch = std::env::temp_dir().join(format!("{name}_files"));
-        std::fs::create_dir_all(&scratch).expect("scratch dir");
-        let outbox = scratch.join("tessera.outbox");
-        let mut config = Config {
-            listen: "127.0.0.1:0".parse().expect("literal address"),
-            bootstrap_api_key: Some(ADMIN_KEY.into()),
-            db_pool_size: 8,
-            outbox_path: Some(outbox.clone()),
-            ..Config::default()
-        };
-        let mut dir = None;
-        match store {
-            Store::Postgres => {
-                let admin = format!("{}/postgres", pg_base());
-                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-                    .await
-                    .expect("PostgreSQL must be running for the tests (see .ci/run)");
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create test database");
-                config.database_url = format!("{}/{name}", pg_base());
-                let mut key = [0u8; 32];
-                key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
-                config.master_key = Some(B64.encode(key));
-            }
-            Store::Sqlite => {
-                let path = std::env::temp_dir().join(name);
-                std::fs::create_dir_all(&path).expect("temp dir");
-                config.database_url = format!("sqlite://{}/tessera.db", path.display());
-                dir = Some(path);
-            }
-        }
+        // One directory holds the SQLite file (and its key file) and the outbox; removed on
+        // drop.
+        let (mut config, scratch, outbox) = FreshStore::new(store).await.disown();
+        let dir = (store == Store::Sqlite).then(|| scratch.clone());
         adjust(&mut config);
         let clock = FixedClock::at(Utc::now());
         let mut this = Self {
