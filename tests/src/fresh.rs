@@ -28,7 +28,7 @@ pub struct FreshStore {
 impl FreshStore {
     /// Creates the empty database or directory.
     pub async fn new(store: Store) -> Self {
-        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let name = format!("{}_{}", db_prefix(), uuid::Uuid::new_v4().simple());
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let outbox = dir.join("dev.outbox");
@@ -109,4 +109,17 @@ impl Drop for FreshStore {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The prefix of test database names: `TESSERA_TEST_DB_PREFIX` (letters and digits; `.ci/run`
+/// sets one per run, so it drops only its own databases), else `t`.
+fn db_prefix() -> String {
+    std::env::var("TESSERA_TEST_DB_PREFIX")
+        .ok()
+        .filter(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        .unwrap_or_else(|| "t".into())
 }
