@@ -98,10 +98,7 @@ impl AlertQuery {
         let state = ctx.state()?;
         page::connection(
             (after, first),
-            PageSize {
-                default: 50,
-                max: 200,
-            },
+            PageSize::STANDARD,
             |after, n| async move {
                 let cursor = after.as_deref().and_then(|a| a.split_once('|'));
                 Ok(state

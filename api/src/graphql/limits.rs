@@ -111,65 +111,73 @@ fn has_nul(query: &str, variables: &Variables) -> bool {
 /// How many fields the document selects, at every depth, over all operations (a fragment
 /// counted once per spread).
 pub fn count_fields(document: &ExecutableDocument) -> usize {
-    fn walk(
-        document: &ExecutableDocument,
-        set: &SelectionSet,
-        visited: &mut HashSet<String>,
-    ) -> usize {
-        set.items
-            .iter()
-            .map(|item| match &item.node {
-                Selection::Field(f) => 1 + walk(document, &f.node.selection_set.node, visited),
-                Selection::InlineFragment(f) => walk(document, &f.node.selection_set.node, visited),
-                Selection::FragmentSpread(s) => {
-                    let name = s.node.fragment_name.node.to_string();
-                    if !visited.insert(name.clone()) {
-                        return 0;
-                    }
-                    let n = document
-                        .fragments
-                        .get(s.node.fragment_name.node.as_str())
-                        .map_or(0, |frag| {
-                            walk(document, &frag.node.selection_set.node, visited)
-                        });
-                    visited.remove(&name);
-                    n
-                }
-            })
-            .sum()
-    }
-    let mut visited = HashSet::new();
-    document
-        .operations
-        .iter()
-        .map(|(_, op)| walk(document, &op.node.selection_set.node, &mut visited))
-        .sum()
+    sum_over_operations(document, Depth::All, &|_| 1)
 }
 
 /// How many proof fields the document selects at the root of its operations.
 pub fn count_proofs(document: &ExecutableDocument) -> usize {
+    sum_over_operations(document, Depth::Root, &|name| {
+        usize::from(PROOF_FIELDS.contains(&name))
+    })
+}
+
+/// Which selections a count looks at.
+#[derive(Clone, Copy)]
+enum Depth {
+    /// The operation's own fields (through fragments), not their sub-selections.
+    Root,
+    /// Every field at every depth.
+    All,
+}
+
+/// Sums `weight(field name)` over the fields of every operation, expanding fragments once per
+/// spread (root mutation fields run one after another, so a spread twice runs twice).
+fn sum_over_operations(
+    document: &ExecutableDocument,
+    depth: Depth,
+    weight: &dyn Fn(&str) -> usize,
+) -> usize {
     let mut visited = HashSet::new();
     document
         .operations
         .iter()
-        .map(|(_, op)| count_in(document, &op.node.selection_set.node, &mut visited))
+        .map(|(_, op)| {
+            sum_in(
+                document,
+                &op.node.selection_set.node,
+                depth,
+                weight,
+                &mut visited,
+            )
+        })
         .sum()
 }
 
-fn count_in(
+fn sum_in(
     document: &ExecutableDocument,
     set: &SelectionSet,
+    depth: Depth,
+    weight: &dyn Fn(&str) -> usize,
     visited: &mut HashSet<String>,
 ) -> usize {
     set.items
         .iter()
         .map(|item| match &item.node {
-            Selection::Field(f) => usize::from(PROOF_FIELDS.contains(&f.node.name.node.as_str())),
-            Selection::InlineFragment(f) => count_in(document, &f.node.selection_set.node, visited),
+            Selection::Field(f) => {
+                let below = match depth {
+                    Depth::All => {
+                        sum_in(document, &f.node.selection_set.node, depth, weight, visited)
+                    }
+                    Depth::Root => 0,
+                };
+                weight(f.node.name.node.as_str()) + below
+            }
+            Selection::InlineFragment(f) => {
+                sum_in(document, &f.node.selection_set.node, depth, weight, visited)
+            }
             Selection::FragmentSpread(s) => {
                 let name = s.node.fragment_name.node.to_string();
-                // A fragment spread twice still selects its fields once per spread, but a
-                // cycle (rejected later by validation) must not recurse for ever.
+                // A cycle (rejected later by validation) must not recurse for ever.
                 if !visited.insert(name.clone()) {
                     return 0;
                 }
@@ -177,7 +185,13 @@ fn count_in(
                     .fragments
                     .get(s.node.fragment_name.node.as_str())
                     .map_or(0, |frag| {
-                        count_in(document, &frag.node.selection_set.node, visited)
+                        sum_in(
+                            document,
+                            &frag.node.selection_set.node,
+                            depth,
+                            weight,
+                            visited,
+                        )
                     });
                 visited.remove(&name);
                 n

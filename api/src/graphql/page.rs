@@ -16,6 +16,14 @@ pub(crate) struct PageSize {
     pub max: usize,
 }
 
+impl PageSize {
+    /// Users, alerts: 50 by default, at most 200.
+    pub const STANDARD: Self = Self {
+        default: 50,
+        max: 200,
+    };
+}
+
 /// Answers a connection: `fetch(after, n)` reads up to `n` rows after the client's cursor,
 /// `cursor` names a row's place, `node` converts it.
 pub(crate) async fn connection<R, N, F, Fut>(

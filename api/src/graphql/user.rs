@@ -121,10 +121,7 @@ impl UserQuery {
         let state = ctx.state()?;
         page::connection(
             (after, first),
-            PageSize {
-                default: 50,
-                max: 200,
-            },
+            PageSize::STANDARD,
             |after, n| async move { Ok(state.queries.users_after(after.as_deref(), n).await?) },
             |row| row.id.clone(),
             User::from_row,
