@@ -15,6 +15,7 @@
 pub mod append;
 pub mod db;
 pub mod event_store;
+pub mod limits;
 pub mod log;
 pub mod runner;
 pub mod worker;

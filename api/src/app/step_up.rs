@@ -5,10 +5,12 @@
 use chrono::TimeDelta;
 use serde_json::Value;
 use tessera_domain::{
-    challenge::{Challenge, ChallengeCommand, ChallengePurpose, Issue},
+    challenge::{self, Challenge, ChallengeCommand, ChallengeError, ChallengePurpose, Issue},
     ids::{ChallengeId, UserId},
     proof,
 };
+
+use tessera_store::limits::{self, Window};
 
 use crate::{
     app::{
@@ -21,12 +23,15 @@ use crate::{
 /// Lifetime of a step-up challenge when the caller names none.
 pub const DEFAULT_TTL_SECONDS: i32 = 300;
 
+/// Step-up challenges one user may start per minute.
+pub const STARTS_PER_MINUTE: i64 = 10;
+
 /// `startStepUp`: opens a step-up challenge for a user with at least one factor that can
-/// prove ([`proof::can_prove`]).
+/// prove ([`proof::can_prove`]), at most [`STARTS_PER_MINUTE`] a minute per user.
 ///
 /// # Errors
-/// Not the caller's; unknown user; `NO_ACTIVE_FACTOR`; the challenge's checks (lifetime,
-/// state size); store errors.
+/// Not the caller's; unknown user; `NO_ACTIVE_FACTOR`; `STEP_UP_RATE_LIMITED`; the
+/// challenge's checks (lifetime, state size); store errors.
 pub async fn start(
     state: &AppState,
     call: &Call,
@@ -54,6 +59,28 @@ pub async fn start(
             kind: tessera_domain::ErrorKind::WrongState,
             reason: "NO_ACTIVE_FACTOR",
             message: "the user has no active factor to step up with".into(),
+        });
+    }
+    // A start the challenge would refuse does not count against the limit.
+    if caller_state
+        .as_ref()
+        .is_some_and(|s| !challenge::state_fits(s))
+    {
+        return Err(ChallengeError::StateTooLarge.into());
+    }
+    // Each start writes a challenge to the undeletable log: a user (or whoever holds their
+    // token) may start only so many a minute. A refused start writes nothing to the log.
+    let window = Window {
+        length: TimeDelta::seconds(60),
+    };
+    let starts = limits::hit(&state.db, &format!("step-up:{user_id}"), window, now)
+        .await
+        .map_err(AppError::internal)?;
+    if starts > STARTS_PER_MINUTE {
+        return Err(AppError::RateLimited {
+            reason: "STEP_UP_RATE_LIMITED",
+            message: format!("at most {STARTS_PER_MINUTE} step-ups a minute per user"),
+            retry_after_seconds: window.seconds_left(now),
         });
     }
     let challenge_id = ChallengeId::generate();

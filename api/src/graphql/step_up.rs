@@ -24,7 +24,7 @@ use crate::{
 pub struct StartStepUpInput {
     /// The user who must prove possession.
     pub user_id: ID,
-    /// Anything the caller wants back on completion (at most 16 KiB as JSON), e.g. the
+    /// Anything the caller wants back on completion (at most 4 KiB as JSON), e.g. the
     /// transfer being confirmed. Stored in the event log as given: not for secrets.
     pub state: Option<Json<Value>>,
     /// Lifetime in seconds, 30 to 3600 (default 300).

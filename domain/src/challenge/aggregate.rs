@@ -273,9 +273,7 @@ impl Challenge {
         if !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&cmd.ttl.num_seconds()) {
             return Err(ChallengeError::InvalidTtl);
         }
-        if let Some(state) = &cmd.state
-            && serde_json::to_vec(state).map_or(usize::MAX, |v| v.len()) > MAX_STATE_BYTES
-        {
+        if cmd.state.as_ref().is_some_and(|s| !state_fits(s)) {
             return Err(ChallengeError::StateTooLarge);
         }
         let issued = Issued {
@@ -353,4 +351,10 @@ impl Challenge {
         }
         Ok(())
     }
+}
+
+/// Whether a caller's step-up state is small enough to keep in the log: at most
+/// [`MAX_STATE_BYTES`] as JSON.
+pub fn state_fits(state: &serde_json::Value) -> bool {
+    serde_json::to_vec(state).is_ok_and(|v| v.len() <= MAX_STATE_BYTES)
 }

@@ -100,7 +100,7 @@ pub const MIN_TTL_SECONDS: i64 = 30;
 /// Longest lifetime of a challenge.
 pub const MAX_TTL_SECONDS: i64 = 3600;
 /// Largest caller state, serialised as JSON.
-pub const MAX_STATE_BYTES: usize = 16 * 1024;
+pub const MAX_STATE_BYTES: usize = 4 * 1024;
 
 impl crate::versioning::CommandName for ChallengeCommand {
     fn name(&self) -> &'static str {

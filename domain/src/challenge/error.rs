@@ -28,7 +28,7 @@ pub enum ChallengeError {
     #[error("ttlSeconds must be 30 to 3600")]
     InvalidTtl,
     /// Caller state too large.
-    #[error("state must be at most 16 KiB of JSON")]
+    #[error("state must be at most 4 KiB of JSON")]
     StateTooLarge,
 }
 

@@ -276,3 +276,61 @@ both_stores!(
         assert_eq!(s.event_types("Challenge", &challenge).await, ["Issued"]);
     }
 );
+
+// Red-team finding M8: any user could grow the undeletable log at megabytes a second with
+// large step-up states. A state is at most 4 KiB, and a user's step-up starts are limited;
+// a refused start writes nothing.
+both_stores!(
+    step_up_states_are_small_and_starts_are_limited,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let (user, _, _) = s.active_totp("alice").await;
+        let start = "mutation($u: ID!, $s: JSON) { startStepUp(input: {userId: $u, state: $s}) { challenge { id } } }";
+        let big = json!({ "blob": "x".repeat(5 * 1024) });
+        let r = s.gql(start, json!({ "u": user, "s": big })).await;
+        assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r}");
+        assert_eq!(error_reason(&r), "STATE_TOO_LARGE", "{r}");
+
+        let before = s
+            .all_events(json!({ "aggregateType": "Challenge" }), 500)
+            .await
+            .len();
+        let mut refused = None;
+        for n in 0..STEP_UP_STARTS_PER_MINUTE + 1 {
+            let r = s.gql(start, json!({ "u": user, "s": { "n": n } })).await;
+            if r.get("errors").is_some() {
+                refused = Some((n, r));
+                break;
+            }
+        }
+        let (n, r) = refused.expect("a burst of starts is refused");
+        assert_eq!(
+            n, STEP_UP_STARTS_PER_MINUTE,
+            "the first {STEP_UP_STARTS_PER_MINUTE} run: {r}"
+        );
+        assert_eq!(error_code(&r), "RATE_LIMITED", "{r}");
+        assert_eq!(error_reason(&r), "STEP_UP_RATE_LIMITED", "{r}");
+        let retry = r["errors"][0]["extensions"]["retryAfter"].as_i64().unwrap();
+        assert!((1..=60).contains(&retry), "{r}");
+        let after = s
+            .all_events(json!({ "aggregateType": "Challenge" }), 500)
+            .await
+            .len();
+        assert_eq!(
+            after - before,
+            STEP_UP_STARTS_PER_MINUTE as usize,
+            "refusals wrote nothing"
+        );
+
+        // Another user is not limited by alice's starts; alice again after the window.
+        let (bob, _, _) = s.active_totp("bob").await;
+        let r = s.gql(start, json!({ "u": bob, "s": null })).await;
+        assert!(r.get("errors").is_none(), "{r}");
+        s.clock.advance(chrono::TimeDelta::seconds(61));
+        let r = s.gql(start, json!({ "u": user, "s": null })).await;
+        assert!(r.get("errors").is_none(), "{r}");
+    }
+);
+
+/// Step-up starts a user may make per minute.
+const STEP_UP_STARTS_PER_MINUTE: i64 = 10;
