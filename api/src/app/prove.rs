@@ -433,10 +433,13 @@ pub(crate) async fn answer_challenge(
     })
 }
 
-/// A recovery code answers a challenge: it is spent on the user's stream (single use, hard
-/// lock and failure budget included, as `useRecoveryCode`), and a success completes the
-/// challenge. A wrong code is counted on the user, whose budget bounds guessing; 50-bit codes
-/// leave nothing to gain from the challenge's own five tries.
+/// A recovery code answers a challenge: the code is checked on the user's stream (single use,
+/// hard lock and failure budget included, as `useRecoveryCode`) and, if right, spent in the
+/// same commit that completes the challenge, while the challenge is still open. So of many
+/// answers racing for one challenge exactly one spends its code; the others find the
+/// challenge completed, write nothing and count no guess. A wrong code is counted on the user,
+/// whose budget bounds guessing; 50-bit codes leave nothing to gain from the challenge's own
+/// five tries.
 async fn answer_with_recovery_code(
     state: &AppState,
     metadata: &std::collections::HashMap<String, String>,
@@ -446,37 +449,50 @@ async fn answer_with_recovery_code(
 ) -> AppResult<ChallengeProof> {
     let owner = challenge.user_id.ok_or(ChallengeError::NotFound)?;
     let purpose = challenge.purpose.ok_or(ChallengeError::NotFound)?;
-    let key = owner.to_string();
-    let spent = state
-        .users
-        .execute(&key, UserCommand::UseRecoveryCode { code }, metadata)
-        .await?;
-    state.settle(&key, &spent).await;
+    let now = state.clock.now();
+    let (user_key, challenge_key) = (owner.to_string(), challenge_id.to_string());
+    let then = Then {
+        admit: |c: &Challenge| c.status_at(now) == ChallengeStatus::Issued,
+        follow: |events: &[EventEnvelope<User>], _: &Challenge| {
+            let payloads: Vec<_> = events.iter().map(|e| e.payload.clone()).collect();
+            (recovery_outcome(&payloads) == Some(FactorOutcome::Success)).then_some(
+                ChallengeCommand::Complete {
+                    purpose,
+                    user_id: owner,
+                    factor_id: None,
+                    method: Method::RecoveryCode,
+                },
+            )
+        },
+    };
+    let joint = execute_with(
+        (&state.users, &user_key, None),
+        UserCommand::UseRecoveryCode { code },
+        (&state.challenges, &challenge_key, None),
+        then,
+        metadata,
+    )
+    .await?;
+    let (spent, answered) = match joint {
+        Joint::Committed(spent, answered) => (spent, answered),
+        // Completed (or expired) by another answer meanwhile: nothing was written.
+        Joint::Refused(c, _) => {
+            return Err(match c.status_at(now) {
+                ChallengeStatus::Completed => ChallengeError::AlreadyCompleted,
+                _ => ChallengeError::Expired,
+            }
+            .into());
+        }
+    };
+    state.settle(&user_key, &spent).await;
     let outcome = recovery_outcome(&spent.payloads())
         .ok_or_else(|| AppError::internal("recovery command wrote no outcome"))?;
-    if outcome != FactorOutcome::Success {
-        return Ok(ChallengeProof {
-            outcome,
-            challenge,
-            factor: None,
-            method: None,
-        });
-    }
-    let command = ChallengeCommand::Complete {
-        purpose,
-        user_id: owner,
-        factor_id: None,
-        method: Method::RecoveryCode,
-    };
-    let completed = state
-        .challenges
-        .execute(&challenge_id.to_string(), command, metadata)
-        .await?;
+    let success = outcome == FactorOutcome::Success;
     Ok(ChallengeProof {
-        outcome: FactorOutcome::Success,
-        challenge: completed.state,
+        outcome,
+        challenge: answered.state,
         factor: None,
-        method: Some(Method::RecoveryCode),
+        method: success.then_some(Method::RecoveryCode),
     })
 }
 

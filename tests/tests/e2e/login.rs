@@ -686,3 +686,53 @@ both_stores!(
         );
     }
 );
+
+// Red-team finding L8 (first half): nine different valid recovery codes answering one login
+// challenge at once spent all nine. A code is spent only by the answer that completes the
+// challenge; the others lose the race (CONFLICT) and spend nothing.
+both_stores!(
+    parallel_recovery_code_answers_spend_one_code,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let user = s.create_full_user("ruth", PASSWORD).await;
+        let (factor, secret) = s.enroll_totp(&user).await;
+        let codes = s.activate(&factor, &s.code(&secret, 0)).await["recoveryCodes"].clone();
+        let codes: Vec<String> = codes
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        let complete = "mutation($c: ID!, $r: String) { completeLogin(input: {challengeId: $c, recoveryCode: $r}) { factorResult accessToken } }";
+        let remaining = async || {
+            s.ok(
+                "query($u: ID!) { user(id: $u) { recoveryCodesRemaining } }",
+                json!({ "u": user }),
+            )
+            .await["user"]["recoveryCodesRemaining"]
+                .as_i64()
+                .unwrap()
+        };
+
+        // Nine different valid codes at once: one completes, one code is spent.
+        let challenge = login_data(&s.login("ruth", PASSWORD).await)["challenge"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let answers = futures::future::join_all(
+            codes[..9]
+                .iter()
+                .map(|code| s.gql_as(None, complete, json!({ "c": challenge, "r": code }))),
+        )
+        .await;
+        let won = answers
+            .iter()
+            .filter(|r| r["data"]["completeLogin"]["factorResult"] == "SUCCESS")
+            .count();
+        assert_eq!(won, 1, "{answers:?}");
+        for r in answers.iter().filter(|r| r.get("errors").is_some()) {
+            assert_eq!(error_code(r), "CONFLICT", "{r}");
+        }
+        assert_eq!(remaining().await, 9, "only the winning code is spent");
+    }
+);
