@@ -1,8 +1,6 @@
 //! Security alerts: `securityAlerts` (query and subscription), `acknowledgeSecurityAlert`.
 
-use async_graphql::{
-    Context, ID, Json, Object, SimpleObject, Subscription, connection::Connection,
-};
+use async_graphql::{Context, ID, Json, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use tessera_domain::{
@@ -19,7 +17,7 @@ use crate::{
     graphql::{
         ContextExt,
         audit::tail_stored,
-        page::{self, PageSize},
+        page::{self, Connection, PageSize, Source},
         user::parse_user_id,
     },
 };
@@ -83,7 +81,7 @@ impl AlertQuery {
         #[graphql(desc = "Only this user's alerts (all users if null).")] user_id: Option<ID>,
         #[graphql(desc = "Cursor: the `endCursor` of the previous page.")] after: Option<String>,
         #[graphql(desc = "Page size (default 50, at most 200).")] first: Option<i32>,
-    ) -> async_graphql::Result<Connection<String, SecurityAlert>> {
+    ) -> async_graphql::Result<Connection<SecurityAlert>> {
         let scope = match ctx.caller().and_then(|c| alert_scope(c, user_id.as_ref())) {
             Ok(scope) => scope.map(|u| u.to_string()),
             Err(e) => return Err(e.into()),
@@ -96,21 +94,23 @@ impl AlertQuery {
             .into());
         }
         let state = ctx.state()?;
+        let scope = scope.as_deref();
         page::connection(
+            ctx,
             (after, first),
             PageSize {
                 default: 50,
                 max: 200,
             },
-            |after, n| async move {
-                let cursor = after.as_deref().and_then(|a| a.split_once('|'));
-                Ok(state
-                    .queries
-                    .alerts_after(scope.as_deref(), cursor, n)
-                    .await?)
+            Source {
+                fetch: |after: Option<String>, n| async move {
+                    let cursor = after.as_deref().and_then(|a| a.split_once('|'));
+                    Ok(state.queries.alerts_after(scope, cursor, n).await?)
+                },
+                count: || async move { Ok(state.queries.alert_count(scope).await?) },
+                cursor: |row: &AlertRow| format!("{}|{}", row.raised_at, row.id),
+                node: SecurityAlert::from_row,
             },
-            |row| format!("{}|{}", row.raised_at, row.id),
-            SecurityAlert::from_row,
         )
         .await
     }

@@ -1,15 +1,16 @@
 //! Users: `createUser`, `user`, `userByLogin`, `users`, `me`.
 
-use async_graphql::{Context, ID, InputObject, Object, connection::Connection};
+use async_graphql::{Context, ID, InputObject, Object};
 use chrono::{DateTime, Utc};
 use tessera_domain::ids::UserId;
+use tessera_projections::read_model::UserRow;
 
 use crate::{
     app::{self, AppError, AppResult, users::NewUser},
     auth::Caller,
     graphql::{
         ContextExt,
-        page::{self, PageSize},
+        page::{self, Connection, PageSize, Source},
         types::User,
     },
 };
@@ -110,24 +111,40 @@ impl UserQuery {
         })
     }
 
-    /// All users, by id (admins only).
+    /// All users in creation order, oldest first (admins only): a user created while a client
+    /// pages with `after` shows up on its last page, and no cursor handed out ever moves.
     async fn users(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Cursor: the `endCursor` of the previous page.")] after: Option<String>,
         #[graphql(desc = "Page size (default 50, at most 200).")] first: Option<i32>,
-    ) -> async_graphql::Result<Connection<String, User>> {
+    ) -> async_graphql::Result<Connection<User>> {
         ctx.admin()?;
+        if after.as_deref().is_some_and(|a| !a.contains('|')) {
+            return Err(AppError::bad_input(
+                "INVALID_CURSOR",
+                "after is not a cursor of this connection",
+            )
+            .into());
+        }
         let state = ctx.state()?;
         page::connection(
+            ctx,
             (after, first),
             PageSize {
                 default: 50,
                 max: 200,
             },
-            |after, n| async move { Ok(state.queries.users_after(after.as_deref(), n).await?) },
-            |row| row.id.clone(),
-            User::from_row,
+            Source {
+                fetch: |after: Option<String>, n| async move {
+                    let cursor = after.as_deref().and_then(|a| a.split_once('|'));
+                    Ok(state.queries.users_after(cursor, n).await?)
+                },
+                count: || async { Ok(state.queries.user_count().await?) },
+                // Creation time first: the order; the id: ties and stability.
+                cursor: |row: &UserRow| format!("{}|{}", row.created_at, row.id),
+                node: User::from_row,
+            },
         )
         .await
     }

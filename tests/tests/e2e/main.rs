@@ -4,6 +4,7 @@ mod alerts;
 mod audit;
 mod auth;
 mod browser;
+mod connections;
 mod enrollment;
 mod graphiql;
 mod hostile_input;
