@@ -1,6 +1,6 @@
-//! Users: `createUser`, `user`, `userByLogin`, `users`, `me`.
+//! Users: `createUserV2`, `setPasswordV2` (and their deprecated bare forms), `user`, `userByLogin`, `users`, `me`.
 
-use async_graphql::{Context, ID, InputObject, Object};
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use tessera_domain::ids::UserId;
 use tessera_projections::read_model::UserRow;
@@ -150,47 +150,98 @@ impl UserQuery {
     }
 }
 
+/// What `createUserV2` answers.
+#[derive(SimpleObject)]
+pub struct CreateUserPayload {
+    /// The new user.
+    pub user: User,
+}
+
+/// What `setPasswordV2` answers.
+#[derive(SimpleObject)]
+pub struct SetPasswordPayload {
+    /// The user, with the new password set.
+    pub user: User,
+}
+
+async fn create(ctx: &Context<'_>, input: CreateUserInput) -> AppResult<User> {
+    let new = NewUser {
+        login: input.login,
+        email: input.email,
+        phone_number: input.phone_number,
+        display_name: input.display_name,
+        password: input.password,
+    };
+    let (id, user) = app::users::create(ctx.state()?, &ctx.call(), new).await?;
+    Ok(User::from_aggregate(id.to_string(), &user))
+}
+
+async fn set_password(ctx: &Context<'_>, input: SetPasswordInput) -> AppResult<User> {
+    let call = ctx.call();
+    call.caller()?;
+    let id = parse_user_id(&input.user_id)?;
+    let user = app::users::set_password(
+        ctx.state()?,
+        &call,
+        id,
+        input.password,
+        input.current_password,
+    )
+    .await?;
+    Ok(User::from_aggregate(id.to_string(), &user))
+}
+
 #[derive(Default)]
 pub struct UserMutation;
 
 #[Object]
 impl UserMutation {
     /// Creates a user (admins only). A taken login answers `CONFLICT`.
+    async fn create_user_v2(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Login, contact details, display name and an optional password.")]
+        input: CreateUserInput,
+    ) -> async_graphql::Result<CreateUserPayload> {
+        Ok(CreateUserPayload {
+            user: create(ctx, input).await?,
+        })
+    }
+
+    /// Creates a user (admins only), answering the bare user. A taken login answers `CONFLICT`.
+    #[graphql(
+        deprecation = "Use `createUserV2`: the same input, the user in `CreateUserPayload.user`. Kept for at least one release."
+    )]
     async fn create_user(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Login, contact details, display name and an optional password.")]
         input: CreateUserInput,
     ) -> async_graphql::Result<User> {
-        let new = NewUser {
-            login: input.login,
-            email: input.email,
-            phone_number: input.phone_number,
-            display_name: input.display_name,
-            password: input.password,
-        };
-        let (id, user) = app::users::create(ctx.state()?, &ctx.call(), new).await?;
-        Ok(User::from_aggregate(id.to_string(), &user))
+        Ok(create(ctx, input).await?)
     }
 
     /// Sets a user's password. Admins set any user's; a user token changes its own and must
     /// give `currentPassword` (a wrong one is a counted failure and changes nothing).
+    async fn set_password_v2(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user and the new password.")] input: SetPasswordInput,
+    ) -> async_graphql::Result<SetPasswordPayload> {
+        Ok(SetPasswordPayload {
+            user: set_password(ctx, input).await?,
+        })
+    }
+
+    /// Sets a user's password, answering the bare user (see `setPasswordV2`).
+    #[graphql(
+        deprecation = "Use `setPasswordV2`: the same input, the user in `SetPasswordPayload.user`. Kept for at least one release."
+    )]
     async fn set_password(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The user and the new password.")] input: SetPasswordInput,
     ) -> async_graphql::Result<User> {
-        let call = ctx.call();
-        call.caller()?;
-        let id = parse_user_id(&input.user_id)?;
-        let user = app::users::set_password(
-            ctx.state()?,
-            &call,
-            id,
-            input.password,
-            input.current_password,
-        )
-        .await?;
-        Ok(User::from_aggregate(id.to_string(), &user))
+        Ok(set_password(ctx, input).await?)
     }
 }

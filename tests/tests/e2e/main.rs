@@ -13,6 +13,7 @@ mod login;
 mod masking;
 mod no_secrets;
 mod oob_codes;
+mod payloads;
 mod projections;
 mod schema;
 mod seal;
