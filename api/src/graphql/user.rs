@@ -1,4 +1,5 @@
-//! Users: `createUserV2`, `setPasswordV2` (and their deprecated bare forms), `user`, `userByLogin`, `users`, `me`.
+//! Users: `createUserV2`, `setPasswordV2` (and their deprecated bare forms), `user`,
+//! `userByLogin`, `users`, `me`.
 
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
