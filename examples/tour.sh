@@ -90,10 +90,10 @@ next_code() {
 
 step "1. Create a user with a password (admin key)"
 r=$(gql "$ADMIN" 'mutation($login: String!, $password: String!) {
-  createUser(input: {login: $login, email: "alice@example.com", password: $password}) { id login } }' \
+  createUserV2(input: {login: $login, email: "alice@example.com", password: $password}) { user { id login } } }' \
   "{\"login\": \"$LOGIN\", \"password\": \"$PASSWORD\"}")
-USER=$(get "$r" data.createUser.id)
-echo "user $(get "$r" data.createUser.login): $USER"
+USER=$(get "$r" data.createUserV2.user.id)
+echo "user $(get "$r" data.createUserV2.user.login): $USER"
 
 step "2. Enrol an authenticator app"
 r=$(gql "$ADMIN" 'mutation($user: ID!) {

@@ -318,6 +318,28 @@ pub async fn read(
     rows.iter().map(from_row).collect()
 }
 
+/// How many events match `filter`, counted where [`read`] reads (nothing that could still
+/// commit behind a reader): the total of every page `read` hands out from the start.
+///
+/// # Errors
+/// Database errors.
+pub async fn count(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    filter: &Filter,
+) -> Result<i64, Error> {
+    let mut w = Where::default();
+    if dialect == Dialect::Postgres {
+        w.clauses
+            .push("tx_id < pg_snapshot_xmin(pg_current_snapshot())".into());
+    }
+    w.filter(dialect, filter);
+    let sql = format!("SELECT COUNT(*) FROM events WHERE {}", w.sql());
+    let rows = w.fetch(conn, &sql).await?;
+    let row = rows.first().ok_or(sqlx::Error::RowNotFound)?;
+    Ok(row.try_get::<i64, _>(0)?)
+}
+
 /// One stream's events recorded at or before `as_of`, by sequence: the history an aggregate
 /// folds to give its state at that time. Stops at the first gap, so the result is always a
 /// prefix of the stream.

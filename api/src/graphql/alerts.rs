@@ -1,8 +1,7 @@
-//! Security alerts: `securityAlerts` (query and subscription), `acknowledgeSecurityAlert`.
+//! Security alerts: `securityAlerts` (query and subscription), `acknowledgeSecurityAlertV2`
+//! (and the deprecated `acknowledgeSecurityAlert`).
 
-use async_graphql::{
-    Context, ID, Json, Object, SimpleObject, Subscription, connection::Connection,
-};
+use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use tessera_domain::{
@@ -19,7 +18,7 @@ use crate::{
     graphql::{
         ContextExt,
         audit::tail_stored,
-        page::{self, PageSize},
+        page::{self, Connection, PageSize, Source},
         user::parse_user_id,
     },
 };
@@ -83,7 +82,7 @@ impl AlertQuery {
         #[graphql(desc = "Only this user's alerts (all users if null).")] user_id: Option<ID>,
         #[graphql(desc = "Cursor: the `endCursor` of the previous page.")] after: Option<String>,
         #[graphql(desc = "Page size (default 50, at most 200).")] first: Option<i32>,
-    ) -> async_graphql::Result<Connection<String, SecurityAlert>> {
+    ) -> async_graphql::Result<Connection<SecurityAlert>> {
         let scope = match ctx.caller().and_then(|c| alert_scope(c, user_id.as_ref())) {
             Ok(scope) => scope.map(|u| u.to_string()),
             Err(e) => return Err(e.into()),
@@ -96,21 +95,60 @@ impl AlertQuery {
             .into());
         }
         let state = ctx.state()?;
+        let scope = scope.as_deref();
         page::connection(
+            ctx,
             (after, first),
             PageSize::STANDARD,
-            |after, n| async move {
-                let cursor = after.as_deref().and_then(|a| a.split_once('|'));
-                Ok(state
-                    .queries
-                    .alerts_after(scope.as_deref(), cursor, n)
-                    .await?)
+            Source {
+                fetch: |after: Option<String>, n| async move {
+                    let cursor = after.as_deref().and_then(|a| a.split_once('|'));
+                    Ok(state.queries.alerts_after(scope, cursor, n).await?)
+                },
+                count: || async move { Ok(state.queries.alert_count(scope).await?) },
+                cursor: |row: &AlertRow| format!("{}|{}", row.raised_at, row.id),
+                node: SecurityAlert::from_row,
             },
-            |row| format!("{}|{}", row.raised_at, row.id),
-            SecurityAlert::from_row,
         )
         .await
     }
+}
+
+/// Input of `acknowledgeSecurityAlertV2`.
+#[derive(InputObject)]
+pub struct AcknowledgeSecurityAlertInput {
+    /// The alert.
+    pub alert_id: ID,
+}
+
+/// What `acknowledgeSecurityAlertV2` answers.
+#[derive(SimpleObject)]
+pub struct AcknowledgeSecurityAlertPayload {
+    /// The alert, with `acknowledgedAt` set.
+    pub security_alert: SecurityAlert,
+}
+
+async fn acknowledge(ctx: &Context<'_>, id: &str) -> AppResult<SecurityAlert> {
+    let state = ctx.state()?;
+    let caller = ctx.caller()?;
+    let alert_id = Uuid::parse_str(id)
+        .map_err(|_| AppError::bad_input("INVALID_ID", "id is not a valid alert id"))?
+        .to_string();
+    let row = state
+        .queries
+        .alert(&alert_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("ALERT_NOT_FOUND", "security alert not found"))?;
+    alert_scope(caller, Some(&ID(row.user_id.clone())))?;
+    let command = AlertCommand::Acknowledge { by: caller.actor() };
+    let committed = state
+        .alerts
+        .execute(&alert_id, command, &ctx.call().metadata())
+        .await?;
+    state.settle(&alert_id, &committed).await;
+    let mut alert = SecurityAlert::from_row(row)?;
+    alert.acknowledged_at = committed.state.acknowledged_at;
+    Ok(alert)
 }
 
 #[derive(Default)]
@@ -119,33 +157,27 @@ pub struct AlertMutation;
 #[Object]
 impl AlertMutation {
     /// Marks an alert as seen.
+    async fn acknowledge_security_alert_v2(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The alert.")] input: AcknowledgeSecurityAlertInput,
+    ) -> async_graphql::Result<AcknowledgeSecurityAlertPayload> {
+        let security_alert = acknowledge(ctx, &input.alert_id)
+            .await
+            .map_err(AppError::into_gql)?;
+        Ok(AcknowledgeSecurityAlertPayload { security_alert })
+    }
+
+    /// Marks an alert as seen, answering the bare alert (see `acknowledgeSecurityAlertV2`).
+    #[graphql(
+        deprecation = "Use `acknowledgeSecurityAlertV2(input: {alertId})`: the alert in `AcknowledgeSecurityAlertPayload.securityAlert`. Kept for at least one release."
+    )]
     async fn acknowledge_security_alert(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The alert.")] id: ID,
     ) -> async_graphql::Result<SecurityAlert> {
-        async {
-            let state = ctx.state()?;
-            let caller = ctx.caller()?;
-            let alert_id = Uuid::parse_str(&id)
-                .map_err(|_| AppError::bad_input("INVALID_ID", "id is not a valid alert id"))?
-                .to_string();
-            let row = state.queries.alert(&alert_id).await?.ok_or_else(|| {
-                AppError::not_found("ALERT_NOT_FOUND", "security alert not found")
-            })?;
-            alert_scope(caller, Some(&ID(row.user_id.clone())))?;
-            let command = AlertCommand::Acknowledge { by: caller.actor() };
-            let committed = state
-                .alerts
-                .execute(&alert_id, command, &ctx.call().metadata())
-                .await?;
-            state.settle(&alert_id, &committed).await;
-            let mut alert = SecurityAlert::from_row(row)?;
-            alert.acknowledged_at = committed.state.acknowledged_at;
-            Ok(alert)
-        }
-        .await
-        .map_err(AppError::into_gql)
+        acknowledge(ctx, &id).await.map_err(AppError::into_gql)
     }
 }
 

@@ -8,9 +8,7 @@
 
 use std::{collections::VecDeque, time::Duration};
 
-use async_graphql::{
-    Context, ID, InputObject, Json, Object, SimpleObject, Subscription, connection::Connection,
-};
+use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use tessera_projections::audit::{self, Filter};
@@ -21,7 +19,7 @@ use crate::{
     app::{self, AppError, AppResult},
     graphql::{
         ContextExt,
-        page::{self, PageSize},
+        page::{self, Connection, PageSize, Source},
     },
     state::AppState,
 };
@@ -159,7 +157,7 @@ impl AuditQuery {
         #[graphql(desc = "Cursor: the `position` of the last event of the previous page.")]
         after: Option<String>,
         #[graphql(desc = "Page size (default 50, at most 500).")] first: Option<i32>,
-    ) -> async_graphql::Result<Connection<String, AuditEvent>> {
+    ) -> async_graphql::Result<Connection<AuditEvent>> {
         let prepared = (|| {
             ctx.admin()?;
             let filter = filter.unwrap_or_default().into_filter()?;
@@ -170,25 +168,32 @@ impl AuditQuery {
         let state = ctx.state()?;
         let filter = &filter;
         page::connection(
+            ctx,
             (after, first),
             PageSize {
                 default: DEFAULT_PAGE,
                 max: MAX_PAGE,
             },
-            |_, n| async move {
-                let mut conn = state.db.pool.acquire().await.map_err(AppError::internal)?;
-                Ok(audit::read(
-                    &mut conn,
-                    state.db.dialect,
-                    filter,
-                    from.unwrap_or_default(),
-                    None,
-                    n,
-                )
-                .await?)
+            Source {
+                fetch: |_, n| async move {
+                    let mut conn = state.db.pool.acquire().await.map_err(AppError::internal)?;
+                    Ok(audit::read(
+                        &mut conn,
+                        state.db.dialect,
+                        filter,
+                        from.unwrap_or_default(),
+                        None,
+                        n,
+                    )
+                    .await?)
+                },
+                count: || async move {
+                    let mut conn = state.db.pool.acquire().await.map_err(AppError::internal)?;
+                    Ok(audit::count(&mut conn, state.db.dialect, filter).await?)
+                },
+                cursor: |event: &StoredEvent| event.cursor.encode(),
+                node: AuditEvent::from_stored,
             },
-            |event| event.cursor.encode(),
-            AuditEvent::from_stored,
         )
         .await
     }

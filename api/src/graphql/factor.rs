@@ -220,14 +220,39 @@ impl FactorMutation {
     }
 
     /// Removes a factor for good.
+    async fn remove_factor_v2(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The factor to remove.")] input: RemoveFactorInput,
+    ) -> async_graphql::Result<RemoveFactorPayload> {
+        Ok(RemoveFactorPayload {
+            factor: remove(ctx, input).await?,
+        })
+    }
+
+    /// Removes a factor for good, answering the bare factor (see `removeFactorV2`).
+    #[graphql(
+        deprecation = "Use `removeFactorV2`: the same input, the factor in `RemoveFactorPayload.factor`. Kept for at least one release."
+    )]
     async fn remove_factor(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The factor to remove.")] input: RemoveFactorInput,
     ) -> async_graphql::Result<Factor> {
-        let state = ctx.state()?;
-        let id = parse_factor_id(&input.factor_id)?;
-        let factor = app::factors::remove(state, &ctx.call(), id).await?;
-        Ok(Factor::from_aggregate(id, &factor, state.clock.now()))
+        Ok(remove(ctx, input).await?)
     }
+}
+
+/// What `removeFactorV2` answers.
+#[derive(SimpleObject)]
+pub struct RemoveFactorPayload {
+    /// The factor, now `REMOVED`.
+    pub factor: Factor,
+}
+
+async fn remove(ctx: &Context<'_>, input: RemoveFactorInput) -> AppResult<Factor> {
+    let state = ctx.state()?;
+    let id = parse_factor_id(&input.factor_id)?;
+    let factor = app::factors::remove(state, &ctx.call(), id).await?;
+    Ok(Factor::from_aggregate(id, &factor, state.clock.now()))
 }

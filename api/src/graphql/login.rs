@@ -8,7 +8,7 @@ use tessera_domain::policy;
 
 use crate::{
     app::{
-        self,
+        self, AppResult,
         login::{IssuedToken, LoginOutcome},
     },
     graphql::{
@@ -229,22 +229,47 @@ impl LoginMutation {
     }
 
     /// Replaces the MFA policy (admins only).
+    async fn set_mfa_policy_v2(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The new policy.")] input: SetMfaPolicyInput,
+    ) -> async_graphql::Result<SetMfaPolicyPayload> {
+        Ok(SetMfaPolicyPayload {
+            policy: set_policy(ctx, input).await?,
+        })
+    }
+
+    /// Replaces the MFA policy (admins only), answering the bare policy.
+    #[graphql(
+        deprecation = "Use `setMfaPolicyV2`: the same input, the policy in `SetMfaPolicyPayload.policy`. Kept for at least one release."
+    )]
     async fn set_mfa_policy(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The new policy.")] input: SetMfaPolicyInput,
     ) -> async_graphql::Result<MfaPolicy> {
-        let policy = app::login::set_policy(
-            ctx.state()?,
-            &ctx.call(),
-            input.mode.into(),
-            input
-                .allowed_factor_types
-                .into_iter()
-                .map(Into::into)
-                .collect(),
-        )
-        .await?;
-        Ok(MfaPolicy::from(&policy))
+        Ok(set_policy(ctx, input).await?)
     }
+}
+
+/// What `setMfaPolicyV2` answers.
+#[derive(SimpleObject)]
+pub struct SetMfaPolicyPayload {
+    /// The policy now in force.
+    pub policy: MfaPolicy,
+}
+
+async fn set_policy(ctx: &Context<'_>, input: SetMfaPolicyInput) -> AppResult<MfaPolicy> {
+    let policy = app::login::set_policy(
+        ctx.state()?,
+        &ctx.call(),
+        input.mode.into(),
+        input
+            .allowed_factor_types
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    )
+    .await?;
+    Ok(MfaPolicy::from(&policy))
 }

@@ -1,10 +1,10 @@
 //! Recovery codes and administrative unlocks: `regenerateRecoveryCodes`, `useRecoveryCode`,
-//! `unlockFactor`, `unlockUser`.
+//! `unlockFactorV2`, `unlockUserV2` (and their deprecated bare forms).
 
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 
 use crate::{
-    app,
+    app::{self, AppResult},
     graphql::{
         ContextExt,
         factor::{VerifyFactorPayload, parse_factor_id},
@@ -75,30 +75,80 @@ impl RecoveryMutation {
     }
 
     /// Lifts a factor's lockout before its time (admins only).
+    async fn unlock_factor_v2(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The locked factor.")] input: UnlockFactorInput,
+    ) -> async_graphql::Result<UnlockFactorPayload> {
+        Ok(UnlockFactorPayload {
+            factor: unlock_factor(ctx, input).await?,
+        })
+    }
+
+    /// Lifts a factor's lockout before its time (admins only), answering the bare factor.
+    #[graphql(
+        deprecation = "Use `unlockFactorV2`: the same input, the factor in `UnlockFactorPayload.factor`. Kept for at least one release."
+    )]
     async fn unlock_factor(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The locked factor.")] input: UnlockFactorInput,
     ) -> async_graphql::Result<Factor> {
-        let state = ctx.state()?;
-        let call = ctx.call();
-        call.admin()?;
-        let id = parse_factor_id(&input.factor_id)?;
-        let factor = app::factors::unlock(state, &call, id).await?;
-        Ok(Factor::from_aggregate(id, &factor, state.clock.now()))
+        Ok(unlock_factor(ctx, input).await?)
     }
 
     /// Lifts the hard lock on a user's second factor (admins only).
+    async fn unlock_user_v2(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user whose second factor is hard-locked.")] input: UserRefInput,
+    ) -> async_graphql::Result<UnlockUserPayload> {
+        Ok(UnlockUserPayload {
+            user: unlock_user(ctx, input).await?,
+        })
+    }
+
+    /// Lifts the hard lock on a user's second factor (admins only), answering the bare user.
+    #[graphql(
+        deprecation = "Use `unlockUserV2`: the same input, the user in `UnlockUserPayload.user`. Kept for at least one release."
+    )]
     async fn unlock_user(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The user whose second factor is hard-locked.")] input: UserRefInput,
     ) -> async_graphql::Result<User> {
-        let state = ctx.state()?;
-        let call = ctx.call();
-        call.admin()?;
-        let id = parse_user_id(&input.user_id)?;
-        let user = app::recovery::unlock_user(state, &call, id).await?;
-        Ok(User::from_aggregate(id.to_string(), &user))
+        Ok(unlock_user(ctx, input).await?)
     }
+}
+
+/// What `unlockFactorV2` answers.
+#[derive(SimpleObject)]
+pub struct UnlockFactorPayload {
+    /// The factor, active again.
+    pub factor: Factor,
+}
+
+/// What `unlockUserV2` answers.
+#[derive(SimpleObject)]
+pub struct UnlockUserPayload {
+    /// The user, no longer hard-locked.
+    pub user: User,
+}
+
+async fn unlock_factor(ctx: &Context<'_>, input: UnlockFactorInput) -> AppResult<Factor> {
+    let state = ctx.state()?;
+    let call = ctx.call();
+    call.admin()?;
+    let id = parse_factor_id(&input.factor_id)?;
+    let factor = app::factors::unlock(state, &call, id).await?;
+    Ok(Factor::from_aggregate(id, &factor, state.clock.now()))
+}
+
+async fn unlock_user(ctx: &Context<'_>, input: UserRefInput) -> AppResult<User> {
+    let state = ctx.state()?;
+    let call = ctx.call();
+    call.admin()?;
+    let id = parse_user_id(&input.user_id)?;
+    let user = app::recovery::unlock_user(state, &call, id).await?;
+    Ok(User::from_aggregate(id.to_string(), &user))
 }

@@ -1,15 +1,17 @@
-//! Users: `createUser`, `user`, `userByLogin`, `users`, `me`.
+//! Users: `createUserV2`, `setPasswordV2` (and their deprecated bare forms), `user`,
+//! `userByLogin`, `users`, `me`.
 
-use async_graphql::{Context, ID, InputObject, Object, connection::Connection};
+use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use tessera_domain::ids::UserId;
+use tessera_projections::read_model::UserRow;
 
 use crate::{
     app::{self, AppError, AppResult, users::NewUser},
     auth::Caller,
     graphql::{
         ContextExt,
-        page::{self, PageSize},
+        page::{self, Connection, PageSize, Source},
         types::User,
     },
 };
@@ -110,24 +112,81 @@ impl UserQuery {
         })
     }
 
-    /// All users, by id (admins only).
+    /// All users in creation order, oldest first (admins only): a user created while a client
+    /// pages with `after` shows up on its last page, and no cursor handed out ever moves.
     async fn users(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Cursor: the `endCursor` of the previous page.")] after: Option<String>,
         #[graphql(desc = "Page size (default 50, at most 200).")] first: Option<i32>,
-    ) -> async_graphql::Result<Connection<String, User>> {
+    ) -> async_graphql::Result<Connection<User>> {
         ctx.admin()?;
+        if after.as_deref().is_some_and(|a| !a.contains('|')) {
+            return Err(AppError::bad_input(
+                "INVALID_CURSOR",
+                "after is not a cursor of this connection",
+            )
+            .into());
+        }
         let state = ctx.state()?;
         page::connection(
+            ctx,
             (after, first),
             PageSize::STANDARD,
-            |after, n| async move { Ok(state.queries.users_after(after.as_deref(), n).await?) },
-            |row| row.id.clone(),
-            User::from_row,
+            Source {
+                fetch: |after: Option<String>, n| async move {
+                    let cursor = after.as_deref().and_then(|a| a.split_once('|'));
+                    Ok(state.queries.users_after(cursor, n).await?)
+                },
+                count: || async { Ok(state.queries.user_count().await?) },
+                // Creation time first: the order; the id: ties and stability.
+                cursor: |row: &UserRow| format!("{}|{}", row.created_at, row.id),
+                node: User::from_row,
+            },
         )
         .await
     }
+}
+
+/// What `createUserV2` answers.
+#[derive(SimpleObject)]
+pub struct CreateUserPayload {
+    /// The new user.
+    pub user: User,
+}
+
+/// What `setPasswordV2` answers.
+#[derive(SimpleObject)]
+pub struct SetPasswordPayload {
+    /// The user, with the new password set.
+    pub user: User,
+}
+
+async fn create(ctx: &Context<'_>, input: CreateUserInput) -> AppResult<User> {
+    let new = NewUser {
+        login: input.login,
+        email: input.email,
+        phone_number: input.phone_number,
+        display_name: input.display_name,
+        password: input.password,
+    };
+    let (id, user) = app::users::create(ctx.state()?, &ctx.call(), new).await?;
+    Ok(User::from_aggregate(id.to_string(), &user))
+}
+
+async fn set_password(ctx: &Context<'_>, input: SetPasswordInput) -> AppResult<User> {
+    let call = ctx.call();
+    call.caller()?;
+    let id = parse_user_id(&input.user_id)?;
+    let user = app::users::set_password(
+        ctx.state()?,
+        &call,
+        id,
+        input.password,
+        input.current_password,
+    )
+    .await?;
+    Ok(User::from_aggregate(id.to_string(), &user))
 }
 
 #[derive(Default)]
@@ -136,41 +195,51 @@ pub struct UserMutation;
 #[Object]
 impl UserMutation {
     /// Creates a user (admins only). A taken login answers `CONFLICT`.
+    async fn create_user_v2(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Login, contact details, display name and an optional password.")]
+        input: CreateUserInput,
+    ) -> async_graphql::Result<CreateUserPayload> {
+        Ok(CreateUserPayload {
+            user: create(ctx, input).await?,
+        })
+    }
+
+    /// Creates a user (admins only), answering the bare user. A taken login answers `CONFLICT`.
+    #[graphql(
+        deprecation = "Use `createUserV2`: the same input, the user in `CreateUserPayload.user`. Kept for at least one release."
+    )]
     async fn create_user(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Login, contact details, display name and an optional password.")]
         input: CreateUserInput,
     ) -> async_graphql::Result<User> {
-        let new = NewUser {
-            login: input.login,
-            email: input.email,
-            phone_number: input.phone_number,
-            display_name: input.display_name,
-            password: input.password,
-        };
-        let (id, user) = app::users::create(ctx.state()?, &ctx.call(), new).await?;
-        Ok(User::from_aggregate(id.to_string(), &user))
+        Ok(create(ctx, input).await?)
     }
 
     /// Sets a user's password. Admins set any user's; a user token changes its own and must
     /// give `currentPassword` (a wrong one is a counted failure and changes nothing).
+    async fn set_password_v2(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user and the new password.")] input: SetPasswordInput,
+    ) -> async_graphql::Result<SetPasswordPayload> {
+        Ok(SetPasswordPayload {
+            user: set_password(ctx, input).await?,
+        })
+    }
+
+    /// Sets a user's password, answering the bare user (see `setPasswordV2`).
+    #[graphql(
+        deprecation = "Use `setPasswordV2`: the same input, the user in `SetPasswordPayload.user`. Kept for at least one release."
+    )]
     async fn set_password(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The user and the new password.")] input: SetPasswordInput,
     ) -> async_graphql::Result<User> {
-        let call = ctx.call();
-        call.caller()?;
-        let id = parse_user_id(&input.user_id)?;
-        let user = app::users::set_password(
-            ctx.state()?,
-            &call,
-            id,
-            input.password,
-            input.current_password,
-        )
-        .await?;
-        Ok(User::from_aggregate(id.to_string(), &user))
+        Ok(set_password(ctx, input).await?)
     }
 }

@@ -430,4 +430,17 @@ impl crate::read_model::Queries {
         .fetch_all(self.pool())
         .await?)
     }
+
+    /// How many alerts there are (of one user, if given).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn alert_count(&self, user: Option<&str>) -> Result<i64, Error> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM security_alerts_v1 WHERE ($1 = '' OR user_id = $1)",
+        )
+        .bind(user.unwrap_or(""))
+        .fetch_one(self.pool())
+        .await?)
+    }
 }

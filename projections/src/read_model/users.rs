@@ -126,22 +126,37 @@ impl Queries {
         )
     }
 
-    /// Up to `limit` users with id greater than `after`, by id.
+    /// Up to `limit` users created after the `(created_at, id)` cursor, oldest first (users
+    /// created in the same microsecond by id).
     ///
     /// # Errors
     /// Database errors.
     pub async fn users_after(
         &self,
-        after: Option<&str>,
+        after: Option<(&str, &str)>,
         limit: i64,
     ) -> Result<Vec<UserRow>, Error> {
+        let (at, id) = after.unwrap_or(("", ""));
         Ok(sqlx::query_as(&format!(
-            "SELECT {COLUMNS} FROM users_v1 WHERE id > $1 ORDER BY id LIMIT $2"
+            "SELECT {COLUMNS} FROM users_v1 \
+             WHERE created_at > $1 OR (created_at = $1 AND id > $2) \
+             ORDER BY created_at, id LIMIT $3"
         ))
-        .bind(after.unwrap_or(""))
+        .bind(at)
+        .bind(id)
         .bind(limit)
         .fetch_all(&self.db.pool)
         .await?)
+    }
+
+    /// How many users there are.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn user_count(&self) -> Result<i64, Error> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users_v1")
+            .fetch_one(&self.db.pool)
+            .await?)
     }
 
     /// Every row of `users_v1` and `factors_v1` as text, in a fixed order: for comparing a
