@@ -79,6 +79,17 @@ pub struct Config {
     /// messages go to the development outbox file.
     #[arg(long, env = "TESSERA_SMS_WEBHOOK_URL", hide_env_values = true)]
     pub sms_webhook_url: Option<String>,
+    /// `whsec_` + base64 key signing the SMS gateway's requests (Standard Webhooks headers).
+    /// Unset: requests are unsigned.
+    #[arg(long, env = "TESSERA_SMS_WEBHOOK_SECRET", hide_env_values = true)]
+    pub sms_webhook_secret: Option<String>,
+    /// Text of SMS code messages; placeholders `{code}` (required), `{minutes}`, `{issuer}`.
+    #[arg(long, env = "TESSERA_SMS_TEMPLATE")]
+    pub sms_template: Option<String>,
+    /// Folder with `subject.txt` and `body.txt` for e-mail code messages (placeholders as for
+    /// SMS; `{code}` is refused in the subject). A missing file keeps the built-in text.
+    #[arg(long, env = "TESSERA_EMAIL_TEMPLATE_DIR")]
+    pub email_template_dir: Option<PathBuf>,
     /// The development outbox file (default: `<database>.outbox` beside a SQLite database,
     /// `tessera.outbox` otherwise).
     #[arg(long, env = "TESSERA_OUTBOX_PATH")]
@@ -261,6 +272,9 @@ impl Default for Config {
             smtp_url: None,
             mail_from: "Tessera <tessera@localhost>".into(),
             sms_webhook_url: None,
+            sms_webhook_secret: None,
+            sms_template: None,
+            email_template_dir: None,
             outbox_path: None,
             delivery_attempts: 4,
             delivery_backoff_ms: 500,

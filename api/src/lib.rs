@@ -114,6 +114,9 @@ const CHALLENGE_MAX_FAILED_ATTEMPTS: u32 = 5;
 pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
     let master = keys::load_master_key(&config)?;
     Cors::new(&config.cors_origins).map_err(StartError::Config)?;
+    // Before the store is opened: bad delivery settings (a template with the code in a
+    // subject) are refused before anything is created.
+    let delivery = Arc::new(delivery::Delivery::from_config(&config)?);
     let db = Db::connect(&config.database_url, config.db_pool_size).await?;
     db.migrate().await?;
     // A user under attack collects a failure event per wrong code on any of its factors (the
@@ -146,9 +149,10 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
     );
     let read_models = Runner::new(db.clone(), ReadModels).await?;
     let webhook = match (&config.alert_webhook_url, &config.alert_webhook_secret) {
-        (Some(url), Some(secret)) => {
-            Some(alerts::Webhook::new(url.clone(), secret).map_err(StartError::Config)?)
-        }
+        (Some(url), Some(secret)) => Some(
+            alerts::Webhook::new(url.clone(), secret)
+                .map_err(|e| StartError::Config(format!("TESSERA_ALERT_WEBHOOK_SECRET {e}")))?,
+        ),
         (Some(_), None) => {
             return Err(StartError::Config(
                 "TESSERA_ALERT_WEBHOOK_URL needs TESSERA_ALERT_WEBHOOK_SECRET".into(),
@@ -167,7 +171,6 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         },
     )
     .await?;
-    let delivery = Arc::new(delivery::Delivery::from_config(&config)?);
     let deliverer = alerts::Deliverer::new(db.clone(), webhook, Arc::clone(&delivery));
     let challenges = Store::new(
         &db,
