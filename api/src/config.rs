@@ -55,6 +55,10 @@ pub struct Config {
     /// `whsec_` + base64 key signing alert webhooks.
     #[arg(long, env = "TESSERA_ALERT_WEBHOOK_SECRET", hide_env_values = true)]
     pub alert_webhook_secret: Option<String>,
+    /// On stop, how long in-flight HTTP requests may take to finish before the server stops
+    /// anyway; websockets get their close frame (1001) within the same period.
+    #[arg(long, env = "TESSERA_SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
+    pub shutdown_grace_seconds: u64,
     /// Size of the database pools.
     #[arg(long, env = "TESSERA_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
@@ -267,6 +271,7 @@ impl Default for Config {
             alert_webhook_secret: None,
             enrollment_ttl_seconds: 900,
             totp_issuer: "Tessera".into(),
+            shutdown_grace_seconds: 10,
             db_pool_size: 16,
             factor_snapshot_every: 25,
             smtp_url: None,

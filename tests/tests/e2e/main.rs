@@ -16,6 +16,7 @@ mod projections;
 mod schema;
 mod seal;
 mod security;
+mod shutdown;
 mod sms_gateway;
 mod snapshots;
 mod startup;
