@@ -38,7 +38,7 @@ impl std::fmt::Debug for Webhook {
 }
 
 impl Webhook {
-    /// A webhook with a `whsec_…` secret.
+    /// A webhook with a `whsec_…` secret (the alert webhook; the SMS gateway signs with it too).
     ///
     /// # Errors
     /// If the secret is not `whsec_` + base64.
@@ -47,7 +47,7 @@ impl Webhook {
             .strip_prefix("whsec_")
             .and_then(|b| B64.decode(b).ok())
             .filter(|k| !k.is_empty())
-            .ok_or("TESSERA_ALERT_WEBHOOK_SECRET must be whsec_ followed by base64")?;
+            .ok_or("must be whsec_ followed by base64")?;
         Ok(Self { url, key })
     }
 
@@ -207,6 +207,7 @@ impl Deliverer {
                     id = row.id,
                 );
                 let message = Message {
+                    id: row.id.clone(),
                     channel: Channel::Email,
                     to,
                     subject: format!("Security alert: {}", row.kind),

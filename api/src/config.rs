@@ -55,6 +55,10 @@ pub struct Config {
     /// `whsec_` + base64 key signing alert webhooks.
     #[arg(long, env = "TESSERA_ALERT_WEBHOOK_SECRET", hide_env_values = true)]
     pub alert_webhook_secret: Option<String>,
+    /// On stop, how long in-flight HTTP requests may take to finish before the server stops
+    /// anyway; websockets get their close frame (1001) within the same period.
+    #[arg(long, env = "TESSERA_SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
+    pub shutdown_grace_seconds: u64,
     /// Size of the database pools.
     #[arg(long, env = "TESSERA_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
@@ -79,6 +83,17 @@ pub struct Config {
     /// messages go to the development outbox file.
     #[arg(long, env = "TESSERA_SMS_WEBHOOK_URL", hide_env_values = true)]
     pub sms_webhook_url: Option<String>,
+    /// `whsec_` + base64 key signing the SMS gateway's requests (Standard Webhooks headers).
+    /// Unset: requests are unsigned.
+    #[arg(long, env = "TESSERA_SMS_WEBHOOK_SECRET", hide_env_values = true)]
+    pub sms_webhook_secret: Option<String>,
+    /// Text of SMS code messages; placeholders `{code}` (required), `{minutes}`, `{issuer}`.
+    #[arg(long, env = "TESSERA_SMS_TEMPLATE")]
+    pub sms_template: Option<String>,
+    /// Folder with `subject.txt` and `body.txt` for e-mail code messages (placeholders as for
+    /// SMS; `{code}` is refused in the subject). A missing file keeps the built-in text.
+    #[arg(long, env = "TESSERA_EMAIL_TEMPLATE_DIR")]
+    pub email_template_dir: Option<PathBuf>,
     /// The development outbox file (default: `<database>.outbox` beside a SQLite database,
     /// `tessera.outbox` otherwise).
     #[arg(long, env = "TESSERA_OUTBOX_PATH")]
@@ -256,11 +271,15 @@ impl Default for Config {
             alert_webhook_secret: None,
             enrollment_ttl_seconds: 900,
             totp_issuer: "Tessera".into(),
+            shutdown_grace_seconds: 10,
             db_pool_size: 16,
             factor_snapshot_every: 25,
             smtp_url: None,
             mail_from: "Tessera <tessera@localhost>".into(),
             sms_webhook_url: None,
+            sms_webhook_secret: None,
+            sms_template: None,
+            email_template_dir: None,
             outbox_path: None,
             delivery_attempts: 4,
             delivery_backoff_ms: 500,

@@ -31,11 +31,15 @@ use async_graphql::{Data, http::ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql_axum::{GraphQLProtocol, GraphQLWebSocket};
 use axum::{
     Router,
-    extract::{ConnectInfo, State, WebSocketUpgrade},
+    extract::{
+        ConnectInfo, State, WebSocketUpgrade,
+        ws::{CloseFrame, Message},
+    },
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
+use futures::{SinkExt, StreamExt};
 use tessera_domain::{
     alert::AlertServices,
     challenge::ChallengeServices,
@@ -66,6 +70,9 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// How long a stopping server waits for code messages still being delivered.
 const DELIVERY_DRAIN: Duration = Duration::from_secs(10);
+
+/// How long a stopping server tries to send one websocket its close frame.
+const WS_CLOSE_SEND: Duration = Duration::from_secs(1);
 
 /// How often the projection loop looks for events written by other processes.
 const PROJECTION_POLL: Duration = Duration::from_millis(100);
@@ -114,6 +121,9 @@ const CHALLENGE_MAX_FAILED_ATTEMPTS: u32 = 5;
 pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
     let master = keys::load_master_key(&config)?;
     Cors::new(&config.cors_origins).map_err(StartError::Config)?;
+    // Before the store is opened: bad delivery settings (a template with the code in a
+    // subject) are refused before anything is created.
+    let delivery = Arc::new(delivery::Delivery::from_config(&config)?);
     let db = Db::connect(&config.database_url, config.db_pool_size).await?;
     db.migrate().await?;
     // A user under attack collects a failure event per wrong code on any of its factors (the
@@ -146,9 +156,10 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
     );
     let read_models = Runner::new(db.clone(), ReadModels).await?;
     let webhook = match (&config.alert_webhook_url, &config.alert_webhook_secret) {
-        (Some(url), Some(secret)) => {
-            Some(alerts::Webhook::new(url.clone(), secret).map_err(StartError::Config)?)
-        }
+        (Some(url), Some(secret)) => Some(
+            alerts::Webhook::new(url.clone(), secret)
+                .map_err(|e| StartError::Config(format!("TESSERA_ALERT_WEBHOOK_SECRET {e}")))?,
+        ),
         (Some(_), None) => {
             return Err(StartError::Config(
                 "TESSERA_ALERT_WEBHOOK_URL needs TESSERA_ALERT_WEBHOOK_SECRET".into(),
@@ -167,7 +178,6 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         },
     )
     .await?;
-    let delivery = Arc::new(delivery::Delivery::from_config(&config)?);
     let deliverer = alerts::Deliverer::new(db.clone(), webhook, Arc::clone(&delivery));
     let challenges = Store::new(
         &db,
@@ -228,6 +238,7 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         auth: Arc::new(auth),
         clock,
         shutdown: watch::channel(false).0,
+        sessions: Arc::default(),
     })
 }
 
@@ -305,9 +316,10 @@ pub(crate) fn request_meta(headers: &HeaderMap, peer: SocketAddr) -> RequestMeta
 
 /// Subscriptions over graphql-transport-ws (and the older graphql-ws). The caller
 /// authenticates in `connection_init` with `{"Authorization": "Bearer <token>"}`; a missing or
-/// bad token closes the connection. Sessions end when the server stops, so a restart really
-/// drops them and clients resume from their last position. A browser page may open it only
-/// from an allowed origin (`TESSERA_CORS_ORIGINS`) or Tessera's own.
+/// bad token closes the connection. Sessions end when the server stops, with a close frame
+/// 1001 (going away), so a client knows to reconnect and resume from its last position rather
+/// than seeing the connection drop (1006). A browser page may open it only from an allowed
+/// origin (`TESSERA_CORS_ORIGINS`) or Tessera's own.
 async fn graphql_ws(
     State(app): State<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -321,11 +333,17 @@ async fn graphql_ws(
     let meta = request_meta(&headers, peer);
     let auth = Arc::clone(&app.state.auth);
     let mut stop = app.state.shutdown.subscribe();
+    let sessions = Arc::clone(&app.state.sessions);
     let schema = app.schema;
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
         .on_upgrade(move |socket| async move {
-            let session = GraphQLWebSocket::new(socket, schema, protocol)
+            let _open = sessions.open();
+            // The session writes through a channel, not the socket, so the socket is still ours
+            // to send the close frame on when the server stops mid-session.
+            let (mut sink, stream) = socket.split();
+            let (tx, mut rx) = futures::channel::mpsc::channel::<Message>(16);
+            let session = GraphQLWebSocket::new_with_pair(tx, stream, schema, protocol)
                 .on_connection_init(move |payload| async move {
                     let token = ["Authorization", "authorization"]
                         .iter()
@@ -339,9 +357,26 @@ async fn graphql_ws(
                     Ok(data)
                 })
                 .serve();
-            tokio::select! {
-                () = session => {}
-                _ = stop.wait_for(|s| *s) => {}
+            let stopping = {
+                let forward = async {
+                    while let Some(message) = rx.next().await {
+                        if sink.send(message).await.is_err() {
+                            return;
+                        }
+                    }
+                };
+                tokio::select! {
+                    _ = futures::future::join(session, forward) => false,
+                    _ = stop.wait_for(|s| *s) => true,
+                }
+            };
+            if stopping {
+                let close = Message::Close(Some(CloseFrame {
+                    code: http::shutdown::GOING_AWAY,
+                    reason: "server shutting down".into(),
+                }));
+                // A client that reads nothing must not hold the stop up.
+                let _ = tokio::time::timeout(WS_CLOSE_SEND, sink.send(close)).await;
             }
         })
 }
@@ -353,30 +388,41 @@ pub struct Server {
     /// The shared state (tests read the store through it).
     pub state: AppState,
     shutdown: watch::Sender<bool>,
+    /// Stops the log consumers, once requests are done (an in-flight mutation waits for the
+    /// read models to show its write).
+    consumers_stop: watch::Sender<bool>,
+    grace: Duration,
     http: JoinHandle<std::io::Result<()>>,
     consumers: Vec<JoinHandle<()>>,
 }
 
 impl Server {
-    /// Stops accepting, finishes in-flight requests and deliveries, and stops the projection
-    /// loop.
+    /// Stops accepting, sends every websocket a close frame (1001), lets in-flight requests
+    /// finish within the grace period (`TESSERA_SHUTDOWN_GRACE_SECONDS`), waits for code
+    /// deliveries, and stops the log consumers.
     pub async fn stop(self) {
         let _ = self.shutdown.send(true);
-        let _ = self.http.await;
-        self.state.delivery.drain(DELIVERY_DRAIN).await;
-        futures::future::join_all(self.consumers).await;
+        let _ = self.wait().await;
     }
 
-    /// Resolves when a stop was requested by [`Server::stop`] or the shutdown signal.
+    /// Resolves when a stop was requested by [`Server::stop`] or the shutdown signal, after
+    /// the same steps as [`Server::stop`].
     pub async fn wait(self) -> std::io::Result<()> {
         let result = match self.http.await {
             Ok(r) => r,
             Err(e) => Err(std::io::Error::other(e)),
         };
         let _ = self.shutdown.send(true);
+        if !self.state.sessions.closed(self.grace).await {
+            tracing::warn!(
+                open = self.state.sessions.count(),
+                "stopped with websockets that did not take their close frame"
+            );
+        }
         if !self.state.delivery.drain(DELIVERY_DRAIN).await {
             tracing::warn!("stopped with code deliveries still in flight");
         }
+        let _ = self.consumers_stop.send(true);
         futures::future::join_all(self.consumers).await;
         result
     }
@@ -431,7 +477,8 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
     state.reactor.catch_up().await?;
     state.log_head.refresh().await?;
     let shutdown = state.shutdown.clone();
-    let rx = shutdown.subscribe();
+    let consumers_stop = watch::channel(false).0;
+    let rx = consumers_stop.subscribe();
     let consumers = vec![
         state.read_models.spawn(PROJECTION_POLL, rx.clone()),
         state.reactor.spawn(PROJECTION_POLL, rx.clone()),
@@ -446,25 +493,42 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
         ),
         state.sealer.spawn(PROJECTION_POLL, rx.clone()),
         state.log_head.spawn(PROJECTION_POLL, rx.clone()),
-        Arc::clone(&state.tokens).spawn(rx.clone()),
+        Arc::clone(&state.tokens).spawn(rx),
     ];
     let addr = listener.local_addr()?;
     let router = app(state.clone());
-    let mut stop = rx;
+    let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
+    let mut stop = shutdown.subscribe();
+    let mut grace_stop = shutdown.subscribe();
     let http = tokio::spawn(async move {
-        axum::serve(
+        let serve = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
-        .await
+        .into_future();
+        // Graceful shutdown waits for every open request; a stuck one must not keep the
+        // process up forever.
+        let deadline = async move {
+            let _ = grace_stop.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = serve => result,
+            () = deadline => {
+                tracing::warn!(grace_seconds = grace.as_secs(), "requests still in flight after the grace period; stopping anyway");
+                Ok(())
+            }
+        }
     });
     Ok(Server {
         addr,
         state,
         shutdown,
+        consumers_stop,
+        grace,
         http,
         consumers,
     })

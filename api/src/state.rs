@@ -20,6 +20,7 @@ use crate::{
     auth::Authenticator,
     config::Config,
     delivery::{Delivery, queue::MessageQueue},
+    http::shutdown::Sessions,
     tokens::TokenIssuer,
 };
 
@@ -63,6 +64,8 @@ pub struct AppState {
     pub db: Db,
     /// Turns true when the server stops; long-lived sessions (websockets) end on it.
     pub shutdown: watch::Sender<bool>,
+    /// Open websocket sessions, which a stopping server waits for to send their close frame.
+    pub sessions: Arc<Sessions>,
     /// Bearer tokens.
     pub auth: Arc<Authenticator>,
     /// The clock.

@@ -11,7 +11,7 @@ use tessera_domain::{
     factor::{Factor, FactorCommand, FactorError, FactorEvent, FactorStatus, FactorType, NewCode},
     ids::{ChallengeId, FactorId},
     policy::POLICY_ID,
-    secret::{PassCode, Secret},
+    secret::PassCode,
 };
 use tessera_store::Committed;
 
@@ -20,7 +20,7 @@ use crate::{
         AppError, AppResult, Call,
         prove::{load_challenge, load_factor},
     },
-    delivery::{Message, code_text, queue::Queued},
+    delivery::queue::Queued,
     state::AppState,
 };
 
@@ -223,12 +223,9 @@ pub(crate) async fn record_and_deliver(
         .execute(&challenge_id.to_string(), command, &call.metadata())
         .await?;
     let minutes = (state.factors.services().policy.code_ttl.num_seconds() + 59) / 60;
-    let message = Message {
-        channel,
-        to: destination,
-        subject: "Your Tessera code".into(),
-        body: Secret::new(code_text(code.expose(), minutes)),
-    };
+    let message = state
+        .delivery
+        .code_message(channel, destination, code.expose(), minutes);
     state
         .messages
         .enqueue(Queued {

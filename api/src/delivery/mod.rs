@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod queue;
 pub mod sms_webhook;
 pub mod smtp;
+pub mod templates;
 
 use std::{
     fmt,
@@ -30,6 +31,8 @@ use crate::config::Config;
 /// One message to one recipient.
 #[derive(Clone)]
 pub struct Message {
+    /// Stable across retries of this message (the SMS gateway's `webhook-id`).
+    pub id: String,
     /// SMS or e-mail.
     pub channel: Channel,
     /// E.164 number or e-mail address.
@@ -43,6 +46,7 @@ pub struct Message {
 impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Message")
+            .field("id", &self.id)
             .field("channel", &self.channel)
             .field("to", &self.to)
             .finish_non_exhaustive()
@@ -181,12 +185,16 @@ pub enum DeliveryConfigError {
     /// `TESSERA_SMS_WEBHOOK_URL`.
     #[error("SMS gateway: {0}")]
     Sms(String),
+    /// `TESSERA_SMS_TEMPLATE` or `TESSERA_EMAIL_TEMPLATE_DIR`.
+    #[error("message template: {0}")]
+    Template(String),
 }
 
 /// The configured transports, with retries, metrics and a count of messages in flight.
 pub struct Delivery {
     email: EmailTransport,
     sms: SmsTransport,
+    templates: templates::Templates,
     retry: RetryPolicy,
     metrics: DeliveryMetrics,
     in_flight: AtomicUsize,
@@ -198,8 +206,13 @@ impl Delivery {
     /// the outbox file otherwise.
     ///
     /// # Errors
-    /// Malformed URLs or sender address.
+    /// Malformed URLs, sender address or SMS gateway secret; a refused message template.
     pub fn from_config(config: &Config) -> Result<Self, DeliveryConfigError> {
+        let templates = templates::Templates::load(
+            config.sms_template.as_deref(),
+            config.email_template_dir.as_deref(),
+            &config.totp_issuer,
+        )?;
         let outbox = || Arc::new(outbox::Outbox::new(outbox_path(config)));
         let shared = (config.smtp_url.is_none() || config.sms_webhook_url.is_none()).then(outbox);
         let email = match &config.smtp_url {
@@ -210,13 +223,15 @@ impl Delivery {
         };
         let sms = match &config.sms_webhook_url {
             Some(url) => SmsTransport::Webhook(
-                sms_webhook::SmsWebhook::new(url).map_err(DeliveryConfigError::Sms)?,
+                sms_webhook::SmsWebhook::new(url, config.sms_webhook_secret.as_deref())
+                    .map_err(DeliveryConfigError::Sms)?,
             ),
             None => SmsTransport::Outbox(shared.unwrap_or_else(outbox)),
         };
         Ok(Self {
             email,
             sms,
+            templates,
             retry: RetryPolicy {
                 attempts: config.delivery_attempts.max(1),
                 first_backoff: Duration::from_millis(config.delivery_backoff_ms),
@@ -234,7 +249,13 @@ impl Delivery {
             EmailTransport::Outbox(o) => format!("development outbox {}", o.path().display()),
         };
         let sms = match &self.sms {
-            SmsTransport::Webhook(w) => format!("SMS gateway {}", w.display()),
+            SmsTransport::Webhook(w) if w.signed() => {
+                format!("SMS gateway {} (signed)", w.display())
+            }
+            SmsTransport::Webhook(w) => format!(
+                "SMS gateway {} (unsigned: set TESSERA_SMS_WEBHOOK_SECRET to sign its requests)",
+                w.display()
+            ),
             SmsTransport::Outbox(o) => format!("development outbox {}", o.path().display()),
         };
         [(Channel::Email, email), (Channel::Sms, sms)]
@@ -277,6 +298,22 @@ impl Delivery {
                 Some(o.path().to_path_buf())
             }
             _ => None,
+        }
+    }
+
+    /// The message carrying `code`, valid for `minutes`, to `to` on `channel`, from the
+    /// configured templates (an e-mail subject never holds the code).
+    pub fn code_message(&self, channel: Channel, to: String, code: &str, minutes: i64) -> Message {
+        let (subject, body) = match channel {
+            Channel::Sms => (String::new(), self.templates.sms(code, minutes)),
+            Channel::Email => self.templates.email(code, minutes),
+        };
+        Message {
+            id: uuid::Uuid::now_v7().to_string(),
+            channel,
+            to,
+            subject,
+            body,
         }
     }
 
@@ -374,11 +411,6 @@ pub fn outbox_path(config: &Config) -> PathBuf {
         }
         None => PathBuf::from("tessera.outbox"),
     }
-}
-
-/// The text of a code message.
-pub fn code_text(code: &str, minutes: i64) -> String {
-    format!("Your Tessera code is {code}. It expires in {minutes} minutes. Do not share it.")
 }
 
 #[cfg(test)]

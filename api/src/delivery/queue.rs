@@ -71,7 +71,7 @@ impl MessageQueue {
     /// # Errors
     /// Database errors; the message is not queued then.
     pub async fn enqueue(&self, queued: Queued) -> Result<(), sqlx::Error> {
-        let id = uuid::Uuid::now_v7().to_string();
+        let id = queued.message.id.clone();
         let body = Secret::new(queued.message.body.expose().as_bytes().to_vec());
         let sealed = serde_json::to_string(&self.cipher.seal(&body, &id))
             .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
@@ -240,6 +240,7 @@ impl MessageQueue {
             .map_err(|e| e.to_string())?;
         let body = String::from_utf8(body.expose().clone()).map_err(|_| "body is not text")?;
         Ok(Message {
+            id: row.id.clone(),
             channel,
             to: row.destination.clone(),
             subject: row.subject.clone(),

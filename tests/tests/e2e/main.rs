@@ -18,6 +18,8 @@ mod projections;
 mod schema;
 mod seal;
 mod security;
+mod shutdown;
+mod sms_gateway;
 mod snapshots;
 mod startup;
 mod step_up;
