@@ -65,7 +65,7 @@ pub async fn set_password(
         return Err(AppError::Forbidden);
     }
     let current_password = match caller {
-        Caller::Admin { .. } => current_password,
+        Caller::Admin { .. } | Caller::Operator => current_password,
         _ => Some(current_password.ok_or_else(|| {
             AppError::bad_input(
                 "CURRENT_PASSWORD_REQUIRED",

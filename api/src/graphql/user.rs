@@ -106,7 +106,7 @@ impl UserQuery {
             Caller::User { user_id } | Caller::Enrollment { user_id } => {
                 user_by_id(ctx, *user_id).await?
             }
-            Caller::Admin { .. } => None,
+            Caller::Admin { .. } | Caller::Auditor { .. } | Caller::Operator => None,
         })
     }
 
