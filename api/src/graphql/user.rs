@@ -1,4 +1,5 @@
-//! Users: `createUser`, `user`, `userByLogin`, `users`, `me`.
+//! Users: `createUser`, `updateUser`, `deactivateUser`, `reactivateUser`, `setPassword`,
+//! `user`, `userByLogin`, `users`, `me`.
 
 use async_graphql::{Context, ID, InputObject, Object, connection::Connection};
 use chrono::{DateTime, Utc};
@@ -40,6 +41,19 @@ pub struct SetPasswordInput {
     /// The current password: required when users change their own with a user token.
     #[graphql(validator(max_length = 1024))]
     pub current_password: Option<String>,
+}
+
+/// Input of `updateUser`: each field given replaces the user's; omitted fields stay.
+#[derive(InputObject)]
+pub struct UpdateUserInput {
+    /// The user.
+    pub user_id: ID,
+    /// New e-mail address. An e-mail factor keeps the address it was enrolled with.
+    pub email: Option<String>,
+    /// New phone number in E.164 form. An SMS factor keeps the number it was enrolled with.
+    pub phone_number: Option<String>,
+    /// New display name.
+    pub display_name: Option<String>,
 }
 
 #[derive(Default)]
@@ -153,6 +167,48 @@ impl UserMutation {
             password: input.password,
         };
         let (id, user) = app::users::create(ctx.state()?, &ctx.call(), new).await?;
+        Ok(User::from_aggregate(id.to_string(), &user))
+    }
+
+    /// Changes a user's e-mail address, phone number or display name (admins only). Factors
+    /// keep the destinations they were enrolled with: enrol a new SMS or e-mail factor to
+    /// send codes elsewhere. Recorded as `ProfileUpdated`.
+    async fn update_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user and the fields to change.")] input: UpdateUserInput,
+    ) -> async_graphql::Result<User> {
+        let id = parse_user_id(&input.user_id)?;
+        let profile = tessera_domain::user::UpdateProfile {
+            email: input.email,
+            phone_number: input.phone_number,
+            display_name: input.display_name,
+        };
+        let user = app::users::update(ctx.state()?, &ctx.call(), id, profile).await?;
+        Ok(User::from_aggregate(id.to_string(), &user))
+    }
+
+    /// Deactivates a user (admins only): `login` then answers as for a wrong password, and
+    /// proofs and step-ups of the user are `USER_DEACTIVATED`, until `reactivateUser`.
+    /// Recorded as `Deactivated`.
+    async fn deactivate_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user.")] user_id: ID,
+    ) -> async_graphql::Result<User> {
+        let id = parse_user_id(&user_id)?;
+        let user = app::users::deactivate(ctx.state()?, &ctx.call(), id).await?;
+        Ok(User::from_aggregate(id.to_string(), &user))
+    }
+
+    /// Reactivates a deactivated user (admins only). Recorded as `Reactivated`.
+    async fn reactivate_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user.")] user_id: ID,
+    ) -> async_graphql::Result<User> {
+        let id = parse_user_id(&user_id)?;
+        let user = app::users::reactivate(ctx.state()?, &ctx.call(), id).await?;
         Ok(User::from_aggregate(id.to_string(), &user))
     }
 

@@ -23,4 +23,5 @@ mod step_up;
 mod subscriptions;
 mod tokens;
 mod tour;
+mod users;
 mod verification;
