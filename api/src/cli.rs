@@ -1,19 +1,30 @@
 //! The subcommands that work on the log rather than serve it: `rebuild-projections`,
-//! `export-events` and `verify-log`. They live in the library so tests run exactly what the
+//! `export-events`, `verify-log`, `signing-key rotate` and `api-key create|list|revoke`. They live in the library so tests run exactly what the
 //! binary runs.
 
 use std::{io::Write, sync::Arc, time::Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tessera_domain::services::SystemClock;
+use tessera_domain::{
+    api_key::ApiKeyScope,
+    services::{Clock, SystemClock},
+};
 use tessera_projections::{
     audit,
     seal::{self, Report, Sealed, Sealer},
 };
 use tessera_store::{Cursor, Db, Runner, parse_ts};
 
-use crate::{Config, StartError, open};
+use crate::{
+    Config, StartError,
+    app::{
+        AppError, Call,
+        api_keys::{self, CreatedKey, NewApiKey},
+    },
+    auth::ApiKeyRow,
+    open,
+};
 
 /// Failures of a subcommand.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +41,9 @@ pub enum CliError {
     /// A bad argument.
     #[error("{0}")]
     Input(String),
+    /// The use case refused.
+    #[error("{0}")]
+    App(#[from] AppError),
 }
 
 impl From<sqlx::Error> for CliError {
@@ -217,4 +231,122 @@ pub async fn verify_log(config: &Config, out: &mut dyn Write) -> Result<Report, 
         writeln!(out, "TAMPERED: {} problem(s) found", report.problems.len())?;
     }
     Ok(report)
+}
+
+/// Scopes as `api-key create --scope` spells them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScopeArg {
+    /// Everything.
+    #[default]
+    Admin,
+    /// Read the event log and nothing else (a SIEM).
+    #[value(name = "read:audit")]
+    ReadAudit,
+}
+
+impl From<ScopeArg> for ApiKeyScope {
+    fn from(s: ScopeArg) -> Self {
+        match s {
+            ScopeArg::Admin => Self::Admin,
+            ScopeArg::ReadAudit => Self::ReadAudit,
+        }
+    }
+}
+
+/// Arguments of `tessera api-key create`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CreateKeyArgs {
+    /// A name to recognise the key by.
+    #[arg(long)]
+    pub name: String,
+    /// What the key may do: `admin` (everything) or `read:audit` (the event log only).
+    #[arg(long, value_enum, default_value_t = ScopeArg::Admin)]
+    pub scope: ScopeArg,
+    /// When the key stops working: an RFC 3339 time or a duration from now (`90d`, `12h`,
+    /// `30m`). Never, if unset.
+    #[arg(long)]
+    pub expires: Option<String>,
+}
+
+/// `tessera api-key create`: mints a key (recorded as `ApiKeyCreated` by `operator:cli`);
+/// the token is in the result, and shown only then.
+///
+/// # Errors
+/// A bad `--expires` or name; opening the store; store errors.
+pub async fn create_api_key(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    args: &CreateKeyArgs,
+) -> Result<CreatedKey, CliError> {
+    let expires_at = args
+        .expires
+        .as_deref()
+        .map(|s| api_keys::parse_expiry(s, clock.now()))
+        .transpose()?;
+    let state = open(config, clock).await?;
+    let input = NewApiKey {
+        name: args.name.clone(),
+        scope: args.scope.into(),
+        expires_at,
+    };
+    Ok(api_keys::create(&state, &Call::operator(), input).await?)
+}
+
+/// `tessera api-key revoke ID`: refused from the next request on, on every node; recorded as
+/// `ApiKeyRevoked` by `operator:cli`.
+///
+/// # Errors
+/// No such key, revoked before; opening the store; store errors.
+pub async fn revoke_api_key(config: Config, id: &str) -> Result<ApiKeyRow, CliError> {
+    let state = open(config, Arc::new(SystemClock)).await?;
+    Ok(api_keys::revoke(&state, &Call::operator(), id).await?)
+}
+
+/// `tessera api-key list`: every key (never a secret), one line each, and the rows.
+///
+/// # Errors
+/// Opening the store; store or output errors.
+pub async fn list_api_keys(
+    config: Config,
+    out: &mut dyn Write,
+) -> Result<Vec<ApiKeyRow>, CliError> {
+    let state = open(config, Arc::new(SystemClock)).await?;
+    let now = Utc::now();
+    let call = Call::operator();
+    let mut keys = Vec::new();
+    loop {
+        let page = api_keys::list(
+            &state,
+            &call,
+            keys.last().map(|k: &ApiKeyRow| k.id.as_str()),
+            500,
+        )
+        .await?;
+        if page.is_empty() {
+            break;
+        }
+        keys.extend(page);
+    }
+    writeln!(out, "ID\tSCOPE\tSTATUS\tCREATED\tEXPIRES\tNAME")?;
+    for k in &keys {
+        let status = if k.revoked_at.is_some() {
+            "revoked"
+        } else if k.expires_at.is_some_and(|e| e <= now) {
+            "expired"
+        } else {
+            "active"
+        };
+        let time = |t: Option<DateTime<Utc>>| t.map_or_else(|| "-".to_string(), |t| t.to_rfc3339());
+        writeln!(
+            out,
+            "{}\t{}\t{status}\t{}\t{}\t{}",
+            k.id,
+            k.scope.as_str(),
+            time(Some(k.created_at)),
+            time(k.expires_at),
+            k.name
+        )?;
+    }
+    out.flush()?;
+    Ok(keys)
 }

@@ -223,6 +223,7 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         users: Arc::new(users),
         factors: Arc::new(factors),
         alerts: Arc::new(alerts),
+        api_keys: Arc::new(Store::new(&db, ())),
         challenges,
         messages,
         policy: Arc::new(policy),

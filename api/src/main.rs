@@ -7,7 +7,9 @@
 //! tessera export-events --from T     # the sealed log as JSON lines, each with its chain link
 //! tessera verify-log                 # check the log against its hash chain (exit 1 if not)
 //! tessera schema                     # print the GraphQL SDL
-//! tessera api-key create --name ci   # mint an admin API key (shown once)
+//! tessera api-key create --name ci   # mint an API key (shown once); --scope, --expires
+//! tessera api-key list               # every key: id, scope, status, expiry (never a secret)
+//! tessera api-key revoke ID          # refuse a key from now on, on every node
 //! tessera signing-key rotate         # add the next access-token signing key
 //! ```
 
@@ -19,7 +21,7 @@ use tessera_api::{
     cli::{self, ExportArgs},
     config::{KeyedStoreArgs, StoreArgs},
     graphql::build_schema,
-    keys, open, start,
+    keys, start,
 };
 use tessera_domain::services::SystemClock;
 use tessera_store::Db;
@@ -96,11 +98,19 @@ enum SigningKeyCommand {
 
 #[derive(Subcommand)]
 enum ApiKeyCommand {
-    /// Mint an admin API key; the token is printed once.
+    /// Mint an API key (admin unless --scope says otherwise); the token is printed once.
     Create {
-        /// A name to recognise the key by.
-        #[arg(long)]
-        name: String,
+        #[command(flatten)]
+        args: cli::CreateKeyArgs,
+        #[command(flatten)]
+        store: KeyedStoreArgs,
+    },
+    /// List every API key: id, scope, status, creation and expiry, name. Never a secret.
+    List(#[command(flatten)] KeyedStoreArgs),
+    /// Revoke an API key: refused from the next request on, on every node.
+    Revoke {
+        /// The key's id (the `<id>` of `tsk_<id>_<secret>`, as `api-key list` shows it).
+        id: String,
         #[command(flatten)]
         store: KeyedStoreArgs,
     },
@@ -166,12 +176,32 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         Command::Schema => println!("{}", build_schema(None).sdl()),
         Command::ApiKey {
-            command: ApiKeyCommand::Create { name, store },
+            command: ApiKeyCommand::Create { args, store },
         } => {
-            let state = open(store.config(), Arc::new(SystemClock)).await?;
-            let (id, token) = state.auth.create_api_key(&name).await?;
-            eprintln!("created API key {id} ({name}); the token is shown only now:");
-            println!("{token}");
+            let created = cli::create_api_key(store.config(), Arc::new(SystemClock), &args).await?;
+            let key = &created.key;
+            let expiry = key.expires_at.map_or_else(
+                || "never expires".to_string(),
+                |e| format!("expires {}", e.to_rfc3339()),
+            );
+            eprintln!(
+                "created API key {} ({}, {}, {expiry}); the token is shown only now:",
+                key.id,
+                key.name,
+                key.scope.as_str()
+            );
+            println!("{}", created.token);
+        }
+        Command::ApiKey {
+            command: ApiKeyCommand::List(store),
+        } => {
+            cli::list_api_keys(store.config(), &mut std::io::stdout()).await?;
+        }
+        Command::ApiKey {
+            command: ApiKeyCommand::Revoke { id, store },
+        } => {
+            let key = cli::revoke_api_key(store.config(), &id).await?;
+            eprintln!("revoked API key {} ({})", key.id, key.name);
         }
         Command::SigningKey {
             command: SigningKeyCommand::Rotate(config),

@@ -4,8 +4,8 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use cqrs_es::{Aggregate, AggregateError};
 use tessera_domain::{
-    alert::Alert, challenge::Challenge, factor::Factor, policy::MfaPolicy, services::Clock,
-    user::User,
+    alert::Alert, api_key::ApiKey, challenge::Challenge, factor::Factor, policy::MfaPolicy,
+    services::Clock, user::User,
 };
 use tessera_projections::{
     alerts::AlertReactor,
@@ -38,6 +38,8 @@ pub struct AppState {
     pub factors: Arc<Store<Factor>>,
     /// Security alerts (acknowledgement).
     pub alerts: Arc<Store<Alert>>,
+    /// API keys (who minted and revoked which key).
+    pub api_keys: Arc<Store<ApiKey>>,
     /// Challenges (step-up, login, sent codes).
     pub challenges: Arc<Store<Challenge>>,
     /// The MFA policy (one stream).

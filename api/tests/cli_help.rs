@@ -64,8 +64,10 @@ fn each_command_lists_only_its_own_options() {
         (&["schema"], &[]),
         (
             &["api-key", "create"],
-            &["name", "database-url", "master-key"],
+            &["name", "scope", "expires", "database-url", "master-key"],
         ),
+        (&["api-key", "list"], &["database-url", "master-key"]),
+        (&["api-key", "revoke"], &["database-url", "master-key"]),
     ] {
         let mut want = set(own);
         want.extend(set(&["log", "help"]));

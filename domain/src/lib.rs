@@ -9,6 +9,7 @@
 #![deny(clippy::all)]
 
 pub mod alert;
+pub mod api_key;
 pub mod challenge;
 pub mod crypto;
 pub mod error;

@@ -615,6 +615,14 @@ mod tests {
                 failed_logins: 1,
                 at,
             }),
+            UserEvent::ProfileUpdated(user::ProfileUpdated {
+                email: Some("a@example.com".into()),
+                phone_number: None,
+                display_name: None,
+                at,
+            }),
+            UserEvent::Deactivated(user::UserDeactivated { at }),
+            UserEvent::Reactivated(user::UserReactivated { at }),
         ];
         for e in &user_events {
             match e {
@@ -626,7 +634,10 @@ mod tests {
                 | UserEvent::FailuresReset(_)
                 | UserEvent::LockedOut(_)
                 | UserEvent::Unlocked(_)
-                | UserEvent::LoginFailed(_) => {}
+                | UserEvent::LoginFailed(_)
+                | UserEvent::ProfileUpdated(_)
+                | UserEvent::Deactivated(_)
+                | UserEvent::Reactivated(_) => {}
             }
         }
         let payloads: Vec<Value> = factor_events

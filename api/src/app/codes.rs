@@ -93,6 +93,7 @@ pub async fn challenge_factor(
             AppError::Forbidden
         });
     }
+    crate::app::users::ensure_active_id(state, owner).await?;
     if let Some(c) = &challenge {
         if c.user_id != Some(owner) {
             return Err(ChallengeError::FactorOfAnotherUser.into());

@@ -157,6 +157,11 @@ pub async fn login(
         }
         return Err(AppError::InvalidCredentials);
     }
+    // A deactivated user's right password answers exactly as a wrong one (after the same
+    // argon2 work), so anonymous callers cannot tell the state.
+    if user.is_deactivated() {
+        return Err(AppError::InvalidCredentials);
+    }
     let (policy, _) = state.policy.load(POLICY_ID).await?;
     let factors = if policy.mode == MfaMode::Disabled {
         Vec::new()

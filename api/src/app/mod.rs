@@ -7,6 +7,7 @@
 //!
 //! | module | use cases |
 //! |---|---|
+//! | [`api_keys`] | create (scope, expiry), list and revoke API keys |
 //! | [`prove`] | verify, activate, answer a step-up or login challenge, the hard-lock policy |
 //! | [`codes`] | draw, record and send SMS/e-mail codes (`challengeFactor`) |
 //! | [`enrol`] | enrol TOTP, SMS and e-mail factors; activate (first recovery codes) |
@@ -17,6 +18,7 @@
 //! | [`login`] | password login, completing it with a second factor, access tokens, the MFA policy |
 //! | [`users`] | create users, set passwords |
 
+pub mod api_keys;
 pub mod codes;
 pub mod enrol;
 mod error;
@@ -79,8 +81,27 @@ impl Call {
     /// `Unauthenticated` without a token, `Forbidden` for user tokens.
     pub fn admin(&self) -> AppResult<&Caller> {
         match self.caller()? {
-            c @ Caller::Admin { .. } => Ok(c),
-            Caller::User { .. } | Caller::Enrollment { .. } => Err(AppError::Forbidden),
+            c if c.is_admin() => Ok(c),
+            _ => Err(AppError::Forbidden),
+        }
+    }
+
+    /// The caller, if it may read the event log (admins and `read:audit` keys).
+    ///
+    /// # Errors
+    /// `Unauthenticated` without a token, `Forbidden` for anyone else.
+    pub fn auditor(&self) -> AppResult<&Caller> {
+        match self.caller()? {
+            c if c.may_read_audit() => Ok(c),
+            _ => Err(AppError::Forbidden),
+        }
+    }
+
+    /// The call of a `tessera` subcommand run by an operator.
+    pub fn operator() -> Self {
+        Self {
+            caller: Some(Caller::Operator),
+            meta: RequestMeta::internal(),
         }
     }
 

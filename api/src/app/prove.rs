@@ -116,6 +116,7 @@ pub(crate) async fn prove(
     command: FactorCommand,
 ) -> AppResult<Proved> {
     let owner = loaded.0.user_id.ok_or(FactorError::NotFound)?;
+    crate::app::users::ensure_active_id(state, owner).await?;
     let metadata = call.metadata();
     let key = id.to_string();
     let committed =
@@ -351,6 +352,9 @@ pub(crate) async fn answer_challenge(
     let challenge = load_challenge(state, challenge_id).await?;
     if challenge.purpose != Some(purpose) {
         return Err(ChallengeError::WrongPurpose.into());
+    }
+    if let Some(owner) = challenge.user_id {
+        crate::app::users::ensure_active_id(state, owner).await?;
     }
     match challenge.status_at(now) {
         ChallengeStatus::Completed => return Err(ChallengeError::AlreadyCompleted.into()),

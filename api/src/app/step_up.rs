@@ -46,6 +46,7 @@ pub async fn start(
     if !user.exists() {
         return Err(AppError::not_found("USER_NOT_FOUND", "user not found"));
     }
+    crate::app::users::ensure_active(&user)?;
     let now = state.clock.now();
     let usable = state
         .queries

@@ -1,9 +1,14 @@
-//! Users: `createUser` and `setPassword`.
+//! Users: `createUser`, `setPassword`, `updateUser`, `deactivateUser`, `reactivateUser`.
+//!
+//! Deleting a user: events are never deleted (the log is the record, and sealed), so a
+//! deletion would be an event that makes the read models drop the user's rows while the
+//! events stay; erasing personal data from the events themselves is the privacy erasure
+//! planned separately. Until then, `deactivateUser` is the way to end an account.
 
 use tessera_domain::{
     ids::UserId,
     secret::Secret,
-    user::{Register, SetPassword, User, UserCommand, UserEvent},
+    user::{Register, SetPassword, UpdateProfile, User, UserCommand, UserError, UserEvent},
 };
 
 use crate::{
@@ -65,7 +70,7 @@ pub async fn set_password(
         return Err(AppError::Forbidden);
     }
     let current_password = match caller {
-        Caller::Admin { .. } => current_password,
+        Caller::Admin { .. } | Caller::Operator => current_password,
         _ => Some(current_password.ok_or_else(|| {
             AppError::bad_input(
                 "CURRENT_PASSWORD_REQUIRED",
@@ -89,6 +94,73 @@ pub async fn set_password(
             "currentPassword is wrong",
         ));
     }
+    state.settle(&key, &committed).await;
+    Ok(committed.state)
+}
+
+/// Refuses a deactivated user with a typed error (`USER_DEACTIVATED`): for authenticated
+/// callers' proofs and step-ups. Anonymous logins answer as a wrong password instead.
+///
+/// # Errors
+/// `USER_DEACTIVATED`.
+pub fn ensure_active(user: &User) -> AppResult<()> {
+    if user.is_deactivated() {
+        return Err(cqrs_es::AggregateError::UserError(UserError::Deactivated).into());
+    }
+    Ok(())
+}
+
+/// Loads a user and refuses a deactivated one ([`ensure_active`]).
+///
+/// # Errors
+/// `USER_DEACTIVATED`; store errors.
+pub async fn ensure_active_id(state: &AppState, user_id: UserId) -> AppResult<()> {
+    let (user, _) = state.users.load(&user_id.to_string()).await?;
+    ensure_active(&user)
+}
+
+/// `updateUser` (admins only): replaces the fields given. Factors keep the destinations they
+/// were enrolled with: a new phone number does not redirect an SMS factor's codes.
+///
+/// # Errors
+/// Not an admin; `USER_NOT_FOUND`; the fields' checks; store errors.
+pub async fn update(
+    state: &AppState,
+    call: &Call,
+    user_id: UserId,
+    profile: UpdateProfile,
+) -> AppResult<User> {
+    call.admin()?;
+    run_admin(state, call, user_id, UserCommand::UpdateProfile(profile)).await
+}
+
+/// `deactivateUser` (admins only): no login (answered as a wrong password), no proof
+/// (`USER_DEACTIVATED`) until reactivated.
+///
+/// # Errors
+/// Not an admin; `USER_NOT_FOUND`, `USER_DEACTIVATED` (already); store errors.
+pub async fn deactivate(state: &AppState, call: &Call, user_id: UserId) -> AppResult<User> {
+    call.admin()?;
+    run_admin(state, call, user_id, UserCommand::Deactivate).await
+}
+
+/// `reactivateUser` (admins only).
+///
+/// # Errors
+/// Not an admin; `USER_NOT_FOUND`, `USER_NOT_DEACTIVATED`; store errors.
+pub async fn reactivate(state: &AppState, call: &Call, user_id: UserId) -> AppResult<User> {
+    call.admin()?;
+    run_admin(state, call, user_id, UserCommand::Reactivate).await
+}
+
+async fn run_admin(
+    state: &AppState,
+    call: &Call,
+    user_id: UserId,
+    command: UserCommand,
+) -> AppResult<User> {
+    let key = user_id.to_string();
+    let committed = state.users.execute(&key, command, &call.metadata()).await?;
     state.settle(&key, &committed).await;
     Ok(committed.state)
 }

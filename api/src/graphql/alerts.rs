@@ -61,12 +61,13 @@ impl SecurityAlert {
 fn alert_scope(caller: &Caller, user_id: Option<&ID>) -> AppResult<Option<UserId>> {
     let user = user_id.map(|id| parse_user_id(id)).transpose()?;
     match (caller, user) {
-        (Caller::Admin { .. }, user) => Ok(user),
+        (Caller::Admin { .. } | Caller::Operator, user) => Ok(user),
         (Caller::User { user_id }, Some(u)) if *user_id == u => Ok(Some(u)),
         (Caller::User { user_id }, None) => Ok(Some(*user_id)),
         (Caller::User { .. }, Some(_)) => Err(AppError::Forbidden),
         // An enrolment-only token may enrol and activate, nothing else.
-        (Caller::Enrollment { .. }, _) => Err(AppError::Forbidden),
+        // A `read:audit` key reads the event log and nothing else.
+        (Caller::Enrollment { .. } | Caller::Auditor { .. }, _) => Err(AppError::Forbidden),
     }
 }
 

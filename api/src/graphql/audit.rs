@@ -147,7 +147,7 @@ pub struct AuditQuery;
 
 #[Object]
 impl AuditQuery {
-    /// The event log, oldest first, filtered exactly (admins only).
+    /// The event log, oldest first, filtered exactly (admins and `read:audit` keys).
     async fn events(
         &self,
         ctx: &Context<'_>,
@@ -159,7 +159,7 @@ impl AuditQuery {
         #[graphql(desc = "Page size (default 50, at most 500).")] first: Option<i32>,
     ) -> async_graphql::Result<Connection<AuditEvent>> {
         let prepared = (|| {
-            ctx.admin()?;
+            ctx.auditor()?;
             let filter = filter.unwrap_or_default().into_filter()?;
             let after = after.as_deref().map(parse_position).transpose()?;
             Ok::<_, AppError>((filter, after))
@@ -205,7 +205,7 @@ pub struct AuditSubscription;
 #[Subscription]
 impl AuditSubscription {
     /// Every event after `fromPosition` (from the start if null) that matches `filter`: the
-    /// history first, then live events as any node writes them (admins only). To resume after
+    /// history first, then live events as any node writes them (admins and `read:audit` keys). To resume after
     /// a disconnect, pass the `position` of the last event received.
     async fn events(
         &self,
@@ -217,7 +217,7 @@ impl AuditSubscription {
         from_position: Option<String>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<AuditEvent>> + use<>> {
         let prepared = (|| {
-            ctx.admin()?;
+            ctx.auditor()?;
             let filter = filter.unwrap_or_default().into_filter()?;
             let after = from_position
                 .as_deref()

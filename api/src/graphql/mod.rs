@@ -1,6 +1,7 @@
 //! The GraphQL schema (frozen by the contract, docs/architecture.md): one module per feature, merged here.
 
 mod alerts;
+mod api_key;
 mod audit;
 mod challenge;
 mod conventions;
@@ -29,6 +30,7 @@ pub struct QueryRoot(
     user::UserQuery,
     factor::FactorQuery,
     alerts::AlertQuery,
+    api_key::ApiKeyQuery,
     audit::AuditQuery,
     challenge::ChallengeQuery,
     login::LoginQuery,
@@ -42,6 +44,7 @@ pub struct MutationRoot(
     factor::FactorMutation,
     recovery::RecoveryMutation,
     alerts::AlertMutation,
+    api_key::ApiKeyMutation,
     challenge::ChallengeMutation,
     step_up::StepUpMutation,
     login::LoginMutation,
@@ -95,6 +98,8 @@ pub(crate) trait ContextExt {
     fn state(&self) -> Result<&AppState, AppError>;
     fn caller(&self) -> Result<&Caller, AppError>;
     fn admin(&self) -> Result<&Caller, AppError>;
+    /// The caller, if it may read the event log (admins and `read:audit` keys).
+    fn auditor(&self) -> Result<&Caller, AppError>;
     /// The caller and the request's metadata, as the application layer takes them.
     fn call(&self) -> Call;
 }
@@ -111,8 +116,15 @@ impl ContextExt for Context<'_> {
 
     fn admin(&self) -> Result<&Caller, AppError> {
         match self.caller()? {
-            c @ Caller::Admin { .. } => Ok(c),
-            Caller::User { .. } | Caller::Enrollment { .. } => Err(AppError::Forbidden),
+            c if c.is_admin() => Ok(c),
+            _ => Err(AppError::Forbidden),
+        }
+    }
+
+    fn auditor(&self) -> Result<&Caller, AppError> {
+        match self.caller()? {
+            c if c.may_read_audit() => Ok(c),
+            _ => Err(AppError::Forbidden),
         }
     }
 

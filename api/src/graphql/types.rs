@@ -274,7 +274,8 @@ pub struct User {
     pub phone_number: Option<String>,
     /// Display name.
     pub display_name: Option<String>,
-    /// `ACTIVE`, …
+    /// `ACTIVE` or `DEACTIVATED` (`deactivateUser`: no login, no proof until
+    /// `reactivateUser`).
     pub status: String,
     /// Registration time.
     pub created_at: DateTime<Utc>,
@@ -338,7 +339,12 @@ impl User {
             email: u.email.clone(),
             phone_number: u.phone_number.clone(),
             display_name: u.display_name.clone(),
-            status: "ACTIVE".into(),
+            status: if u.is_deactivated() {
+                "DEACTIVATED"
+            } else {
+                "ACTIVE"
+            }
+            .into(),
             created_at: u.created_at.unwrap_or_default(),
             recovery_codes_remaining: i32::try_from(u.recovery_codes_remaining()).unwrap_or(0),
             second_factor_locked: u.second_factor_locked,

@@ -1,5 +1,5 @@
-//! Users: `createUserV2`, `setPasswordV2` (and their deprecated bare forms), `user`,
-//! `userByLogin`, `users`, `me`.
+//! Users: `createUserV2`, `setPasswordV2` (and their deprecated bare forms), `updateUser`,
+//! `deactivateUser`, `reactivateUser`, `user`, `userByLogin`, `users`, `me`.
 
 use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -12,6 +12,7 @@ use crate::{
     graphql::{
         ContextExt,
         page::{self, Connection, PageSize, Source},
+        recovery::UserRefInput,
         types::User,
     },
 };
@@ -42,6 +43,19 @@ pub struct SetPasswordInput {
     /// The current password: required when users change their own with a user token.
     #[graphql(validator(max_length = 1024))]
     pub current_password: Option<String>,
+}
+
+/// Input of `updateUser`: each field given replaces the user's; omitted fields stay.
+#[derive(InputObject)]
+pub struct UpdateUserInput {
+    /// The user.
+    pub user_id: ID,
+    /// New e-mail address. An e-mail factor keeps the address it was enrolled with.
+    pub email: Option<String>,
+    /// New phone number in E.164 form. An SMS factor keeps the number it was enrolled with.
+    pub phone_number: Option<String>,
+    /// New display name.
+    pub display_name: Option<String>,
 }
 
 #[derive(Default)]
@@ -108,7 +122,7 @@ impl UserQuery {
             Caller::User { user_id } | Caller::Enrollment { user_id } => {
                 user_by_id(ctx, *user_id).await?
             }
-            Caller::Admin { .. } => None,
+            Caller::Admin { .. } | Caller::Auditor { .. } | Caller::Operator => None,
         })
     }
 
@@ -149,6 +163,21 @@ impl UserQuery {
 }
 
 /// What `createUserV2` answers.
+/// Result of `updateUser`, `deactivateUser` and `reactivateUser`.
+#[derive(SimpleObject)]
+pub struct UserPayload {
+    /// The user after the change.
+    pub user: User,
+}
+
+impl UserPayload {
+    fn of(id: UserId, user: &tessera_domain::user::User) -> Self {
+        Self {
+            user: User::from_aggregate(id.to_string(), user),
+        }
+    }
+}
+
 #[derive(SimpleObject)]
 pub struct CreateUserPayload {
     /// The new user.
@@ -217,6 +246,48 @@ impl UserMutation {
         input: CreateUserInput,
     ) -> async_graphql::Result<User> {
         Ok(create(ctx, input).await?)
+    }
+
+    /// Changes a user's e-mail address, phone number or display name (admins only). Factors
+    /// keep the destinations they were enrolled with: enrol a new SMS or e-mail factor to
+    /// send codes elsewhere. Recorded as `ProfileUpdated`.
+    async fn update_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user and the fields to change.")] input: UpdateUserInput,
+    ) -> async_graphql::Result<UserPayload> {
+        let id = parse_user_id(&input.user_id)?;
+        let profile = tessera_domain::user::UpdateProfile {
+            email: input.email,
+            phone_number: input.phone_number,
+            display_name: input.display_name,
+        };
+        let user = app::users::update(ctx.state()?, &ctx.call(), id, profile).await?;
+        Ok(UserPayload::of(id, &user))
+    }
+
+    /// Deactivates a user (admins only): `login` then answers as for a wrong password, and
+    /// proofs and step-ups of the user are `USER_DEACTIVATED`, until `reactivateUser`.
+    /// Recorded as `Deactivated`.
+    async fn deactivate_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user.")] input: UserRefInput,
+    ) -> async_graphql::Result<UserPayload> {
+        let id = parse_user_id(&input.user_id)?;
+        let user = app::users::deactivate(ctx.state()?, &ctx.call(), id).await?;
+        Ok(UserPayload::of(id, &user))
+    }
+
+    /// Reactivates a deactivated user (admins only). Recorded as `Reactivated`.
+    async fn reactivate_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user.")] input: UserRefInput,
+    ) -> async_graphql::Result<UserPayload> {
+        let id = parse_user_id(&input.user_id)?;
+        let user = app::users::reactivate(ctx.state()?, &ctx.call(), id).await?;
+        Ok(UserPayload::of(id, &user))
     }
 
     /// Sets a user's password. Admins set any user's; a user token changes its own and must

@@ -10,9 +10,10 @@ use crate::{
     secret::Secret,
     services::Clock,
     user::{
-        FailuresReset, LoginFailed, LoginFailureReason, PasswordSet, RecoveryCodesGenerated,
-        RecoveryUsed, Register, Registered, SetPassword, UserCommand, UserError, UserEvent,
-        UserFailedAttempt, UserFailureReason, UserLockedOut, UserUnlocked, recovery,
+        FailuresReset, LoginFailed, LoginFailureReason, PasswordSet, ProfileUpdated,
+        RecoveryCodesGenerated, RecoveryUsed, Register, Registered, SetPassword, UserCommand,
+        UserDeactivated, UserError, UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut,
+        UserReactivated, UserUnlocked, recovery,
     },
 };
 
@@ -24,6 +25,8 @@ pub enum UserStatus {
     Unregistered,
     /// Registered and active.
     Active,
+    /// Deactivated by an administrator: cannot log in or prove anything.
+    Deactivated,
 }
 
 /// A user, folded from its events.
@@ -72,6 +75,11 @@ impl User {
     /// Whether the stream holds a registered user.
     pub fn exists(&self) -> bool {
         self.status != UserStatus::Unregistered
+    }
+
+    /// Whether the user is deactivated (no login, no proof).
+    pub fn is_deactivated(&self) -> bool {
+        self.status == UserStatus::Deactivated
     }
 
     /// Unused codes in the current set.
@@ -137,6 +145,38 @@ impl Aggregate for User {
                 Ok(())
             }
             UserCommand::SetPassword(cmd) => self.set_password(cmd, services, sink).await,
+            UserCommand::UpdateProfile(cmd) => {
+                cmd.validate()?;
+                let updated = ProfileUpdated {
+                    email: cmd.email.or_else(|| self.email.clone()),
+                    phone_number: cmd.phone_number.or_else(|| self.phone_number.clone()),
+                    display_name: cmd.display_name.or_else(|| self.display_name.clone()),
+                    at: now,
+                };
+                let unchanged = updated.email == self.email
+                    && updated.phone_number == self.phone_number
+                    && updated.display_name == self.display_name;
+                if !unchanged {
+                    sink.write(UserEvent::ProfileUpdated(updated), self).await;
+                }
+                Ok(())
+            }
+            UserCommand::Deactivate => {
+                if self.status == UserStatus::Deactivated {
+                    return Err(UserError::Deactivated);
+                }
+                sink.write(UserEvent::Deactivated(UserDeactivated { at: now }), self)
+                    .await;
+                Ok(())
+            }
+            UserCommand::Reactivate => {
+                if self.status != UserStatus::Deactivated {
+                    return Err(UserError::NotDeactivated);
+                }
+                sink.write(UserEvent::Reactivated(UserReactivated { at: now }), self)
+                    .await;
+                Ok(())
+            }
             UserCommand::RecordLoginFailure { reason } => {
                 if !self.exists() {
                     return Err(UserError::NotFound);
@@ -176,6 +216,13 @@ impl Aggregate for User {
                 self.consecutive_failures = 0;
             }
             UserEvent::LoginFailed(e) => self.failed_logins = e.failed_logins,
+            UserEvent::ProfileUpdated(e) => {
+                self.email = e.email;
+                self.phone_number = e.phone_number;
+                self.display_name = e.display_name;
+            }
+            UserEvent::Deactivated(_) => self.status = UserStatus::Deactivated,
+            UserEvent::Reactivated(_) => self.status = UserStatus::Active,
         }
     }
 }

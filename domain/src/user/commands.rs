@@ -38,6 +38,12 @@ pub enum UserCommand {
     Unlock,
     /// Set or replace the password.
     SetPassword(SetPassword),
+    /// Change the profile (administrators): each `Some` replaces that field.
+    UpdateProfile(UpdateProfile),
+    /// Deactivate the user (administrators).
+    Deactivate,
+    /// Reactivate a deactivated user (administrators).
+    Reactivate,
     /// Record a login refused for a wrong password (the API checks the password off the
     /// async runtime; argon2 takes tens of milliseconds).
     RecordLoginFailure {
@@ -88,8 +94,48 @@ impl crate::versioning::CommandName for UserCommand {
             Self::RefuseWhileLocked { .. } => "RefuseWhileLocked",
             Self::ResetFailures => "ResetFailures",
             Self::Unlock => "Unlock",
+            Self::UpdateProfile(_) => "UpdateProfile",
+            Self::Deactivate => "Deactivate",
+            Self::Reactivate => "Reactivate",
         }
     }
+}
+
+/// Changes a user's profile; `None` keeps a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct UpdateProfile {
+    /// New e-mail address.
+    pub email: Option<String>,
+    /// New phone number in E.164 form.
+    pub phone_number: Option<String>,
+    /// New display name.
+    pub display_name: Option<String>,
+}
+
+impl UpdateProfile {
+    /// Checks the fields given.
+    ///
+    /// # Errors
+    /// The `Invalid*` variant of [`UserError`] naming the bad field.
+    pub fn validate(&self) -> Result<(), UserError> {
+        if let Some(email) = &self.email {
+            validate_email(email)?;
+        }
+        if let Some(phone) = &self.phone_number {
+            validate_phone_number(phone)?;
+        }
+        if let Some(name) = &self.display_name {
+            validate_display_name(name)?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_display_name(name: &str) -> Result<(), UserError> {
+    if name.chars().count() > MAX_DISPLAY_NAME || name.chars().any(char::is_control) {
+        return Err(UserError::InvalidDisplayName);
+    }
+    Ok(())
 }
 
 /// Registers a user under a login that no other user has.

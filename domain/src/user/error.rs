@@ -30,6 +30,12 @@ pub enum UserError {
     /// A recovery-code set must have exactly ten codes.
     #[error("a recovery-code set has exactly ten codes")]
     InvalidRecoveryCodeSet,
+    /// The user is deactivated: no login, no proof, no change but reactivation.
+    #[error("the user is deactivated")]
+    Deactivated,
+    /// Reactivation of a user who is not deactivated.
+    #[error("the user is not deactivated")]
+    NotDeactivated,
     /// Unlock of a user whose second factor is not locked.
     #[error("the user's second factor is not locked")]
     NotLocked,
@@ -47,7 +53,7 @@ impl Classify for UserError {
             | Self::InvalidPassword
             | Self::MalformedRecoveryCode
             | Self::InvalidRecoveryCodeSet => ErrorKind::InvalidInput,
-            Self::NotLocked => ErrorKind::WrongState,
+            Self::NotLocked | Self::Deactivated | Self::NotDeactivated => ErrorKind::WrongState,
         }
     }
 
@@ -63,6 +69,8 @@ impl Classify for UserError {
             Self::MalformedRecoveryCode => "MALFORMED_RECOVERY_CODE",
             Self::InvalidRecoveryCodeSet => "INVALID_RECOVERY_CODE_SET",
             Self::NotLocked => "USER_NOT_LOCKED",
+            Self::Deactivated => "USER_DEACTIVATED",
+            Self::NotDeactivated => "USER_NOT_DEACTIVATED",
         }
     }
 }

@@ -29,6 +29,40 @@ pub enum UserEvent {
     LockedOut(UserLockedOut),
     /// An administrator lifted the lock.
     Unlocked(UserUnlocked),
+    /// An administrator changed the e-mail address, phone number or display name. Factors
+    /// keep the destinations they were enrolled with.
+    ProfileUpdated(ProfileUpdated),
+    /// An administrator deactivated the user: no login, no proof, until reactivated.
+    Deactivated(UserDeactivated),
+    /// An administrator reactivated the user.
+    Reactivated(UserReactivated),
+}
+
+/// Payload of [`UserEvent::ProfileUpdated`]: the profile after the change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProfileUpdated {
+    /// E-mail address.
+    pub email: Option<String>,
+    /// Phone number (E.164).
+    pub phone_number: Option<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`UserEvent::Deactivated`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserDeactivated {
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`UserEvent::Reactivated`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserReactivated {
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 /// Payload of [`UserEvent::RecoveryCodesGenerated`].
@@ -168,6 +202,9 @@ impl DomainEvent for UserEvent {
             Self::FailuresReset(_) => "FailuresReset",
             Self::LockedOut(_) => "LockedOut",
             Self::Unlocked(_) => "Unlocked",
+            Self::ProfileUpdated(_) => "ProfileUpdated",
+            Self::Deactivated(_) => "Deactivated",
+            Self::Reactivated(_) => "Reactivated",
         }
         .to_string()
     }
@@ -187,6 +224,9 @@ impl Versioned for UserEvent {
                 | "PasswordSet"
                 | "LoginFailed"
                 | "RecoveryCodesGenerated"
+                | "ProfileUpdated"
+                | "Deactivated"
+                | "Reactivated"
                 | "RecoveryUsed"
                 | "FailedAttempt"
                 | "FailuresReset"

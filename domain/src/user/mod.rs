@@ -10,12 +10,14 @@ mod tests;
 
 pub use aggregate::{User, UserServices, UserStatus};
 pub use commands::{
-    LoginFailureReason, Register, SetPassword, UserCommand, validate_email, validate_phone_number,
+    LoginFailureReason, Register, SetPassword, UpdateProfile, UserCommand, validate_email,
+    validate_phone_number,
 };
 pub use error::UserError;
 pub use events::{
-    FailuresReset, LoginFailed, PasswordSet, RecoveryCodesGenerated, RecoveryUsed, Registered,
-    UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut, UserUnlocked,
+    FailuresReset, LoginFailed, PasswordSet, ProfileUpdated, RecoveryCodesGenerated, RecoveryUsed,
+    Registered, UserDeactivated, UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut,
+    UserReactivated, UserUnlocked,
 };
 
 use crate::factor::FactorOutcome;

@@ -563,3 +563,102 @@ fn every_user_event_type_string_is_frozen() {
         assert!(serde_json::to_value(&event).unwrap().get(name).is_some());
     }
 }
+
+#[tokio::test]
+async fn update_profile_replaces_the_given_fields_only() {
+    framework()
+        .given(vec![UserEvent::Registered(registered())])
+        .when_async(UserCommand::UpdateProfile(UpdateProfile {
+            phone_number: Some("+14155550199".into()),
+            ..UpdateProfile::default()
+        }))
+        .await
+        .then_expect_events(vec![UserEvent::ProfileUpdated(ProfileUpdated {
+            email: Some("alice@example.com".into()),
+            phone_number: Some("+14155550199".into()),
+            display_name: Some("Alice".into()),
+            at: t0(),
+        })]);
+    // Nothing changes: nothing is written.
+    framework()
+        .given(vec![UserEvent::Registered(registered())])
+        .when_async(UserCommand::UpdateProfile(UpdateProfile {
+            email: Some("alice@example.com".into()),
+            ..UpdateProfile::default()
+        }))
+        .await
+        .then_expect_events(vec![]);
+    framework()
+        .given(vec![UserEvent::Registered(registered())])
+        .when_async(UserCommand::UpdateProfile(UpdateProfile {
+            email: Some("not an address".into()),
+            ..UpdateProfile::default()
+        }))
+        .await
+        .then_expect_error(UserError::InvalidEmail);
+    framework()
+        .given_no_previous_events()
+        .when_async(UserCommand::UpdateProfile(UpdateProfile::default()))
+        .await
+        .then_expect_error(UserError::NotFound);
+}
+
+#[tokio::test]
+async fn deactivate_and_reactivate_alternate() {
+    let deactivated = UserEvent::Deactivated(UserDeactivated { at: t0() });
+    framework()
+        .given(vec![UserEvent::Registered(registered())])
+        .when_async(UserCommand::Deactivate)
+        .await
+        .then_expect_events(vec![deactivated.clone()]);
+    framework()
+        .given(vec![
+            UserEvent::Registered(registered()),
+            deactivated.clone(),
+        ])
+        .when_async(UserCommand::Deactivate)
+        .await
+        .then_expect_error(UserError::Deactivated);
+    framework()
+        .given(vec![
+            UserEvent::Registered(registered()),
+            deactivated.clone(),
+        ])
+        .when_async(UserCommand::Reactivate)
+        .await
+        .then_expect_events(vec![UserEvent::Reactivated(UserReactivated { at: t0() })]);
+    framework()
+        .given(vec![UserEvent::Registered(registered())])
+        .when_async(UserCommand::Reactivate)
+        .await
+        .then_expect_error(UserError::NotDeactivated);
+    use cqrs_es::Aggregate;
+    let mut user = User::default();
+    user.apply(UserEvent::Registered(registered()));
+    user.apply(deactivated);
+    assert!(user.is_deactivated());
+    user.apply(UserEvent::Reactivated(UserReactivated { at: t0() }));
+    assert!(!user.is_deactivated());
+}
+
+#[test]
+fn lifecycle_event_type_strings_are_frozen() {
+    use cqrs_es::DomainEvent;
+    let at = t0();
+    assert_eq!(
+        UserEvent::Deactivated(UserDeactivated { at }).event_type(),
+        "Deactivated"
+    );
+    assert_eq!(
+        UserEvent::Reactivated(UserReactivated { at }).event_type(),
+        "Reactivated"
+    );
+    let updated = UserEvent::ProfileUpdated(ProfileUpdated {
+        email: None,
+        phone_number: None,
+        display_name: None,
+        at,
+    });
+    assert_eq!(updated.event_type(), "ProfileUpdated");
+    assert_eq!(updated.event_version(), "1.0");
+}

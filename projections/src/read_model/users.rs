@@ -59,6 +59,13 @@ pub(super) fn fold(rows: &mut Rows<UserRow>, stored: &StoredEvent, event: UserEv
         }),
         UserEvent::LockedOut(_) => rows.update(id, seq, |r| r.second_factor_locked = 1),
         UserEvent::Unlocked(_) => rows.update(id, seq, |r| r.second_factor_locked = 0),
+        UserEvent::ProfileUpdated(e) => rows.update(id, seq, |r| {
+            r.email = e.email;
+            r.phone_number = e.phone_number;
+            r.display_name = e.display_name;
+        }),
+        UserEvent::Deactivated(_) => rows.update(id, seq, |r| r.status = "DEACTIVATED".into()),
+        UserEvent::Reactivated(_) => rows.update(id, seq, |r| r.status = "ACTIVE".into()),
         UserEvent::PasswordSet(_)
         | UserEvent::LoginFailed(_)
         | UserEvent::FailedAttempt(_)

@@ -38,7 +38,18 @@ both_stores!(
     minted_api_keys_work_and_are_stored_hashed,
     |store| async move {
         let s = TestServer::start(store).await;
-        let (id, token) = s.server().state.auth.create_api_key("ci").await.unwrap();
+        let created = tessera_api::app::api_keys::create(
+            &s.server().state,
+            &tessera_api::app::Call::operator(),
+            tessera_api::app::api_keys::NewApiKey {
+                name: "ci".into(),
+                scope: Default::default(),
+                expires_at: None,
+            },
+        )
+        .await
+        .unwrap();
+        let (id, token) = (created.key.id, created.token);
         assert!(token.starts_with(&format!("tsk_{id}_")));
         let r = s
             .gql_as(

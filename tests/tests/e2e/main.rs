@@ -1,6 +1,7 @@
 //! End-to-end tests: one binary (one link), each test on PostgreSQL and on SQLite.
 
 mod alerts;
+mod api_keys;
 mod audit;
 mod auth;
 mod browser;
@@ -26,4 +27,5 @@ mod step_up;
 mod subscriptions;
 mod tokens;
 mod tour;
+mod users;
 mod verification;

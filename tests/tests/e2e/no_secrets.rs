@@ -122,6 +122,51 @@ async fn every_flow(s: &TestServer, phones: &Phones) -> (Vec<String>, Vec<String
         )
         .await;
     assert!(r.get("errors").is_none(), "{r}");
+    // An API key minted, used, listed and revoked; the user updated, deactivated, reactivated.
+    let r = s
+        .ok(
+            "mutation { createApiKey(input: {name: \"siem\", scope: READ_AUDIT, expiresAt: \"2999-01-01T00:00:00Z\"}) { token apiKey { id } } }",
+            json!({}),
+        )
+        .await;
+    let key = r["createApiKey"]["apiKey"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let api_token = r["createApiKey"]["token"].as_str().unwrap().to_string();
+    secrets.push(api_token.clone());
+    secrets.push(api_token.rsplit('_').next().unwrap().to_string());
+    let r = s
+        .gql_as(
+            Some(&api_token),
+            "{ events(first: 1) { edges { cursor } } }",
+            json!({}),
+        )
+        .await;
+    assert!(r.get("errors").is_none(), "{r}");
+    s.ok("{ apiKeys { edges { node { id } } } }", json!({}))
+        .await;
+    s.ok(
+        "mutation($i: ID!) { revokeApiKey(input: {id: $i}) { apiKey { id } } }",
+        json!({ "i": key }),
+    )
+    .await;
+    s.ok(
+        "mutation($u: ID!) { updateUser(input: {userId: $u, displayName: \"Eve\"}) { user { id } } }",
+        json!({ "u": user }),
+    )
+    .await;
+    s.ok(
+        "mutation($u: ID!) { deactivateUser(input: {userId: $u}) { user { id } } }",
+        json!({ "u": user }),
+    )
+    .await;
+    s.login("eve", NEW_PASSWORD).await;
+    s.ok(
+        "mutation($u: ID!) { reactivateUser(input: {userId: $u}) { user { id } } }",
+        json!({ "u": user }),
+    )
+    .await;
     // Each token's signature on its own, too.
     let signatures: Vec<String> = secrets
         .iter()
