@@ -20,7 +20,7 @@ use sqlx::{AnyConnection, Row};
 
 use crate::{
     Db, Dialect, Error,
-    log::{Cursor, LITE_COLUMNS, PG_COLUMNS, StoredEvent, from_row},
+    log::{self, Cursor, StoredEvent},
     runner::Projection,
     ts,
 };
@@ -330,32 +330,7 @@ async fn log_page(
     after: Cursor,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, Error> {
-    let rows = match dialect {
-        Dialect::Postgres => {
-            let sql = format!(
-                "SELECT {PG_COLUMNS} FROM events \
-                 WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) \
-                 ORDER BY tx_id, global_position LIMIT $3"
-            );
-            sqlx::query(&sql)
-                .bind(after.tx)
-                .bind(after.pos)
-                .bind(limit)
-                .fetch_all(&mut *conn)
-                .await?
-        }
-        Dialect::Sqlite => {
-            let sql = format!(
-                "SELECT {LITE_COLUMNS} FROM events WHERE global_seq > $1 ORDER BY global_seq LIMIT $2"
-            );
-            sqlx::query(&sql)
-                .bind(after.pos)
-                .bind(limit)
-                .fetch_all(&mut *conn)
-                .await?
-        }
-    };
-    rows.iter().map(from_row).collect()
+    log::read_page(conn, dialect, after, limit, log::Visibility::Written).await
 }
 
 async fn seal_page(

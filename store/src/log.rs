@@ -98,6 +98,16 @@ pub const PG_COLUMNS: &str = "tx_id::text::bigint AS tx, global_position AS pos,
 pub const LITE_COLUMNS: &str = "0 AS tx, global_seq AS pos, aggregate_type, aggregate_id, sequence, \
     event_type, event_version, payload, metadata, recorded_at";
 
+/// Which events a page of the log may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visibility {
+    /// Only those no event committed later can precede: what a checkpointing reader may see.
+    Final,
+    /// Every row written so far, in tailing order (the log's verifier wants even the rows of
+    /// transactions still open elsewhere).
+    Written,
+}
+
 /// Reads up to `limit` events after `after`, in tailing order, that can never be followed by
 /// an earlier one.
 ///
@@ -109,12 +119,29 @@ pub async fn read_after(
     after: Cursor,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, Error> {
+    read_page(conn, dialect, after, limit, Visibility::Final).await
+}
+
+/// Reads up to `limit` events after `after`, in tailing order, of the given visibility.
+///
+/// # Errors
+/// Database or decoding errors.
+pub async fn read_page(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    after: Cursor,
+    limit: i64,
+    visibility: Visibility,
+) -> Result<Vec<StoredEvent>, Error> {
     let rows = match dialect {
         Dialect::Postgres => {
+            let below_xmin = match visibility {
+                Visibility::Final => "AND tx_id < pg_snapshot_xmin(pg_current_snapshot())",
+                Visibility::Written => "",
+            };
             let sql = format!(
                 "SELECT {PG_COLUMNS} FROM events \
-                 WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) \
-                   AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                 WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) {below_xmin} \
                  ORDER BY tx_id, global_position LIMIT $3"
             );
             sqlx::query(&sql)
@@ -124,6 +151,7 @@ pub async fn read_after(
                 .fetch_all(&mut *conn)
                 .await?
         }
+        // SQLite serialises writers: what is written is final.
         Dialect::Sqlite => {
             let sql = format!(
                 "SELECT {LITE_COLUMNS} FROM events WHERE global_seq > $1 \

@@ -241,13 +241,9 @@ async fn record_answer(
         .challenges
         .execute(&challenge_id.to_string(), command, metadata)
         .await
-        .map_err(|e| match e {
-            // Another request completed it between our check and now.
-            AggregateError::UserError(ChallengeError::AlreadyCompleted) => {
-                ChallengeError::AlreadyCompleted.into()
-            }
-            e => e.into(),
-        })
+        // Completed by another request between our check and now: CONFLICT, like any other
+        // refusal of the challenge.
+        .map_err(Into::into)
 }
 
 /// After `verifyFactor`/`activateFactor` of an SMS or e-mail factor: the code's own `FACTOR`
