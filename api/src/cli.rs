@@ -17,13 +17,13 @@ use tessera_projections::{
 use tessera_store::{Cursor, Db, Runner, parse_ts};
 
 use crate::{
-    Config, StartError,
+    Config, Create, StartError,
     app::{
         AppError, Call,
         api_keys::{self, CreatedKey, NewApiKey},
     },
     auth::ApiKeyRow,
-    open,
+    connect_store, open_existing as open,
 };
 
 /// Failures of a subcommand.
@@ -83,10 +83,13 @@ pub async fn rebuild_projections(config: Config) -> Result<Rebuilt, CliError> {
     })
 }
 
+/// The existing store of `config` (never created), migrated, on a small pool.
 async fn log_db(config: &Config) -> Result<Db, CliError> {
-    let db = Db::connect(&config.database_url, 2).await?;
-    db.migrate().await.map_err(StartError::from)?;
-    Ok(db)
+    let config = Config {
+        db_pool_size: 2,
+        ..config.clone()
+    };
+    Ok(connect_store(&config, Create::Never).await?)
 }
 
 /// `tessera signing-key rotate`: adds the next access-token signing key, which every node
@@ -97,8 +100,10 @@ async fn log_db(config: &Config) -> Result<Db, CliError> {
 /// # Errors
 /// Key material; database errors.
 pub async fn rotate_signing_key(config: &Config) -> Result<(i64, String), CliError> {
-    let master = crate::keys::load_master_key(config).map_err(StartError::from)?;
     let db = log_db(config).await?;
+    let master = crate::keys::load_master_key(config, &db)
+        .await
+        .map_err(StartError::from)?;
     let deriver = crate::signing::KeyDeriver::new(&master);
     let key = crate::signing::rotate(&db, &deriver, Utc::now()).await?;
     Ok((key.generation, key.kid))
@@ -204,6 +209,13 @@ pub async fn export_events(
 pub async fn verify_log(config: &Config, out: &mut dyn Write) -> Result<Report, CliError> {
     let db = log_db(config).await?;
     let report = seal::verify(&db).await?;
+    if report.head.is_none() && report.unsealed == 0 && report.problems.is_empty() {
+        writeln!(
+            out,
+            "EMPTY: the store holds no events; there is nothing to verify"
+        )?;
+        return Ok(report);
+    }
     for problem in &report.problems {
         writeln!(out, "{problem}")?;
     }
@@ -229,6 +241,64 @@ pub async fn verify_log(config: &Config, out: &mut dyn Write) -> Result<Report, 
         writeln!(out, "OK: the log matches its hash chain")?;
     } else {
         writeln!(out, "TAMPERED: {} problem(s) found", report.problems.len())?;
+    }
+    Ok(report)
+}
+
+/// What `tessera key check` found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyReport {
+    /// The key id the store recorded (none: a store from before key records, or never started).
+    pub expected: Option<String>,
+    /// The configured key's id (none: no key configured and no key file).
+    pub configured: Option<String>,
+}
+
+impl KeyReport {
+    /// Whether the configured key is the store's.
+    pub fn matches(&self) -> bool {
+        self.configured.is_some() && (self.expected.is_none() || self.expected == self.configured)
+    }
+}
+
+/// `tessera key check`: which master key the store expects, and whether the configured one
+/// (`TESSERA_MASTER_KEY` or the key file) is it. Writes nothing to the store.
+///
+/// # Errors
+/// No store; an unreadable key; database or output errors.
+pub async fn key_check(config: &Config, out: &mut dyn Write) -> Result<KeyReport, CliError> {
+    let db = log_db(config).await?;
+    let expected = crate::keys::recorded_check(&db).await?.map(|c| c.key_id);
+    let configured = crate::keys::configured_key(config).map_err(StartError::from)?;
+    match &expected {
+        Some(id) => writeln!(out, "the store expects master key {id}")?,
+        None => writeln!(
+            out,
+            "the store has no key record yet (it records its key on the next `tessera serve`)"
+        )?,
+    }
+    let report = KeyReport {
+        expected,
+        configured: configured.as_ref().map(|(k, _)| k.check().key_id),
+    };
+    match &configured {
+        Some((key, source)) => {
+            let id = key.check().key_id;
+            let verdict = if report.matches() {
+                "OK: it matches"
+            } else {
+                "MISMATCH: the server will refuse to start with it"
+            };
+            writeln!(out, "{source} holds master key {id}: {verdict}")?;
+        }
+        None => writeln!(
+            out,
+            "MISSING: neither TESSERA_MASTER_KEY nor the key file {} is set",
+            config
+                .sqlite_path()
+                .map(|p| crate::keys::key_file_for(&p).display().to_string())
+                .unwrap_or_default()
+        )?,
     }
     Ok(report)
 }

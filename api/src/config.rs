@@ -336,9 +336,106 @@ impl Config {
     }
 }
 
+/// Refuses a `TESSERA_DATABASE_URL` of a kind Tessera cannot open, naming the two it can.
+///
+/// # Errors
+/// What is wrong, for an operator.
+pub fn check_database_url(url: &str) -> Result<(), String> {
+    const SUPPORTED: &str =
+        "use postgres://USER@HOST:PORT/DATABASE (PostgreSQL) or sqlite://PATH (embedded SQLite)";
+    let scheme = url.split_once(':').map(|(s, _)| s);
+    match scheme {
+        Some("postgres" | "postgresql") => reqwest::Url::parse(url)
+            .ok()
+            .filter(|u| u.host_str().is_some_and(|h| !h.is_empty()))
+            .map(|_| ())
+            .ok_or_else(|| {
+                format!("TESSERA_DATABASE_URL is not a valid PostgreSQL URL; {SUPPORTED}")
+            }),
+        Some("sqlite") => {
+            let path = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .unwrap_or_default();
+            if path.split('?').next().unwrap_or_default().is_empty() {
+                Err(format!(
+                    "TESSERA_DATABASE_URL names no SQLite file; {SUPPORTED}"
+                ))
+            } else {
+                Ok(())
+            }
+        }
+        Some(other) if !other.is_empty() && !other.contains('/') => Err(format!(
+            "TESSERA_DATABASE_URL: unsupported scheme {other:?}; {SUPPORTED}"
+        )),
+        _ => Err(format!(
+            "TESSERA_DATABASE_URL {:?} is not a database URL; {SUPPORTED}",
+            redacted_url(url)
+        )),
+    }
+}
+
+/// A database URL as logs and errors may show it: PostgreSQL as `HOST:PORT/DATABASE` with the
+/// user and no password; anything else as given.
+pub fn redacted_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") => format!(
+            "PostgreSQL at {}:{}{} as {}",
+            u.host_str().unwrap_or("localhost"),
+            u.port().unwrap_or(5432),
+            u.path(),
+            if u.username().is_empty() {
+                "the default user"
+            } else {
+                u.username()
+            },
+        ),
+        _ if url.contains('@') => "the configured URL".into(),
+        _ => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ListenAddr;
+
+    #[test]
+    fn database_urls_of_unsupported_kinds_name_the_two_supported() {
+        for url in [
+            "garbage",
+            "mysql://root@db/tessera",
+            "postgres://",
+            "sqlite://",
+            "http://x",
+        ] {
+            let err = super::check_database_url(url).unwrap_err();
+            assert!(err.contains("TESSERA_DATABASE_URL"), "{url}: {err}");
+            assert!(
+                err.contains("postgres://") && err.contains("sqlite://"),
+                "{url}: {err}"
+            );
+        }
+        assert!(
+            super::check_database_url("mysql://a@b/c")
+                .unwrap_err()
+                .contains("\"mysql\"")
+        );
+        for url in [
+            "postgres://u@h:5432/d",
+            "postgresql://h/d",
+            "sqlite://t.db",
+            "sqlite:x.db?mode=rwc",
+        ] {
+            super::check_database_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+        }
+    }
+
+    #[test]
+    fn redacted_urls_keep_host_and_port_but_never_the_password() {
+        let shown = super::redacted_url("postgres://app:hunter2@db.internal/tessera");
+        assert_eq!(shown, "PostgreSQL at db.internal:5432/tessera as app");
+        assert!(!super::redacted_url("mysql://a:hunter2@b/c").contains("hunter2"));
+    }
 
     #[test]
     fn listen_addresses_take_ip_literals_and_host_names() {

@@ -86,6 +86,14 @@ pub enum StartError {
     /// The store.
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    /// The store cannot be reached.
+    #[error("cannot connect to {store}: {}", describe_connect_error(source))]
+    Connect {
+        /// The store's URL, without its password.
+        store: String,
+        /// Why.
+        source: sqlx::Error,
+    },
     /// Migrations.
     #[error("migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -100,6 +108,11 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// A command other than `serve` or `migrate` found no store where it looked.
+    #[error(
+        "no Tessera store at {0}: run the command where the store is (TESSERA_DATABASE_URL), or create one with `tessera migrate` or `tessera serve`"
+    )]
+    NoStore(String),
     /// Other I/O at start.
     #[error("start: {0}")]
     Io(#[from] std::io::Error),
@@ -111,6 +124,18 @@ pub enum StartError {
     Delivery(#[from] delivery::DeliveryConfigError),
 }
 
+/// A connection error with its cause (sqlx's own text for a refused connection names no
+/// cause beyond the I/O error; a pool timeout names none at all).
+fn describe_connect_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) => format!("{io} ({:?})", io.kind()),
+        sqlx::Error::PoolTimedOut => {
+            "no connection within the timeout (is the server up and reachable?)".into()
+        }
+        other => other.to_string(),
+    }
+}
+
 /// Failed attempts after which a step-up or login challenge ends.
 const CHALLENGE_MAX_FAILED_ATTEMPTS: u32 = 5;
 
@@ -119,13 +144,85 @@ const CHALLENGE_MAX_FAILED_ATTEMPTS: u32 = 5;
 /// # Errors
 /// See [`StartError`].
 pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
-    let master = keys::load_master_key(&config)?;
+    open_store(config, clock, Create::IfMissing).await
+}
+
+/// Like [`open`], but refuses to create a store: for the commands that work on an existing
+/// one.
+///
+/// # Errors
+/// [`StartError::NoStore`]; see [`StartError`].
+pub async fn open_existing(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
+    open_store(config, clock, Create::Never).await
+}
+
+/// Whether opening may create the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Create {
+    /// `serve` and `migrate`: a missing SQLite file (or empty PostgreSQL database) is created.
+    IfMissing,
+    /// Every other command: a missing store is an error naming where it looked.
+    Never,
+}
+
+/// Connects to the configured store and applies migrations; with [`Create::Never`], a store
+/// that does not exist yet is refused before anything is written.
+///
+/// # Errors
+/// [`StartError::NoStore`], bad settings, the connection, migrations.
+pub async fn connect_store(config: &Config, create: Create) -> Result<Db, StartError> {
+    config::check_database_url(&config.database_url).map_err(StartError::Config)?;
+    if let Some(path) = config.sqlite_path() {
+        let shown = std::path::absolute(&path).unwrap_or_else(|_| path.clone());
+        if create == Create::Never && !path.exists() {
+            return Err(StartError::NoStore(shown.display().to_string()));
+        }
+        let folder = shown.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(folder) = folder
+            && !folder.is_dir()
+        {
+            return Err(StartError::Config(format!(
+                "TESSERA_DATABASE_URL: the folder {} does not exist; create it or point the URL at another folder",
+                folder.display()
+            )));
+        }
+    }
+    let db = Db::connect(&config.database_url, config.db_pool_size)
+        .await
+        .map_err(|e| StartError::Connect {
+            store: config::redacted_url(&config.database_url),
+            source: e,
+        })?;
+    if create == Create::Never && db.dialect == tessera_store::Dialect::Postgres {
+        let initialised: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_name = '_sqlx_migrations')",
+        )
+        .fetch_one(&db.pool)
+        .await?;
+        if !initialised {
+            return Err(StartError::NoStore(config::redacted_url(
+                &config.database_url,
+            )));
+        }
+    }
+    db.migrate().await?;
+    Ok(db)
+}
+
+async fn open_store(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    create: Create,
+) -> Result<AppState, StartError> {
+    config::check_database_url(&config.database_url).map_err(StartError::Config)?;
+    // A malformed key is refused before anything is created.
+    keys::configured_key(&config)?;
     Cors::new(&config.cors_origins).map_err(StartError::Config)?;
     // Before the store is opened: bad delivery settings (a template with the code in a
     // subject) are refused before anything is created.
     let delivery = Arc::new(delivery::Delivery::from_config(&config)?);
-    let db = Db::connect(&config.database_url, config.db_pool_size).await?;
-    db.migrate().await?;
+    let db = connect_store(&config, create).await?;
+    let master = keys::load_master_key(&config, &db).await?;
     // A user under attack collects a failure event per wrong code on any of its factors (the
     // hard-lock count): snapshotted like factors, so its load stays short too.
     let users = Store::with_snapshots(

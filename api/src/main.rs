@@ -11,20 +11,23 @@
 //! tessera api-key list               # every key: id, scope, status, expiry (never a secret)
 //! tessera api-key revoke ID          # refuse a key from now on, on every node
 //! tessera signing-key rotate         # add the next access-token signing key
+//! tessera key check                  # which master key the store expects; is it configured
 //! ```
+//!
+//! Only `serve` and `migrate` create a store; every other command refuses a missing one.
 
 use std::{process::ExitCode, sync::Arc};
 
 use clap::{Parser, Subcommand};
 use tessera_api::{
-    Config,
+    Config, Create,
     cli::{self, ExportArgs},
-    config::{KeyedStoreArgs, StoreArgs},
+    config::{KeyedStoreArgs, StoreArgs, redacted_url},
+    connect_store,
     graphql::build_schema,
     keys, start,
 };
 use tessera_domain::services::SystemClock;
-use tessera_store::Db;
 
 /// mimalloc rather than glibc's allocator: a request allocates and frees many small buffers
 /// across two worker threads, where glibc spent ~7% of the server's time and kept freed
@@ -88,6 +91,18 @@ enum Command {
         #[command(subcommand)]
         command: SigningKeyCommand,
     },
+    /// Inspect the master key.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Say which master key the store expects and whether the configured one
+    /// (TESSERA_MASTER_KEY or the key file) is it; exit 1 if not.
+    Check(#[command(flatten)] KeyedStoreArgs),
 }
 
 #[derive(Subcommand)]
@@ -136,6 +151,7 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match command {
         Command::Serve(config) => {
             if let Some(path) = config.sqlite_path() {
+                let path = std::path::absolute(&path).unwrap_or(path);
                 tracing::info!(database = %path.display(), key_file = %keys::key_file_for(&path).display(), "using the embedded SQLite store");
             }
             let server = start(*config).await?;
@@ -149,9 +165,15 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             server.wait().await?;
         }
         Command::Migrate(store) => {
-            let db = Db::connect(&store.database_url, 2).await?;
-            db.migrate().await?;
-            println!("migrations applied");
+            let config = store.config();
+            connect_store(&config, Create::IfMissing).await?;
+            println!(
+                "migrations applied to {}",
+                config.sqlite_path().map_or_else(
+                    || redacted_url(&config.database_url),
+                    |p| std::path::absolute(&p).unwrap_or(p).display().to_string()
+                )
+            );
         }
         Command::RebuildProjections(store) => {
             let rebuilt = cli::rebuild_projections(store.config()).await?;
@@ -202,6 +224,14 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
         } => {
             let key = cli::revoke_api_key(store.config(), &id).await?;
             eprintln!("revoked API key {} ({})", key.id, key.name);
+        }
+        Command::Key {
+            command: KeyCommand::Check(store),
+        } => {
+            let report = cli::key_check(&store.config(), &mut std::io::stdout()).await?;
+            if !report.matches() {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::SigningKey {
             command: SigningKeyCommand::Rotate(config),

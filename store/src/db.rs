@@ -5,7 +5,7 @@
 use std::{path::Path, time::Duration};
 
 use sqlx::{
-    AnyPool, Executor,
+    AnyConnection, AnyPool, Connection, Executor,
     any::{AnyPoolOptions, install_default_drivers},
     migrate::{MigrateError, Migrator},
 };
@@ -74,6 +74,9 @@ pub struct Db {
 /// 100 ms (see `docs/architecture.md` for the measurements behind the figure).
 pub const SQLITE_MAX_CONNECTIONS: u32 = 8;
 
+/// How long opening a connection may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Db {
     /// Connects to `url` (`postgres://…` or `sqlite://…`). PostgreSQL sessions get
     /// `synchronous_commit = on`; SQLite connections get WAL, `synchronous = FULL` (acknowledged
@@ -87,13 +90,25 @@ impl Db {
         let dialect = Dialect::of_url(url);
         if dialect == Dialect::Sqlite {
             create_sqlite_file(url)?;
+        } else {
+            // One connection first, so an unreachable server is reported with its cause
+            // (refused, no route, bad password) rather than as the pool's bare timeout.
+            let probe = tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect(url))
+                .await
+                .map_err(|_| {
+                    sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                    ))
+                })??;
+            let _ = probe.close().await;
         }
         let pool = AnyPoolOptions::new()
             .max_connections(match dialect {
                 Dialect::Postgres => max_connections,
                 Dialect::Sqlite => max_connections.min(SQLITE_MAX_CONNECTIONS),
             })
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(CONNECT_TIMEOUT)
             // No ping before every query (a round trip each on the hot path); a broken
             // connection fails its query instead, and is dropped.
             .test_before_acquire(false)

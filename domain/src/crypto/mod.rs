@@ -13,6 +13,15 @@ pub use hash::{
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// The fingerprint of a master key (see [`MasterKey::check`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyCheck {
+    /// The id stored beside every ciphertext sealed under the key.
+    pub key_id: String,
+    /// HMAC-SHA256 of a fixed label under the key, hex.
+    pub mac: String,
+}
+
 /// The 32-byte master key from `TESSERA_MASTER_KEY`. Each purpose derives its own subkey, so a
 /// leak of one (say, the code-hashing key) reveals nothing about the others.
 #[derive(Clone)]
@@ -49,8 +58,36 @@ impl MasterKey {
         SecretCipher::new(self.derive("message-outbox/v1"))
     }
 
+    /// What a store records about the key it was created with, and what every later start
+    /// compares its own key against: the key id its ciphertexts carry and an HMAC of a fixed
+    /// label under the key (hex). Neither reveals the key.
+    pub fn check(&self) -> KeyCheck {
+        let mac = self.derive("key-check/v1");
+        KeyCheck {
+            key_id: self.totp_cipher().key_id().to_string(),
+            mac: mac.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+
     /// The keyed hasher for API keys and one-time codes.
     pub fn keyed_hasher(&self) -> KeyedHasher {
         KeyedHasher::new(self.derive("keyed-hash/v1"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MasterKey;
+
+    #[test]
+    fn a_key_check_tells_keys_apart_and_reveals_neither() {
+        let a = MasterKey::new([1; 32]);
+        let b = MasterKey::new([2; 32]);
+        assert_eq!(a.check(), MasterKey::new([1; 32]).check());
+        assert_ne!(a.check().key_id, b.check().key_id);
+        assert_ne!(a.check().mac, b.check().mac);
+        assert_eq!(a.check().key_id, a.totp_cipher().key_id());
+        assert_eq!(a.check().mac.len(), 64);
+        assert!(!a.check().mac.contains(&"01".repeat(32)));
     }
 }

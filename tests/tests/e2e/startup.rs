@@ -114,3 +114,62 @@ both_stores!(
         assert!(!capture.text().contains(&s.outbox.display().to_string()));
     }
 );
+
+both_stores!(
+    a_store_refuses_a_master_key_it_was_not_created_with,
+    |store| async move {
+        let fresh = FreshStore::new(store).await;
+        let server = tessera_api::start(fresh.config.clone())
+            .await
+            .expect("first start");
+        server.stop().await;
+        let key_records = |config: tessera_api::Config| async move {
+            let db = tessera_store::Db::connect(&config.database_url, 1)
+                .await
+                .unwrap();
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM master_key_check")
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+            n
+        };
+        assert_eq!(key_records(fresh.config.clone()).await, 1);
+        // Another key: in TESSERA_MASTER_KEY (PostgreSQL's only source) or in the key file.
+        let other = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+        let mut wrong = fresh.config.clone();
+        let names = match store {
+            Store::Postgres => {
+                wrong.master_key = Some(other.into());
+                "TESSERA_MASTER_KEY".to_string()
+            }
+            Store::Sqlite => {
+                let key_file = fresh.dir.join("tessera.db.key");
+                std::fs::write(&key_file, other).unwrap();
+                key_file.display().to_string()
+            }
+        };
+        let error = match tessera_api::start(wrong).await {
+            Ok(server) => {
+                server.stop().await;
+                panic!("started with a key the store was not created with");
+            }
+            Err(e) => e.to_string(),
+        };
+        assert!(error.contains(&names), "{error}");
+        assert!(error.contains("sealed under master key"), "{error}");
+        // Nothing was recorded for the wrong key.
+        assert_eq!(key_records(fresh.config.clone()).await, 1);
+        if store == Store::Sqlite {
+            // A lost key file is refused too, and not replaced.
+            let key_file = fresh.dir.join("tessera.db.key");
+            std::fs::remove_file(&key_file).unwrap();
+            let error = tessera_api::start(fresh.config.clone())
+                .await
+                .err()
+                .expect("refused without its key file")
+                .to_string();
+            assert!(error.contains("is missing"), "{error}");
+            assert!(!key_file.exists());
+        }
+    }
+);
