@@ -479,6 +479,145 @@ async fn graphql_ws(
         })
 }
 
+/// Serves `router` on `listener` until `shutdown`, then for at most `grace`.
+fn serve_router(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: &watch::Sender<bool>,
+    grace: Duration,
+) -> JoinHandle<std::io::Result<()>> {
+    let mut stop = shutdown.subscribe();
+    let mut grace_stop = shutdown.subscribe();
+    tokio::spawn(async move {
+        let serve = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .into_future();
+        // Graceful shutdown waits for every open request; a stuck one must not keep the
+        // process up forever.
+        let deadline = async move {
+            let _ = grace_stop.wait_for(|s| *s).await;
+            tokio::time::sleep(grace).await;
+        };
+        tokio::select! {
+            result = serve => result,
+            () = deadline => {
+                tracing::warn!(grace_seconds = grace.as_secs(), "requests still in flight after the grace period; stopping anyway");
+                Ok(())
+            }
+        }
+    })
+}
+
+/// The HTTP front of a server whose store was unreachable at start: answers `/healthz`, and
+/// 503 with the reason on every other route, until [`WaitingFront::ready`] hands it the real
+/// routes.
+#[derive(Clone, Default)]
+struct WaitingFront {
+    inner: Arc<std::sync::RwLock<FrontState>>,
+}
+
+#[derive(Default)]
+struct FrontState {
+    reason: String,
+    router: Option<Router>,
+}
+
+impl WaitingFront {
+    fn set_reason(&self, reason: String) {
+        if let Ok(mut s) = self.inner.write() {
+            s.reason = reason;
+        }
+    }
+
+    fn ready(&self, router: Router) {
+        if let Ok(mut s) = self.inner.write() {
+            s.router = Some(router);
+        }
+    }
+
+    fn router(&self) -> Router {
+        let front = self.clone();
+        Router::new().fallback(move |request: axum::extract::Request| front.clone().handle(request))
+    }
+
+    async fn handle(self, request: axum::extract::Request) -> Response {
+        let (router, reason) = match self.inner.read() {
+            Ok(s) => (s.router.clone(), s.reason.clone()),
+            Err(_) => (None, "internal state".into()),
+        };
+        match router {
+            Some(mut router) => match tower_service::Service::call(&mut router, request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            },
+            None if request.uri().path() == "/healthz" => "ok".into_response(),
+            None => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store unreachable: {reason}"),
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// Retries opening the store with backoff (0.5 s doubling to 10 s), logging each failure with
+/// its cause, until it opens, a setting error shows, or `stop`.
+async fn wait_for_store(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    front: &WaitingFront,
+    first: StartError,
+    mut stop: watch::Receiver<bool>,
+) -> Option<AppState> {
+    let mut delay = Duration::from_millis(500);
+    let mut error = first;
+    loop {
+        tracing::error!(
+            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            "{error}; retrying (/healthz answers, /readyz is 503 until then)"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => return None,
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+        match open(config.clone(), Arc::clone(&clock)).await {
+            Ok(state) => {
+                tracing::info!("the store is reachable now");
+                return Some(state);
+            }
+            Err(e) if e.is_unreachable() => {
+                front.set_reason(e.to_string());
+                error = e;
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                front.set_reason(e.to_string());
+                error = e;
+            }
+        }
+    }
+}
+
+impl StartError {
+    /// Whether the store could not be reached (worth retrying), as opposed to refused
+    /// settings.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Self::Connect {
+                source: sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut,
+                ..
+            }
+        )
+    }
+}
+
 /// A running server.
 pub struct Server {
     /// Where it listens.
@@ -552,7 +691,40 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
             addr: config.listen.clone(),
             source,
         })?;
-    let state = open(config, clock).await?;
+    let mut listener = Some(listener);
+    let shutdown = watch::channel(false).0;
+    let (mut state, waiting) = match open(config.clone(), Arc::clone(&clock)).await {
+        Ok(state) => (state, None),
+        Err(e) if e.is_unreachable() => {
+            // Up and answering while the store is not: /healthz 200, /readyz 503 (and every
+            // other route 503), until a retry gets through.
+            let front = WaitingFront::default();
+            front.set_reason(e.to_string());
+            let Some(listener) = listener.take() else {
+                unreachable!("the listener is taken once")
+            };
+            let addr = listener.local_addr()?;
+            let http = serve_router(
+                listener,
+                front.router(),
+                &shutdown,
+                Duration::from_secs(config.shutdown_grace_seconds),
+            );
+            let state = wait_for_store(config, clock, &front, e, shutdown.subscribe()).await;
+            match state {
+                Some(state) => (state, Some((front, addr, http))),
+                None => {
+                    let _ = shutdown.send(true);
+                    let _ = http.await;
+                    return Err(StartError::Config(
+                        "stopped before the store could be reached".into(),
+                    ));
+                }
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    state.shutdown = shutdown.clone();
     for (channel, route) in state.delivery.describe() {
         tracing::info!(
             channel = channel.as_str(),
@@ -574,7 +746,6 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
     state.read_models.catch_up().await?;
     state.reactor.catch_up().await?;
     state.log_head.refresh().await?;
-    let shutdown = state.shutdown.clone();
     let consumers_stop = watch::channel(false).0;
     let rx = consumers_stop.subscribe();
     let consumers = vec![
@@ -593,34 +764,19 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
         state.log_head.spawn(PROJECTION_POLL, rx.clone()),
         Arc::clone(&state.tokens).spawn(rx),
     ];
-    let addr = listener.local_addr()?;
     let router = app(state.clone());
     let grace = Duration::from_secs(state.config.shutdown_grace_seconds);
-    let mut stop = shutdown.subscribe();
-    let mut grace_stop = shutdown.subscribe();
-    let http = tokio::spawn(async move {
-        let serve = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .into_future();
-        // Graceful shutdown waits for every open request; a stuck one must not keep the
-        // process up forever.
-        let deadline = async move {
-            let _ = grace_stop.wait_for(|s| *s).await;
-            tokio::time::sleep(grace).await;
-        };
-        tokio::select! {
-            result = serve => result,
-            () = deadline => {
-                tracing::warn!(grace_seconds = grace.as_secs(), "requests still in flight after the grace period; stopping anyway");
-                Ok(())
-            }
+    let (addr, http) = match (waiting, listener) {
+        (Some((front, addr, http)), _) => {
+            front.ready(router);
+            (addr, http)
         }
-    });
+        (None, Some(listener)) => {
+            let addr = listener.local_addr()?;
+            (addr, serve_router(listener, router, &shutdown, grace))
+        }
+        (None, None) => unreachable!("the listener is taken only while waiting"),
+    };
     Ok(Server {
         addr,
         state,

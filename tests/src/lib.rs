@@ -16,6 +16,7 @@ pub mod fresh;
 pub mod log_capture;
 pub mod oracle;
 pub mod phones;
+pub mod proxy;
 pub mod raw;
 pub mod server;
 pub mod smtp_sink;

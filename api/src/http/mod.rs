@@ -16,9 +16,14 @@ pub(crate) async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: the store answers.
+/// How long `/readyz` waits for the store: a load balancer's probe must get its answer within
+/// a second, also while the store is down (the pool would wait 10 s for a connection).
+const READY_WITHIN: std::time::Duration = std::time::Duration::from_millis(900);
+
+/// `GET /readyz`: the store answers (within [`READY_WITHIN`]).
 pub(crate) async fn readyz(State(app): State<App>) -> (StatusCode, &'static str) {
-    if app.state.db.ping().await {
+    let answered = tokio::time::timeout(READY_WITHIN, app.state.db.ping()).await;
+    if answered.unwrap_or(false) {
         (StatusCode::OK, "ready")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "store unreachable")
