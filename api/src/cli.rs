@@ -420,3 +420,138 @@ pub async fn list_api_keys(
     out.flush()?;
     Ok(keys)
 }
+
+/// What `tessera backup` wrote.
+#[derive(Clone, Debug)]
+pub struct Backup {
+    /// The backup file.
+    pub path: std::path::PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// The key file the backup's secrets are sealed under (not in the backup: keep it apart).
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// How PostgreSQL is backed up instead.
+const PG_BACKUP: &str = "on PostgreSQL, back up with the database's own tools: `pg_dump --format=custom --file=tessera.dump DATABASE` (consistent while servers run) and `pg_restore --dbname=DATABASE tessera.dump`; keep TESSERA_MASTER_KEY apart from the dump";
+
+/// An empty file, mode 0600, that SQLite's `VACUUM INTO` may fill (it takes a missing or
+/// empty file); refused if something is there already.
+fn create_private_file(path: &std::path::Path) -> Result<(), CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|e| CliError::Input(format!("{}: {e}", path.display())))
+}
+
+/// `VACUUM INTO` a fresh 0600 file: a consistent copy (one read transaction, so writers go on
+/// and the copy holds exactly what was committed when it began).
+async fn vacuum_into<'c, E: sqlx::Executor<'c>>(
+    executor: E,
+    to: &std::path::Path,
+) -> Result<u64, CliError> {
+    let Some(target) = to.to_str() else {
+        return Err(CliError::Input(format!(
+            "{}: not a UTF-8 path",
+            to.display()
+        )));
+    };
+    create_private_file(to)?;
+    let sql = format!("VACUUM INTO '{}'", target.replace('\'', "''"));
+    if let Err(e) = executor.execute(sql.as_str()).await {
+        let _ = std::fs::remove_file(to);
+        return Err(e.into());
+    }
+    Ok(std::fs::metadata(to)?.len())
+}
+
+/// `tessera backup --to PATH`: on SQLite, a consistent copy of the live store through
+/// `VACUUM INTO`, safe while the server runs (copying the file of a store in WAL mode is not);
+/// the file is created 0600 and must not exist. On PostgreSQL, refused with how to use
+/// `pg_dump`.
+///
+/// # Errors
+/// PostgreSQL; an existing `PATH`; no store; database errors.
+pub async fn backup(config: &Config, to: &std::path::Path) -> Result<Backup, CliError> {
+    if config.is_postgres() {
+        return Err(CliError::Input(PG_BACKUP.into()));
+    }
+    let db = log_db(config).await?;
+    let path = std::path::absolute(to).unwrap_or_else(|_| to.to_path_buf());
+    let bytes = vacuum_into(&db.pool, &path).await?;
+    db.pool.close().await;
+    let key_file = config
+        .sqlite_path()
+        .map(|p| crate::keys::key_file_for(&std::path::absolute(&p).unwrap_or(p)))
+        .filter(|k| config.master_key.is_none() && k.exists());
+    Ok(Backup {
+        path,
+        bytes,
+        key_file,
+    })
+}
+
+/// `tessera restore --from PATH`: puts a backup in place as the configured SQLite store. The
+/// store must not exist (stop the server and move the old file away first); the backup is
+/// checked (`PRAGMA integrity_check`, a Tessera store) before anything is written, and the
+/// new file is 0600. The key is not in a backup: put the key file back beside the store (or
+/// set `TESSERA_MASTER_KEY`); `tessera key check` says whether it is the right one. Returns
+/// the path of the restored store.
+///
+/// # Errors
+/// PostgreSQL; an existing store; a missing or damaged backup; database errors.
+pub async fn restore(
+    config: &Config,
+    from: &std::path::Path,
+) -> Result<std::path::PathBuf, CliError> {
+    if config.is_postgres() {
+        return Err(CliError::Input(PG_BACKUP.into()));
+    }
+    crate::config::check_database_url(&config.database_url).map_err(StartError::Config)?;
+    let Some(target) = config.sqlite_path() else {
+        return Err(CliError::Input(
+            "TESSERA_DATABASE_URL names no SQLite file".into(),
+        ));
+    };
+    let target = std::path::absolute(&target).unwrap_or(target);
+    if target.exists() {
+        return Err(CliError::Input(format!(
+            "{} exists: restore only into a new place (stop the server and move the old store away first)",
+            target.display()
+        )));
+    }
+    if !from.is_file() {
+        return Err(CliError::Input(format!(
+            "{}: no backup there",
+            from.display()
+        )));
+    }
+    // Read-only and as it is: no WAL switch, nothing written to the backup.
+    let mut backup = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(from)
+            .read_only(true),
+    )
+    .await?;
+    let integrity: String = sqlx::query_scalar("PRAGMA integrity_check")
+        .fetch_one(&mut backup)
+        .await?;
+    let tessera: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name IN ('events', '_sqlx_migrations')",
+    )
+    .fetch_one(&mut backup)
+    .await?;
+    if integrity != "ok" || tessera != 2 {
+        return Err(CliError::Input(format!(
+            "{} is not an intact Tessera backup ({integrity})",
+            from.display()
+        )));
+    }
+    vacuum_into(&mut backup, &target).await?;
+    let _ = sqlx::Connection::close(backup).await;
+    Ok(target)
+}

@@ -12,6 +12,8 @@
 //! tessera api-key revoke ID          # refuse a key from now on, on every node
 //! tessera signing-key rotate         # add the next access-token signing key
 //! tessera key check                  # which master key the store expects; is it configured
+//! tessera backup --to PATH           # consistent copy of the live SQLite store (0600)
+//! tessera restore --from PATH        # put a backup in place as a new store
 //! ```
 //!
 //! Only `serve` and `migrate` create a store; every other command refuses a missing one.
@@ -90,6 +92,23 @@ enum Command {
     SigningKey {
         #[command(subcommand)]
         command: SigningKeyCommand,
+    },
+    /// Write a consistent copy of the SQLite store (safe while the server runs) to a new
+    /// file, mode 0600. On PostgreSQL: explains pg_dump.
+    Backup {
+        /// The backup file to create (must not exist).
+        #[arg(long)]
+        to: std::path::PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Put a backup in place as the configured SQLite store, which must not exist yet.
+    Restore {
+        /// The backup file (from `tessera backup`).
+        #[arg(long)]
+        from: std::path::PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Inspect the master key.
     Key {
@@ -224,6 +243,28 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
         } => {
             let key = cli::revoke_api_key(store.config(), &id).await?;
             eprintln!("revoked API key {} ({})", key.id, key.name);
+        }
+        Command::Backup { to, store } => {
+            let backup = cli::backup(&store.config(), &to).await?;
+            println!("{}", backup.path.display());
+            eprintln!(
+                "backed up {} bytes to {}{}",
+                backup.bytes,
+                backup.path.display(),
+                backup.key_file.map_or_else(String::new, |k| format!(
+                    "; the key is not in the backup: keep a copy of {} apart",
+                    k.display()
+                ))
+            );
+        }
+        Command::Restore { from, store } => {
+            let path = cli::restore(&store.config(), &from).await?;
+            eprintln!(
+                "restored {} to {}; put its key file back as {} (or set TESSERA_MASTER_KEY) and run `tessera key check`",
+                from.display(),
+                path.display(),
+                keys::key_file_for(&path).display()
+            );
         }
         Command::Key {
             command: KeyCommand::Check(store),

@@ -69,6 +69,8 @@ fn each_command_lists_only_its_own_options() {
         (&["api-key", "list"], &["database-url", "master-key"]),
         (&["api-key", "revoke"], &["database-url", "master-key"]),
         (&["key", "check"], &["database-url", "master-key"]),
+        (&["backup"], &["to", "database-url"]),
+        (&["restore"], &["from", "database-url"]),
     ] {
         let mut want = set(own);
         want.extend(set(&["log", "help"]));

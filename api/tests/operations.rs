@@ -139,6 +139,7 @@ fn only_serve_and_migrate_create_a_store() {
         &["api-key", "revoke", "abc"],
         &["key", "check"],
         &["signing-key", "rotate"],
+        &["backup", "--to", "copy.db"],
     ] {
         let out = tessera(&dir.0, args, &[]);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", text(&out));

@@ -133,3 +133,146 @@ async fn postgres_unreachable_at_start_is_retried_while_health_answers() {
     );
     server.stop().await;
 }
+
+/// Creates users over `http` until `stop`, recording each acknowledged user id in `acked`.
+async fn write_load(
+    http: reqwest::Client,
+    base: String,
+    tag: &'static str,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let mut i = 0;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        i += 1;
+        if let Ok(v) = create_user(&http, &base, &format!("{tag}{i}")).await
+            && let Some(id) = v["data"]["createUserV2"]["user"]["id"].as_str()
+        {
+            acked.lock().unwrap().push(id.to_string());
+        }
+    }
+}
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+tessera_tests::both_stores!(
+    a_backup_under_load_restores_with_every_acknowledged_event,
+    |store| async move {
+        use std::sync::{Arc, Mutex, atomic::AtomicBool};
+        let s = tessera_tests::TestServer::start(store).await;
+        let backup = std::env::temp_dir().join(format!("backup_{}.db", uuid::Uuid::new_v4()));
+        if store == Store::Postgres {
+            let error = tessera_api::cli::backup(&s.config, &backup)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("pg_dump"), "{error}");
+            assert!(!backup.exists());
+            return;
+        }
+        let live = s.config.sqlite_path().unwrap();
+        assert_eq!(mode(&live), 0o600);
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let load: Vec<_> = ["a", "b"]
+            .into_iter()
+            .map(|tag| {
+                tokio::spawn(write_load(
+                    s.http.clone(),
+                    s.base.clone(),
+                    tag,
+                    Arc::clone(&acked),
+                    Arc::clone(&stop),
+                ))
+            })
+            .collect();
+        // Some writes first, then the backup while the load goes on.
+        while acked.lock().unwrap().len() < 20 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let before: Vec<String> = acked.lock().unwrap().clone();
+        let made = tessera_api::cli::backup(&s.config, &backup)
+            .await
+            .expect("backup of a live store");
+        let during = acked.lock().unwrap().len();
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for task in load {
+            task.await.unwrap();
+        }
+        assert!(made.bytes > 0);
+        assert_eq!(mode(&backup), 0o600);
+        assert!(made.key_file.is_some(), "names the key file to keep apart");
+        // A second backup to the same file is refused, not overwritten.
+        assert!(tessera_api::cli::backup(&s.config, &backup).await.is_err());
+
+        // Restore into a new directory, with the key file put back beside it.
+        let target = FreshStore::new(Store::Sqlite).await;
+        let restored = tessera_api::cli::restore(&target.config, &backup)
+            .await
+            .expect("restore");
+        assert_eq!(mode(&restored), 0o600);
+        assert!(
+            tessera_api::cli::restore(&target.config, &backup)
+                .await
+                .unwrap_err()
+                .to_string()
+                .contains("exists"),
+            "a restore never overwrites a store"
+        );
+        std::fs::copy(
+            made.key_file.as_ref().unwrap(),
+            tessera_api::keys::key_file_for(&restored),
+        )
+        .unwrap();
+        let mut report = Vec::new();
+        let verified = tessera_api::cli::verify_log(&target.config, &mut report)
+            .await
+            .expect("verify the copy");
+        let report = String::from_utf8(report).unwrap();
+        assert!(verified.intact(), "{report}");
+        assert!(
+            report.contains("OK: the log matches its hash chain"),
+            "{report}"
+        );
+        // Every write acknowledged before the backup began is in the copy, and every
+        // aggregate's sequence in the copy is 1..N.
+        let db = tessera_store::Db::connect(&target.config.database_url, 1)
+            .await
+            .unwrap();
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = 'User'",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        for id in &before {
+            assert!(
+                ids.contains(id),
+                "acknowledged user {id} missing from the backup"
+            );
+        }
+        assert!(
+            ids.len() <= during + 1,
+            "{} users, {during} acknowledged",
+            ids.len()
+        );
+        let gaps: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM (SELECT aggregate_type, aggregate_id, MAX(sequence) AS top, \
+             COUNT(*) AS n, MIN(sequence) AS low FROM events GROUP BY aggregate_type, aggregate_id) AS a \
+             WHERE top <> n OR low <> 1",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(gaps, 0);
+        // The restored store serves, with the original's key.
+        let server = tessera_api::start(target.config.clone())
+            .await
+            .expect("the restored store starts");
+        server.stop().await;
+        let _ = std::fs::remove_file(&backup);
+    }
+);
