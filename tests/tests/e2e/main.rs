@@ -13,6 +13,7 @@ mod http_conventions;
 mod login;
 mod masking;
 mod no_secrets;
+mod okta;
 mod oob_codes;
 mod payloads;
 mod projections;
