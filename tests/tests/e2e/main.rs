@@ -14,6 +14,7 @@ mod login;
 mod masking;
 mod no_secrets;
 mod okta;
+mod okta_postman;
 mod oob_codes;
 mod payloads;
 mod projections;
