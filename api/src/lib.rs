@@ -20,6 +20,7 @@ mod http;
 pub mod jwks;
 pub mod keys;
 pub mod mask;
+mod okta;
 pub mod signing;
 pub mod state;
 
@@ -335,6 +336,7 @@ async fn open_store(
         db,
         auth: Arc::new(auth),
         clock,
+        qr_links: master.qr_link_cipher(),
         shutdown: watch::channel(false).0,
         sessions: Arc::default(),
     })
@@ -369,6 +371,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(http::healthz))
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
+        .nest("/api/v1", okta::routes())
         // The body is read by the handler: a real limit layer answers 413 before any of it
         // is parsed.
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
@@ -409,6 +412,7 @@ pub(crate) fn request_meta(headers: &HeaderMap, peer: SocketAddr) -> RequestMeta
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|ua| ua.chars().take(256).collect()),
+        route: None,
     }
 }
 
@@ -428,7 +432,8 @@ async fn graphql_ws(
     if !app.cors.origin_allowed(&headers) {
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
-    let meta = request_meta(&headers, peer);
+    let mut meta = request_meta(&headers, peer);
+    meta.route = Some("GET /graphql/ws".into());
     let auth = Arc::clone(&app.state.auth);
     let mut stop = app.state.shutdown.subscribe();
     let sessions = Arc::clone(&app.state.sessions);

@@ -72,6 +72,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Seals the capability tokens of TOTP QR-code links (`app::qr_link`).
+    pub qr_links: tessera_domain::crypto::SecretCipher,
 }
 
 /// Request context recorded in every event's metadata (not in payloads).
@@ -86,6 +88,9 @@ pub struct RequestMeta {
     pub client_ip: Option<String>,
     /// The `User-Agent` header.
     pub user_agent: Option<String>,
+    /// Which API and route the request came through (`POST /graphql`,
+    /// `POST /api/v1/users/{userId}/factors`): the audit log tells the transports apart by it.
+    pub route: Option<String>,
 }
 
 impl RequestMeta {
@@ -97,6 +102,7 @@ impl RequestMeta {
             correlation_id: id,
             client_ip: None,
             user_agent: None,
+            route: None,
         }
     }
 
@@ -112,6 +118,9 @@ impl RequestMeta {
         }
         if let Some(ua) = &self.user_agent {
             m.insert("user_agent".into(), ua.clone());
+        }
+        if let Some(route) = &self.route {
+            m.insert("route".into(), route.clone());
         }
         m
     }

@@ -581,6 +581,8 @@ mod tests {
                 email: None,
                 phone_number: None,
                 display_name: None,
+                first_name: None,
+                last_name: None,
                 at,
             }),
             UserEvent::PasswordSet(user::PasswordSet {
@@ -619,6 +621,8 @@ mod tests {
                 email: Some("a@example.com".into()),
                 phone_number: None,
                 display_name: None,
+                first_name: None,
+                last_name: None,
                 at,
             }),
             UserEvent::Deactivated(user::UserDeactivated { at }),

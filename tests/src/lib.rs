@@ -14,6 +14,7 @@ pub mod browser;
 pub mod client;
 pub mod fresh;
 pub mod log_capture;
+pub mod okta;
 pub mod oracle;
 pub mod phones;
 pub mod proxy;
@@ -26,6 +27,7 @@ pub mod ws;
 
 pub use actions::code_at;
 pub use client::{error_code, error_reason, identity, jwt_claims};
+pub use okta::OktaAnswer;
 pub use phones::{DELIVERY_WAIT, Phones, contains_code, extract_code};
 pub use server::{ADMIN_KEY, Store, TestServer};
 pub use ws::{WsClient, WsMessage};

@@ -115,14 +115,34 @@ pub async fn create(state: &AppState, call: &Call, input: NewApiKey) -> AppResul
 }
 
 /// `revokeApiKey`: marks the row revoked (refused from the next request on, on every node),
-/// then records `ApiKeyRevoked`. Revoking the bootstrap key is not possible: it lives in
+/// then records `ApiKeyRevoked`. A key minted before keys had events (migration 0011: a row,
+/// no stream) is first adopted: `ApiKeyAdopted` enters it into the log from its row, so
+/// every key that authenticates can be revoked. Revoking the bootstrap key is not possible: it lives in
 /// configuration (`TESSERA_BOOTSTRAP_API_KEY`); unset it instead.
 ///
 /// # Errors
 /// Not an admin; `API_KEY_NOT_FOUND`, `API_KEY_ALREADY_REVOKED`; store errors.
 pub async fn revoke(state: &AppState, call: &Call, id: &str) -> AppResult<ApiKeyRow> {
     let by = call.admin()?.actor();
-    let loaded = state.api_keys.load(id).await?;
+    let mut loaded = state.api_keys.load(id).await?;
+    if loaded.0.created.is_none()
+        && let Some(row) = state.auth.key(id).await.map_err(db)?
+    {
+        let command = ApiKeyCommand::Adopt {
+            key_id: row.id,
+            name: row.name,
+            scope: row.scope,
+            minted_at: row.created_at,
+            by: by.clone(),
+            at: state.clock.now(),
+        };
+        let committed = state
+            .api_keys
+            .execute_from(id, Some(loaded), command, &call.metadata())
+            .await?;
+        let seq = committed.last_sequence().unwrap_or(0);
+        loaded = (committed.state, seq);
+    }
     let key: &ApiKey = &loaded.0;
     key.may_revoke()
         .map_err(|e| AppError::from(cqrs_es::AggregateError::UserError(e)))?;

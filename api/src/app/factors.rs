@@ -86,3 +86,39 @@ pub async fn get(
     }
     Ok(Some(view))
 }
+
+/// A user's factors as the read model shows them, removed ones included, oldest first, if
+/// the caller may act on the user.
+///
+/// # Errors
+/// `Unauthenticated`, `Forbidden`; store errors.
+pub async fn of_user(state: &AppState, call: &Call, user_id: UserId) -> AppResult<Vec<FactorRow>> {
+    if !call.caller()?.may_act_on(user_id) {
+        return Err(AppError::Forbidden);
+    }
+    Ok(state.queries.factors_of_user(&user_id.to_string()).await?)
+}
+
+/// Removes every factor of a user that is not removed yet (admins only; Okta's
+/// `reset_factors`). Each removal is its own `Removed` event, as `removeFactor` writes.
+///
+/// # Errors
+/// Not an admin; `USER_NOT_FOUND`; store errors.
+pub async fn reset(state: &AppState, call: &Call, user_id: UserId) -> AppResult<Vec<FactorId>> {
+    call.admin()?;
+    let (user, _) = state.users.load(&user_id.to_string()).await?;
+    if !user.exists() {
+        return Err(AppError::not_found("USER_NOT_FOUND", "user not found"));
+    }
+    let mut removed = Vec::new();
+    for row in state.queries.factors_of_user(&user_id.to_string()).await? {
+        if row.status == "REMOVED" {
+            continue;
+        }
+        let id = FactorId::parse(&row.id)
+            .ok_or_else(|| AppError::internal("malformed factor id in factors_v1"))?;
+        remove(state, call, id).await?;
+        removed.push(id);
+    }
+    Ok(removed)
+}

@@ -11,6 +11,8 @@ use tessera_domain::{
     user::{Register, SetPassword, UpdateProfile, User, UserCommand, UserError, UserEvent},
 };
 
+use tessera_projections::read_model::UserRow;
+
 use crate::{
     app::{AppError, AppResult, Call},
     auth::Caller,
@@ -28,6 +30,10 @@ pub struct NewUser {
     pub phone_number: Option<String>,
     /// Display name.
     pub display_name: Option<String>,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
     /// First-factor password; stored only as an argon2id hash.
     pub password: Option<String>,
 }
@@ -45,6 +51,8 @@ pub async fn create(state: &AppState, call: &Call, input: NewUser) -> AppResult<
         email: input.email,
         phone_number: input.phone_number,
         display_name: input.display_name,
+        first_name: input.first_name,
+        last_name: input.last_name,
         password: input.password.map(Secret::new),
     });
     let committed = state.users.execute(&key, command, &call.metadata()).await?;
@@ -163,4 +171,29 @@ async fn run_admin(
     let committed = state.users.execute(&key, command, &call.metadata()).await?;
     state.settle(&key, &committed).await;
     Ok(committed.state)
+}
+
+/// A user as the read model shows it, if the caller may read that user.
+///
+/// # Errors
+/// `Unauthenticated`, `Forbidden`; store errors.
+pub async fn get(state: &AppState, call: &Call, user_id: UserId) -> AppResult<Option<UserRow>> {
+    if !call.caller()?.may_act_on(user_id) {
+        return Err(AppError::Forbidden);
+    }
+    Ok(state.queries.user(&user_id.to_string()).await?)
+}
+
+/// Up to `limit` users in creation order after the `(created_at, id)` cursor (admins only).
+///
+/// # Errors
+/// Not an admin; store errors.
+pub async fn list(
+    state: &AppState,
+    call: &Call,
+    after: Option<(&str, &str)>,
+    limit: i64,
+) -> AppResult<Vec<UserRow>> {
+    call.admin()?;
+    Ok(state.queries.users_after(after, limit).await?)
 }

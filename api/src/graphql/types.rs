@@ -274,6 +274,10 @@ pub struct User {
     pub phone_number: Option<String>,
     /// Display name.
     pub display_name: Option<String>,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
     /// `ACTIVE` or `DEACTIVATED` (`deactivateUser`: no login, no proof until
     /// `reactivateUser`).
     pub status: String,
@@ -324,6 +328,8 @@ impl User {
             email: row.email,
             phone_number: row.phone_number,
             display_name: row.display_name,
+            first_name: row.first_name,
+            last_name: row.last_name,
             status: row.status,
             recovery_codes_remaining: i32::try_from(row.recovery_codes_remaining).unwrap_or(0),
             second_factor_locked: row.second_factor_locked != 0,
@@ -339,6 +345,8 @@ impl User {
             email: u.email.clone(),
             phone_number: u.phone_number.clone(),
             display_name: u.display_name.clone(),
+            first_name: u.first_name.clone(),
+            last_name: u.last_name.clone(),
             status: if u.is_deactivated() {
                 "DEACTIVATED"
             } else {

@@ -28,6 +28,10 @@ pub struct CreateUserInput {
     pub phone_number: Option<String>,
     /// Display name.
     pub display_name: Option<String>,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
     /// First-factor password (8 to 256 characters); stored only as an argon2id hash.
     pub password: Option<String>,
 }
@@ -56,6 +60,10 @@ pub struct UpdateUserInput {
     pub phone_number: Option<String>,
     /// New display name.
     pub display_name: Option<String>,
+    /// New given name.
+    pub first_name: Option<String>,
+    /// New family name.
+    pub last_name: Option<String>,
 }
 
 #[derive(Default)]
@@ -197,6 +205,8 @@ async fn create(ctx: &Context<'_>, input: CreateUserInput) -> AppResult<User> {
         email: input.email,
         phone_number: input.phone_number,
         display_name: input.display_name,
+        first_name: input.first_name,
+        last_name: input.last_name,
         password: input.password,
     };
     let (id, user) = app::users::create(ctx.state()?, &ctx.call(), new).await?;
@@ -248,7 +258,7 @@ impl UserMutation {
         Ok(create(ctx, input).await?)
     }
 
-    /// Changes a user's e-mail address, phone number or display name (admins only). Factors
+    /// Changes a user's e-mail address, phone number, display name or names (admins only). Factors
     /// keep the destinations they were enrolled with: enrol a new SMS or e-mail factor to
     /// send codes elsewhere. Recorded as `ProfileUpdated`.
     async fn update_user(
@@ -261,6 +271,8 @@ impl UserMutation {
             email: input.email,
             phone_number: input.phone_number,
             display_name: input.display_name,
+            first_name: input.first_name,
+            last_name: input.last_name,
         };
         let user = app::users::update(ctx.state()?, &ctx.call(), id, profile).await?;
         Ok(UserPayload::of(id, &user))

@@ -179,7 +179,8 @@ pub(crate) async fn graphql_post(
         Ok(request) => request,
         Err(refused) => return *refused,
     };
-    let meta = request_meta(&headers, peer);
+    let mut meta = request_meta(&headers, peer);
+    meta.route = Some("POST /graphql".into());
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());

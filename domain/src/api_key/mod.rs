@@ -47,7 +47,31 @@ pub enum ApiKeyEvent {
     ApiKeyCreated(ApiKeyCreated),
     /// A key was revoked; it is refused from now on.
     ApiKeyRevoked(ApiKeyRevoked),
+    /// A key minted before keys had events (migration 0011) was entered into the log from
+    /// its `api_keys` row, so it can be revoked like any other.
+    ApiKeyAdopted(ApiKeyAdopted),
 }
+
+/// Payload of [`ApiKeyEvent::ApiKeyAdopted`]: what the key's row says. Who minted it was
+/// never recorded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApiKeyAdopted {
+    /// The key's public id.
+    pub key_id: String,
+    /// Its name.
+    pub name: String,
+    /// Its scope.
+    pub scope: ApiKeyScope,
+    /// When it was minted, by its row.
+    pub minted_at: DateTime<Utc>,
+    /// Who adopted it (an actor).
+    pub adopted_by: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// The `created_by` of an adopted key: nobody recorded who minted it.
+pub const UNRECORDED_MINTER: &str = "unrecorded";
 
 /// Payload of [`ApiKeyEvent::ApiKeyCreated`]. No secret, no hash of one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -82,6 +106,7 @@ impl DomainEvent for ApiKeyEvent {
         match self {
             Self::ApiKeyCreated(_) => "ApiKeyCreated",
             Self::ApiKeyRevoked(_) => "ApiKeyRevoked",
+            Self::ApiKeyAdopted(_) => "ApiKeyAdopted",
         }
         .to_string()
     }
@@ -93,7 +118,11 @@ impl DomainEvent for ApiKeyEvent {
 
 impl crate::versioning::Versioned for ApiKeyEvent {
     fn current_version(event_type: &str) -> Option<&'static str> {
-        matches!(event_type, "ApiKeyCreated" | "ApiKeyRevoked").then_some("1.0")
+        matches!(
+            event_type,
+            "ApiKeyCreated" | "ApiKeyRevoked" | "ApiKeyAdopted"
+        )
+        .then_some("1.0")
     }
 
     fn upcast(
@@ -124,6 +153,21 @@ pub enum ApiKeyCommand {
         /// Now.
         at: DateTime<Utc>,
     },
+    /// Enter a key minted before keys had events, from its row.
+    Adopt {
+        /// Its id.
+        key_id: String,
+        /// Its name.
+        name: String,
+        /// Its scope.
+        scope: ApiKeyScope,
+        /// When it was minted.
+        minted_at: DateTime<Utc>,
+        /// The actor.
+        by: String,
+        /// Now.
+        at: DateTime<Utc>,
+    },
     /// Revoke it.
     Revoke {
         /// The actor.
@@ -138,6 +182,7 @@ impl crate::versioning::CommandName for ApiKeyCommand {
         match self {
             Self::Create { .. } => "CreateApiKey",
             Self::Revoke { .. } => "RevokeApiKey",
+            Self::Adopt { .. } => "AdoptApiKey",
         }
     }
 }
@@ -265,6 +310,26 @@ impl Aggregate for ApiKey {
                     at,
                 })
             }
+            ApiKeyCommand::Adopt {
+                key_id,
+                name,
+                scope,
+                minted_at,
+                by,
+                at,
+            } => {
+                if self.created.is_some() {
+                    return Err(ApiKeyError::AlreadyExists);
+                }
+                ApiKeyEvent::ApiKeyAdopted(ApiKeyAdopted {
+                    key_id,
+                    name,
+                    scope,
+                    minted_at,
+                    adopted_by: by,
+                    at,
+                })
+            }
             ApiKeyCommand::Revoke { by, at } => {
                 self.may_revoke()?;
                 let key_id = self.created.as_ref().map(|c| c.key_id.clone());
@@ -283,6 +348,17 @@ impl Aggregate for ApiKey {
         match event {
             ApiKeyEvent::ApiKeyCreated(e) => self.created = Some(e),
             ApiKeyEvent::ApiKeyRevoked(e) => self.revoked = Some(e),
+            // Keys from before 0011 had no expiry.
+            ApiKeyEvent::ApiKeyAdopted(e) => {
+                self.created = Some(ApiKeyCreated {
+                    key_id: e.key_id,
+                    name: e.name,
+                    scope: e.scope,
+                    expires_at: None,
+                    created_by: UNRECORDED_MINTER.to_string(),
+                    at: e.minted_at,
+                });
+            }
         }
     }
 }
@@ -423,5 +499,60 @@ mod tests {
         );
         assert_eq!(ApiKeyScope::parse("admin"), Some(ApiKeyScope::Admin));
         assert_eq!(ApiKeyScope::parse("root"), None);
+    }
+    fn adopted() -> ApiKeyAdopted {
+        ApiKeyAdopted {
+            key_id: "0123456789abcdef".into(),
+            name: "old".into(),
+            scope: ApiKeyScope::Admin,
+            minted_at: t(10),
+            adopted_by: "api-key:bootstrap".into(),
+            at: t(100),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_minted_before_its_events_is_adopted_once_then_revocable() {
+        let adopt = ApiKeyCommand::Adopt {
+            key_id: "0123456789abcdef".into(),
+            name: "old".into(),
+            scope: ApiKeyScope::Admin,
+            minted_at: t(10),
+            by: "api-key:bootstrap".into(),
+            at: t(100),
+        };
+        framework()
+            .given_no_previous_events()
+            .when_async(adopt.clone())
+            .await
+            .then_expect_events(vec![ApiKeyEvent::ApiKeyAdopted(adopted())]);
+        framework()
+            .given(vec![ApiKeyEvent::ApiKeyCreated(created(None))])
+            .when_async(adopt)
+            .await
+            .then_expect_error(ApiKeyError::AlreadyExists);
+        framework()
+            .given(vec![ApiKeyEvent::ApiKeyAdopted(adopted())])
+            .when_async(ApiKeyCommand::Revoke {
+                by: "operator:cli".into(),
+                at: t(200),
+            })
+            .await
+            .then_expect_events(vec![ApiKeyEvent::ApiKeyRevoked(ApiKeyRevoked {
+                key_id: "0123456789abcdef".into(),
+                revoked_by: "operator:cli".into(),
+                at: t(200),
+            })]);
+        let mut key = ApiKey::default();
+        key.apply(ApiKeyEvent::ApiKeyAdopted(adopted()));
+        assert!(key.is_usable(t(1_000_000)));
+        assert_eq!(
+            key.created.map(|c| (c.created_by, c.at)),
+            Some((UNRECORDED_MINTER.to_string(), t(10)))
+        );
+        assert_eq!(
+            ApiKeyEvent::ApiKeyAdopted(adopted()).event_type(),
+            "ApiKeyAdopted"
+        );
     }
 }

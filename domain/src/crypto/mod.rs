@@ -69,6 +69,12 @@ impl MasterKey {
         }
     }
 
+    /// The cipher for the capability tokens of TOTP QR-code links (they carry the secret of
+    /// a factor pending activation).
+    pub fn qr_link_cipher(&self) -> SecretCipher {
+        SecretCipher::new(self.derive("qr-link/v1"))
+    }
+
     /// The keyed hasher for API keys and one-time codes.
     pub fn keyed_hasher(&self) -> KeyedHasher {
         KeyedHasher::new(self.derive("keyed-hash/v1"))

@@ -162,6 +162,14 @@ pub fn provisioning(
     })
 }
 
+/// The key bytes of an unpadded base32 secret as [`Provisioning::secret_base32`] shows it, or
+/// `None` if it is not base32.
+pub fn decode_base32(secret_base32: &str) -> Option<Vec<u8>> {
+    TotpSecret::Encoded(secret_base32.to_string())
+        .to_bytes()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,6 +42,12 @@ pub struct User {
     pub phone_number: Option<String>,
     /// Display name.
     pub display_name: Option<String>,
+    /// Given name.
+    #[serde(default)]
+    pub first_name: Option<String>,
+    /// Family name.
+    #[serde(default)]
+    pub last_name: Option<String>,
     /// argon2id hash of the password, if one was set.
     pub password_hash: Option<String>,
     /// When the user registered.
@@ -151,11 +157,15 @@ impl Aggregate for User {
                     email: cmd.email.or_else(|| self.email.clone()),
                     phone_number: cmd.phone_number.or_else(|| self.phone_number.clone()),
                     display_name: cmd.display_name.or_else(|| self.display_name.clone()),
+                    first_name: cmd.first_name.or_else(|| self.first_name.clone()),
+                    last_name: cmd.last_name.or_else(|| self.last_name.clone()),
                     at: now,
                 };
                 let unchanged = updated.email == self.email
                     && updated.phone_number == self.phone_number
-                    && updated.display_name == self.display_name;
+                    && updated.display_name == self.display_name
+                    && updated.first_name == self.first_name
+                    && updated.last_name == self.last_name;
                 if !unchanged {
                     sink.write(UserEvent::ProfileUpdated(updated), self).await;
                 }
@@ -195,6 +205,8 @@ impl Aggregate for User {
                 self.email = e.email;
                 self.phone_number = e.phone_number;
                 self.display_name = e.display_name;
+                self.first_name = e.first_name;
+                self.last_name = e.last_name;
                 self.created_at = Some(e.at);
             }
             UserEvent::PasswordSet(e) => self.password_hash = Some(e.password_hash),
@@ -220,6 +232,8 @@ impl Aggregate for User {
                 self.email = e.email;
                 self.phone_number = e.phone_number;
                 self.display_name = e.display_name;
+                self.first_name = e.first_name;
+                self.last_name = e.last_name;
             }
             UserEvent::Deactivated(_) => self.status = UserStatus::Deactivated,
             UserEvent::Reactivated(_) => self.status = UserStatus::Active,
@@ -244,6 +258,8 @@ impl User {
             email: cmd.email,
             phone_number: cmd.phone_number,
             display_name: cmd.display_name,
+            first_name: cmd.first_name,
+            last_name: cmd.last_name,
             at,
         };
         sink.write(UserEvent::Registered(registered), self).await;

@@ -110,6 +110,10 @@ pub struct UpdateProfile {
     pub phone_number: Option<String>,
     /// New display name.
     pub display_name: Option<String>,
+    /// New given name.
+    pub first_name: Option<String>,
+    /// New family name.
+    pub last_name: Option<String>,
 }
 
 impl UpdateProfile {
@@ -124,7 +128,10 @@ impl UpdateProfile {
         if let Some(phone) = &self.phone_number {
             validate_phone_number(phone)?;
         }
-        if let Some(name) = &self.display_name {
+        for name in [&self.display_name, &self.first_name, &self.last_name]
+            .into_iter()
+            .flatten()
+        {
             validate_display_name(name)?;
         }
         Ok(())
@@ -149,6 +156,10 @@ pub struct Register {
     pub phone_number: Option<String>,
     /// Optional display name.
     pub display_name: Option<String>,
+    /// Optional given name.
+    pub first_name: Option<String>,
+    /// Optional family name.
+    pub last_name: Option<String>,
     /// Optional first-factor password; only its argon2id hash is ever stored.
     pub password: Option<Secret<String>>,
 }
@@ -177,10 +188,11 @@ impl Register {
         if let Some(phone) = &self.phone_number {
             validate_phone_number(phone)?;
         }
-        if let Some(name) = &self.display_name
-            && (name.chars().count() > MAX_DISPLAY_NAME || name.chars().any(char::is_control))
+        for name in [&self.display_name, &self.first_name, &self.last_name]
+            .into_iter()
+            .flatten()
         {
-            return Err(UserError::InvalidDisplayName);
+            validate_display_name(name)?;
         }
         if let Some(password) = &self.password {
             validate_password(password)?;

@@ -47,6 +47,10 @@ pub struct ProfileUpdated {
     pub phone_number: Option<String>,
     /// Display name.
     pub display_name: Option<String>,
+    /// Given name (Okta's `profile.firstName`); since version 2.0.
+    pub first_name: Option<String>,
+    /// Family name (Okta's `profile.lastName`); since version 2.0.
+    pub last_name: Option<String>,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -169,6 +173,10 @@ pub struct Registered {
     pub phone_number: Option<String>,
     /// Display name, if given.
     pub display_name: Option<String>,
+    /// Given name, if given; since version 2.0.
+    pub first_name: Option<String>,
+    /// Family name, if given; since version 2.0.
+    pub last_name: Option<String>,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -218,13 +226,15 @@ impl DomainEvent for UserEvent {
 
 impl Versioned for UserEvent {
     fn current_version(event_type: &str) -> Option<&'static str> {
+        // 2.0: the profile gained first and last names.
+        if matches!(event_type, "Registered" | "ProfileUpdated") {
+            return Some("2.0");
+        }
         matches!(
             event_type,
-            "Registered"
-                | "PasswordSet"
+            "PasswordSet"
                 | "LoginFailed"
                 | "RecoveryCodesGenerated"
-                | "ProfileUpdated"
                 | "Deactivated"
                 | "Reactivated"
                 | "RecoveryUsed"
@@ -236,7 +246,15 @@ impl Versioned for UserEvent {
         .then_some("1.0")
     }
 
-    fn upcast(_event_type: &str, _event_version: &str, payload: Value) -> Value {
+    fn upcast(event_type: &str, event_version: &str, mut payload: Value) -> Value {
+        // 1.0 → 2.0: a profile without names has none.
+        if event_version == "1.0"
+            && let Some(body) = payload.get_mut(event_type).and_then(Value::as_object_mut)
+            && matches!(event_type, "Registered" | "ProfileUpdated")
+        {
+            body.entry("first_name").or_insert(Value::Null);
+            body.entry("last_name").or_insert(Value::Null);
+        }
         payload
     }
 }

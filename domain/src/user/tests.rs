@@ -28,6 +28,8 @@ fn register(login: &str) -> Register {
         email: Some("alice@example.com".into()),
         phone_number: Some("+14155550100".into()),
         display_name: Some("Alice".into()),
+        first_name: None,
+        last_name: None,
         password: None,
     }
 }
@@ -38,6 +40,8 @@ fn registered() -> Registered {
         email: Some("alice@example.com".into()),
         phone_number: Some("+14155550100".into()),
         display_name: Some("Alice".into()),
+        first_name: None,
+        last_name: None,
         at: t0(),
     }
 }
@@ -577,6 +581,8 @@ async fn update_profile_replaces_the_given_fields_only() {
             email: Some("alice@example.com".into()),
             phone_number: Some("+14155550199".into()),
             display_name: Some("Alice".into()),
+            first_name: None,
+            last_name: None,
             at: t0(),
         })]);
     // Nothing changes: nothing is written.
@@ -657,8 +663,76 @@ fn lifecycle_event_type_strings_are_frozen() {
         email: None,
         phone_number: None,
         display_name: None,
+        first_name: None,
+        last_name: None,
         at,
     });
     assert_eq!(updated.event_type(), "ProfileUpdated");
-    assert_eq!(updated.event_version(), "1.0");
+    assert_eq!(updated.event_version(), "2.0");
+}
+
+#[tokio::test]
+async fn first_and_last_names_are_registered_and_updated() {
+    let mut with_names = register("alice");
+    with_names.first_name = Some("Alice".into());
+    with_names.last_name = Some("Liddell".into());
+    framework()
+        .given_no_previous_events()
+        .when_async(UserCommand::Register(with_names))
+        .await
+        .then_expect_events(vec![UserEvent::Registered(Registered {
+            first_name: Some("Alice".into()),
+            last_name: Some("Liddell".into()),
+            ..registered()
+        })]);
+    framework()
+        .given(vec![UserEvent::Registered(registered())])
+        .when_async(UserCommand::UpdateProfile(UpdateProfile {
+            last_name: Some("Hargreaves".into()),
+            ..UpdateProfile::default()
+        }))
+        .await
+        .then_expect_events(vec![UserEvent::ProfileUpdated(ProfileUpdated {
+            email: Some("alice@example.com".into()),
+            phone_number: Some("+14155550100".into()),
+            display_name: Some("Alice".into()),
+            first_name: None,
+            last_name: Some("Hargreaves".into()),
+            at: t0(),
+        })]);
+    let mut control = register("alice");
+    control.first_name = Some("A\u{7}".into());
+    framework()
+        .given_no_previous_events()
+        .when_async(UserCommand::Register(control))
+        .await
+        .then_expect_error(UserError::InvalidDisplayName);
+}
+
+#[test]
+fn profile_events_of_version_1_read_as_without_names() {
+    use cqrs_es::DomainEvent;
+
+    use crate::versioning::decode;
+    let stored = serde_json::json!({ "Registered": {
+        "login": "alice", "email": null, "phone_number": null, "display_name": "Alice",
+        "at": "2026-01-01T00:00:00Z" } });
+    let event: UserEvent = decode("Registered", "1.0", stored).expect("upcast");
+    let UserEvent::Registered(r) = event else {
+        panic!("not Registered: {event:?}")
+    };
+    assert_eq!((r.first_name, r.last_name), (None, None));
+    assert_eq!(r.display_name.as_deref(), Some("Alice"));
+    let stored = serde_json::json!({ "ProfileUpdated": {
+        "email": "a@example.com", "phone_number": null, "display_name": null,
+        "at": "2026-01-01T00:00:00Z" } });
+    let event: UserEvent = decode("ProfileUpdated", "1.0", stored).expect("upcast");
+    assert!(matches!(
+        event,
+        UserEvent::ProfileUpdated(ProfileUpdated {
+            first_name: None,
+            ..
+        })
+    ));
+    assert_eq!(UserEvent::Registered(registered()).event_version(), "2.0");
 }

@@ -20,6 +20,10 @@ pub struct UserRow {
     pub phone_number: Option<String>,
     /// Display name.
     pub display_name: Option<String>,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
     /// `ACTIVE`, …
     pub status: String,
     /// RFC 3339.
@@ -45,6 +49,8 @@ pub(super) fn fold(rows: &mut Rows<UserRow>, stored: &StoredEvent, event: UserEv
             email: e.email,
             phone_number: e.phone_number,
             display_name: e.display_name,
+            first_name: e.first_name,
+            last_name: e.last_name,
             status: "ACTIVE".into(),
             created_at: ts(e.at),
             last_seq: seq,
@@ -63,6 +69,8 @@ pub(super) fn fold(rows: &mut Rows<UserRow>, stored: &StoredEvent, event: UserEv
             r.email = e.email;
             r.phone_number = e.phone_number;
             r.display_name = e.display_name;
+            r.first_name = e.first_name;
+            r.last_name = e.last_name;
         }),
         UserEvent::Deactivated(_) => rows.update(id, seq, |r| r.status = "DEACTIVATED".into()),
         UserEvent::Reactivated(_) => rows.update(id, seq, |r| r.status = "ACTIVE".into()),
@@ -83,6 +91,8 @@ impl super::Row for UserRow {
         "email",
         "phone_number",
         "display_name",
+        "first_name",
+        "last_name",
         "status",
         "created_at",
         "last_seq",
@@ -108,6 +118,8 @@ impl super::Row for UserRow {
             .bind(&self.email)
             .bind(&self.phone_number)
             .bind(&self.display_name)
+            .bind(&self.first_name)
+            .bind(&self.last_name)
             .bind(&self.status)
             .bind(&self.created_at)
             .bind(self.last_seq)
@@ -116,7 +128,8 @@ impl super::Row for UserRow {
     }
 }
 
-const COLUMNS: &str = "id, login, email, phone_number, display_name, status, created_at, last_seq, \
+const COLUMNS: &str = "id, login, email, phone_number, display_name, first_name, last_name, \
+     status, created_at, last_seq, \
      recovery_codes_remaining, second_factor_locked";
 
 impl Queries {

@@ -359,3 +359,71 @@ both_stores!(
         }
     }
 );
+
+both_stores!(
+    a_key_minted_before_key_events_is_adopted_and_revoked,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        // A key as the server minted it before migration 0011: a row with no stream and no
+        // minter.
+        let auth = &s.server().state.auth;
+        let minted = auth.mint();
+        let created = tessera_domain::api_key::ApiKeyCreated {
+            key_id: minted.id.clone(),
+            name: "legacy".into(),
+            scope: tessera_domain::api_key::ApiKeyScope::Admin,
+            expires_at: None,
+            created_by: String::new(),
+            at: chrono::Utc::now() - TimeDelta::days(30),
+        };
+        auth.insert_key(&minted, &created).await.unwrap();
+        s.execute_sql(&format!(
+            "UPDATE api_keys SET created_by = NULL WHERE id = '{}'",
+            minted.id
+        ))
+        .await;
+        assert!(works(&s, &minted.token).await);
+        assert!(s.event_types("ApiKey", &minted.id).await.is_empty());
+        // Listed like any other, with its minter unknown.
+        let listed = s
+            .ok(
+                "{ apiKeys(first: 50) { edges { node { id name createdBy active } } } }",
+                json!({}),
+            )
+            .await;
+        let legacy: Vec<&Value> = listed["apiKeys"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["node"])
+            .filter(|n| n["id"] == minted.id.as_str())
+            .collect();
+        assert_eq!(legacy.len(), 1, "{listed}");
+        assert_eq!(legacy[0]["createdBy"], Value::Null);
+        assert_eq!(legacy[0]["active"], true);
+        // Revoked: adopted into the log first, then revoked, and refused from then on.
+        let r = s
+            .gql(
+                "mutation($i: ID!) { revokeApiKey(input: {id: $i}) { apiKey { id active revokedBy } } }",
+                json!({ "i": minted.id }),
+            )
+            .await;
+        assert_eq!(r["data"]["revokeApiKey"]["apiKey"]["active"], false, "{r}");
+        assert!(!works(&s, &minted.token).await);
+        let events = s.events("ApiKey", &minted.id).await;
+        let types: Vec<&str> = events.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(types, ["ApiKeyAdopted", "ApiKeyRevoked"]);
+        let adopted = &events[0].1["ApiKeyAdopted"];
+        assert_eq!(adopted["name"], "legacy");
+        assert_eq!(adopted["adopted_by"], "api-key:bootstrap");
+        assert!(!events[0].1.to_string().contains(&minted.token));
+        // Once.
+        let again = s
+            .gql(
+                "mutation($i: ID!) { revokeApiKey(input: {id: $i}) { apiKey { id } } }",
+                json!({ "i": minted.id }),
+            )
+            .await;
+        assert_eq!(error_reason(&again), "API_KEY_ALREADY_REVOKED", "{again}");
+    }
+);

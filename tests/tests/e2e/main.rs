@@ -13,6 +13,8 @@ mod http_conventions;
 mod login;
 mod masking;
 mod no_secrets;
+mod okta;
+mod okta_postman;
 mod oob_codes;
 mod operations;
 mod payloads;
