@@ -133,6 +133,7 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         UserServices {
             clock: Arc::clone(&clock),
             hard_lock_threshold: config.hard_lock_threshold,
+            login_throttle: config.login_throttle(),
         },
         config.factor_snapshot_every,
     );
@@ -240,6 +241,7 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         clock,
         shutdown: watch::channel(false).0,
         sessions: Arc::default(),
+        login_throttles: Arc::new(app::throttle::LoginThrottles::new(master.keyed_hasher())),
     })
 }
 

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::{
     alerts::Deliverer,
+    app::throttle::LoginThrottles,
     auth::Authenticator,
     config::Config,
     delivery::{Delivery, queue::MessageQueue},
@@ -72,6 +73,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Per-login gates and keys of the password throttle.
+    pub login_throttles: Arc<LoginThrottles>,
 }
 
 /// Request context recorded in every event's metadata (not in payloads).

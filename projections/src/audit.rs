@@ -615,6 +615,12 @@ mod tests {
                 failed_logins: 1,
                 at,
             }),
+            UserEvent::LoginThrottled(user::LoginThrottled {
+                runs: 1,
+                until: at,
+                at,
+            }),
+            UserEvent::LoginFailuresReset(user::LoginFailuresReset { at }),
             UserEvent::ProfileUpdated(user::ProfileUpdated {
                 email: Some("a@example.com".into()),
                 phone_number: None,
@@ -635,6 +641,8 @@ mod tests {
                 | UserEvent::LockedOut(_)
                 | UserEvent::Unlocked(_)
                 | UserEvent::LoginFailed(_)
+                | UserEvent::LoginThrottled(_)
+                | UserEvent::LoginFailuresReset(_)
                 | UserEvent::ProfileUpdated(_)
                 | UserEvent::Deactivated(_)
                 | UserEvent::Reactivated(_) => {}

@@ -15,7 +15,7 @@ use tessera_domain::{
     policy::{self, MfaMode, MfaPolicy, MfaPolicyCommand, POLICY_ID},
     proof,
     secret::Secret,
-    user::{LoginFailureReason, UserCommand},
+    user::LoginFailureReason,
 };
 use tessera_projections::read_model::FactorRow;
 
@@ -24,6 +24,7 @@ use crate::{
         AppError, AppResult, Call,
         codes::factor_type_not_allowed,
         prove::{ChallengeProof, ProofAnswer, answer_challenge},
+        throttle,
     },
     state::AppState,
     tokens::Scope,
@@ -97,14 +98,15 @@ async fn login_factors(
     Ok(factors)
 }
 
-/// `login`: checks a password. A wrong password or unknown login is `INVALID_CREDENTIALS`
-/// after the same argon2 work either way, and a known user's failure is recorded
-/// (`LoginFailed`, written just after the answer). Then, by the MFA policy: a token, or a
-/// login challenge with the factors that can complete it, or (policy `REQUIRED`, no factor
-/// yet) an enrolment-only token.
+/// `login`: checks a password, unless the login is throttled (`LOGIN_THROTTLED`, nothing
+/// checked). A wrong password or unknown login is `INVALID_CREDENTIALS` after the same argon2
+/// work either way, and the failure is counted before the answer (a known user's
+/// `LoginFailed`, an unknown login's row of the throttle table), so both kinds of login are
+/// throttled alike. Then, by the MFA policy: a token, or a login challenge with the factors
+/// that can complete it, or (policy `REQUIRED`, no factor yet) an enrolment-only token.
 ///
 /// # Errors
-/// `InvalidCredentials`; store errors.
+/// `InvalidCredentials`; `LOGIN_THROTTLED`; store errors.
 pub async fn login(
     state: &AppState,
     call: &Call,
@@ -113,7 +115,10 @@ pub async fn login(
 ) -> AppResult<LoginOutcome> {
     let metadata = call.metadata();
     let user_id = UserId::for_login(login);
-    let (user, _) = state.users.load(&user_id.to_string()).await?;
+    // One check of this login at a time on this node, each after the previous one's count.
+    let turn = state.login_throttles.turn(user_id).await;
+    let (user, sequence) = state.users.load(&user_id.to_string()).await?;
+    let unregistered = throttle::ensure_not_throttled(state, user_id, &user).await?;
     let stored = user.password_hash.clone().filter(|_| user.exists());
     let password = Secret::new(password);
     let checked = stored.clone();
@@ -126,42 +131,32 @@ pub async fn login(
     })
     .await
     .map_err(AppError::internal)?;
-    if !matches {
-        if user.exists() {
-            let reason = if stored.is_some() {
-                LoginFailureReason::WrongPassword
-            } else {
-                LoginFailureReason::NoPassword
-            };
-            // Recorded after answering: an fsync'd write before the answer would make a known
-            // login measurably slower than an unknown one. Under a password attack many such
-            // writes race on one stream; a lost race is retried until it is written, so every
-            // answered failure reaches the audit log.
-            let users = std::sync::Arc::clone(&state.users);
-            tokio::spawn(async move {
-                let key = user_id.to_string();
-                loop {
-                    let command = UserCommand::RecordLoginFailure { reason };
-                    match users.execute(&key, command, &metadata).await {
-                        Ok(_) => return,
-                        Err(cqrs_es::AggregateError::AggregateConflict) => {
-                            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                        }
-                        Err(e) => {
-                            tracing::error!(user = %user_id, error = %e, "could not record a failed login");
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-        return Err(AppError::InvalidCredentials);
-    }
     // A deactivated user's right password answers exactly as a wrong one (after the same
-    // argon2 work), so anonymous callers cannot tell the state.
-    if user.is_deactivated() {
+    // argon2 work) and is counted as one, so anonymous callers can tell neither the state nor,
+    // from when the throttle starts, which guess was right.
+    if !matches || user.is_deactivated() {
+        let reason = match (matches, &stored) {
+            (true, _) => LoginFailureReason::Deactivated,
+            (false, Some(_)) => LoginFailureReason::WrongPassword,
+            (false, None) => LoginFailureReason::NoPassword,
+        };
+        // Counted before answering, for known and unknown logins alike (each pays one write),
+        // so the audit log holds every answered failure and the next guess sees this one.
+        let exists = user.exists();
+        throttle::count_failure(
+            state,
+            user_id,
+            exists.then_some((user, sequence)),
+            unregistered,
+            reason,
+            &metadata,
+        )
+        .await?;
+        drop(turn);
         return Err(AppError::InvalidCredentials);
     }
+    throttle::reset(state, user_id, (user, sequence), &metadata).await?;
+    drop(turn);
     let (policy, _) = state.policy.load(POLICY_ID).await?;
     let factors = if policy.mode == MfaMode::Disabled {
         Vec::new()

@@ -16,6 +16,7 @@
 //! | [`recovery`] | issue, regenerate and spend recovery codes; unlock a user |
 //! | [`step_up`] | start and complete step-up challenges |
 //! | [`login`] | password login, completing it with a second factor, access tokens, the MFA policy |
+//! | [`throttle`] | the password throttle around every password check |
 //! | [`users`] | create users, set passwords |
 
 pub mod api_keys;
@@ -28,6 +29,7 @@ pub mod login;
 pub mod prove;
 pub mod recovery;
 pub mod step_up;
+pub mod throttle;
 pub mod users;
 
 use std::collections::HashMap;

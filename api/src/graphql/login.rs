@@ -149,8 +149,10 @@ pub struct LoginMutation;
 #[Object]
 impl LoginMutation {
     /// Checks a password (no token needed). A wrong password or unknown login answers
-    /// `UNAUTHENTICATED` (`INVALID_CREDENTIALS`) after the same argon2 work either way, and a
-    /// known user's failure is recorded (`LoginFailed`, written just after the answer). Then,
+    /// `UNAUTHENTICATED` (`INVALID_CREDENTIALS`) after the same argon2 work either way, and the
+    /// failure is counted before the answer (a known user's `LoginFailed`). After
+    /// `TESSERA_LOGIN_LOCKOUT_THRESHOLD` consecutive wrong passwords the login (known or not)
+    /// is throttled: `RATE_LIMITED` (`LOGIN_THROTTLED`) with `retryAfter`, no password checked. Then,
     /// by the MFA policy: a token, or `mfaRequired` with a challenge and the factors that can
     /// complete it, or (policy REQUIRED, no factor yet) an enrolment-only token.
     async fn login(

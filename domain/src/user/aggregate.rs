@@ -10,10 +10,11 @@ use crate::{
     secret::Secret,
     services::Clock,
     user::{
-        FailuresReset, LoginFailed, LoginFailureReason, PasswordSet, ProfileUpdated,
-        RecoveryCodesGenerated, RecoveryUsed, Register, Registered, SetPassword, UserCommand,
-        UserDeactivated, UserError, UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut,
-        UserReactivated, UserUnlocked, recovery,
+        FailuresReset, LoginFailed, LoginFailureReason, LoginFailuresReset, LoginThrottled,
+        PasswordSet, ProfileUpdated, RecoveryCodesGenerated, RecoveryUsed, Register, Registered,
+        SetPassword, UserCommand, UserDeactivated, UserError, UserEvent, UserFailedAttempt,
+        UserFailureReason, UserLockedOut, UserReactivated, UserUnlocked, recovery,
+        throttle::{LoginThrottle, ThrottlePolicy},
     },
 };
 
@@ -59,6 +60,9 @@ pub struct User {
     /// Failed logins so far.
     #[serde(default)]
     pub failed_logins: u32,
+    /// The password throttle: wrong passwords since the last success.
+    #[serde(default)]
+    pub login_throttle: LoginThrottle,
 }
 
 /// What a user's commands need from outside.
@@ -69,6 +73,8 @@ pub struct UserServices {
     /// Consecutive failures that lock the second factor for good
     /// (`TESSERA_HARD_LOCK_THRESHOLD`, NIST SP 800-63B's 100).
     pub hard_lock_threshold: u32,
+    /// The password-guessing throttle.
+    pub login_throttle: ThrottlePolicy,
 }
 
 impl User {
@@ -184,6 +190,13 @@ impl Aggregate for User {
                 self.record_login_failure(reason, services, sink).await;
                 Ok(())
             }
+            UserCommand::ResetLoginFailures => {
+                if !self.login_throttle.is_clear() {
+                    let reset = LoginFailuresReset { at: now };
+                    sink.write(UserEvent::LoginFailuresReset(reset), self).await;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -215,7 +228,18 @@ impl Aggregate for User {
                 self.second_factor_locked = false;
                 self.consecutive_failures = 0;
             }
-            UserEvent::LoginFailed(e) => self.failed_logins = e.failed_logins,
+            UserEvent::LoginFailed(e) => {
+                self.failed_logins = e.failed_logins;
+                self.login_throttle.failures = self.login_throttle.failures.saturating_add(1);
+            }
+            UserEvent::LoginThrottled(e) => {
+                self.login_throttle = LoginThrottle {
+                    failures: 0,
+                    runs: e.runs,
+                    until: Some(e.until),
+                };
+            }
+            UserEvent::LoginFailuresReset(_) => self.login_throttle = LoginThrottle::default(),
             UserEvent::ProfileUpdated(e) => {
                 self.email = e.email;
                 self.phone_number = e.phone_number;
@@ -378,6 +402,12 @@ impl User {
         }
         cmd.validate()?;
         if let Some(current) = &cmd.current_password {
+            let now = services.clock.now();
+            if let Some(retry_after_seconds) = self.login_throttle.retry_after(now) {
+                return Err(UserError::LoginThrottled {
+                    retry_after_seconds,
+                });
+            }
             let matches = self
                 .password_hash
                 .as_deref()
@@ -400,17 +430,30 @@ impl User {
         Ok(())
     }
 
+    /// Records a wrong password, and the throttle it starts when it completes a run.
     async fn record_login_failure(
         &mut self,
         reason: LoginFailureReason,
         services: &UserServices,
         sink: &EventSink<Self>,
     ) {
+        let now = services.clock.now();
+        let (after, throttled_until) = self
+            .login_throttle
+            .after_failure(&services.login_throttle, now);
         let failed = LoginFailed {
             reason,
             failed_logins: self.failed_logins.saturating_add(1),
-            at: services.clock.now(),
+            at: now,
         };
         sink.write(UserEvent::LoginFailed(failed), self).await;
+        if let Some(until) = throttled_until {
+            let throttled = LoginThrottled {
+                runs: after.runs,
+                until,
+                at: now,
+            };
+            sink.write(UserEvent::LoginThrottled(throttled), self).await;
+        }
     }
 }

@@ -50,10 +50,14 @@ pub enum UserCommand {
         /// Why.
         reason: LoginFailureReason,
     },
+    /// A correct password: the password throttle's count starts again (writes nothing when
+    /// nothing was counted).
+    ResetLoginFailures,
 }
 
-/// Sets a password. With `current_password`, the current one must match first (self-service);
-/// a mismatch is recorded as a failed login and nothing else changes.
+/// Sets a password. With `current_password`, the current one must match first (self-service):
+/// it is a password guess like a login's, refused unchecked while the login is throttled, and
+/// a mismatch is recorded as a failed login (counted by the throttle) and nothing else changes.
 #[derive(Clone, Debug)]
 pub struct SetPassword {
     /// The new password, 8 to 256 characters; only its argon2id hash is stored.
@@ -80,6 +84,8 @@ pub enum LoginFailureReason {
     WrongPassword,
     /// The user has no password (checked against a dummy hash all the same).
     NoPassword,
+    /// The password matched but the user is deactivated (answered as a wrong one).
+    Deactivated,
 }
 
 impl crate::versioning::CommandName for UserCommand {
@@ -88,6 +94,7 @@ impl crate::versioning::CommandName for UserCommand {
             Self::Register(_) => "Register",
             Self::SetPassword(_) => "SetPassword",
             Self::RecordLoginFailure { .. } => "RecordLoginFailure",
+            Self::ResetLoginFailures => "ResetLoginFailures",
             Self::GenerateRecoveryCodes { .. } => "GenerateRecoveryCodes",
             Self::UseRecoveryCode { .. } => "UseRecoveryCode",
             Self::RecordFactorFailure { .. } => "RecordFactorFailure",

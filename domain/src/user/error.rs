@@ -39,6 +39,12 @@ pub enum UserError {
     /// Unlock of a user whose second factor is not locked.
     #[error("the user's second factor is not locked")]
     NotLocked,
+    /// Too many wrong passwords: none is checked for a while.
+    #[error("too many wrong passwords; try again later")]
+    LoginThrottled {
+        /// Whole seconds until a password is checked again.
+        retry_after_seconds: i64,
+    },
 }
 
 impl Classify for UserError {
@@ -54,6 +60,7 @@ impl Classify for UserError {
             | Self::MalformedRecoveryCode
             | Self::InvalidRecoveryCodeSet => ErrorKind::InvalidInput,
             Self::NotLocked | Self::Deactivated | Self::NotDeactivated => ErrorKind::WrongState,
+            Self::LoginThrottled { .. } => ErrorKind::RateLimited,
         }
     }
 
@@ -71,6 +78,16 @@ impl Classify for UserError {
             Self::NotLocked => "USER_NOT_LOCKED",
             Self::Deactivated => "USER_DEACTIVATED",
             Self::NotDeactivated => "USER_NOT_DEACTIVATED",
+            Self::LoginThrottled { .. } => "LOGIN_THROTTLED",
+        }
+    }
+
+    fn retry_after_seconds(&self) -> Option<i64> {
+        match self {
+            Self::LoginThrottled {
+                retry_after_seconds,
+            } => Some(*retry_after_seconds),
+            _ => None,
         }
     }
 }

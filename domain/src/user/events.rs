@@ -16,6 +16,10 @@ pub enum UserEvent {
     PasswordSet(PasswordSet),
     /// A login (or a password change) presented a wrong password.
     LoginFailed(LoginFailed),
+    /// A run of wrong passwords throttled the login: no password is checked until `until`.
+    LoginThrottled(LoginThrottled),
+    /// A correct password after wrong ones: the throttle's count starts again.
+    LoginFailuresReset(LoginFailuresReset),
     /// A new set of recovery codes replaced any old one (argon2id hashes only).
     RecoveryCodesGenerated(RecoveryCodesGenerated),
     /// A recovery code was spent.
@@ -158,6 +162,25 @@ pub struct LoginFailed {
     pub at: DateTime<Utc>,
 }
 
+/// Payload of [`UserEvent::LoginThrottled`], written with the `LoginFailed` that completed
+/// the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoginThrottled {
+    /// Throttles since the last success, this one included.
+    pub runs: u32,
+    /// When passwords are checked again.
+    pub until: DateTime<Utc>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`UserEvent::LoginFailuresReset`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoginFailuresReset {
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 /// Payload of [`UserEvent::Registered`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Registered {
@@ -196,6 +219,8 @@ impl DomainEvent for UserEvent {
             Self::Registered(_) => "Registered",
             Self::PasswordSet(_) => "PasswordSet",
             Self::LoginFailed(_) => "LoginFailed",
+            Self::LoginThrottled(_) => "LoginThrottled",
+            Self::LoginFailuresReset(_) => "LoginFailuresReset",
             Self::RecoveryCodesGenerated(_) => "RecoveryCodesGenerated",
             Self::RecoveryUsed(_) => "RecoveryUsed",
             Self::FailedAttempt(_) => "FailedAttempt",
@@ -223,6 +248,8 @@ impl Versioned for UserEvent {
             "Registered"
                 | "PasswordSet"
                 | "LoginFailed"
+                | "LoginThrottled"
+                | "LoginFailuresReset"
                 | "RecoveryCodesGenerated"
                 | "ProfileUpdated"
                 | "Deactivated"

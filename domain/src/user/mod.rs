@@ -7,6 +7,7 @@ mod events;
 pub mod recovery;
 #[cfg(test)]
 mod tests;
+pub mod throttle;
 
 pub use aggregate::{User, UserServices, UserStatus};
 pub use commands::{
@@ -15,9 +16,9 @@ pub use commands::{
 };
 pub use error::UserError;
 pub use events::{
-    FailuresReset, LoginFailed, PasswordSet, ProfileUpdated, RecoveryCodesGenerated, RecoveryUsed,
-    Registered, UserDeactivated, UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut,
-    UserReactivated, UserUnlocked,
+    FailuresReset, LoginFailed, LoginFailuresReset, LoginThrottled, PasswordSet, ProfileUpdated,
+    RecoveryCodesGenerated, RecoveryUsed, Registered, UserDeactivated, UserEvent,
+    UserFailedAttempt, UserFailureReason, UserLockedOut, UserReactivated, UserUnlocked,
 };
 
 use crate::factor::FactorOutcome;

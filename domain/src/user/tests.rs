@@ -19,6 +19,7 @@ fn framework() -> TestFramework<User> {
     TestFramework::with(UserServices {
         clock: Arc::new(FixedClock::at(t0())),
         hard_lock_threshold: 100,
+        login_throttle: throttle::ThrottlePolicy::new(3, 300),
     })
 }
 
@@ -244,6 +245,119 @@ async fn failed_logins_are_counted() {
         })
         .await
         .then_expect_error(UserError::NotFound);
+}
+
+fn login_failed(n: u32) -> UserEvent {
+    UserEvent::LoginFailed(LoginFailed {
+        reason: LoginFailureReason::WrongPassword,
+        failed_logins: n,
+        at: t0(),
+    })
+}
+
+#[tokio::test]
+async fn the_failure_completing_a_run_throttles_the_login() {
+    // The test policy throttles after 3 wrong passwords, for 300 s.
+    let mut given = with_password();
+    given.extend([login_failed(1), login_failed(2)]);
+    framework()
+        .given(given)
+        .when_async(UserCommand::RecordLoginFailure {
+            reason: LoginFailureReason::WrongPassword,
+        })
+        .await
+        .then_expect_events(vec![
+            login_failed(3),
+            UserEvent::LoginThrottled(LoginThrottled {
+                runs: 1,
+                until: t0() + chrono::TimeDelta::seconds(300),
+                at: t0(),
+            }),
+        ]);
+}
+
+#[tokio::test]
+async fn a_second_run_throttles_twice_as_long() {
+    let mut given = with_password();
+    given.extend([
+        login_failed(1),
+        login_failed(2),
+        login_failed(3),
+        UserEvent::LoginThrottled(LoginThrottled {
+            runs: 1,
+            until: t0(),
+            at: t0(),
+        }),
+        login_failed(4),
+        login_failed(5),
+    ]);
+    framework()
+        .given(given)
+        .when_async(UserCommand::RecordLoginFailure {
+            reason: LoginFailureReason::WrongPassword,
+        })
+        .await
+        .then_expect_events(vec![
+            login_failed(6),
+            UserEvent::LoginThrottled(LoginThrottled {
+                runs: 2,
+                until: t0() + chrono::TimeDelta::seconds(600),
+                at: t0(),
+            }),
+        ]);
+}
+
+#[tokio::test]
+async fn a_correct_password_resets_the_throttle_and_writes_nothing_when_clear() {
+    let mut given = with_password();
+    given.push(login_failed(1));
+    framework()
+        .given(given)
+        .when_async(UserCommand::ResetLoginFailures)
+        .await
+        .then_expect_events(vec![UserEvent::LoginFailuresReset(LoginFailuresReset {
+            at: t0(),
+        })]);
+    framework()
+        .given(with_password())
+        .when_async(UserCommand::ResetLoginFailures)
+        .await
+        .then_expect_events(vec![]);
+    // After a reset the count starts again: two more failures throttle nothing.
+    let mut given = with_password();
+    given.extend([
+        login_failed(1),
+        login_failed(2),
+        UserEvent::LoginFailuresReset(LoginFailuresReset { at: t0() }),
+        login_failed(3),
+    ]);
+    framework()
+        .given(given)
+        .when_async(UserCommand::RecordLoginFailure {
+            reason: LoginFailureReason::WrongPassword,
+        })
+        .await
+        .then_expect_events(vec![login_failed(4)]);
+}
+
+#[tokio::test]
+async fn while_throttled_a_current_password_is_refused_unchecked() {
+    let mut given = with_password();
+    given.push(UserEvent::LoginThrottled(LoginThrottled {
+        runs: 1,
+        until: t0() + chrono::TimeDelta::seconds(42),
+        at: t0(),
+    }));
+    framework()
+        .given(given)
+        .when_async(set_password(
+            "a new passphrase",
+            Some("correct horse battery"),
+        ))
+        .await
+        .then_expect_error(UserError::LoginThrottled {
+            retry_after_seconds: 42,
+        });
 }
 
 #[test]
@@ -557,6 +671,18 @@ fn every_user_event_type_string_is_frozen() {
             "LockedOut",
         ),
         (UserEvent::Unlocked(UserUnlocked { at: t0() }), "Unlocked"),
+        (
+            UserEvent::LoginThrottled(LoginThrottled {
+                runs: 1,
+                until: t0(),
+                at: t0(),
+            }),
+            "LoginThrottled",
+        ),
+        (
+            UserEvent::LoginFailuresReset(LoginFailuresReset { at: t0() }),
+            "LoginFailuresReset",
+        ),
     ];
     for (event, name) in cases {
         assert_eq!(event.event_type(), name);

@@ -68,6 +68,8 @@ pub(super) fn fold(rows: &mut Rows<UserRow>, stored: &StoredEvent, event: UserEv
         UserEvent::Reactivated(_) => rows.update(id, seq, |r| r.status = "ACTIVE".into()),
         UserEvent::PasswordSet(_)
         | UserEvent::LoginFailed(_)
+        | UserEvent::LoginThrottled(_)
+        | UserEvent::LoginFailuresReset(_)
         | UserEvent::FailedAttempt(_)
         | UserEvent::FailuresReset(_) => {
             rows.update(id, seq, |_| {});

@@ -25,6 +25,7 @@ mod snapshots;
 mod startup;
 mod step_up;
 mod subscriptions;
+mod throttle;
 mod tokens;
 mod tour;
 mod users;
