@@ -23,6 +23,21 @@ fn outcome(r: &Value) -> String {
     }
 }
 
+/// The kinds of the user's security alerts, once the reactor has caught up with the log.
+async fn alert_kinds(s: &TestServer, user: &str) -> Vec<String> {
+    s.quiesce().await;
+    s.ok(
+        "query($u: ID) { securityAlerts(userId: $u) { edges { node { kind } } } }",
+        json!({ "u": user }),
+    )
+    .await["securityAlerts"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn count(types: &[String], wanted: &str) -> usize {
     types.iter().filter(|t| *t == wanted).count()
 }
@@ -120,6 +135,8 @@ both_stores!(
         let types = s.event_types("User", &user).await;
         assert_eq!(count(&types, "LoginFailed"), 10, "{types:?}");
         assert_eq!(count(&types, "LoginThrottled"), 1, "{types:?}");
+        // The burst raised one security alert.
+        assert_eq!(alert_kinds(&s, &user).await, ["LOGIN_THROTTLED"]);
     }
 );
 
