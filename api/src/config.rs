@@ -46,6 +46,11 @@ pub struct Config {
     #[arg(long, env = "TESSERA_LOGIN_LOCKOUT_SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(i64).range(1..=86400))]
     pub login_lockout_seconds: i64,
+    /// Days a device stays trusted after `completeLogin(rememberDevice: true)` (0 to 365);
+    /// 0 turns trusted devices off.
+    #[arg(long, env = "TESSERA_TRUSTED_DEVICE_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(0..=365))]
+    pub trusted_device_days: u32,
     /// Seconds a pending enrolment waits for activation.
     #[arg(long, env = "TESSERA_ENROLLMENT_TTL_SECONDS", default_value_t = 900)]
     pub enrollment_ttl_seconds: i64,
@@ -276,6 +281,7 @@ impl Default for Config {
             hard_lock_threshold: 100,
             login_lockout_threshold: 10,
             login_lockout_seconds: 300,
+            trusted_device_days: 30,
             alert_threshold: 3,
             alert_window_seconds: 600,
             alert_webhook_url: None,

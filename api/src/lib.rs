@@ -241,6 +241,7 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         clock,
         shutdown: watch::channel(false).0,
         sessions: Arc::default(),
+        keyed_hasher: master.keyed_hasher(),
         login_throttles: Arc::new(app::throttle::LoginThrottles::new(master.keyed_hasher())),
     })
 }

@@ -73,6 +73,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Keyed hashes (device tokens).
+    pub keyed_hasher: tessera_domain::crypto::KeyedHasher,
     /// Per-login gates and keys of the password throttle.
     pub login_throttles: Arc<LoginThrottles>,
 }

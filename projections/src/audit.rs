@@ -621,6 +621,22 @@ mod tests {
                 at,
             }),
             UserEvent::LoginFailuresReset(user::LoginFailuresReset { at }),
+            UserEvent::DeviceTrusted(user::DeviceTrusted {
+                device_id: uuid::Uuid::nil(),
+                token_hash: hash.clone(),
+                label: None,
+                expires_at: at,
+                at,
+            }),
+            UserEvent::TrustedDeviceUsed(user::TrustedDeviceUsed {
+                device_id: uuid::Uuid::nil(),
+                at,
+            }),
+            UserEvent::DeviceRevoked(user::DeviceRevoked {
+                device_id: uuid::Uuid::nil(),
+                reason: user::DeviceRevocationReason::Revoked,
+                at,
+            }),
             UserEvent::ProfileUpdated(user::ProfileUpdated {
                 email: Some("a@example.com".into()),
                 phone_number: None,
@@ -643,6 +659,9 @@ mod tests {
                 | UserEvent::LoginFailed(_)
                 | UserEvent::LoginThrottled(_)
                 | UserEvent::LoginFailuresReset(_)
+                | UserEvent::DeviceTrusted(_)
+                | UserEvent::TrustedDeviceUsed(_)
+                | UserEvent::DeviceRevoked(_)
                 | UserEvent::ProfileUpdated(_)
                 | UserEvent::Deactivated(_)
                 | UserEvent::Reactivated(_) => {}

@@ -15,7 +15,7 @@ use tessera_domain::{
     policy::{self, MfaMode, MfaPolicy, MfaPolicyCommand, POLICY_ID},
     proof,
     secret::Secret,
-    user::LoginFailureReason,
+    user::{LoginFailureReason, UserCommand},
 };
 use tessera_projections::read_model::FactorRow;
 
@@ -23,6 +23,7 @@ use crate::{
     app::{
         AppError, AppResult, Call,
         codes::factor_type_not_allowed,
+        devices,
         prove::{ChallengeProof, ProofAnswer, answer_challenge},
         throttle,
     },
@@ -112,6 +113,7 @@ pub async fn login(
     call: &Call,
     login: &str,
     password: String,
+    device_token: Option<&str>,
 ) -> AppResult<LoginOutcome> {
     let metadata = call.metadata();
     let user_id = UserId::for_login(login);
@@ -155,6 +157,8 @@ pub async fn login(
         drop(turn);
         return Err(AppError::InvalidCredentials);
     }
+    // Only once the password is right: a device token never replaces it.
+    let device = device_token.and_then(|t| devices::recognise(state, &user, t));
     throttle::reset(state, user_id, (user, sequence), &metadata).await?;
     drop(turn);
     let (policy, _) = state.policy.load(POLICY_ID).await?;
@@ -175,22 +179,41 @@ pub async fn login(
         code: None,
     });
     let issued = state.challenges.execute(&key, issue, &metadata).await?;
-    if !factors.is_empty() {
-        return Ok(LoginOutcome::MfaRequired {
-            challenge_id,
-            challenge: issued.state,
-            factors,
-        });
-    }
-    // No second factor to ask for: the login challenge is completed by the password, so every
-    // login leaves the same record.
+    let method = match device {
+        _ if factors.is_empty() => Method::Password,
+        // The device stands in for the factor; its use is on record in the user's stream and
+        // as the method that completed the login challenge.
+        Some(device_id) => {
+            let used = UserCommand::UseTrustedDevice { device_id };
+            state
+                .users
+                .execute(&user_id.to_string(), used, &metadata)
+                .await?;
+            Method::TrustedDevice
+        }
+        None => {
+            return Ok(LoginOutcome::MfaRequired {
+                challenge_id,
+                challenge: issued.state,
+                factors,
+            });
+        }
+    };
+    // No second factor to ask for: the login challenge is completed by the password (or the
+    // trusted device), so every login leaves the same record.
     let complete = ChallengeCommand::Complete {
         purpose: ChallengePurpose::Login,
         user_id,
         factor_id: None,
-        method: Method::Password,
+        method,
     };
     state.challenges.execute(&key, complete, &metadata).await?;
+    if method == Method::TrustedDevice {
+        return Ok(LoginOutcome::Token {
+            token: token(state, user_id, &["pwd", method.amr()], Scope::User)?,
+            enrollment_required: false,
+        });
+    }
     let enrollment_required = policy.mode == MfaMode::Required;
     let scope = if enrollment_required {
         Scope::Enroll
@@ -214,7 +237,8 @@ pub async fn complete(
     call: &Call,
     challenge_id: ChallengeId,
     answer: ProofAnswer,
-) -> AppResult<(ChallengeProof, Option<IssuedToken>)> {
+    remember_device: bool,
+) -> AppResult<(ChallengeProof, Option<IssuedToken>, Option<String>)> {
     let (policy, _) = state.policy.load(POLICY_ID).await?;
     let proof = answer_challenge(
         state,
@@ -227,13 +251,19 @@ pub async fn complete(
         },
     )
     .await?;
-    let token = match (proof.outcome, proof.challenge.user_id, proof.method) {
+    let (token, device_token) = match (proof.outcome, proof.challenge.user_id, proof.method) {
         (FactorOutcome::Success, Some(user_id), Some(method)) => {
-            Some(token(state, user_id, &["pwd", method.amr()], Scope::User)?)
+            let device_token = if remember_device {
+                devices::trust(state, call, user_id).await?
+            } else {
+                None
+            };
+            let token = token(state, user_id, &["pwd", method.amr()], Scope::User)?;
+            (Some(token), device_token)
         }
-        _ => None,
+        _ => (None, None),
     };
-    Ok((proof, token))
+    Ok((proof, token, device_token))
 }
 
 /// The MFA policy (any authenticated caller).

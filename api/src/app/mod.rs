@@ -10,6 +10,7 @@
 //! | [`api_keys`] | create (scope, expiry), list and revoke API keys |
 //! | [`prove`] | verify, activate, answer a step-up or login challenge, the hard-lock policy |
 //! | [`codes`] | draw, record and send SMS/e-mail codes (`challengeFactor`) |
+//! | [`devices`] | trusted devices: trust after a login, recognise at the next, revoke |
 //! | [`enrol`] | enrol TOTP, SMS and e-mail factors; activate (first recovery codes) |
 //! | [`factors`] | read, remove and unlock factors |
 //! | [`history`] | users and factors as they were at a moment, folded from the log |
@@ -21,6 +22,7 @@
 
 pub mod api_keys;
 pub mod codes;
+pub mod devices;
 pub mod enrol;
 mod error;
 pub mod factors;

@@ -39,6 +39,9 @@ pub enum UserError {
     /// Unlock of a user whose second factor is not locked.
     #[error("the user's second factor is not locked")]
     NotLocked,
+    /// No such trusted device of this user.
+    #[error("no such trusted device")]
+    DeviceNotFound,
     /// Too many wrong passwords: none is checked for a while.
     #[error("too many wrong passwords; try again later")]
     LoginThrottled {
@@ -51,7 +54,7 @@ impl Classify for UserError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::AlreadyRegistered => ErrorKind::WrongState,
-            Self::NotFound => ErrorKind::NotFound,
+            Self::NotFound | Self::DeviceNotFound => ErrorKind::NotFound,
             Self::InvalidLogin
             | Self::InvalidEmail
             | Self::InvalidPhoneNumber
@@ -68,6 +71,7 @@ impl Classify for UserError {
         match self {
             Self::AlreadyRegistered => "LOGIN_TAKEN",
             Self::NotFound => "USER_NOT_FOUND",
+            Self::DeviceNotFound => "DEVICE_NOT_FOUND",
             Self::InvalidLogin => "INVALID_LOGIN",
             Self::InvalidEmail => "INVALID_EMAIL",
             Self::InvalidPhoneNumber => "INVALID_PHONE_NUMBER",

@@ -788,3 +788,138 @@ fn lifecycle_event_type_strings_are_frozen() {
     assert_eq!(updated.event_type(), "ProfileUpdated");
     assert_eq!(updated.event_version(), "1.0");
 }
+
+fn device(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(n)
+}
+
+fn trusted(n: u128) -> UserEvent {
+    UserEvent::DeviceTrusted(DeviceTrusted {
+        device_id: device(n),
+        token_hash: format!("hash-{n}"),
+        label: Some("Firefox".into()),
+        expires_at: t0() + chrono::TimeDelta::days(30),
+        at: t0(),
+    })
+}
+
+fn revoked(n: u128, reason: DeviceRevocationReason) -> UserEvent {
+    UserEvent::DeviceRevoked(DeviceRevoked {
+        device_id: device(n),
+        reason,
+        at: t0(),
+    })
+}
+
+#[tokio::test]
+async fn a_trusted_device_is_used_until_revoked() {
+    let mut given = with_password();
+    given.push(trusted(1));
+    framework()
+        .given(given.clone())
+        .when_async(UserCommand::UseTrustedDevice {
+            device_id: device(1),
+        })
+        .await
+        .then_expect_events(vec![UserEvent::TrustedDeviceUsed(TrustedDeviceUsed {
+            device_id: device(1),
+            at: t0(),
+        })]);
+    framework()
+        .given(given.clone())
+        .when_async(UserCommand::RevokeDevice {
+            device_id: device(1),
+        })
+        .await
+        .then_expect_events(vec![revoked(1, DeviceRevocationReason::Revoked)]);
+    given.push(revoked(1, DeviceRevocationReason::Revoked));
+    for command in [
+        UserCommand::UseTrustedDevice {
+            device_id: device(1),
+        },
+        UserCommand::RevokeDevice {
+            device_id: device(1),
+        },
+    ] {
+        framework()
+            .given(given.clone())
+            .when_async(command)
+            .await
+            .then_expect_error(UserError::DeviceNotFound);
+    }
+}
+
+#[tokio::test]
+async fn an_expired_device_stands_in_for_nothing() {
+    let mut given = with_password();
+    given.push(UserEvent::DeviceTrusted(DeviceTrusted {
+        device_id: device(1),
+        token_hash: "h".into(),
+        label: None,
+        expires_at: t0(),
+        at: t0() - chrono::TimeDelta::days(30),
+    }));
+    framework()
+        .given(given)
+        .when_async(UserCommand::UseTrustedDevice {
+            device_id: device(1),
+        })
+        .await
+        .then_expect_error(UserError::DeviceNotFound);
+}
+
+#[tokio::test]
+async fn a_password_change_revokes_every_device() {
+    let mut given = with_password();
+    given.extend([trusted(1), trusted(2)]);
+    let events = framework()
+        .given(given)
+        .when_async(set_password("a new passphrase", None))
+        .await
+        .inspect_result()
+        .unwrap();
+    assert!(matches!(events[0], UserEvent::PasswordSet(_)));
+    assert_eq!(
+        events[1..],
+        [
+            revoked(1, DeviceRevocationReason::PasswordChanged),
+            revoked(2, DeviceRevocationReason::PasswordChanged)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_recovery_code_use_and_a_hard_lock_revoke_every_device() {
+    let codes = codes('A');
+    let mut given = with_password();
+    given.extend([generated(1, &codes), trusted(1)]);
+    let events = framework()
+        .given(given)
+        .when_async(UserCommand::UseRecoveryCode {
+            code: Secret::new(codes[0].clone()),
+        })
+        .await
+        .inspect_result()
+        .unwrap();
+    assert!(matches!(events[0], UserEvent::RecoveryUsed(_)));
+    assert_eq!(
+        events[1],
+        revoked(1, DeviceRevocationReason::RecoveryCodeUsed)
+    );
+
+    let mut given = with_password();
+    given.extend([
+        trusted(1),
+        failed(UserFailureReason::FactorCheckFailed, None, 99),
+    ]);
+    let events = framework()
+        .given(given)
+        .when_async(UserCommand::RecordFactorFailure {
+            factor_id: FactorId::generate(),
+        })
+        .await
+        .inspect_result()
+        .unwrap();
+    assert!(matches!(events[1], UserEvent::LockedOut(_)), "{events:?}");
+    assert_eq!(events[2], revoked(1, DeviceRevocationReason::HardLocked));
+}

@@ -70,6 +70,9 @@ pub(super) fn fold(rows: &mut Rows<UserRow>, stored: &StoredEvent, event: UserEv
         | UserEvent::LoginFailed(_)
         | UserEvent::LoginThrottled(_)
         | UserEvent::LoginFailuresReset(_)
+        | UserEvent::DeviceTrusted(_)
+        | UserEvent::TrustedDeviceUsed(_)
+        | UserEvent::DeviceRevoked(_)
         | UserEvent::FailedAttempt(_)
         | UserEvent::FailuresReset(_) => {
             rows.update(id, seq, |_| {});

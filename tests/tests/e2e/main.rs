@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod browser;
 mod connections;
+mod devices;
 mod enrollment;
 mod graphiql;
 mod hostile_input;
