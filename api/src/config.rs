@@ -37,6 +37,20 @@ pub struct Config {
     /// the second factor until an administrator unlocks it.
     #[arg(long, env = "TESSERA_HARD_LOCK_THRESHOLD", default_value_t = 100)]
     pub hard_lock_threshold: u32,
+    /// Consecutive wrong passwords for one login (known or not) that throttle it; 0 turns the
+    /// throttle off.
+    #[arg(long, env = "TESSERA_LOGIN_LOCKOUT_THRESHOLD", default_value_t = 10)]
+    pub login_lockout_threshold: u32,
+    /// Length of the first throttle of a login in seconds, doubled for each further run of
+    /// wrong passwords up to 24 hours (1 to 86400).
+    #[arg(long, env = "TESSERA_LOGIN_LOCKOUT_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(i64).range(1..=86400))]
+    pub login_lockout_seconds: i64,
+    /// Days a device stays trusted after `completeLogin(rememberDevice: true)` (0 to 365);
+    /// 0 turns trusted devices off.
+    #[arg(long, env = "TESSERA_TRUSTED_DEVICE_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(0..=365))]
+    pub trusted_device_days: u32,
     /// Seconds a pending enrolment waits for activation.
     #[arg(long, env = "TESSERA_ENROLLMENT_TTL_SECONDS", default_value_t = 900)]
     pub enrollment_ttl_seconds: i64,
@@ -265,6 +279,9 @@ impl Default for Config {
             lockout_threshold: 5,
             lockout_seconds: 900,
             hard_lock_threshold: 100,
+            login_lockout_threshold: 10,
+            login_lockout_seconds: 300,
+            trusted_device_days: 30,
             alert_threshold: 3,
             alert_window_seconds: 600,
             alert_webhook_url: None,
@@ -296,6 +313,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The password throttle these settings describe.
+    pub fn login_throttle(&self) -> tessera_domain::user::throttle::ThrottlePolicy {
+        tessera_domain::user::throttle::ThrottlePolicy::new(
+            self.login_lockout_threshold,
+            self.login_lockout_seconds,
+        )
+    }
+
     /// The factor policy these settings describe.
     pub fn factor_policy(&self) -> FactorPolicy {
         FactorPolicy {

@@ -231,6 +231,7 @@ async fn open_store(
         UserServices {
             clock: Arc::clone(&clock),
             hard_lock_threshold: config.hard_lock_threshold,
+            login_throttle: config.login_throttle(),
         },
         config.factor_snapshot_every,
     );
@@ -339,6 +340,8 @@ async fn open_store(
         qr_links: master.qr_link_cipher(),
         shutdown: watch::channel(false).0,
         sessions: Arc::default(),
+        keyed_hasher: master.keyed_hasher(),
+        login_throttles: Arc::new(app::throttle::LoginThrottles::new(master.keyed_hasher())),
     })
 }
 

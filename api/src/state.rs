@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::{
     alerts::Deliverer,
+    app::throttle::LoginThrottles,
     auth::Authenticator,
     config::Config,
     delivery::{Delivery, queue::MessageQueue},
@@ -74,6 +75,10 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Seals the capability tokens of TOTP QR-code links (`app::qr_link`).
     pub qr_links: tessera_domain::crypto::SecretCipher,
+    /// Keyed hashes (device tokens).
+    pub keyed_hasher: tessera_domain::crypto::KeyedHasher,
+    /// Per-login gates and keys of the password throttle.
+    pub login_throttles: Arc<LoginThrottles>,
 }
 
 /// Request context recorded in every event's metadata (not in payloads).

@@ -205,7 +205,8 @@ impl TokenIssuer {
         scope: Scope,
         now: DateTime<Utc>,
     ) -> Result<(String, Claims), jsonwebtoken::errors::Error> {
-        let mfa = amr.iter().any(|m| *m != "pwd");
+        // A trusted device stands in for a factor at login, but proves none now: not `mfa`.
+        let mfa = amr.iter().any(|m| *m != "pwd" && *m != "device");
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: user.to_string(),

@@ -617,6 +617,28 @@ mod tests {
                 failed_logins: 1,
                 at,
             }),
+            UserEvent::LoginThrottled(user::LoginThrottled {
+                runs: 1,
+                until: at,
+                at,
+            }),
+            UserEvent::LoginFailuresReset(user::LoginFailuresReset { at }),
+            UserEvent::DeviceTrusted(user::DeviceTrusted {
+                device_id: uuid::Uuid::nil(),
+                token_hash: hash.clone(),
+                label: None,
+                expires_at: at,
+                at,
+            }),
+            UserEvent::TrustedDeviceUsed(user::TrustedDeviceUsed {
+                device_id: uuid::Uuid::nil(),
+                at,
+            }),
+            UserEvent::DeviceRevoked(user::DeviceRevoked {
+                device_id: uuid::Uuid::nil(),
+                reason: user::DeviceRevocationReason::Revoked,
+                at,
+            }),
             UserEvent::ProfileUpdated(user::ProfileUpdated {
                 email: Some("a@example.com".into()),
                 phone_number: None,
@@ -639,6 +661,11 @@ mod tests {
                 | UserEvent::LockedOut(_)
                 | UserEvent::Unlocked(_)
                 | UserEvent::LoginFailed(_)
+                | UserEvent::LoginThrottled(_)
+                | UserEvent::LoginFailuresReset(_)
+                | UserEvent::DeviceTrusted(_)
+                | UserEvent::TrustedDeviceUsed(_)
+                | UserEvent::DeviceRevoked(_)
                 | UserEvent::ProfileUpdated(_)
                 | UserEvent::Deactivated(_)
                 | UserEvent::Reactivated(_) => {}

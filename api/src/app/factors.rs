@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 use tessera_domain::{
     factor::{Factor, FactorCommand},
     ids::{FactorId, UserId},
+    user::DeviceRevocationReason,
 };
 use tessera_projections::read_model::FactorRow;
 
@@ -17,7 +18,14 @@ use crate::{
 /// # Errors
 /// Not found, not the caller's, already removed; store errors.
 pub async fn remove(state: &AppState, call: &Call, id: FactorId) -> AppResult<Factor> {
-    change_status(state, call, id, FactorCommand::Remove).await
+    let removed = change_status(state, call, id, FactorCommand::Remove).await?;
+    // A removed factor may be the one a device was trusted with: no device stands in for the
+    // second factor any more.
+    if let Some(user) = removed.user_id {
+        let reason = DeviceRevocationReason::FactorRemoved;
+        crate::app::devices::revoke_all(state, call, user, reason).await?;
+    }
+    Ok(removed)
 }
 
 /// `unlockFactor`: lifts a factor's lockout before its time (admins only).

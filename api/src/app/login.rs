@@ -23,7 +23,9 @@ use crate::{
     app::{
         AppError, AppResult, Call,
         codes::factor_type_not_allowed,
+        devices,
         prove::{ChallengeProof, ProofAnswer, answer_challenge},
+        throttle,
     },
     state::AppState,
     tokens::Scope,
@@ -97,23 +99,28 @@ async fn login_factors(
     Ok(factors)
 }
 
-/// `login`: checks a password. A wrong password or unknown login is `INVALID_CREDENTIALS`
-/// after the same argon2 work either way, and a known user's failure is recorded
-/// (`LoginFailed`, written just after the answer). Then, by the MFA policy: a token, or a
-/// login challenge with the factors that can complete it, or (policy `REQUIRED`, no factor
-/// yet) an enrolment-only token.
+/// `login`: checks a password, unless the login is throttled (`LOGIN_THROTTLED`, nothing
+/// checked). A wrong password or unknown login is `INVALID_CREDENTIALS` after the same argon2
+/// work either way, and the failure is counted before the answer (a known user's
+/// `LoginFailed`, an unknown login's row of the throttle table), so both kinds of login are
+/// throttled alike. Then, by the MFA policy: a token, or a login challenge with the factors
+/// that can complete it, or (policy `REQUIRED`, no factor yet) an enrolment-only token.
 ///
 /// # Errors
-/// `InvalidCredentials`; store errors.
+/// `InvalidCredentials`; `LOGIN_THROTTLED`; store errors.
 pub async fn login(
     state: &AppState,
     call: &Call,
     login: &str,
     password: String,
+    device_token: Option<&str>,
 ) -> AppResult<LoginOutcome> {
     let metadata = call.metadata();
     let user_id = UserId::for_login(login);
-    let (user, _) = state.users.load(&user_id.to_string()).await?;
+    // One check of this login at a time on this node, each after the previous one's count.
+    let turn = state.login_throttles.turn(user_id).await;
+    let (user, sequence) = state.users.load(&user_id.to_string()).await?;
+    let unregistered = throttle::ensure_not_throttled(state, user_id, &user).await?;
     let stored = user.password_hash.clone().filter(|_| user.exists());
     let password = Secret::new(password);
     let checked = stored.clone();
@@ -126,42 +133,34 @@ pub async fn login(
     })
     .await
     .map_err(AppError::internal)?;
-    if !matches {
-        if user.exists() {
-            let reason = if stored.is_some() {
-                LoginFailureReason::WrongPassword
-            } else {
-                LoginFailureReason::NoPassword
-            };
-            // Recorded after answering: an fsync'd write before the answer would make a known
-            // login measurably slower than an unknown one. Under a password attack many such
-            // writes race on one stream; a lost race is retried until it is written, so every
-            // answered failure reaches the audit log.
-            let users = std::sync::Arc::clone(&state.users);
-            tokio::spawn(async move {
-                let key = user_id.to_string();
-                loop {
-                    let command = UserCommand::RecordLoginFailure { reason };
-                    match users.execute(&key, command, &metadata).await {
-                        Ok(_) => return,
-                        Err(cqrs_es::AggregateError::AggregateConflict) => {
-                            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-                        }
-                        Err(e) => {
-                            tracing::error!(user = %user_id, error = %e, "could not record a failed login");
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-        return Err(AppError::InvalidCredentials);
-    }
     // A deactivated user's right password answers exactly as a wrong one (after the same
-    // argon2 work), so anonymous callers cannot tell the state.
-    if user.is_deactivated() {
+    // argon2 work) and is counted as one, so anonymous callers can tell neither the state nor,
+    // from when the throttle starts, which guess was right.
+    if !matches || user.is_deactivated() {
+        let reason = match (matches, &stored) {
+            (true, _) => LoginFailureReason::Deactivated,
+            (false, Some(_)) => LoginFailureReason::WrongPassword,
+            (false, None) => LoginFailureReason::NoPassword,
+        };
+        // Counted before answering, for known and unknown logins alike (each pays one write),
+        // so the audit log holds every answered failure and the next guess sees this one.
+        let exists = user.exists();
+        throttle::count_failure(
+            state,
+            user_id,
+            exists.then_some((user, sequence)),
+            unregistered,
+            reason,
+            &metadata,
+        )
+        .await?;
+        drop(turn);
         return Err(AppError::InvalidCredentials);
     }
+    // Only once the password is right: a device token never replaces it.
+    let device = device_token.and_then(|t| devices::recognise(state, &user, t));
+    throttle::reset(state, user_id, (user, sequence), &metadata).await?;
+    drop(turn);
     let (policy, _) = state.policy.load(POLICY_ID).await?;
     let factors = if policy.mode == MfaMode::Disabled {
         Vec::new()
@@ -180,22 +179,41 @@ pub async fn login(
         code: None,
     });
     let issued = state.challenges.execute(&key, issue, &metadata).await?;
-    if !factors.is_empty() {
-        return Ok(LoginOutcome::MfaRequired {
-            challenge_id,
-            challenge: issued.state,
-            factors,
-        });
-    }
-    // No second factor to ask for: the login challenge is completed by the password, so every
-    // login leaves the same record.
+    let method = match device {
+        _ if factors.is_empty() => Method::Password,
+        // The device stands in for the factor; its use is on record in the user's stream and
+        // as the method that completed the login challenge.
+        Some(device_id) => {
+            let used = UserCommand::UseTrustedDevice { device_id };
+            state
+                .users
+                .execute(&user_id.to_string(), used, &metadata)
+                .await?;
+            Method::TrustedDevice
+        }
+        None => {
+            return Ok(LoginOutcome::MfaRequired {
+                challenge_id,
+                challenge: issued.state,
+                factors,
+            });
+        }
+    };
+    // No second factor to ask for: the login challenge is completed by the password (or the
+    // trusted device), so every login leaves the same record.
     let complete = ChallengeCommand::Complete {
         purpose: ChallengePurpose::Login,
         user_id,
         factor_id: None,
-        method: Method::Password,
+        method,
     };
     state.challenges.execute(&key, complete, &metadata).await?;
+    if method == Method::TrustedDevice {
+        return Ok(LoginOutcome::Token {
+            token: token(state, user_id, &["pwd", method.amr()], Scope::User)?,
+            enrollment_required: false,
+        });
+    }
     let enrollment_required = policy.mode == MfaMode::Required;
     let scope = if enrollment_required {
         Scope::Enroll
@@ -219,7 +237,8 @@ pub async fn complete(
     call: &Call,
     challenge_id: ChallengeId,
     answer: ProofAnswer,
-) -> AppResult<(ChallengeProof, Option<IssuedToken>)> {
+    remember_device: bool,
+) -> AppResult<(ChallengeProof, Option<IssuedToken>, Option<String>)> {
     let (policy, _) = state.policy.load(POLICY_ID).await?;
     let proof = answer_challenge(
         state,
@@ -232,13 +251,19 @@ pub async fn complete(
         },
     )
     .await?;
-    let token = match (proof.outcome, proof.challenge.user_id, proof.method) {
+    let (token, device_token) = match (proof.outcome, proof.challenge.user_id, proof.method) {
         (FactorOutcome::Success, Some(user_id), Some(method)) => {
-            Some(token(state, user_id, &["pwd", method.amr()], Scope::User)?)
+            let device_token = if remember_device {
+                devices::trust(state, call, user_id).await?
+            } else {
+                None
+            };
+            let token = token(state, user_id, &["pwd", method.amr()], Scope::User)?;
+            (Some(token), device_token)
         }
-        _ => None,
+        _ => (None, None),
     };
-    Ok((proof, token))
+    Ok((proof, token, device_token))
 }
 
 /// The MFA policy (any authenticated caller).

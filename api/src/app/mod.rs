@@ -10,6 +10,7 @@
 //! | [`api_keys`] | create (scope, expiry), list and revoke API keys |
 //! | [`prove`] | verify, activate, answer a step-up or login challenge, the hard-lock policy |
 //! | [`codes`] | draw, record and send SMS/e-mail codes (`challengeFactor`) |
+//! | [`devices`] | trusted devices: trust after a login, recognise at the next, revoke |
 //! | [`enrol`] | enrol TOTP, SMS and e-mail factors; activate (first recovery codes) |
 //! | [`factors`] | read, remove and unlock factors |
 //! | [`history`] | users and factors as they were at a moment, folded from the log |
@@ -17,10 +18,12 @@
 //! | [`recovery`] | issue, regenerate and spend recovery codes; unlock a user |
 //! | [`step_up`] | start and complete step-up challenges |
 //! | [`login`] | password login, completing it with a second factor, access tokens, the MFA policy |
+//! | [`throttle`] | the password throttle around every password check |
 //! | [`users`] | create users, set passwords |
 
 pub mod api_keys;
 pub mod codes;
+pub mod devices;
 pub mod enrol;
 mod error;
 pub mod factors;
@@ -30,6 +33,7 @@ pub mod prove;
 pub mod qr_link;
 pub mod recovery;
 pub mod step_up;
+pub mod throttle;
 pub mod users;
 
 use std::collections::HashMap;

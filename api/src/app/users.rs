@@ -87,6 +87,13 @@ pub async fn set_password(
         })?),
     };
     let key = user_id.to_string();
+    // A current password is a password guess: it takes its turn with the user's logins and
+    // is refused unchecked while they are throttled (the aggregate decides, on the state this
+    // turn sees); a wrong one counts towards the throttle.
+    let _turn = match current_password {
+        Some(_) => Some(state.login_throttles.turn(user_id).await),
+        None => None,
+    };
     let command = UserCommand::SetPassword(SetPassword {
         password: Secret::new(password),
         current_password: current_password.map(Secret::new),

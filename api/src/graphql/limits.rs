@@ -11,7 +11,7 @@ use async_graphql::{
     parser::types::{ExecutableDocument, Selection, SelectionSet},
 };
 
-/// Fields that check a secret the caller claims to hold.
+/// Fields that check a secret the caller claims to hold (`setPassword*` its `currentPassword`).
 pub const PROOF_FIELDS: &[&str] = &[
     "verifyFactor",
     "activateFactor",
@@ -19,6 +19,8 @@ pub const PROOF_FIELDS: &[&str] = &[
     "completeLogin",
     "useRecoveryCode",
     "login",
+    "setPassword",
+    "setPasswordV2",
 ];
 
 /// The extension enforcing the one-proof budget.

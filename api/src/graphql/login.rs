@@ -28,6 +28,10 @@ pub struct LoginInput {
     /// The password.
     #[graphql(validator(max_length = 256))]
     pub password: String,
+    /// A device token from an earlier `completeLogin(rememberDevice: true)` of this user:
+    /// with the right password, the second factor is skipped.
+    #[graphql(validator(max_length = 128))]
+    pub device_token: Option<String>,
 }
 
 /// Input of `completeLogin`.
@@ -41,6 +45,10 @@ pub struct CompleteLoginInput {
     pub pass_code: Option<String>,
     /// One of the user's recovery codes, instead of a factor and its code.
     pub recovery_code: Option<String>,
+    /// Remember this device: a `SUCCESS` also returns `deviceToken` (when trusted devices
+    /// are on, `TESSERA_TRUSTED_DEVICE_DAYS` > 0).
+    #[graphql(default)]
+    pub remember_device: bool,
 }
 
 /// Result of `login` and `completeLogin`.
@@ -59,6 +67,9 @@ pub struct LoginPayload {
     pub challenge: Option<Challenge>,
     /// The factors that can complete it.
     pub factors: Option<Vec<Factor>>,
+    /// `completeLogin` with `rememberDevice`: the device token for later logins (shown once;
+    /// keep it like a password, e.g. in an HttpOnly cookie). Null when trusted devices are off.
+    pub device_token: Option<String>,
     /// `completeLogin`: the factor's answer.
     pub factor_result: Option<FactorResult>,
 }
@@ -149,8 +160,10 @@ pub struct LoginMutation;
 #[Object]
 impl LoginMutation {
     /// Checks a password (no token needed). A wrong password or unknown login answers
-    /// `UNAUTHENTICATED` (`INVALID_CREDENTIALS`) after the same argon2 work either way, and a
-    /// known user's failure is recorded (`LoginFailed`, written just after the answer). Then,
+    /// `UNAUTHENTICATED` (`INVALID_CREDENTIALS`) after the same argon2 work either way, and the
+    /// failure is counted before the answer (a known user's `LoginFailed`). After
+    /// `TESSERA_LOGIN_LOCKOUT_THRESHOLD` consecutive wrong passwords the login (known or not)
+    /// is throttled: `RATE_LIMITED` (`LOGIN_THROTTLED`) with `retryAfter`, no password checked. Then,
     /// by the MFA policy: a token, or `mfaRequired` with a challenge and the factors that can
     /// complete it, or (policy REQUIRED, no factor yet) an enrolment-only token.
     async fn login(
@@ -161,7 +174,15 @@ impl LoginMutation {
         let state = ctx.state()?;
         let now = state.clock.now();
         Ok(
-            match app::login::login(state, &ctx.call(), &input.login, input.password).await? {
+            match app::login::login(
+                state,
+                &ctx.call(),
+                &input.login,
+                input.password,
+                input.device_token.as_deref(),
+            )
+            .await?
+            {
                 LoginOutcome::MfaRequired {
                     challenge_id,
                     challenge,
@@ -205,7 +226,9 @@ impl LoginMutation {
         let state = ctx.state()?;
         let challenge_id = parse_challenge_id(&input.challenge_id)?;
         let answer = proof_answer(input.factor_id, input.pass_code, input.recovery_code)?;
-        let (proof, token) = app::login::complete(state, &ctx.call(), challenge_id, answer).await?;
+        let remember = input.remember_device;
+        let (proof, token, device_token) =
+            app::login::complete(state, &ctx.call(), challenge_id, answer, remember).await?;
         let now = state.clock.now();
         let challenge = Some(Challenge::from_aggregate(
             challenge_id,
@@ -217,6 +240,7 @@ impl LoginMutation {
             Some(token) => LoginPayload {
                 challenge,
                 factor_result,
+                device_token,
                 ..LoginPayload::with_token(token)
             },
             None => LoginPayload {

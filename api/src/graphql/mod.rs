@@ -5,6 +5,7 @@ mod api_key;
 mod audit;
 mod challenge;
 mod conventions;
+mod devices;
 pub mod error;
 mod factor;
 pub mod limits;
@@ -48,6 +49,7 @@ pub struct MutationRoot(
     challenge::ChallengeMutation,
     step_up::StepUpMutation,
     login::LoginMutation,
+    devices::DevicesMutation,
 );
 
 /// All subscriptions, over graphql-transport-ws at `/graphql/ws`.

@@ -295,6 +295,29 @@ pub struct User {
 
 #[ComplexObject]
 impl User {
+    /// Devices that stand in for the second factor at login (`completeLogin` with
+    /// `rememberDevice`), oldest first; ended ones are not shown. As at a past moment: as
+    /// then.
+    async fn trusted_devices(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Vec<crate::graphql::devices::TrustedDevice>> {
+        let state = ctx.state()?;
+        let Some(id) = tessera_domain::ids::UserId::parse(&self.id) else {
+            return Ok(Vec::new());
+        };
+        let user = match self.as_of {
+            Some(at) => app::history::user(state, id, at).await?,
+            None => Some(state.users.load(&self.id).await.map_err(AppError::from)?.0),
+        };
+        Ok(user
+            .map(|u| app::devices::of_user(state, id, &u))
+            .unwrap_or_default()
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
     /// The user's factors, removed ones included, oldest first.
     async fn factors(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Factor>> {
         let state = ctx.state()?;

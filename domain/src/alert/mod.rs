@@ -31,6 +31,8 @@ pub enum AlertKind {
     UserLocked,
     /// A recovery code was spent.
     RecoveryCodeUsed,
+    /// A run of wrong passwords throttled the user's login (password guessing).
+    LoginThrottled,
 }
 
 impl AlertKind {
@@ -41,6 +43,7 @@ impl AlertKind {
             Self::FactorLocked => "FACTOR_LOCKED",
             Self::UserLocked => "USER_LOCKED",
             Self::RecoveryCodeUsed => "RECOVERY_CODE_USED",
+            Self::LoginThrottled => "LOGIN_THROTTLED",
         }
     }
 }

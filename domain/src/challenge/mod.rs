@@ -65,6 +65,9 @@ pub enum Method {
     Email,
     /// One of the user's recovery codes.
     RecoveryCode,
+    /// The password, on a device the user trusted after an earlier login with a second
+    /// factor: why no factor was asked.
+    TrustedDevice,
 }
 
 impl Method {
@@ -77,6 +80,8 @@ impl Method {
             Self::Email => "email",
             // RFC 8176 has no value for recovery codes; "kba" (knowledge) would mislead.
             Self::RecoveryCode => "rc",
+            // No RFC 8176 value either: a remembered device, not a factor proven now.
+            Self::TrustedDevice => "device",
         }
     }
 

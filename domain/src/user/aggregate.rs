@@ -3,6 +3,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, event_sink::EventSink};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::{
     crypto::{hash_password, hash_recovery_code, verify_password, verify_recovery_code},
@@ -10,10 +11,12 @@ use crate::{
     secret::Secret,
     services::Clock,
     user::{
-        FailuresReset, LoginFailed, LoginFailureReason, PasswordSet, ProfileUpdated,
-        RecoveryCodesGenerated, RecoveryUsed, Register, Registered, SetPassword, UserCommand,
-        UserDeactivated, UserError, UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut,
-        UserReactivated, UserUnlocked, recovery,
+        DeviceRevocationReason, DeviceRevoked, DeviceTrusted, FailuresReset, LoginFailed,
+        LoginFailureReason, LoginFailuresReset, LoginThrottled, PasswordSet, ProfileUpdated,
+        RecoveryCodesGenerated, RecoveryUsed, Register, Registered, SetPassword, TrustedDeviceUsed,
+        UserCommand, UserDeactivated, UserError, UserEvent, UserFailedAttempt, UserFailureReason,
+        UserLockedOut, UserReactivated, UserUnlocked, recovery,
+        throttle::{LoginThrottle, ThrottlePolicy},
     },
 };
 
@@ -65,6 +68,40 @@ pub struct User {
     /// Failed logins so far.
     #[serde(default)]
     pub failed_logins: u32,
+    /// The password throttle: wrong passwords since the last success.
+    #[serde(default)]
+    pub login_throttle: LoginThrottle,
+    /// Devices trusted to stand in for the second factor (revoked ones removed; expired ones
+    /// kept until revoked, and refused).
+    #[serde(default)]
+    pub trusted_devices: Vec<TrustedDevice>,
+}
+
+/// A device the user asked to be remembered on.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrustedDevice {
+    /// Its id (the first part of its token).
+    pub id: Uuid,
+    /// Keyed hash of the token's secret part.
+    pub token_hash: String,
+    /// From the user agent.
+    pub label: Option<String>,
+    /// When it was trusted.
+    pub created_at: DateTime<Utc>,
+    /// When it last stood in for a second factor.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When the trust ends.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for TrustedDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrustedDevice")
+            .field("id", &self.id)
+            .field("label", &self.label)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a user's commands need from outside.
@@ -75,6 +112,8 @@ pub struct UserServices {
     /// Consecutive failures that lock the second factor for good
     /// (`TESSERA_HARD_LOCK_THRESHOLD`, NIST SP 800-63B's 100).
     pub hard_lock_threshold: u32,
+    /// The password-guessing throttle.
+    pub login_throttle: ThrottlePolicy,
 }
 
 impl User {
@@ -86,6 +125,13 @@ impl User {
     /// Whether the user is deactivated (no login, no proof).
     pub fn is_deactivated(&self) -> bool {
         self.status == UserStatus::Deactivated
+    }
+
+    /// The trusted device `id`, if the user has it and its trust has not ended at `now`.
+    pub fn trusted_device(&self, id: Uuid, now: DateTime<Utc>) -> Option<&TrustedDevice> {
+        self.trusted_devices
+            .iter()
+            .find(|d| d.id == id && d.expires_at > now)
     }
 
     /// Unused codes in the current set.
@@ -194,6 +240,48 @@ impl Aggregate for User {
                 self.record_login_failure(reason, services, sink).await;
                 Ok(())
             }
+            UserCommand::TrustDevice(cmd) => {
+                let trusted = DeviceTrusted {
+                    device_id: cmd.device_id,
+                    token_hash: cmd.token_hash,
+                    label: cmd.label,
+                    expires_at: cmd.expires_at,
+                    at: now,
+                };
+                sink.write(UserEvent::DeviceTrusted(trusted), self).await;
+                Ok(())
+            }
+            UserCommand::UseTrustedDevice { device_id } => {
+                if self.trusted_device(device_id, now).is_none() {
+                    return Err(UserError::DeviceNotFound);
+                }
+                let used = TrustedDeviceUsed { device_id, at: now };
+                sink.write(UserEvent::TrustedDeviceUsed(used), self).await;
+                Ok(())
+            }
+            UserCommand::RevokeDevice { device_id } => {
+                if !self.trusted_devices.iter().any(|d| d.id == device_id) {
+                    return Err(UserError::DeviceNotFound);
+                }
+                let revoked = DeviceRevoked {
+                    device_id,
+                    reason: DeviceRevocationReason::Revoked,
+                    at: now,
+                };
+                sink.write(UserEvent::DeviceRevoked(revoked), self).await;
+                Ok(())
+            }
+            UserCommand::RevokeAllDevices { reason } => {
+                self.revoke_all_devices(reason, now, sink).await;
+                Ok(())
+            }
+            UserCommand::ResetLoginFailures => {
+                if !self.login_throttle.is_clear() {
+                    let reset = LoginFailuresReset { at: now };
+                    sink.write(UserEvent::LoginFailuresReset(reset), self).await;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -227,7 +315,36 @@ impl Aggregate for User {
                 self.second_factor_locked = false;
                 self.consecutive_failures = 0;
             }
-            UserEvent::LoginFailed(e) => self.failed_logins = e.failed_logins,
+            UserEvent::LoginFailed(e) => {
+                self.failed_logins = e.failed_logins;
+                self.login_throttle.failures = self.login_throttle.failures.saturating_add(1);
+            }
+            UserEvent::LoginThrottled(e) => {
+                self.login_throttle = LoginThrottle {
+                    failures: 0,
+                    runs: e.runs,
+                    until: Some(e.until),
+                };
+            }
+            UserEvent::LoginFailuresReset(_) => self.login_throttle = LoginThrottle::default(),
+            UserEvent::DeviceTrusted(e) => self.trusted_devices.push(TrustedDevice {
+                id: e.device_id,
+                token_hash: e.token_hash,
+                label: e.label,
+                created_at: e.at,
+                last_used_at: None,
+                expires_at: e.expires_at,
+            }),
+            UserEvent::TrustedDeviceUsed(e) => {
+                if let Some(d) = self
+                    .trusted_devices
+                    .iter_mut()
+                    .find(|d| d.id == e.device_id)
+                {
+                    d.last_used_at = Some(e.at);
+                }
+            }
+            UserEvent::DeviceRevoked(e) => self.trusted_devices.retain(|d| d.id != e.device_id),
             UserEvent::ProfileUpdated(e) => {
                 self.email = e.email;
                 self.phone_number = e.phone_number;
@@ -326,6 +443,8 @@ impl User {
                     at: now,
                 };
                 sink.write(UserEvent::RecoveryUsed(used), self).await;
+                let reason = DeviceRevocationReason::RecoveryCodeUsed;
+                self.revoke_all_devices(reason, now, sink).await;
                 if self.consecutive_failures > 0 {
                     sink.write(UserEvent::FailuresReset(FailuresReset { at: now }), self)
                         .await;
@@ -363,6 +482,26 @@ impl User {
                 at: now,
             };
             sink.write(UserEvent::LockedOut(locked), self).await;
+            let reason = DeviceRevocationReason::HardLocked;
+            self.revoke_all_devices(reason, now, sink).await;
+        }
+    }
+
+    /// Revokes every trusted device (none: writes nothing).
+    async fn revoke_all_devices(
+        &mut self,
+        reason: DeviceRevocationReason,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) {
+        let ids: Vec<Uuid> = self.trusted_devices.iter().map(|d| d.id).collect();
+        for device_id in ids {
+            let revoked = DeviceRevoked {
+                device_id,
+                reason,
+                at: now,
+            };
+            sink.write(UserEvent::DeviceRevoked(revoked), self).await;
         }
     }
 
@@ -394,6 +533,12 @@ impl User {
         }
         cmd.validate()?;
         if let Some(current) = &cmd.current_password {
+            let now = services.clock.now();
+            if let Some(retry_after_seconds) = self.login_throttle.retry_after(now) {
+                return Err(UserError::LoginThrottled {
+                    retry_after_seconds,
+                });
+            }
             let matches = self
                 .password_hash
                 .as_deref()
@@ -408,25 +553,41 @@ impl User {
                 return Ok(());
             }
         }
+        let now = services.clock.now();
         let set = PasswordSet {
             password_hash: hash_password(cmd.password.expose()),
-            at: services.clock.now(),
+            at: now,
         };
         sink.write(UserEvent::PasswordSet(set), self).await;
+        let reason = DeviceRevocationReason::PasswordChanged;
+        self.revoke_all_devices(reason, now, sink).await;
         Ok(())
     }
 
+    /// Records a wrong password, and the throttle it starts when it completes a run.
     async fn record_login_failure(
         &mut self,
         reason: LoginFailureReason,
         services: &UserServices,
         sink: &EventSink<Self>,
     ) {
+        let now = services.clock.now();
+        let (after, throttled_until) = self
+            .login_throttle
+            .after_failure(&services.login_throttle, now);
         let failed = LoginFailed {
             reason,
             failed_logins: self.failed_logins.saturating_add(1),
-            at: services.clock.now(),
+            at: now,
         };
         sink.write(UserEvent::LoginFailed(failed), self).await;
+        if let Some(until) = throttled_until {
+            let throttled = LoginThrottled {
+                runs: after.runs,
+                until,
+                at: now,
+            };
+            sink.write(UserEvent::LoginThrottled(throttled), self).await;
+        }
     }
 }

@@ -1,7 +1,10 @@
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
 use crate::{
     ids::{FactorId, normalize_login},
     secret::Secret,
-    user::UserError,
+    user::{DeviceRevocationReason, UserError},
 };
 
 /// Commands on a user.
@@ -50,10 +53,45 @@ pub enum UserCommand {
         /// Why.
         reason: LoginFailureReason,
     },
+    /// A correct password: the password throttle's count starts again (writes nothing when
+    /// nothing was counted).
+    ResetLoginFailures,
+    /// Remember a device after a login with a second factor (the token drawn and hashed by
+    /// the caller, as randomness stays outside the domain).
+    TrustDevice(TrustDevice),
+    /// Record that a trusted device stood in for the second factor of a login.
+    UseTrustedDevice {
+        /// The device.
+        device_id: Uuid,
+    },
+    /// Revoke one trusted device.
+    RevokeDevice {
+        /// The device.
+        device_id: Uuid,
+    },
+    /// Revoke every trusted device (a factor was removed elsewhere).
+    RevokeAllDevices {
+        /// Why.
+        reason: DeviceRevocationReason,
+    },
 }
 
-/// Sets a password. With `current_password`, the current one must match first (self-service);
-/// a mismatch is recorded as a failed login and nothing else changes.
+/// Trusts a device until `expires_at`.
+#[derive(Clone, Debug)]
+pub struct TrustDevice {
+    /// Its id (the first part of its token).
+    pub device_id: Uuid,
+    /// Keyed hash of the token's secret part.
+    pub token_hash: String,
+    /// From the user agent.
+    pub label: Option<String>,
+    /// When the trust ends.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Sets a password. With `current_password`, the current one must match first (self-service):
+/// it is a password guess like a login's, refused unchecked while the login is throttled, and
+/// a mismatch is recorded as a failed login (counted by the throttle) and nothing else changes.
 #[derive(Clone, Debug)]
 pub struct SetPassword {
     /// The new password, 8 to 256 characters; only its argon2id hash is stored.
@@ -80,6 +118,8 @@ pub enum LoginFailureReason {
     WrongPassword,
     /// The user has no password (checked against a dummy hash all the same).
     NoPassword,
+    /// The password matched but the user is deactivated (answered as a wrong one).
+    Deactivated,
 }
 
 impl crate::versioning::CommandName for UserCommand {
@@ -88,6 +128,11 @@ impl crate::versioning::CommandName for UserCommand {
             Self::Register(_) => "Register",
             Self::SetPassword(_) => "SetPassword",
             Self::RecordLoginFailure { .. } => "RecordLoginFailure",
+            Self::ResetLoginFailures => "ResetLoginFailures",
+            Self::TrustDevice(_) => "TrustDevice",
+            Self::UseTrustedDevice { .. } => "UseTrustedDevice",
+            Self::RevokeDevice { .. } => "RevokeDevice",
+            Self::RevokeAllDevices { .. } => "RevokeAllDevices",
             Self::GenerateRecoveryCodes { .. } => "GenerateRecoveryCodes",
             Self::UseRecoveryCode { .. } => "UseRecoveryCode",
             Self::RecordFactorFailure { .. } => "RecordFactorFailure",

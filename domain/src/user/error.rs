@@ -39,13 +39,22 @@ pub enum UserError {
     /// Unlock of a user whose second factor is not locked.
     #[error("the user's second factor is not locked")]
     NotLocked,
+    /// No such trusted device of this user.
+    #[error("no such trusted device")]
+    DeviceNotFound,
+    /// Too many wrong passwords: none is checked for a while.
+    #[error("too many wrong passwords; try again later")]
+    LoginThrottled {
+        /// Whole seconds until a password is checked again.
+        retry_after_seconds: i64,
+    },
 }
 
 impl Classify for UserError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::AlreadyRegistered => ErrorKind::WrongState,
-            Self::NotFound => ErrorKind::NotFound,
+            Self::NotFound | Self::DeviceNotFound => ErrorKind::NotFound,
             Self::InvalidLogin
             | Self::InvalidEmail
             | Self::InvalidPhoneNumber
@@ -54,6 +63,7 @@ impl Classify for UserError {
             | Self::MalformedRecoveryCode
             | Self::InvalidRecoveryCodeSet => ErrorKind::InvalidInput,
             Self::NotLocked | Self::Deactivated | Self::NotDeactivated => ErrorKind::WrongState,
+            Self::LoginThrottled { .. } => ErrorKind::RateLimited,
         }
     }
 
@@ -61,6 +71,7 @@ impl Classify for UserError {
         match self {
             Self::AlreadyRegistered => "LOGIN_TAKEN",
             Self::NotFound => "USER_NOT_FOUND",
+            Self::DeviceNotFound => "DEVICE_NOT_FOUND",
             Self::InvalidLogin => "INVALID_LOGIN",
             Self::InvalidEmail => "INVALID_EMAIL",
             Self::InvalidPhoneNumber => "INVALID_PHONE_NUMBER",
@@ -71,6 +82,16 @@ impl Classify for UserError {
             Self::NotLocked => "USER_NOT_LOCKED",
             Self::Deactivated => "USER_DEACTIVATED",
             Self::NotDeactivated => "USER_NOT_DEACTIVATED",
+            Self::LoginThrottled { .. } => "LOGIN_THROTTLED",
+        }
+    }
+
+    fn retry_after_seconds(&self) -> Option<i64> {
+        match self {
+            Self::LoginThrottled {
+                retry_after_seconds,
+            } => Some(*retry_after_seconds),
+            _ => None,
         }
     }
 }

@@ -2,6 +2,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use uuid::Uuid;
 
 use crate::versioning::Versioned;
 
@@ -16,6 +17,16 @@ pub enum UserEvent {
     PasswordSet(PasswordSet),
     /// A login (or a password change) presented a wrong password.
     LoginFailed(LoginFailed),
+    /// A run of wrong passwords throttled the login: no password is checked until `until`.
+    LoginThrottled(LoginThrottled),
+    /// A correct password after wrong ones: the throttle's count starts again.
+    LoginFailuresReset(LoginFailuresReset),
+    /// After a login with a second factor, the user asked to be remembered on this device.
+    DeviceTrusted(DeviceTrusted),
+    /// A trusted device stood in for the second factor of a login.
+    TrustedDeviceUsed(TrustedDeviceUsed),
+    /// A device is trusted no more.
+    DeviceRevoked(DeviceRevoked),
     /// A new set of recovery codes replaced any old one (argon2id hashes only).
     RecoveryCodesGenerated(RecoveryCodesGenerated),
     /// A recovery code was spent.
@@ -162,6 +173,87 @@ pub struct LoginFailed {
     pub at: DateTime<Utc>,
 }
 
+/// Payload of [`UserEvent::LoginThrottled`], written with the `LoginFailed` that completed
+/// the run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoginThrottled {
+    /// Throttles since the last success, this one included.
+    pub runs: u32,
+    /// When passwords are checked again.
+    pub until: DateTime<Utc>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`UserEvent::LoginFailuresReset`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoginFailuresReset {
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`UserEvent::DeviceTrusted`].
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceTrusted {
+    /// The device's id (the first part of its token).
+    pub device_id: Uuid,
+    /// Keyed hash of the token's secret part; the token itself is shown once, never stored.
+    pub token_hash: String,
+    /// A label from the user agent that asked.
+    pub label: Option<String>,
+    /// When the trust ends.
+    pub expires_at: DateTime<Utc>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for DeviceTrusted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceTrusted")
+            .field("device_id", &self.device_id)
+            .field("label", &self.label)
+            .field("expires_at", &self.expires_at)
+            .field("at", &self.at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Payload of [`UserEvent::TrustedDeviceUsed`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrustedDeviceUsed {
+    /// The device.
+    pub device_id: Uuid,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Why a device is trusted no more.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeviceRevocationReason {
+    /// The user (or an administrator) revoked it.
+    Revoked,
+    /// The password changed.
+    PasswordChanged,
+    /// A factor was removed.
+    FactorRemoved,
+    /// A recovery code was used.
+    RecoveryCodeUsed,
+    /// The second factor was hard-locked.
+    HardLocked,
+}
+
+/// Payload of [`UserEvent::DeviceRevoked`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRevoked {
+    /// The device.
+    pub device_id: Uuid,
+    /// Why.
+    pub reason: DeviceRevocationReason,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 /// Payload of [`UserEvent::Registered`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Registered {
@@ -204,6 +296,11 @@ impl DomainEvent for UserEvent {
             Self::Registered(_) => "Registered",
             Self::PasswordSet(_) => "PasswordSet",
             Self::LoginFailed(_) => "LoginFailed",
+            Self::LoginThrottled(_) => "LoginThrottled",
+            Self::LoginFailuresReset(_) => "LoginFailuresReset",
+            Self::DeviceTrusted(_) => "DeviceTrusted",
+            Self::TrustedDeviceUsed(_) => "TrustedDeviceUsed",
+            Self::DeviceRevoked(_) => "DeviceRevoked",
             Self::RecoveryCodesGenerated(_) => "RecoveryCodesGenerated",
             Self::RecoveryUsed(_) => "RecoveryUsed",
             Self::FailedAttempt(_) => "FailedAttempt",
@@ -234,6 +331,11 @@ impl Versioned for UserEvent {
             event_type,
             "PasswordSet"
                 | "LoginFailed"
+                | "LoginThrottled"
+                | "LoginFailuresReset"
+                | "DeviceTrusted"
+                | "TrustedDeviceUsed"
+                | "DeviceRevoked"
                 | "RecoveryCodesGenerated"
                 | "Deactivated"
                 | "Reactivated"

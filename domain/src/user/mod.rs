@@ -7,17 +7,19 @@ mod events;
 pub mod recovery;
 #[cfg(test)]
 mod tests;
+pub mod throttle;
 
-pub use aggregate::{User, UserServices, UserStatus};
+pub use aggregate::{TrustedDevice, User, UserServices, UserStatus};
 pub use commands::{
-    LoginFailureReason, Register, SetPassword, UpdateProfile, UserCommand, validate_email,
-    validate_phone_number,
+    LoginFailureReason, Register, SetPassword, TrustDevice, UpdateProfile, UserCommand,
+    validate_email, validate_phone_number,
 };
 pub use error::UserError;
 pub use events::{
-    FailuresReset, LoginFailed, PasswordSet, ProfileUpdated, RecoveryCodesGenerated, RecoveryUsed,
-    Registered, UserDeactivated, UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut,
-    UserReactivated, UserUnlocked,
+    DeviceRevocationReason, DeviceRevoked, DeviceTrusted, FailuresReset, LoginFailed,
+    LoginFailuresReset, LoginThrottled, PasswordSet, ProfileUpdated, RecoveryCodesGenerated,
+    RecoveryUsed, Registered, TrustedDeviceUsed, UserDeactivated, UserEvent, UserFailedAttempt,
+    UserFailureReason, UserLockedOut, UserReactivated, UserUnlocked,
 };
 
 use crate::factor::FactorOutcome;

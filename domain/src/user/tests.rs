@@ -19,6 +19,7 @@ fn framework() -> TestFramework<User> {
     TestFramework::with(UserServices {
         clock: Arc::new(FixedClock::at(t0())),
         hard_lock_threshold: 100,
+        login_throttle: throttle::ThrottlePolicy::new(3, 300),
     })
 }
 
@@ -248,6 +249,119 @@ async fn failed_logins_are_counted() {
         })
         .await
         .then_expect_error(UserError::NotFound);
+}
+
+fn login_failed(n: u32) -> UserEvent {
+    UserEvent::LoginFailed(LoginFailed {
+        reason: LoginFailureReason::WrongPassword,
+        failed_logins: n,
+        at: t0(),
+    })
+}
+
+#[tokio::test]
+async fn the_failure_completing_a_run_throttles_the_login() {
+    // The test policy throttles after 3 wrong passwords, for 300 s.
+    let mut given = with_password();
+    given.extend([login_failed(1), login_failed(2)]);
+    framework()
+        .given(given)
+        .when_async(UserCommand::RecordLoginFailure {
+            reason: LoginFailureReason::WrongPassword,
+        })
+        .await
+        .then_expect_events(vec![
+            login_failed(3),
+            UserEvent::LoginThrottled(LoginThrottled {
+                runs: 1,
+                until: t0() + chrono::TimeDelta::seconds(300),
+                at: t0(),
+            }),
+        ]);
+}
+
+#[tokio::test]
+async fn a_second_run_throttles_twice_as_long() {
+    let mut given = with_password();
+    given.extend([
+        login_failed(1),
+        login_failed(2),
+        login_failed(3),
+        UserEvent::LoginThrottled(LoginThrottled {
+            runs: 1,
+            until: t0(),
+            at: t0(),
+        }),
+        login_failed(4),
+        login_failed(5),
+    ]);
+    framework()
+        .given(given)
+        .when_async(UserCommand::RecordLoginFailure {
+            reason: LoginFailureReason::WrongPassword,
+        })
+        .await
+        .then_expect_events(vec![
+            login_failed(6),
+            UserEvent::LoginThrottled(LoginThrottled {
+                runs: 2,
+                until: t0() + chrono::TimeDelta::seconds(600),
+                at: t0(),
+            }),
+        ]);
+}
+
+#[tokio::test]
+async fn a_correct_password_resets_the_throttle_and_writes_nothing_when_clear() {
+    let mut given = with_password();
+    given.push(login_failed(1));
+    framework()
+        .given(given)
+        .when_async(UserCommand::ResetLoginFailures)
+        .await
+        .then_expect_events(vec![UserEvent::LoginFailuresReset(LoginFailuresReset {
+            at: t0(),
+        })]);
+    framework()
+        .given(with_password())
+        .when_async(UserCommand::ResetLoginFailures)
+        .await
+        .then_expect_events(vec![]);
+    // After a reset the count starts again: two more failures throttle nothing.
+    let mut given = with_password();
+    given.extend([
+        login_failed(1),
+        login_failed(2),
+        UserEvent::LoginFailuresReset(LoginFailuresReset { at: t0() }),
+        login_failed(3),
+    ]);
+    framework()
+        .given(given)
+        .when_async(UserCommand::RecordLoginFailure {
+            reason: LoginFailureReason::WrongPassword,
+        })
+        .await
+        .then_expect_events(vec![login_failed(4)]);
+}
+
+#[tokio::test]
+async fn while_throttled_a_current_password_is_refused_unchecked() {
+    let mut given = with_password();
+    given.push(UserEvent::LoginThrottled(LoginThrottled {
+        runs: 1,
+        until: t0() + chrono::TimeDelta::seconds(42),
+        at: t0(),
+    }));
+    framework()
+        .given(given)
+        .when_async(set_password(
+            "a new passphrase",
+            Some("correct horse battery"),
+        ))
+        .await
+        .then_expect_error(UserError::LoginThrottled {
+            retry_after_seconds: 42,
+        });
 }
 
 #[test]
@@ -561,6 +675,18 @@ fn every_user_event_type_string_is_frozen() {
             "LockedOut",
         ),
         (UserEvent::Unlocked(UserUnlocked { at: t0() }), "Unlocked"),
+        (
+            UserEvent::LoginThrottled(LoginThrottled {
+                runs: 1,
+                until: t0(),
+                at: t0(),
+            }),
+            "LoginThrottled",
+        ),
+        (
+            UserEvent::LoginFailuresReset(LoginFailuresReset { at: t0() }),
+            "LoginFailuresReset",
+        ),
     ];
     for (event, name) in cases {
         assert_eq!(event.event_type(), name);
@@ -735,4 +861,139 @@ fn profile_events_of_version_1_read_as_without_names() {
         })
     ));
     assert_eq!(UserEvent::Registered(registered()).event_version(), "2.0");
+}
+
+fn device(n: u128) -> uuid::Uuid {
+    uuid::Uuid::from_u128(n)
+}
+
+fn trusted(n: u128) -> UserEvent {
+    UserEvent::DeviceTrusted(DeviceTrusted {
+        device_id: device(n),
+        token_hash: format!("hash-{n}"),
+        label: Some("Firefox".into()),
+        expires_at: t0() + chrono::TimeDelta::days(30),
+        at: t0(),
+    })
+}
+
+fn revoked(n: u128, reason: DeviceRevocationReason) -> UserEvent {
+    UserEvent::DeviceRevoked(DeviceRevoked {
+        device_id: device(n),
+        reason,
+        at: t0(),
+    })
+}
+
+#[tokio::test]
+async fn a_trusted_device_is_used_until_revoked() {
+    let mut given = with_password();
+    given.push(trusted(1));
+    framework()
+        .given(given.clone())
+        .when_async(UserCommand::UseTrustedDevice {
+            device_id: device(1),
+        })
+        .await
+        .then_expect_events(vec![UserEvent::TrustedDeviceUsed(TrustedDeviceUsed {
+            device_id: device(1),
+            at: t0(),
+        })]);
+    framework()
+        .given(given.clone())
+        .when_async(UserCommand::RevokeDevice {
+            device_id: device(1),
+        })
+        .await
+        .then_expect_events(vec![revoked(1, DeviceRevocationReason::Revoked)]);
+    given.push(revoked(1, DeviceRevocationReason::Revoked));
+    for command in [
+        UserCommand::UseTrustedDevice {
+            device_id: device(1),
+        },
+        UserCommand::RevokeDevice {
+            device_id: device(1),
+        },
+    ] {
+        framework()
+            .given(given.clone())
+            .when_async(command)
+            .await
+            .then_expect_error(UserError::DeviceNotFound);
+    }
+}
+
+#[tokio::test]
+async fn an_expired_device_stands_in_for_nothing() {
+    let mut given = with_password();
+    given.push(UserEvent::DeviceTrusted(DeviceTrusted {
+        device_id: device(1),
+        token_hash: "h".into(),
+        label: None,
+        expires_at: t0(),
+        at: t0() - chrono::TimeDelta::days(30),
+    }));
+    framework()
+        .given(given)
+        .when_async(UserCommand::UseTrustedDevice {
+            device_id: device(1),
+        })
+        .await
+        .then_expect_error(UserError::DeviceNotFound);
+}
+
+#[tokio::test]
+async fn a_password_change_revokes_every_device() {
+    let mut given = with_password();
+    given.extend([trusted(1), trusted(2)]);
+    let events = framework()
+        .given(given)
+        .when_async(set_password("a new passphrase", None))
+        .await
+        .inspect_result()
+        .unwrap();
+    assert!(matches!(events[0], UserEvent::PasswordSet(_)));
+    assert_eq!(
+        events[1..],
+        [
+            revoked(1, DeviceRevocationReason::PasswordChanged),
+            revoked(2, DeviceRevocationReason::PasswordChanged)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_recovery_code_use_and_a_hard_lock_revoke_every_device() {
+    let codes = codes('A');
+    let mut given = with_password();
+    given.extend([generated(1, &codes), trusted(1)]);
+    let events = framework()
+        .given(given)
+        .when_async(UserCommand::UseRecoveryCode {
+            code: Secret::new(codes[0].clone()),
+        })
+        .await
+        .inspect_result()
+        .unwrap();
+    assert!(matches!(events[0], UserEvent::RecoveryUsed(_)));
+    assert_eq!(
+        events[1],
+        revoked(1, DeviceRevocationReason::RecoveryCodeUsed)
+    );
+
+    let mut given = with_password();
+    given.extend([
+        trusted(1),
+        failed(UserFailureReason::FactorCheckFailed, None, 99),
+    ]);
+    let events = framework()
+        .given(given)
+        .when_async(UserCommand::RecordFactorFailure {
+            factor_id: FactorId::generate(),
+        })
+        .await
+        .inspect_result()
+        .unwrap();
+    assert!(matches!(events[1], UserEvent::LockedOut(_)), "{events:?}");
+    assert_eq!(events[2], revoked(1, DeviceRevocationReason::HardLocked));
 }

@@ -158,6 +158,25 @@ impl AlertReactor {
                 )
                 .await
             }
+            // A burst of wrong passwords: the throttle's run is the incident, raised once.
+            UserEvent::LoginThrottled(t) => {
+                let reason = format!(
+                    "password guessing: login throttled until {} (run {})",
+                    t.until.format("%Y-%m-%dT%H:%M:%SZ"),
+                    t.runs
+                );
+                let cause = vec![event_ref(stored)];
+                self.raise(
+                    conn,
+                    dialect,
+                    AlertKind::LoginThrottled,
+                    &user,
+                    reason,
+                    cause,
+                    t.at,
+                )
+                .await
+            }
             UserEvent::RecoveryUsed(r) => {
                 let reason = format!("recovery code used; {} left", r.remaining);
                 let cause = vec![event_ref(stored)];

@@ -76,6 +76,11 @@ pub(super) fn fold(rows: &mut Rows<UserRow>, stored: &StoredEvent, event: UserEv
         UserEvent::Reactivated(_) => rows.update(id, seq, |r| r.status = "ACTIVE".into()),
         UserEvent::PasswordSet(_)
         | UserEvent::LoginFailed(_)
+        | UserEvent::LoginThrottled(_)
+        | UserEvent::LoginFailuresReset(_)
+        | UserEvent::DeviceTrusted(_)
+        | UserEvent::TrustedDeviceUsed(_)
+        | UserEvent::DeviceRevoked(_)
         | UserEvent::FailedAttempt(_)
         | UserEvent::FailuresReset(_) => {
             rows.update(id, seq, |_| {});
