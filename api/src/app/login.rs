@@ -127,7 +127,7 @@ pub async fn login(
     .await
     .map_err(AppError::internal)?;
     if !matches {
-        if user.exists() {
+        if user.exists() && !user.is_deleted() {
             let reason = if stored.is_some() {
                 LoginFailureReason::WrongPassword
             } else {
@@ -159,7 +159,7 @@ pub async fn login(
     }
     // A deactivated user's right password answers exactly as a wrong one (after the same
     // argon2 work), so anonymous callers cannot tell the state.
-    if user.is_deactivated() {
+    if user.is_deactivated() || user.is_deleted() {
         return Err(AppError::InvalidCredentials);
     }
     let (policy, _) = state.policy.load(POLICY_ID).await?;

@@ -17,7 +17,7 @@
 //! | [`recovery`] | issue, regenerate and spend recovery codes; unlock a user |
 //! | [`step_up`] | start and complete step-up challenges |
 //! | [`login`] | password login, completing it with a second factor, access tokens, the MFA policy |
-//! | [`users`] | create users, set passwords |
+//! | [`users`] | create, read, list, update, deactivate, reactivate and delete users; set passwords |
 
 pub mod api_keys;
 pub mod codes;

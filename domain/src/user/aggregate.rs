@@ -12,8 +12,8 @@ use crate::{
     user::{
         FailuresReset, LoginFailed, LoginFailureReason, PasswordSet, ProfileUpdated,
         RecoveryCodesGenerated, RecoveryUsed, Register, Registered, SetPassword, UserCommand,
-        UserDeactivated, UserError, UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut,
-        UserReactivated, UserUnlocked, recovery,
+        UserDeactivated, UserDeleted, UserError, UserEvent, UserFailedAttempt, UserFailureReason,
+        UserLockedOut, UserReactivated, UserUnlocked, recovery,
     },
 };
 
@@ -27,6 +27,9 @@ pub enum UserStatus {
     Active,
     /// Deactivated by an administrator: cannot log in or prove anything.
     Deactivated,
+    /// Deleted by an administrator: gone from the read models, refused everywhere; the
+    /// login stays taken (the id is derived from it and the stream keeps the history).
+    Deleted,
 }
 
 /// A user, folded from its events.
@@ -88,6 +91,11 @@ impl User {
         self.status == UserStatus::Deactivated
     }
 
+    /// Whether the user was deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.status == UserStatus::Deleted
+    }
+
     /// Unused codes in the current set.
     pub fn recovery_codes_remaining(&self) -> u32 {
         u32::try_from(self.recovery_used.iter().filter(|used| !**used).count()).unwrap_or(0)
@@ -109,6 +117,13 @@ impl Aggregate for User {
     ) -> Result<(), UserError> {
         if !matches!(command, UserCommand::Register(_)) && !self.exists() {
             return Err(UserError::NotFound);
+        }
+        // A deleted user takes no command; registering the login again is AlreadyRegistered.
+        if self.is_deleted() {
+            return Err(match command {
+                UserCommand::Register(_) => UserError::AlreadyRegistered,
+                _ => UserError::NotFound,
+            });
         }
         let now = services.clock.now();
         match command {
@@ -169,6 +184,11 @@ impl Aggregate for User {
                 if !unchanged {
                     sink.write(UserEvent::ProfileUpdated(updated), self).await;
                 }
+                Ok(())
+            }
+            UserCommand::Delete => {
+                sink.write(UserEvent::Deleted(UserDeleted { at: now }), self)
+                    .await;
                 Ok(())
             }
             UserCommand::Deactivate => {
@@ -237,6 +257,15 @@ impl Aggregate for User {
             }
             UserEvent::Deactivated(_) => self.status = UserStatus::Deactivated,
             UserEvent::Reactivated(_) => self.status = UserStatus::Active,
+            // Nothing of the user is kept in the state but the login that stays taken.
+            UserEvent::Deleted(_) => {
+                *self = Self {
+                    status: UserStatus::Deleted,
+                    login: std::mem::take(&mut self.login),
+                    created_at: self.created_at,
+                    ..Self::default()
+                };
+            }
         }
     }
 }

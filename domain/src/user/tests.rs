@@ -736,3 +736,45 @@ fn profile_events_of_version_1_read_as_without_names() {
     ));
     assert_eq!(UserEvent::Registered(registered()).event_version(), "2.0");
 }
+
+#[tokio::test]
+async fn a_deleted_user_takes_no_command_and_keeps_its_login_taken() {
+    framework()
+        .given(vec![UserEvent::Registered(registered())])
+        .when_async(UserCommand::Delete)
+        .await
+        .then_expect_events(vec![UserEvent::Deleted(UserDeleted { at: t0() })]);
+    let deleted = || {
+        vec![
+            UserEvent::Registered(registered()),
+            UserEvent::Deleted(UserDeleted { at: t0() }),
+        ]
+    };
+    for command in [
+        UserCommand::Delete,
+        UserCommand::Reactivate,
+        UserCommand::UpdateProfile(UpdateProfile {
+            email: Some("new@example.com".into()),
+            ..UpdateProfile::default()
+        }),
+    ] {
+        framework()
+            .given(deleted())
+            .when_async(command)
+            .await
+            .then_expect_error(UserError::NotFound);
+    }
+    framework()
+        .given(deleted())
+        .when_async(UserCommand::Register(register("alice")))
+        .await
+        .then_expect_error(UserError::AlreadyRegistered);
+    use cqrs_es::Aggregate;
+    let mut user = User::default();
+    for e in deleted() {
+        user.apply(e);
+    }
+    assert!(user.is_deleted() && user.exists());
+    assert_eq!(user.login, "alice");
+    assert_eq!((user.email, user.phone_number), (None, None));
+}
