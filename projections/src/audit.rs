@@ -649,6 +649,7 @@ mod tests {
             }),
             UserEvent::Deactivated(user::UserDeactivated { at }),
             UserEvent::Reactivated(user::UserReactivated { at }),
+            UserEvent::Deleted(user::UserDeleted { at }),
         ];
         for e in &user_events {
             match e {
@@ -668,7 +669,8 @@ mod tests {
                 | UserEvent::DeviceRevoked(_)
                 | UserEvent::ProfileUpdated(_)
                 | UserEvent::Deactivated(_)
-                | UserEvent::Reactivated(_) => {}
+                | UserEvent::Reactivated(_)
+                | UserEvent::Deleted(_) => {}
             }
         }
         let payloads: Vec<Value> = factor_events

@@ -64,7 +64,7 @@ pub async fn enroll(state: &AppState, call: &Call, input: Enrolment) -> AppResul
         return Err(AppError::Forbidden);
     }
     let (user, _) = state.users.load(&input.user_id.to_string()).await?;
-    if !user.exists() {
+    if !user.exists() || user.is_deleted() {
         return Err(AppError::not_found("USER_NOT_FOUND", "user not found"));
     }
     let (policy, _) = state.policy.load(POLICY_ID).await?;

@@ -115,7 +115,7 @@ pub async fn of_user(state: &AppState, call: &Call, user_id: UserId) -> AppResul
 pub async fn reset(state: &AppState, call: &Call, user_id: UserId) -> AppResult<Vec<FactorId>> {
     call.admin()?;
     let (user, _) = state.users.load(&user_id.to_string()).await?;
-    if !user.exists() {
+    if !user.exists() || user.is_deleted() {
         return Err(AppError::not_found("USER_NOT_FOUND", "user not found"));
     }
     let mut removed = Vec::new();

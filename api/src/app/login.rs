@@ -136,7 +136,7 @@ pub async fn login(
     // A deactivated user's right password answers exactly as a wrong one (after the same
     // argon2 work) and is counted as one, so anonymous callers can tell neither the state nor,
     // from when the throttle starts, which guess was right.
-    if !matches || user.is_deactivated() {
+    if !matches || user.is_deactivated() || user.is_deleted() {
         let reason = match (matches, &stored) {
             (true, _) => LoginFailureReason::Deactivated,
             (false, Some(_)) => LoginFailureReason::WrongPassword,
@@ -144,7 +144,8 @@ pub async fn login(
         };
         // Counted before answering, for known and unknown logins alike (each pays one write),
         // so the audit log holds every answered failure and the next guess sees this one.
-        let exists = user.exists();
+        // A deleted user's stream takes no command: its login is counted as an unknown one.
+        let exists = user.exists() && !user.is_deleted();
         throttle::count_failure(
             state,
             user_id,

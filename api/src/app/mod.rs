@@ -19,7 +19,7 @@
 //! | [`step_up`] | start and complete step-up challenges |
 //! | [`login`] | password login, completing it with a second factor, access tokens, the MFA policy |
 //! | [`throttle`] | the password throttle around every password check |
-//! | [`users`] | create users, set passwords |
+//! | [`users`] | create, read, list, update, deactivate, reactivate and delete users; set passwords |
 
 pub mod api_keys;
 pub mod codes;

@@ -43,7 +43,7 @@ pub async fn start(
         return Err(AppError::Forbidden);
     }
     let (user, _) = state.users.load(&user_id.to_string()).await?;
-    if !user.exists() {
+    if !user.exists() || user.is_deleted() {
         return Err(AppError::not_found("USER_NOT_FOUND", "user not found"));
     }
     crate::app::users::ensure_active(&user)?;

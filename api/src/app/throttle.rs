@@ -110,7 +110,7 @@ pub async fn ensure_not_throttled(
     user: &User,
 ) -> AppResult<Unregistered> {
     let now = state.clock.now();
-    let (throttle, unregistered) = if user.exists() {
+    let (throttle, unregistered) = if user.exists() && !user.is_deleted() {
         (user.login_throttle, None)
     } else {
         let key = state.login_throttles.key(user_id);

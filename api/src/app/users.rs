@@ -1,9 +1,14 @@
 //! Users: `createUser`, `setPassword`, `updateUser`, `deactivateUser`, `reactivateUser`.
 //!
-//! Deleting a user: events are never deleted (the log is the record, and sealed), so a
-//! deletion would be an event that makes the read models drop the user's rows while the
-//! events stay; erasing personal data from the events themselves is the privacy erasure
-//! planned separately. Until then, `deactivateUser` is the way to end an account.
+//! Deleting a user (`deleteUser`, Okta's `DELETE /api/v1/users/{id}`): events are never
+//! deleted (the log is the record, and its hash chain is sealed), so a deletion is events
+//! too: every factor still enrolled is removed (`Removed`), then the user is `Deleted`. From
+//! then on no query shows the user (the `users_v1` row keeps only the login), no command is
+//! taken (`USER_NOT_FOUND`), a login answers as a wrong password, and the login stays taken
+//! (a user's id is derived from the login and its stream keeps the history, so a new account
+//! needs a new login). What the earlier events hold (contact data, sealed TOTP secrets,
+//! argon2id hashes) stays in the log until the privacy erasure planned separately, which
+//! needs per-user keys to crypto-shred it.
 
 use tessera_domain::{
     ids::UserId,
@@ -113,12 +118,16 @@ pub async fn set_password(
     Ok(committed.state)
 }
 
-/// Refuses a deactivated user with a typed error (`USER_DEACTIVATED`): for authenticated
+/// Refuses a deleted user (`USER_NOT_FOUND`) and a deactivated one with a typed error
+/// (`USER_DEACTIVATED`): for authenticated
 /// callers' proofs and step-ups. Anonymous logins answer as a wrong password instead.
 ///
 /// # Errors
 /// `USER_DEACTIVATED`.
 pub fn ensure_active(user: &User) -> AppResult<()> {
+    if user.is_deleted() {
+        return Err(AppError::not_found("USER_NOT_FOUND", "user not found"));
+    }
     if user.is_deactivated() {
         return Err(cqrs_es::AggregateError::UserError(UserError::Deactivated).into());
     }
@@ -203,4 +212,18 @@ pub async fn list(
 ) -> AppResult<Vec<UserRow>> {
     call.admin()?;
     Ok(state.queries.users_after(after, limit).await?)
+}
+
+/// `deleteUser` (admins only): removes the user's factors, then deletes the user (see the
+/// module's notes for what that means).
+///
+/// # Errors
+/// Not an admin; `USER_NOT_FOUND` (also for a user deleted before); store errors.
+pub async fn delete(state: &AppState, call: &Call, user_id: UserId) -> AppResult<()> {
+    call.admin()?;
+    // Factors first: a failure in between leaves a user that exists, and the retry
+    // finishes the job.
+    crate::app::factors::reset(state, call, user_id).await?;
+    run_admin(state, call, user_id, UserCommand::Delete).await?;
+    Ok(())
 }

@@ -186,6 +186,13 @@ impl UserPayload {
     }
 }
 
+/// What `deleteUser` answers.
+#[derive(SimpleObject)]
+pub struct DeleteUserPayload {
+    /// The id of the user deleted.
+    pub deleted_user_id: ID,
+}
+
 #[derive(SimpleObject)]
 pub struct CreateUserPayload {
     /// The new user.
@@ -289,6 +296,22 @@ impl UserMutation {
         let id = parse_user_id(&input.user_id)?;
         let user = app::users::deactivate(ctx.state()?, &ctx.call(), id).await?;
         Ok(UserPayload::of(id, &user))
+    }
+
+    /// Deletes a user (admins only): every factor still enrolled is removed (`Removed`), then
+    /// the user is `Deleted`. No query shows the user afterwards, a login answers as a wrong
+    /// password, and the login stays taken. The events stay in the log (it is the record, and
+    /// sealed); erasing personal data from them is not part of this.
+    async fn delete_user(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user.")] input: UserRefInput,
+    ) -> async_graphql::Result<DeleteUserPayload> {
+        let id = parse_user_id(&input.user_id)?;
+        app::users::delete(ctx.state()?, &ctx.call(), id).await?;
+        Ok(DeleteUserPayload {
+            deleted_user_id: ID(id.to_string()),
+        })
     }
 
     /// Reactivates a deactivated user (admins only). Recorded as `Reactivated`.

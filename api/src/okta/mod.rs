@@ -36,7 +36,7 @@ use crate::{
 pub(crate) fn routes() -> Router<App> {
     Router::new()
         .route("/users", get(users::list).post(users::create))
-        .route("/users/{user}", get(users::get))
+        .route("/users/{user}", get(users::get).delete(users::delete))
         .route(
             "/users/{user}/lifecycle/reset_factors",
             post(factors::reset),

@@ -6,7 +6,7 @@ use axum::{
     body::Bytes,
     extract::{Path, Query},
     http::{HeaderValue, header},
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use serde_json::Value;
@@ -155,6 +155,18 @@ pub(crate) async fn get(ctx: Okta, Path(segment): Path<String>) -> Response {
             .await?
             .ok_or_else(|| user_not_found(&segment))?;
         Ok(json(shapes::user(&ctx.base, &row)?))
+    }
+    .await;
+    ctx.answer(result)
+}
+
+/// `DELETE /api/v1/users/{id or login}`: 204. Okta deletes in two calls (the first
+/// deactivates); Tessera deletes in one, as `deleteUser` does.
+pub(crate) async fn delete(ctx: Okta, Path(segment): Path<String>) -> Response {
+    let result = async {
+        let user = existing_user(&ctx, &segment).await?;
+        app::users::delete(&ctx.app.state, &ctx.call, user_ref(&user.id)).await?;
+        Ok(axum::http::StatusCode::NO_CONTENT.into_response())
     }
     .await;
     ctx.answer(result)

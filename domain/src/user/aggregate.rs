@@ -14,7 +14,7 @@ use crate::{
         DeviceRevocationReason, DeviceRevoked, DeviceTrusted, FailuresReset, LoginFailed,
         LoginFailureReason, LoginFailuresReset, LoginThrottled, PasswordSet, ProfileUpdated,
         RecoveryCodesGenerated, RecoveryUsed, Register, Registered, SetPassword, TrustedDeviceUsed,
-        UserCommand, UserDeactivated, UserError, UserEvent, UserFailedAttempt, UserFailureReason,
+        UserCommand, UserDeactivated, UserDeleted, UserError, UserEvent, UserFailedAttempt, UserFailureReason,
         UserLockedOut, UserReactivated, UserUnlocked, recovery,
         throttle::{LoginThrottle, ThrottlePolicy},
     },
@@ -30,6 +30,9 @@ pub enum UserStatus {
     Active,
     /// Deactivated by an administrator: cannot log in or prove anything.
     Deactivated,
+    /// Deleted by an administrator: gone from the read models, refused everywhere; the
+    /// login stays taken (the id is derived from it and the stream keeps the history).
+    Deleted,
 }
 
 /// A user, folded from its events.
@@ -134,6 +137,11 @@ impl User {
             .find(|d| d.id == id && d.expires_at > now)
     }
 
+    /// Whether the user was deleted.
+    pub fn is_deleted(&self) -> bool {
+        self.status == UserStatus::Deleted
+    }
+
     /// Unused codes in the current set.
     pub fn recovery_codes_remaining(&self) -> u32 {
         u32::try_from(self.recovery_used.iter().filter(|used| !**used).count()).unwrap_or(0)
@@ -155,6 +163,13 @@ impl Aggregate for User {
     ) -> Result<(), UserError> {
         if !matches!(command, UserCommand::Register(_)) && !self.exists() {
             return Err(UserError::NotFound);
+        }
+        // A deleted user takes no command; registering the login again is AlreadyRegistered.
+        if self.is_deleted() {
+            return Err(match command {
+                UserCommand::Register(_) => UserError::AlreadyRegistered,
+                _ => UserError::NotFound,
+            });
         }
         let now = services.clock.now();
         match command {
@@ -215,6 +230,11 @@ impl Aggregate for User {
                 if !unchanged {
                     sink.write(UserEvent::ProfileUpdated(updated), self).await;
                 }
+                Ok(())
+            }
+            UserCommand::Delete => {
+                sink.write(UserEvent::Deleted(UserDeleted { at: now }), self)
+                    .await;
                 Ok(())
             }
             UserCommand::Deactivate => {
@@ -354,6 +374,15 @@ impl Aggregate for User {
             }
             UserEvent::Deactivated(_) => self.status = UserStatus::Deactivated,
             UserEvent::Reactivated(_) => self.status = UserStatus::Active,
+            // Nothing of the user is kept in the state but the login that stays taken.
+            UserEvent::Deleted(_) => {
+                *self = Self {
+                    status: UserStatus::Deleted,
+                    login: std::mem::take(&mut self.login),
+                    created_at: self.created_at,
+                    ..Self::default()
+                };
+            }
         }
     }
 }

@@ -47,6 +47,8 @@ pub enum UserCommand {
     Deactivate,
     /// Reactivate a deactivated user (administrators).
     Reactivate,
+    /// Delete the user (administrators), after its factors were removed.
+    Delete,
     /// Record a login refused for a wrong password (the API checks the password off the
     /// async runtime; argon2 takes tens of milliseconds).
     RecordLoginFailure {
@@ -142,6 +144,7 @@ impl crate::versioning::CommandName for UserCommand {
             Self::UpdateProfile(_) => "UpdateProfile",
             Self::Deactivate => "Deactivate",
             Self::Reactivate => "Reactivate",
+            Self::Delete => "Delete",
         }
     }
 }

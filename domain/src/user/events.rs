@@ -47,6 +47,15 @@ pub enum UserEvent {
     Deactivated(UserDeactivated),
     /// An administrator reactivated the user.
     Reactivated(UserReactivated),
+    /// An administrator deleted the user (its factors were removed first).
+    Deleted(UserDeleted),
+}
+
+/// Payload of [`UserEvent::Deleted`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UserDeleted {
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 /// Payload of [`UserEvent::ProfileUpdated`]: the profile after the change.
@@ -310,6 +319,7 @@ impl DomainEvent for UserEvent {
             Self::ProfileUpdated(_) => "ProfileUpdated",
             Self::Deactivated(_) => "Deactivated",
             Self::Reactivated(_) => "Reactivated",
+            Self::Deleted(_) => "Deleted",
         }
         .to_string()
     }
@@ -339,6 +349,7 @@ impl Versioned for UserEvent {
                 | "RecoveryCodesGenerated"
                 | "Deactivated"
                 | "Reactivated"
+                | "Deleted"
                 | "RecoveryUsed"
                 | "FailedAttempt"
                 | "FailuresReset"

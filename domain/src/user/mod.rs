@@ -18,7 +18,7 @@ pub use error::UserError;
 pub use events::{
     DeviceRevocationReason, DeviceRevoked, DeviceTrusted, FailuresReset, LoginFailed,
     LoginFailuresReset, LoginThrottled, PasswordSet, ProfileUpdated, RecoveryCodesGenerated,
-    RecoveryUsed, Registered, TrustedDeviceUsed, UserDeactivated, UserEvent, UserFailedAttempt,
+    RecoveryUsed, Registered, TrustedDeviceUsed, UserDeactivated, UserDeleted, UserEvent, UserFailedAttempt,
     UserFailureReason, UserLockedOut, UserReactivated, UserUnlocked,
 };
 

@@ -996,4 +996,44 @@ async fn a_recovery_code_use_and_a_hard_lock_revoke_every_device() {
         .unwrap();
     assert!(matches!(events[1], UserEvent::LockedOut(_)), "{events:?}");
     assert_eq!(events[2], revoked(1, DeviceRevocationReason::HardLocked));
+#[tokio::test]
+async fn a_deleted_user_takes_no_command_and_keeps_its_login_taken() {
+    framework()
+        .given(vec![UserEvent::Registered(registered())])
+        .when_async(UserCommand::Delete)
+        .await
+        .then_expect_events(vec![UserEvent::Deleted(UserDeleted { at: t0() })]);
+    let deleted = || {
+        vec![
+            UserEvent::Registered(registered()),
+            UserEvent::Deleted(UserDeleted { at: t0() }),
+        ]
+    };
+    for command in [
+        UserCommand::Delete,
+        UserCommand::Reactivate,
+        UserCommand::UpdateProfile(UpdateProfile {
+            email: Some("new@example.com".into()),
+            ..UpdateProfile::default()
+        }),
+    ] {
+        framework()
+            .given(deleted())
+            .when_async(command)
+            .await
+            .then_expect_error(UserError::NotFound);
+    }
+    framework()
+        .given(deleted())
+        .when_async(UserCommand::Register(register("alice")))
+        .await
+        .then_expect_error(UserError::AlreadyRegistered);
+    use cqrs_es::Aggregate;
+    let mut user = User::default();
+    for e in deleted() {
+        user.apply(e);
+    }
+    assert!(user.is_deleted() && user.exists());
+    assert_eq!(user.login, "alice");
+    assert_eq!((user.email, user.phone_number), (None, None));
 }

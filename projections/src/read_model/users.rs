@@ -7,6 +7,9 @@ use crate::{
     ts,
 };
 
+/// The status of a deleted user's row, which no query returns.
+pub const DELETED: &str = "DELETED";
+
 /// A row of `users_v1`.
 #[derive(Clone, Debug, PartialEq, Eq, FromRow)]
 pub struct UserRow {
@@ -74,6 +77,18 @@ pub(super) fn fold(rows: &mut Rows<UserRow>, stored: &StoredEvent, event: UserEv
         }),
         UserEvent::Deactivated(_) => rows.update(id, seq, |r| r.status = "DEACTIVATED".into()),
         UserEvent::Reactivated(_) => rows.update(id, seq, |r| r.status = "ACTIVE".into()),
+        // The row stays (it holds the login, which stays taken) without the person's data;
+        // every query leaves it out.
+        UserEvent::Deleted(_) => rows.update(id, seq, |r| {
+            r.status = DELETED.into();
+            r.email = None;
+            r.phone_number = None;
+            r.display_name = None;
+            r.first_name = None;
+            r.last_name = None;
+            r.recovery_codes_remaining = 0;
+            r.second_factor_locked = 0;
+        }),
         UserEvent::PasswordSet(_)
         | UserEvent::LoginFailed(_)
         | UserEvent::LoginThrottled(_)
@@ -143,12 +158,12 @@ impl Queries {
     /// # Errors
     /// Database errors.
     pub async fn user(&self, id: &str) -> Result<Option<UserRow>, Error> {
-        Ok(
-            sqlx::query_as(&format!("SELECT {COLUMNS} FROM users_v1 WHERE id = $1"))
-                .bind(id)
-                .fetch_optional(&self.db.pool)
-                .await?,
-        )
+        Ok(sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM users_v1 WHERE id = $1 AND status <> '{DELETED}'"
+        ))
+        .bind(id)
+        .fetch_optional(&self.db.pool)
+        .await?)
     }
 
     /// Up to `limit` users created after the `(created_at, id)` cursor, oldest first (users
@@ -164,7 +179,7 @@ impl Queries {
         let (at, id) = after.unwrap_or(("", ""));
         Ok(sqlx::query_as(&format!(
             "SELECT {COLUMNS} FROM users_v1 \
-             WHERE created_at > $1 OR (created_at = $1 AND id > $2) \
+             WHERE (created_at > $1 OR (created_at = $1 AND id > $2)) AND status <> '{DELETED}' \
              ORDER BY created_at, id LIMIT $3"
         ))
         .bind(at)
@@ -179,9 +194,11 @@ impl Queries {
     /// # Errors
     /// Database errors.
     pub async fn user_count(&self) -> Result<i64, Error> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users_v1")
-            .fetch_one(&self.db.pool)
-            .await?)
+        Ok(sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM users_v1 WHERE status <> '{DELETED}'"
+        ))
+        .fetch_one(&self.db.pool)
+        .await?)
     }
 
     /// Every row of `users_v1` and `factors_v1` as text, in a fixed order: for comparing a

@@ -445,6 +445,18 @@ both_stores!(okta_errors_use_oktas_codes, |store| async move {
         );
     }
     assert_eq!(s.okta(Method::GET, &factors, None).await.body, json!([]));
+    // Deleting the user: 204, then unknown.
+    let user_path = format!("/api/v1/users/{uid}");
+    assert_eq!(
+        s.okta(Method::DELETE, &user_path, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_okta_error(
+        &s.okta(Method::GET, &user_path, None).await,
+        404,
+        "E0000007",
+    );
+    assert_okta_error(&s.okta(Method::GET, &factors, None).await, 404, "E0000007");
 });
 
 both_stores!(

@@ -146,3 +146,95 @@ both_stores!(only_admins_change_users, |store| async move {
         .await;
     assert_eq!(error_code(&r), "NOT_FOUND", "{r}");
 });
+
+both_stores!(
+    delete_user_removes_factors_hides_the_user_and_keeps_the_log,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let user = s.create_full_user("erin", PASSWORD).await;
+        let (factor, secret) = s.enroll_totp(&user).await;
+        s.activate(&factor, &s.code(&secret, 0)).await;
+        let sms = s.enroll_oob(&user, "SMS", "+14155550123").await["factor"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let other = s.create_user("frank").await;
+        let before = s.log_identities().await;
+        let r = s
+            .ok(
+                "mutation($u: ID!) { deleteUser(input: {userId: $u}) { deletedUserId } }",
+                json!({ "u": user }),
+            )
+            .await;
+        assert_eq!(r["deleteUser"]["deletedUserId"], user.as_str());
+        // Nothing was taken out of the log.
+        let after = s.log_identities().await;
+        assert!(before.iter().all(|e| after.contains(e)));
+        assert_eq!(
+            s.event_types("User", &user)
+                .await
+                .last()
+                .map(String::as_str),
+            Some("Deleted")
+        );
+        for f in [&factor, &sms] {
+            assert_eq!(
+                s.event_types("Factor", f).await.last().map(String::as_str),
+                Some("Removed")
+            );
+        }
+        // Gone from every read.
+        let read = s
+            .ok(
+                "query($u: ID!) { user(id: $u) { id } userByLogin(login: \"erin\") { id } users(first: 50) { totalCount edges { node { id } } } }",
+                json!({ "u": user }),
+            )
+            .await;
+        assert!(
+            read["user"].is_null() && read["userByLogin"].is_null(),
+            "{read}"
+        );
+        assert_eq!(read["users"]["totalCount"], 1);
+        assert_eq!(read["users"]["edges"][0]["node"]["id"], other.as_str());
+        // No login (as a wrong password), no command, the login stays taken.
+        let login = s.login("erin", PASSWORD).await;
+        assert_eq!(error_reason(&login), "INVALID_CREDENTIALS", "{login}");
+        let enrol = s
+            .gql(
+                "mutation($u: ID!) { enrollFactor(input: {userId: $u, type: TOTP}) { factor { id } } }",
+                json!({ "u": user }),
+            )
+            .await;
+        assert_eq!(error_reason(&enrol), "USER_NOT_FOUND", "{enrol}");
+        let again = s
+            .gql(
+                "mutation($u: ID!) { deleteUser(input: {userId: $u}) { deletedUserId } }",
+                json!({ "u": user }),
+            )
+            .await;
+        assert_eq!(error_reason(&again), "USER_NOT_FOUND", "{again}");
+        let taken = s
+            .gql(
+                "mutation { createUserV2(input: {login: \"erin\"}) { user { id } } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(error_code(&taken), "CONFLICT", "{taken}");
+        // The log's hash chain covers the deletion and verifies.
+        let total = s.log_identities().await.len();
+        let mut sealed = false;
+        for _ in 0..200 {
+            let mut out = Vec::new();
+            let report = tessera_api::cli::verify_log(&s.config, &mut out)
+                .await
+                .unwrap();
+            assert!(report.problems.is_empty(), "{:?}", report.problems);
+            if report.unsealed == 0 && usize::try_from(report.sealed) == Ok(total) {
+                sealed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert!(sealed, "the sealer never caught up");
+    }
+);
