@@ -20,6 +20,7 @@ mod http;
 pub mod jwks;
 pub mod keys;
 pub mod mask;
+pub mod metrics;
 mod okta;
 pub mod signing;
 pub mod state;
@@ -327,6 +328,7 @@ async fn open_store(
         messages,
         policy: Arc::new(policy),
         delivery,
+        metrics: Arc::default(),
         tokens,
         queries: Queries::new(db.clone()),
         read_models,
@@ -378,6 +380,10 @@ pub fn app(state: AppState) -> Router {
         // The body is read by the handler: a real limit layer answers 413 before any of it
         // is parsed.
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state.metrics),
+            http::access,
+        ))
         // Outermost, so refusals (413, 415) carry CORS headers and a page can read them.
         .layer(axum::middleware::from_fn(move |request, next| {
             cors_layer.clone().middleware(request, next)

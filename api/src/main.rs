@@ -50,11 +50,32 @@ struct Cli {
           help_heading = "Global options", display_order = 1000,
           value_parser = parse_log_filter)]
     log: String,
+    /// Log line format: `text` (for people) or `json` (one JSON object per line, for log
+    /// shippers). Colour only when stderr is a terminal and `NO_COLOR` is unset.
+    #[arg(
+        long,
+        env = "TESSERA_LOG_FORMAT",
+        default_value = "text",
+        global = true,
+        help_heading = "Global options",
+        display_order = 1001,
+        value_enum
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
 const DEFAULT_LOG: &str = "info,sqlx=warn";
+
+/// `TESSERA_LOG_FORMAT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON layer).
+    Json,
+}
 
 fn parse_log_filter(filter: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::try_new(filter)
@@ -153,10 +174,26 @@ enum ApiKeyCommand {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::new(&cli.log);
+    match cli.log_format {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_current_span(true)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+        LogFormat::Text => {
+            use std::io::IsTerminal;
+            // No escape codes in files, pipes and journals, nor where NO_COLOR asks.
+            let colour = std::io::stderr().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+            tracing_subscriber::fmt()
+                .with_ansi(colour)
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+        }
+    }
     match run(cli.command).await {
         Ok(code) => code,
         Err(e) => {

@@ -47,6 +47,8 @@ pub struct AppState {
     pub policy: Arc<Store<MfaPolicy>>,
     /// SMTP, SMS gateway, outbox.
     pub delivery: Arc<Delivery>,
+    /// This process's counters and histograms (`/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// Code messages waiting to be sent.
     pub messages: Arc<MessageQueue>,
     /// Access tokens.

@@ -73,10 +73,10 @@ fn each_command_lists_only_its_own_options() {
         (&["restore"], &["from", "database-url"]),
     ] {
         let mut want = set(own);
-        want.extend(set(&["log", "help"]));
+        want.extend(set(&["log", "log-format", "help"]));
         assert_eq!(flags(command), want, "tessera {command:?} --help");
     }
-    assert_eq!(flags(&[]), set(&["log", "help", "version"]));
+    assert_eq!(flags(&[]), set(&["log", "log-format", "help", "version"]));
 }
 
 #[test]

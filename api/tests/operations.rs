@@ -255,3 +255,83 @@ fn misconfigurations_are_refused_with_what_is_wrong() {
         assert_eq!(dir.files(), Vec::<String>::new(), "{env:?} created files");
     }
 }
+
+/// Starts `tessera serve` in `dir` with `env`, stderr into `log`; returns the child and its
+/// address once `/healthz` answers.
+// The caller waits for the child, in `stop`.
+#[allow(clippy::zombie_processes)]
+fn serve(dir: &Path, env: &[(&str, &str)], log: &Path) -> (std::process::Child, String) {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+    command
+        .env_clear()
+        .current_dir(dir)
+        .arg("serve")
+        .env("TESSERA_LISTEN", &addr)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let child = command.spawn().expect("start tessera serve");
+    loop {
+        if let Ok(mut probe) = std::net::TcpStream::connect(&addr) {
+            probe
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nx-request-id: probe-1\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            let mut answer = String::new();
+            let _ = probe.read_to_string(&mut answer);
+            if answer.starts_with("HTTP/1.1 200") {
+                assert!(answer.contains("x-request-id: probe-1"), "{answer}");
+                return (child, addr);
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn stop(mut child: std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+#[test]
+fn logs_are_json_on_request_with_an_access_line_per_request_and_never_colour_in_files() {
+    let dir = Dir::new("logs");
+    let json_log = dir.path("json.log");
+    let (child, _) = serve(&dir.0, &[("TESSERA_LOG_FORMAT", "json")], &json_log);
+    stop(child);
+    let text = std::fs::read_to_string(&json_log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let access = lines
+        .iter()
+        .find(|l| l["target"] == "tessera::access" && l["fields"]["request_id"] == "probe-1")
+        .unwrap_or_else(|| panic!("no access line for probe-1: {text}"));
+    assert_eq!(access["fields"]["route"], "/healthz", "{access}");
+    assert_eq!(access["fields"]["status"], 200, "{access}");
+    assert!(lines.iter().any(|l| l["level"] == "INFO"));
+
+    // Text to a file (not a terminal): no escape codes, with or without NO_COLOR.
+    for env in [&[][..], &[("NO_COLOR", "1")][..]] {
+        let text_log = dir.path("text.log");
+        let (child, _) = serve(&dir.0, env, &text_log);
+        stop(child);
+        let text = std::fs::read_to_string(&text_log).unwrap();
+        assert!(text.contains("tessera::access"), "{text}");
+        assert!(
+            !text.contains('\u{1b}'),
+            "escape codes in a log file: {text:?}"
+        );
+    }
+}

@@ -3,6 +3,7 @@
 //! is [`challenge_factor`].
 
 use rand::Rng;
+use tessera_domain::error::Classify;
 use tessera_domain::{
     challenge::{
         Challenge, ChallengeCommand, ChallengeError, ChallengePurpose, Channel, Issue, SentCode,
@@ -139,7 +140,17 @@ async fn send_code(
             }),
             &call.metadata(),
         )
-        .await?;
+        .await
+        .inspect_err(|e| {
+            if let cqrs_es::AggregateError::UserError(refusal) = e
+                && refusal.kind() == tessera_domain::error::ErrorKind::RateLimited
+            {
+                let channel = factor.factor_type.map_or("", |t| t.as_str());
+                state
+                    .metrics
+                    .code_refused(&channel.to_lowercase(), refusal.reason());
+            }
+        })?;
     let challenge = record_and_deliver(
         state,
         call,

@@ -99,7 +99,11 @@ pub async fn verify(
         pass_code,
         challenge_id: None,
     };
-    prove(state, call, factor_id, loaded, command).await
+    let proved = prove(state, call, factor_id, loaded, command).await?;
+    state
+        .metrics
+        .proof(proved.factor.factor_type, proved.outcome);
+    Ok(proved)
 }
 
 /// Runs a proof command on a loaded factor (verify or activate) and turns its events into an
@@ -337,6 +341,19 @@ pub struct ChallengeProof {
 /// # Errors
 /// Wrong purpose, completed, a factor of another user, `allowed`'s refusal; store errors.
 pub(crate) async fn answer_challenge(
+    state: &AppState,
+    call: &Call,
+    challenge: (ChallengePurpose, ChallengeId),
+    answer: ProofAnswer,
+    allowed: impl Fn(&Factor) -> AppResult<()>,
+) -> AppResult<ChallengeProof> {
+    let proof = check_challenge_answer(state, call, challenge, answer, allowed).await?;
+    let factor_type = proof.factor.as_ref().and_then(|(_, f)| f.factor_type);
+    state.metrics.proof(factor_type, proof.outcome);
+    Ok(proof)
+}
+
+async fn check_challenge_answer(
     state: &AppState,
     call: &Call,
     (purpose, challenge_id): (ChallengePurpose, ChallengeId),

@@ -13,6 +13,7 @@ mod login;
 mod page;
 mod recovery;
 mod step_up;
+mod timing;
 mod types;
 mod user;
 
@@ -88,7 +89,8 @@ fn build_with_limits(state: Option<AppState>, depth: usize, complexity: usize) -
     .limit_depth(depth)
     .limit_complexity(complexity)
     .extension(limits::ProofBudget)
-    .extension(conventions::DocumentErrorCodes);
+    .extension(conventions::DocumentErrorCodes)
+    .extension(timing::CommandTiming);
     if let Some(state) = state {
         builder = builder.data(state);
     }

@@ -30,12 +30,59 @@ pub(crate) async fn readyz(State(app): State<App>) -> (StatusCode, &'static str)
     }
 }
 
-/// `GET /metrics`: Prometheus text format.
-pub(crate) async fn metrics(
-    State(app): State<App>,
-) -> ([(header::HeaderName, &'static str); 1], String) {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.state.delivery.metrics().render(),
-    )
+/// `GET /metrics`: every series (see `crate::metrics`), in the OpenMetrics text format.
+pub(crate) async fn metrics(State(app): State<App>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let delivery = app.state.delivery.metrics().render();
+    match app.state.metrics.render(&app.state.db, &delivery).await {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics: the store did not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unreachable").into_response()
+        }
+    }
+}
+
+/// Counts every request by route and status, and writes the access log line (target
+/// `tessera::access`) with the request id, which it also hands to the handler (`x-request-id`,
+/// drawn here when the caller sent none or a bad one) and returns to the caller.
+pub(crate) async fn access(
+    State(metrics): State<std::sync::Arc<crate::metrics::Metrics>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let started = std::time::Instant::now();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let request_id = crate::id_header(request.headers(), "x-request-id")
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if let Ok(value) = header::HeaderValue::from_str(&request_id) {
+        request.headers_mut().insert("x-request-id", value);
+    }
+    let method = request.method().clone();
+    let mut response = next.run(request).await;
+    let status = response.status().as_u16();
+    metrics.http_request(&route, status);
+    if let Ok(value) = header::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    tracing::info!(
+        target: "tessera::access",
+        request_id = %request_id,
+        method = %method,
+        route = %route,
+        status,
+        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    response
 }

@@ -276,3 +276,120 @@ tessera_tests::both_stores!(
         let _ = std::fs::remove_file(&backup);
     }
 );
+
+/// The value of the series `line_start` (name and labels, exactly) in a scrape.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+tessera_tests::both_stores!(metrics_count_a_scripted_flow, |store| async move {
+    let s = tessera_tests::TestServer::start(store).await;
+    let (_, factor, secret) = s.active_totp("metered").await;
+    assert_eq!(s.verify(&factor, &s.code(&secret, 0)).await, "SUCCESS");
+    assert_eq!(
+        s.verify(&factor, &s.code(&secret, 0)).await,
+        "PASSCODE_REPLAYED"
+    );
+    for _ in 0..3 {
+        assert_eq!(s.verify(&factor, &s.wrong_code(&secret)).await, "REJECTED");
+    }
+    // The alert threshold (3 failures) raised one alert.
+    let settled = s.quiesce().await;
+    assert!(!settled.is_empty());
+    let answer = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    assert!(
+        answer.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text"),
+    );
+    let scrape = answer.text().await.unwrap();
+    assert!(scrape.ends_with("# EOF\n"), "{scrape}");
+    for (series, want) in [
+        (
+            "tessera_proofs_total{factor_type=\"TOTP\",result=\"SUCCESS\"}",
+            1.0,
+        ),
+        (
+            "tessera_proofs_total{factor_type=\"TOTP\",result=\"PASSCODE_REPLAYED\"}",
+            1.0,
+        ),
+        (
+            "tessera_proofs_total{factor_type=\"TOTP\",result=\"REJECTED\"}",
+            3.0,
+        ),
+        (
+            "tessera_command_duration_seconds_count{command=\"verifyFactor\"}",
+            5.0,
+        ),
+        (
+            "tessera_command_duration_seconds_count{command=\"activateFactor\"}",
+            1.0,
+        ),
+        (
+            "tessera_command_duration_seconds_count{command=\"createUser\"}",
+            1.0,
+        ),
+        ("tessera_alerts_raised_total", 1.0),
+        ("tessera_outbox_depth{channel=\"sms\"}", 0.0),
+        ("tessera_password_throttles_total", 0.0),
+    ] {
+        assert_eq!(sample(&scrape, series), Some(want), "{series}:\n{scrape}");
+    }
+    // Every GraphQL call above answered 200 on /graphql, counted by route and status.
+    let graphql = sample(
+        &scrape,
+        "tessera_http_requests_total{route=\"/graphql\",status=\"200\"}",
+    )
+    .expect("/graphql requests counted");
+    assert!(graphql >= 8.0, "{graphql}");
+    // Each log consumer has its lag; the reactor is caught up after quiesce.
+    for consumer in ["read_models_v1", "alert_reactor_v1", "log_seal_v1"] {
+        for series in [
+            "tessera_consumer_lag_events",
+            "tessera_consumer_lag_seconds",
+        ] {
+            let name = format!("{series}{{consumer=\"{consumer}\"}}");
+            assert!(sample(&scrape, &name).is_some(), "no {name}:\n{scrape}");
+        }
+    }
+    assert_eq!(
+        sample(
+            &scrape,
+            "tessera_consumer_lag_events{consumer=\"alert_reactor_v1\"}"
+        ),
+        Some(0.0)
+    );
+    let in_use =
+        sample(&scrape, "tessera_db_pool_connections{state=\"in_use\"}").expect("pool gauge");
+    assert!(
+        in_use >= 1.0,
+        "the scrape itself holds a connection: {in_use}"
+    );
+    // A second scrape sees this one counted.
+    let again = s
+        .http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        sample(
+            &again,
+            "tessera_http_requests_total{route=\"/metrics\",status=\"200\"}"
+        ),
+        Some(1.0)
+    );
+});
