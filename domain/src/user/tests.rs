@@ -996,6 +996,8 @@ async fn a_recovery_code_use_and_a_hard_lock_revoke_every_device() {
         .unwrap();
     assert!(matches!(events[1], UserEvent::LockedOut(_)), "{events:?}");
     assert_eq!(events[2], revoked(1, DeviceRevocationReason::HardLocked));
+}
+
 #[tokio::test]
 async fn a_deleted_user_takes_no_command_and_keeps_its_login_taken() {
     framework()
