@@ -130,6 +130,21 @@ pub struct Config {
     #[arg(long, env = "TESSERA_OOB_MAX_PER_HOUR", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=100))]
     pub oob_max_per_hour: u32,
+    /// Most factors a user may have (pending, active or locked; at most 3 of them pending).
+    #[arg(long, env = "TESSERA_MAX_FACTORS_PER_USER", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_factors_per_user: u32,
+    /// Country calling codes SMS may be sent to (`1,44,49`, comma-separated). Default: all.
+    #[arg(long, env = "TESSERA_SMS_ALLOWED_COUNTRIES", value_delimiter = ',')]
+    pub sms_allowed_countries: Vec<u16>,
+    /// Most SMS sent in any hour, by every node together (toll-fraud budget).
+    #[arg(long, env = "TESSERA_SMS_MAX_PER_HOUR", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub sms_max_per_hour: u32,
+    /// Most SMS sent for one user in any day.
+    #[arg(long, env = "TESSERA_SMS_MAX_PER_USER_PER_DAY", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub sms_max_per_user_per_day: u32,
     /// Lifetime of access tokens in seconds (60 to 86400).
     #[arg(long, env = "TESSERA_ACCESS_TOKEN_TTL_SECONDS", default_value_t = 900,
           value_parser = clap::value_parser!(i64).range(60..=86400))]
@@ -303,6 +318,10 @@ impl Default for Config {
             oob_code_ttl_seconds: 300,
             oob_resend_seconds: 30,
             oob_max_per_hour: 10,
+            max_factors_per_user: 10,
+            sms_allowed_countries: Vec::new(),
+            sms_max_per_hour: 1000,
+            sms_max_per_user_per_day: 20,
             access_token_ttl_seconds: 900,
             login_challenge_ttl_seconds: 300,
             cors_origins: Vec::new(),

@@ -39,6 +39,104 @@ pub fn factor_type_not_allowed() -> AppError {
     )
 }
 
+/// Hash domain of code destinations in the limit counters' keys.
+const DESTINATION_DOMAIN: &str = "code-destination";
+
+fn refused(reason: &'static str, message: &str, retry_after_seconds: i64) -> AppError {
+    AppError::RateLimited {
+        reason,
+        message: message.into(),
+        retry_after_seconds,
+    }
+}
+
+/// Admits one code to `destination` for `owner`, or refuses it before anything is written or
+/// sent (SMS pumping, toll fraud): an SMS number must be in an allowed country; one number or
+/// address gets at most one code per `TESSERA_OOB_RESEND_SECONDS` and
+/// `TESSERA_OOB_MAX_PER_HOUR` an hour, whichever factor or user asks; SMS count against a
+/// budget per user per day and one for every node per hour. The counters are shared by every
+/// node (`tessera_store::limits`) and keyed by a keyed hash of the destination.
+///
+/// # Errors
+/// `RATE_LIMITED` with the reason; store errors.
+pub(crate) async fn admit_code(
+    state: &AppState,
+    owner: tessera_domain::ids::UserId,
+    channel: Channel,
+    destination: &str,
+) -> AppResult<()> {
+    use tessera_store::limits::{Window, hit};
+    let config = &state.config;
+    let now = state.clock.now();
+    if channel == Channel::Sms && !config.sms_allowed_countries.is_empty() {
+        let country = phonenumber::parse(None, destination)
+            .ok()
+            .map(|n| n.code().value());
+        if !country.is_some_and(|c| config.sms_allowed_countries.contains(&c)) {
+            tracing::warn!(user = %owner, "refused an SMS to a country that is not allowed");
+            return Err(refused(
+                "SMS_COUNTRY_NOT_ALLOWED",
+                "text messages are not sent to this country",
+                86_400,
+            ));
+        }
+    }
+    let key = state
+        .keyed_hasher
+        .hash(DESTINATION_DOMAIN, &destination.trim().to_lowercase());
+    let db = &state.db;
+    let count = |key: String, seconds: i64| async move {
+        let window = Window {
+            length: chrono::TimeDelta::seconds(seconds.max(1)),
+        };
+        let n = hit(db, &key, window, now)
+            .await
+            .map_err(AppError::internal)?;
+        Ok::<_, AppError>((n, window.seconds_left(now)))
+    };
+    if config.oob_resend_seconds > 0 {
+        let (n, left) = count(format!("dest:resend:{key}"), config.oob_resend_seconds).await?;
+        if n > 1 {
+            return Err(refused(
+                "DESTINATION_RESEND_TOO_SOON",
+                "a code was sent to this destination moments ago",
+                left,
+            ));
+        }
+    }
+    let (n, left) = count(format!("dest:hour:{key}"), 3600).await?;
+    if n > i64::from(config.oob_max_per_hour) {
+        return Err(refused(
+            "DESTINATION_LIMIT_REACHED",
+            "too many codes to this destination this hour",
+            left,
+        ));
+    }
+    if channel == Channel::Sms {
+        let (n, left) = count(format!("sms:user:{owner}"), 86_400).await?;
+        if n > i64::from(config.sms_max_per_user_per_day) {
+            return Err(refused(
+                "SMS_USER_DAILY_LIMIT",
+                "too many text messages for this user today",
+                left,
+            ));
+        }
+        let (n, left) = count("sms:global".into(), 3600).await?;
+        let budget = i64::from(config.sms_max_per_hour);
+        if n == (budget * 4 + 4) / 5 {
+            tracing::warn!(sent = n, budget, "80% of the hourly SMS budget is spent");
+        }
+        if n > budget {
+            return Err(refused(
+                "SMS_BUDGET_EXHAUSTED",
+                "the hourly budget of text messages is spent",
+                left,
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Refuses a challenge that cannot take an answer or a code now, the way the aggregate would.
 fn require_open(c: &Challenge, state: &AppState) -> AppResult<()> {
     match c.status_at(state.clock.now()) {
@@ -126,7 +224,13 @@ async fn send_code(
     factor: &Factor,
     within: Option<ChallengeId>,
 ) -> AppResult<(ChallengeId, Challenge)> {
-    channel_of(factor.factor_type)?;
+    let channel = channel_of(factor.factor_type)?;
+    // The factor's own limits first (their reasons and times are the precise ones), then the
+    // limits across factors and users.
+    factor.check_send(&state.factors.services().policy, state.clock.now())?;
+    if let (Some(owner), Some(oob)) = (factor.user_id, &factor.oob) {
+        admit_code(state, owner, channel, &oob.destination).await?;
+    }
     let challenge_id = within.unwrap_or_else(ChallengeId::generate);
     let code = draw_code();
     let issued = state

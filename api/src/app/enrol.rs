@@ -4,10 +4,10 @@
 
 use rand::RngCore;
 use tessera_domain::{
-    challenge::Challenge,
+    challenge::{Challenge, Channel},
     factor::{
-        Enroll, Factor, FactorCommand, FactorError, FactorOutcome, FactorType, NewCode, OobSpec,
-        TotpSpec,
+        Enroll, Factor, FactorCommand, FactorError, FactorOutcome, FactorStatus, FactorType,
+        NewCode, OobSpec, TotpSpec,
         totp::{self, Provisioning, TotpParams},
     },
     ids::{ChallengeId, FactorId, UserId},
@@ -19,7 +19,7 @@ use tessera_domain::{
 use crate::{
     app::{
         AppError, AppResult, Call,
-        codes::{IssuedCode, draw_code, factor_type_not_allowed, record_and_deliver},
+        codes::{IssuedCode, admit_code, draw_code, factor_type_not_allowed, record_and_deliver},
         prove::{Proved, authorized_factor, prove},
         recovery::issue_recovery_codes,
     },
@@ -71,11 +71,55 @@ pub async fn enroll(state: &AppState, call: &Call, input: Enrolment) -> AppResul
     if input.factor_type != FactorType::Webauthn && !policy.allows(input.factor_type) {
         return Err(factor_type_not_allowed());
     }
+    ensure_room_for_a_factor(state, input.user_id).await?;
     match input.factor_type {
         FactorType::Totp => enroll_totp(state, call, &user, input).await,
         FactorType::Sms | FactorType::Email => enroll_out_of_band(state, call, &user, input).await,
         FactorType::Webauthn => Err(FactorError::UnsupportedType.into()),
     }
+}
+
+/// Pending enrolments a user may have at once.
+const MAX_PENDING_ENROLMENTS: usize = 3;
+
+/// Refuses an enrolment beyond `TESSERA_MAX_FACTORS_PER_USER` factors (pending, active or
+/// locked) or [`MAX_PENDING_ENROLMENTS`] pending ones: an enrolment-only token could otherwise
+/// enrol factor after factor, each sending codes.
+async fn ensure_room_for_a_factor(state: &AppState, user: UserId) -> AppResult<()> {
+    let now = state.clock.now();
+    let rows = state.queries.factors_of_user(&user.to_string()).await?;
+    let statuses: Vec<FactorStatus> = rows.iter().filter_map(|r| r.status_at(now)).collect();
+    let live = statuses
+        .iter()
+        .filter(|s| {
+            matches!(
+                s,
+                FactorStatus::PendingActivation | FactorStatus::Active | FactorStatus::LockedOut
+            )
+        })
+        .count();
+    let pending = statuses
+        .iter()
+        .filter(|s| **s == FactorStatus::PendingActivation)
+        .count();
+    let limit = |reason, message: &str| AppError::RateLimited {
+        reason,
+        message: message.into(),
+        retry_after_seconds: 3600,
+    };
+    if live >= state.config.max_factors_per_user as usize {
+        return Err(limit(
+            "TOO_MANY_FACTORS",
+            "the user has as many factors as allowed; remove one first",
+        ));
+    }
+    if pending >= MAX_PENDING_ENROLMENTS {
+        return Err(limit(
+            "TOO_MANY_PENDING_ENROLLMENTS",
+            "activate or remove a pending factor first",
+        ));
+    }
+    Ok(())
 }
 
 async fn enroll_totp(
@@ -132,6 +176,13 @@ async fn enroll_out_of_band(
         FactorType::Sms => input.phone_number.or_else(|| user.phone_number.clone()),
         _ => input.email.or_else(|| user.email.clone()),
     };
+    if let Some(destination) = &destination {
+        let channel = match input.factor_type {
+            FactorType::Sms => Channel::Sms,
+            _ => Channel::Email,
+        };
+        admit_code(state, input.user_id, channel, destination).await?;
+    }
     let factor_id = FactorId::generate();
     let challenge_id = ChallengeId::generate();
     let code = draw_code();

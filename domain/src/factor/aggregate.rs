@@ -323,39 +323,7 @@ impl Factor {
         now: DateTime<Utc>,
         sink: &EventSink<Self>,
     ) -> Result<(), FactorError> {
-        match self.state {
-            FactorState::Unenrolled => return Err(FactorError::NotFound),
-            FactorState::Removed => return Err(FactorError::Removed),
-            FactorState::Expired => return Err(FactorError::EnrollmentExpired),
-            FactorState::PendingActivation if self.expires_at.is_some_and(|t| now >= t) => {
-                return Err(FactorError::EnrollmentExpired);
-            }
-            FactorState::PendingActivation | FactorState::Active => {}
-        }
-        if !self.is_out_of_band() {
-            return Err(FactorError::CodesNotSupported);
-        }
-        if self.is_locked_at(now) {
-            return Err(FactorError::LockedOut);
-        }
-        let policy = &services.policy;
-        if let Some(last) = self.code_sends.last()
-            && now < *last + policy.resend_interval
-        {
-            return Err(FactorError::ResendTooSoon {
-                retry_after_seconds: seconds_until(now, *last + policy.resend_interval),
-            });
-        }
-        let hour_ago = now - chrono::TimeDelta::hours(1);
-        let in_hour: Vec<_> = self.code_sends.iter().filter(|t| **t > hour_ago).collect();
-        let limit = policy.max_codes_per_hour.min(MAX_CODES_PER_HOUR) as usize;
-        if in_hour.len() >= limit {
-            // Sends are kept in order: the hour must first let go of this many of them.
-            let frees_one = in_hour[in_hour.len() - limit];
-            return Err(FactorError::TooManyCodes {
-                retry_after_seconds: seconds_until(now, *frees_one + chrono::TimeDelta::hours(1)),
-            });
-        }
+        self.check_send(&services.policy, now)?;
         check_code_shape(&code.code)?;
         self.issue_code(code, services, now, sink).await;
         Ok(())
@@ -721,4 +689,48 @@ fn check_code_shape(code: &PassCode) -> Result<(), FactorError> {
 fn seconds_until(now: DateTime<Utc>, then: DateTime<Utc>) -> i64 {
     let ms = (then - now).num_milliseconds();
     ((ms + 999) / 1000).max(1)
+}
+
+impl Factor {
+    /// Whether a code may be sent now (state, lockout, the resend interval and the hourly
+    /// limit), exactly as `SendCode` decides: lets the caller apply its own limits only to
+    /// a code the factor would send.
+    ///
+    /// # Errors
+    /// The `FactorError` `SendCode` would answer.
+    pub fn check_send(&self, policy: &FactorPolicy, now: DateTime<Utc>) -> Result<(), FactorError> {
+        match self.state {
+            FactorState::Unenrolled => return Err(FactorError::NotFound),
+            FactorState::Removed => return Err(FactorError::Removed),
+            FactorState::Expired => return Err(FactorError::EnrollmentExpired),
+            FactorState::PendingActivation if self.expires_at.is_some_and(|t| now >= t) => {
+                return Err(FactorError::EnrollmentExpired);
+            }
+            FactorState::PendingActivation | FactorState::Active => {}
+        }
+        if !self.is_out_of_band() {
+            return Err(FactorError::CodesNotSupported);
+        }
+        if self.is_locked_at(now) {
+            return Err(FactorError::LockedOut);
+        }
+        if let Some(last) = self.code_sends.last()
+            && now < *last + policy.resend_interval
+        {
+            return Err(FactorError::ResendTooSoon {
+                retry_after_seconds: seconds_until(now, *last + policy.resend_interval),
+            });
+        }
+        let hour_ago = now - chrono::TimeDelta::hours(1);
+        let in_hour: Vec<_> = self.code_sends.iter().filter(|t| **t > hour_ago).collect();
+        let limit = policy.max_codes_per_hour.min(MAX_CODES_PER_HOUR) as usize;
+        if in_hour.len() >= limit {
+            // Sends are kept in order: the hour must first let go of this many of them.
+            let frees_one = in_hour[in_hour.len() - limit];
+            return Err(FactorError::TooManyCodes {
+                retry_after_seconds: seconds_until(now, *frees_one + chrono::TimeDelta::hours(1)),
+            });
+        }
+        Ok(())
+    }
 }

@@ -25,6 +25,7 @@ mod seal;
 mod security;
 mod shutdown;
 mod sms_gateway;
+mod sms_limits;
 mod snapshots;
 mod startup;
 mod step_up;
