@@ -33,6 +33,10 @@ pub enum Caller {
     User {
         /// The user.
         user_id: UserId,
+        /// Whether the token's login proved a second factor (`acr` = `mfa`).
+        mfa: bool,
+        /// When the user authenticated (`auth_time`).
+        auth_time: DateTime<Utc>,
     },
     /// An enrolment-only token (policy REQUIRED, no factor yet): may only enrol and activate
     /// factors of that user, and read it.
@@ -56,7 +60,7 @@ impl Caller {
         match self {
             Self::Admin { key_id } | Self::Auditor { key_id } => format!("api-key:{key_id}"),
             Self::Operator => "operator:cli".to_string(),
-            Self::User { user_id } | Self::Enrollment { user_id } => format!("user:{user_id}"),
+            Self::User { user_id, .. } | Self::Enrollment { user_id } => format!("user:{user_id}"),
         }
     }
 
@@ -65,7 +69,7 @@ impl Caller {
     pub fn may_act_on(&self, user: UserId) -> bool {
         match self {
             Self::Admin { .. } | Self::Operator => true,
-            Self::User { user_id } => *user_id == user,
+            Self::User { user_id, .. } => *user_id == user,
             Self::Enrollment { .. } | Self::Auditor { .. } => false,
         }
     }
@@ -74,7 +78,7 @@ impl Caller {
     pub fn may_enroll_for(&self, user: UserId) -> bool {
         match self {
             Self::Admin { .. } | Self::Operator => true,
-            Self::User { user_id } | Self::Enrollment { user_id } => *user_id == user,
+            Self::User { user_id, .. } | Self::Enrollment { user_id } => *user_id == user,
             Self::Auditor { .. } => false,
         }
     }
@@ -171,7 +175,11 @@ impl Authenticator {
             let claims = self.tokens.verify(token, self.clock.now()).await?;
             let user_id = claims.user_id()?;
             return match claims.scope()? {
-                Scope::User => Some(Caller::User { user_id }),
+                Scope::User => Some(Caller::User {
+                    user_id,
+                    mfa: claims.is_mfa(),
+                    auth_time: claims.auth_time()?,
+                }),
                 Scope::Enroll => Some(Caller::Enrollment { user_id }),
             };
         }

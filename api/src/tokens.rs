@@ -5,7 +5,8 @@
 //!
 //! Claims: `iss` (`TESSERA_ISSUER`), `sub` = the user id, `iat`/`exp` from the server clock,
 //! `jti`, `amr` (RFC 8176 methods used: `pwd`, `otp`, `sms`, `email`), `acr` (`mfa` when a
-//! second factor was used, `pwd` when not) and `scope` (`user`, or `enroll` for the
+//! second factor was used, `pwd` when not), `auth_time` (when the user last proved who they
+//! are: the login; OpenID Connect Core §2) and `scope` (`user`, or `enroll` for the
 //! enrolment-only token a user without factors gets under policy REQUIRED). Expiry is checked
 //! against the injected clock, not the system's.
 
@@ -65,6 +66,10 @@ pub struct Claims {
     pub amr: Vec<String>,
     /// `mfa` or `pwd`.
     pub acr: String,
+    /// When the user authenticated (Unix seconds); tokens issued before the claim existed
+    /// count from `iat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
     /// `user` or `enroll`.
     pub scope: String,
 }
@@ -73,6 +78,16 @@ impl Claims {
     /// The user, if `sub` is one.
     pub fn user_id(&self) -> Option<UserId> {
         UserId::parse(&self.sub)
+    }
+
+    /// Whether a second factor was proven (`acr` = `mfa`).
+    pub fn is_mfa(&self) -> bool {
+        self.acr == "mfa"
+    }
+
+    /// When the user authenticated.
+    pub fn auth_time(&self) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp(self.auth_time.unwrap_or(self.iat), 0)
     }
 
     /// The scope, if known.
@@ -214,6 +229,7 @@ impl TokenIssuer {
             jti: uuid::Uuid::new_v4().to_string(),
             amr: amr.iter().map(|m| (*m).to_string()).collect(),
             acr: if mfa { "mfa" } else { "pwd" }.into(),
+            auth_time: Some(now.timestamp()),
             scope: scope.as_str().into(),
         };
         let ring = self.ring();

@@ -2,22 +2,35 @@
 
 use chrono::{DateTime, Utc};
 use tessera_domain::{
-    factor::{Factor, FactorCommand},
-    ids::{FactorId, UserId},
+    factor::{Factor, FactorCommand, FactorError},
+    ids::{ChallengeId, FactorId, UserId},
+    proof::AccountChange,
 };
 use tessera_projections::read_model::FactorRow;
 
 use crate::{
-    app::{AppError, AppResult, Call, history, prove::authorized_factor},
+    app::{
+        AppError, AppResult, Call, history, prove::authorized_factor, reauth::require_fresh_proof,
+    },
     state::AppState,
 };
 
-/// `removeFactor`: removes a factor of a user the caller may act on.
+/// `removeFactor`: removes a factor of a user the caller may act on; a user token needs a
+/// fresh proof (`step_up`, [`crate::app::reauth`]).
 ///
 /// # Errors
-/// Not found, not the caller's, already removed; store errors.
-pub async fn remove(state: &AppState, call: &Call, id: FactorId) -> AppResult<Factor> {
-    change_status(state, call, id, FactorCommand::Remove).await
+/// Not found, not the caller's, already removed; `REAUTHENTICATION_REQUIRED`,
+/// `USER_HARD_LOCKED`; store errors.
+pub async fn remove(
+    state: &AppState,
+    call: &Call,
+    id: FactorId,
+    step_up: Option<ChallengeId>,
+) -> AppResult<Factor> {
+    let (loaded, seq) = authorized_factor(state, call, id, false).await?;
+    let owner = loaded.user_id.ok_or(FactorError::NotFound)?;
+    require_fresh_proof(state, call, owner, AccountChange::RemoveFactor, step_up).await?;
+    run(state, call, id, (loaded, seq), FactorCommand::Remove).await
 }
 
 /// `unlockFactor`: lifts a factor's lockout before its time (admins only).
@@ -37,7 +50,17 @@ async fn change_status(
     id: FactorId,
     command: FactorCommand,
 ) -> AppResult<Factor> {
-    let (loaded, seq) = authorized_factor(state, call, id, false).await?;
+    let loaded = authorized_factor(state, call, id, false).await?;
+    run(state, call, id, loaded, command).await
+}
+
+async fn run(
+    state: &AppState,
+    call: &Call,
+    id: FactorId,
+    (loaded, seq): (Factor, usize),
+    command: FactorCommand,
+) -> AppResult<Factor> {
     let key = id.to_string();
     let committed = state
         .factors

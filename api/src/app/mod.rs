@@ -13,6 +13,7 @@
 //! | [`enrol`] | enrol TOTP, SMS and e-mail factors; activate (first recovery codes) |
 //! | [`factors`] | read, remove and unlock factors |
 //! | [`history`] | users and factors as they were at a moment, folded from the log |
+//! | [`reauth`] | the fresh proof a user token needs to change how its user authenticates |
 //! | [`recovery`] | issue, regenerate and spend recovery codes; unlock a user |
 //! | [`step_up`] | start and complete step-up challenges |
 //! | [`login`] | password login, completing it with a second factor, access tokens, the MFA policy |
@@ -26,6 +27,7 @@ pub mod factors;
 pub mod history;
 pub mod login;
 pub mod prove;
+pub mod reauth;
 pub mod recovery;
 pub mod step_up;
 pub mod users;

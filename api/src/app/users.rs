@@ -6,13 +6,14 @@
 //! planned separately. Until then, `deactivateUser` is the way to end an account.
 
 use tessera_domain::{
-    ids::UserId,
+    ids::{ChallengeId, UserId},
+    proof::AccountChange,
     secret::Secret,
     user::{Register, SetPassword, UpdateProfile, User, UserCommand, UserError, UserEvent},
 };
 
 use crate::{
-    app::{AppError, AppResult, Call},
+    app::{AppError, AppResult, Call, reauth::require_fresh_proof},
     auth::Caller,
     state::AppState,
 };
@@ -53,22 +54,25 @@ pub async fn create(state: &AppState, call: &Call, input: NewUser) -> AppResult<
 }
 
 /// `setPassword`. Admins set any user's; a user token changes its own and must give the
-/// current password (a wrong one is a counted failure and changes nothing).
+/// current password (a wrong one is a counted failure and changes nothing) and, when the
+/// user has a factor, a fresh proof (`step_up`, [`crate::app::reauth`]).
 ///
 /// # Errors
-/// Not the caller's; `CURRENT_PASSWORD_REQUIRED`, `WRONG_CURRENT_PASSWORD`; the password's
-/// checks; store errors.
+/// Not the caller's; `REAUTHENTICATION_REQUIRED`, `USER_HARD_LOCKED`;
+/// `CURRENT_PASSWORD_REQUIRED`, `WRONG_CURRENT_PASSWORD`; the password's checks; store errors.
 pub async fn set_password(
     state: &AppState,
     call: &Call,
     user_id: UserId,
     password: String,
     current_password: Option<String>,
+    step_up: Option<ChallengeId>,
 ) -> AppResult<User> {
     let caller = call.caller()?;
     if !caller.may_act_on(user_id) {
         return Err(AppError::Forbidden);
     }
+    require_fresh_proof(state, call, user_id, AccountChange::ChangePassword, step_up).await?;
     let current_password = match caller {
         Caller::Admin { .. } | Caller::Operator => current_password,
         _ => Some(current_password.ok_or_else(|| {

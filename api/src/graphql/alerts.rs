@@ -30,7 +30,8 @@ pub struct SecurityAlert {
     pub id: ID,
     /// Whose second factor.
     pub user_id: ID,
-    /// `REPEATED_FAILURES`, `FACTOR_LOCKED`, `USER_LOCKED`, `RECOVERY_CODE_USED`.
+    /// `REPEATED_FAILURES`, `FACTOR_LOCKED`, `USER_LOCKED`, `RECOVERY_CODE_USED`,
+    /// `FACTOR_ADDED`, `FACTOR_REMOVED`, `RECOVERY_CODES_REGENERATED`.
     pub kind: String,
     /// What happened, for people.
     pub reason: String,
@@ -62,8 +63,8 @@ fn alert_scope(caller: &Caller, user_id: Option<&ID>) -> AppResult<Option<UserId
     let user = user_id.map(|id| parse_user_id(id)).transpose()?;
     match (caller, user) {
         (Caller::Admin { .. } | Caller::Operator, user) => Ok(user),
-        (Caller::User { user_id }, Some(u)) if *user_id == u => Ok(Some(u)),
-        (Caller::User { user_id }, None) => Ok(Some(*user_id)),
+        (Caller::User { user_id, .. }, Some(u)) if *user_id == u => Ok(Some(u)),
+        (Caller::User { user_id, .. }, None) => Ok(Some(*user_id)),
         (Caller::User { .. }, Some(_)) => Err(AppError::Forbidden),
         // An enrolment-only token may enrol and activate, nothing else.
         // A `read:audit` key reads the event log and nothing else.

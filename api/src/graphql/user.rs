@@ -43,6 +43,12 @@ pub struct SetPasswordInput {
     /// The current password: required when users change their own with a user token.
     #[graphql(validator(max_length = 1024))]
     pub current_password: Option<String>,
+    /// A step-up challenge of the user, completed within `TESSERA_REAUTH_SECONDS`: the fresh
+    /// proof a user token needs for this change (`FORBIDDEN`, reason
+    /// `REAUTHENTICATION_REQUIRED`, without it), unless its login used a second factor that
+    /// recently. Admin keys need none.
+    /// A user with no factor needs none (the current password is the proof).
+    pub step_up_challenge_id: Option<ID>,
 }
 
 /// Input of `updateUser`: each field given replaces the user's; omitted fields stay.
@@ -119,7 +125,7 @@ impl UserQuery {
     /// The calling user (`null` for API keys).
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
         Ok(match ctx.caller()? {
-            Caller::User { user_id } | Caller::Enrollment { user_id } => {
+            Caller::User { user_id, .. } | Caller::Enrollment { user_id } => {
                 user_by_id(ctx, *user_id).await?
             }
             Caller::Admin { .. } | Caller::Auditor { .. } | Caller::Operator => None,
@@ -213,6 +219,7 @@ async fn set_password(ctx: &Context<'_>, input: SetPasswordInput) -> AppResult<U
         id,
         input.password,
         input.current_password,
+        super::factor::step_up(input.step_up_challenge_id.as_ref())?,
     )
     .await?;
     Ok(User::from_aggregate(id.to_string(), &user))

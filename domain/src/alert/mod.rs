@@ -31,6 +31,12 @@ pub enum AlertKind {
     UserLocked,
     /// A recovery code was spent.
     RecoveryCodeUsed,
+    /// A factor was activated: the account has a new way to prove it is its user's.
+    FactorAdded,
+    /// A factor was removed.
+    FactorRemoved,
+    /// The recovery codes were replaced by a new set.
+    RecoveryCodesRegenerated,
 }
 
 impl AlertKind {
@@ -41,6 +47,9 @@ impl AlertKind {
             Self::FactorLocked => "FACTOR_LOCKED",
             Self::UserLocked => "USER_LOCKED",
             Self::RecoveryCodeUsed => "RECOVERY_CODE_USED",
+            Self::FactorAdded => "FACTOR_ADDED",
+            Self::FactorRemoved => "FACTOR_REMOVED",
+            Self::RecoveryCodesRegenerated => "RECOVERY_CODES_REGENERATED",
         }
     }
 }

@@ -16,6 +16,7 @@ mod no_secrets;
 mod oob_codes;
 mod payloads;
 mod projections;
+mod reauth;
 mod schema;
 mod seal;
 mod security;
