@@ -1,7 +1,9 @@
 //! Who is calling: `Authorization: Bearer <token>` to a [`Caller`]. API keys are
 //! `tsk_<id>_<secret>`; only a keyed hash (HMAC-SHA256) of the secret is stored, which is
 //! enough for 256-bit random secrets and costs microseconds rather than argon2's milliseconds.
-//! User access tokens are JWTs ([`crate::tokens`]).
+//! User access tokens are JWTs ([`crate::tokens`]), valid while their user's token generation
+//! is the one they carry (read from the user's stream on every request, so a revocation holds
+//! at once on every node).
 
 use std::sync::Arc;
 
@@ -13,8 +15,9 @@ use tessera_domain::{
     crypto::KeyedHasher,
     ids::UserId,
     services::Clock,
+    user::User,
 };
-use tessera_store::{Db, parse_ts, ts};
+use tessera_store::{Db, Store, parse_ts, ts};
 
 use crate::tokens::{Scope, TokenIssuer};
 
@@ -134,6 +137,7 @@ pub struct Authenticator {
     bootstrap_hash: Option<String>,
     db: Db,
     tokens: Arc<TokenIssuer>,
+    users: Arc<Store<User>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -144,6 +148,7 @@ impl Authenticator {
         bootstrap_key: Option<&str>,
         db: Db,
         tokens: Arc<TokenIssuer>,
+        users: Arc<Store<User>>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let bootstrap_hash = bootstrap_key
@@ -154,6 +159,7 @@ impl Authenticator {
             bootstrap_hash,
             db,
             tokens,
+            users,
             clock,
         }
     }
@@ -174,6 +180,17 @@ impl Authenticator {
         if token.bytes().filter(|b| *b == b'.').count() == 2 {
             let claims = self.tokens.verify(token, self.clock.now()).await?;
             let user_id = claims.user_id()?;
+            let (user, _) = self
+                .users
+                .load(&user_id.to_string())
+                .await
+                .inspect_err(|e| tracing::error!(error = %e, "user lookup failed"))
+                .ok()?;
+            // A password change, a hard lock, a deactivation or `revokeSessions` since the
+            // token was issued ends it.
+            if !user.exists() || claims.generation != user.token_generation {
+                return None;
+            }
             return match claims.scope()? {
                 Scope::User => Some(Caller::User {
                     user_id,

@@ -211,16 +211,18 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
     );
     let sealer = Runner::new(db.clone(), Sealer).await?;
     let log_head = LogHead::new(db.clone());
+    let users = Arc::new(users);
     let auth = Authenticator::new(
         master.keyed_hasher(),
         config.bootstrap_api_key.as_deref(),
         db.clone(),
         Arc::clone(&tokens),
+        Arc::clone(&users),
         Arc::clone(&clock),
     );
     Ok(AppState {
         config: Arc::new(config),
-        users: Arc::new(users),
+        users,
         factors: Arc::new(factors),
         alerts: Arc::new(alerts),
         api_keys: Arc::new(Store::new(&db, ())),

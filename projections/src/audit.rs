@@ -623,6 +623,11 @@ mod tests {
             }),
             UserEvent::Deactivated(user::UserDeactivated { at }),
             UserEvent::Reactivated(user::UserReactivated { at }),
+            UserEvent::SessionsRevoked(user::SessionsRevoked {
+                generation: 1,
+                reason: user::RevocationReason::Requested,
+                at,
+            }),
         ];
         for e in &user_events {
             match e {
@@ -637,7 +642,8 @@ mod tests {
                 | UserEvent::LoginFailed(_)
                 | UserEvent::ProfileUpdated(_)
                 | UserEvent::Deactivated(_)
-                | UserEvent::Reactivated(_) => {}
+                | UserEvent::Reactivated(_)
+                | UserEvent::SessionsRevoked(_) => {}
             }
         }
         let payloads: Vec<Value> = factor_events

@@ -59,11 +59,17 @@ pub enum LoginOutcome {
     },
 }
 
-/// An access token for `user`.
-fn token(state: &AppState, user: UserId, amr: &[&str], scope: Scope) -> AppResult<IssuedToken> {
+/// An access token for `user`, under the user's token `generation`.
+fn token(
+    state: &AppState,
+    user: UserId,
+    amr: &[&str],
+    scope: Scope,
+    generation: u32,
+) -> AppResult<IssuedToken> {
     let (access_token, claims) = state
         .tokens
-        .issue(user, amr, scope, state.clock.now())
+        .issue(user, amr, scope, generation, state.clock.now())
         .map_err(AppError::internal)?;
     let expires_at = DateTime::from_timestamp(claims.exp, 0)
         .ok_or_else(|| AppError::internal("token expiry out of range"))?;
@@ -203,7 +209,7 @@ pub async fn login(
         Scope::User
     };
     Ok(LoginOutcome::Token {
-        token: token(state, user_id, &["pwd"], scope)?,
+        token: token(state, user_id, &["pwd"], scope, user.token_generation)?,
         enrollment_required,
     })
 }
@@ -234,7 +240,15 @@ pub async fn complete(
     .await?;
     let token = match (proof.outcome, proof.challenge.user_id, proof.method) {
         (FactorOutcome::Success, Some(user_id), Some(method)) => {
-            Some(token(state, user_id, &["pwd", method.amr()], Scope::User)?)
+            let (user, _) = state.users.load(&user_id.to_string()).await?;
+            let amr = ["pwd", method.amr()];
+            Some(token(
+                state,
+                user_id,
+                &amr,
+                Scope::User,
+                user.token_generation,
+            )?)
         }
         _ => None,
     };

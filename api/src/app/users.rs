@@ -1,4 +1,5 @@
-//! Users: `createUser`, `setPassword`, `updateUser`, `deactivateUser`, `reactivateUser`.
+//! Users: `createUser`, `setPassword`, `updateUser`, `deactivateUser`, `reactivateUser`,
+//! `revokeSessions`.
 //!
 //! Deleting a user: events are never deleted (the log is the record, and sealed), so a
 //! deletion would be an event that makes the read models drop the user's rows while the
@@ -146,6 +147,18 @@ pub async fn update(
 pub async fn deactivate(state: &AppState, call: &Call, user_id: UserId) -> AppResult<User> {
     call.admin()?;
     run_admin(state, call, user_id, UserCommand::Deactivate).await
+}
+
+/// `revokeSessions`: every access token of the user issued so far stops working (a new token
+/// generation, `SessionsRevoked`). Admins, or the user's own token: a logout everywhere.
+///
+/// # Errors
+/// Not the caller's; `USER_NOT_FOUND`; store errors.
+pub async fn revoke_sessions(state: &AppState, call: &Call, user_id: UserId) -> AppResult<User> {
+    if !call.caller()?.may_act_on(user_id) {
+        return Err(AppError::Forbidden);
+    }
+    run_admin(state, call, user_id, UserCommand::RevokeSessions).await
 }
 
 /// `reactivateUser` (admins only).

@@ -169,7 +169,7 @@ impl UserQuery {
 }
 
 /// What `createUserV2` answers.
-/// Result of `updateUser`, `deactivateUser` and `reactivateUser`.
+/// Result of `updateUser`, `deactivateUser`, `reactivateUser` and `revokeSessions`.
 #[derive(SimpleObject)]
 pub struct UserPayload {
     /// The user after the change.
@@ -283,6 +283,19 @@ impl UserMutation {
     ) -> async_graphql::Result<UserPayload> {
         let id = parse_user_id(&input.user_id)?;
         let user = app::users::deactivate(ctx.state()?, &ctx.call(), id).await?;
+        Ok(UserPayload::of(id, &user))
+    }
+
+    /// Ends every access token of the user issued so far (a logout everywhere): admins, or
+    /// the user's own token (which ends with the rest). Recorded as `SessionsRevoked`; a
+    /// password change, a hard lock and a deactivation do the same by themselves.
+    async fn revoke_sessions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user.")] input: UserRefInput,
+    ) -> async_graphql::Result<UserPayload> {
+        let id = parse_user_id(&input.user_id)?;
+        let user = app::users::revoke_sessions(ctx.state()?, &ctx.call(), id).await?;
         Ok(UserPayload::of(id, &user))
     }
 

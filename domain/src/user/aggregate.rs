@@ -11,9 +11,10 @@ use crate::{
     services::Clock,
     user::{
         FailuresReset, LoginFailed, LoginFailureReason, PasswordSet, ProfileUpdated,
-        RecoveryCodesGenerated, RecoveryUsed, Register, Registered, SetPassword, UserCommand,
-        UserDeactivated, UserError, UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut,
-        UserReactivated, UserUnlocked, recovery,
+        RecoveryCodesGenerated, RecoveryUsed, Register, Registered, RevocationReason,
+        SessionsRevoked, SetPassword, UserCommand, UserDeactivated, UserError, UserEvent,
+        UserFailedAttempt, UserFailureReason, UserLockedOut, UserReactivated, UserUnlocked,
+        recovery,
     },
 };
 
@@ -59,6 +60,10 @@ pub struct User {
     /// Failed logins so far.
     #[serde(default)]
     pub failed_logins: u32,
+    /// The token generation: access tokens carry the one they were issued under, and one
+    /// older than this is refused.
+    #[serde(default)]
+    pub token_generation: u32,
 }
 
 /// What a user's commands need from outside.
@@ -167,6 +172,13 @@ impl Aggregate for User {
                 }
                 sink.write(UserEvent::Deactivated(UserDeactivated { at: now }), self)
                     .await;
+                self.revoke_sessions(RevocationReason::Deactivated, now, sink)
+                    .await;
+                Ok(())
+            }
+            UserCommand::RevokeSessions => {
+                self.revoke_sessions(RevocationReason::Requested, now, sink)
+                    .await;
                 Ok(())
             }
             UserCommand::Reactivate => {
@@ -223,6 +235,7 @@ impl Aggregate for User {
             }
             UserEvent::Deactivated(_) => self.status = UserStatus::Deactivated,
             UserEvent::Reactivated(_) => self.status = UserStatus::Active,
+            UserEvent::SessionsRevoked(e) => self.token_generation = e.generation,
         }
     }
 }
@@ -347,7 +360,24 @@ impl User {
                 at: now,
             };
             sink.write(UserEvent::LockedOut(locked), self).await;
+            // Whoever was guessing may hold a session: it ends with the lock.
+            self.revoke_sessions(RevocationReason::HardLocked, now, sink)
+                .await;
         }
+    }
+
+    async fn revoke_sessions(
+        &mut self,
+        reason: RevocationReason,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) {
+        let revoked = SessionsRevoked {
+            generation: self.token_generation.saturating_add(1),
+            reason,
+            at: now,
+        };
+        sink.write(UserEvent::SessionsRevoked(revoked), self).await;
     }
 
     async fn refuse_locked(
@@ -392,11 +422,18 @@ impl User {
                 return Ok(());
             }
         }
+        let now = services.clock.now();
+        // Without a password before there was no login, so no session to end.
+        let had_password = self.password_hash.is_some();
         let set = PasswordSet {
             password_hash: hash_password(cmd.password.expose()),
-            at: services.clock.now(),
+            at: now,
         };
         sink.write(UserEvent::PasswordSet(set), self).await;
+        if had_password {
+            self.revoke_sessions(RevocationReason::PasswordChanged, now, sink)
+                .await;
+        }
         Ok(())
     }
 

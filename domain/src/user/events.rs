@@ -36,6 +36,34 @@ pub enum UserEvent {
     Deactivated(UserDeactivated),
     /// An administrator reactivated the user.
     Reactivated(UserReactivated),
+    /// Every access token issued before ends: the user's token generation moved on (a
+    /// password change, a hard lock, a deactivation or `revokeSessions`).
+    SessionsRevoked(SessionsRevoked),
+}
+
+/// Why a user's sessions were revoked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RevocationReason {
+    /// The password changed.
+    PasswordChanged,
+    /// The second factor was hard-locked.
+    HardLocked,
+    /// An administrator deactivated the user.
+    Deactivated,
+    /// `revokeSessions` (a logout everywhere, or an administrator's).
+    Requested,
+}
+
+/// Payload of [`UserEvent::SessionsRevoked`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionsRevoked {
+    /// The new token generation: tokens carrying an older one are refused.
+    pub generation: u32,
+    /// Why.
+    pub reason: RevocationReason,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 /// Payload of [`UserEvent::ProfileUpdated`]: the profile after the change.
@@ -205,6 +233,7 @@ impl DomainEvent for UserEvent {
             Self::ProfileUpdated(_) => "ProfileUpdated",
             Self::Deactivated(_) => "Deactivated",
             Self::Reactivated(_) => "Reactivated",
+            Self::SessionsRevoked(_) => "SessionsRevoked",
         }
         .to_string()
     }
@@ -232,6 +261,7 @@ impl Versioned for UserEvent {
                 | "FailuresReset"
                 | "LockedOut"
                 | "Unlocked"
+                | "SessionsRevoked"
         )
         .then_some("1.0")
     }

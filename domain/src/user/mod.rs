@@ -16,8 +16,8 @@ pub use commands::{
 pub use error::UserError;
 pub use events::{
     FailuresReset, LoginFailed, PasswordSet, ProfileUpdated, RecoveryCodesGenerated, RecoveryUsed,
-    Registered, UserDeactivated, UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut,
-    UserReactivated, UserUnlocked,
+    Registered, RevocationReason, SessionsRevoked, UserDeactivated, UserEvent, UserFailedAttempt,
+    UserFailureReason, UserLockedOut, UserReactivated, UserUnlocked,
 };
 
 use crate::factor::FactorOutcome;

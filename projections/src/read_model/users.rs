@@ -69,7 +69,8 @@ pub(super) fn fold(rows: &mut Rows<UserRow>, stored: &StoredEvent, event: UserEv
         UserEvent::PasswordSet(_)
         | UserEvent::LoginFailed(_)
         | UserEvent::FailedAttempt(_)
-        | UserEvent::FailuresReset(_) => {
+        | UserEvent::FailuresReset(_)
+        | UserEvent::SessionsRevoked(_) => {
             rows.update(id, seq, |_| {});
         }
     }

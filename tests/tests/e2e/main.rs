@@ -20,6 +20,7 @@ mod reauth;
 mod schema;
 mod seal;
 mod security;
+mod sessions;
 mod shutdown;
 mod sms_gateway;
 mod snapshots;

@@ -269,7 +269,15 @@ both_stores!(
                 .await;
             assert_eq!(r["data"]["verifyFactor"]["factorResult"], "REJECTED", "{r}");
         }
-        // A fresh mfa token, and still nothing changes.
+        // The lock ended that token; a password-only one (policy DISABLED) changes nothing.
+        let r = s.gql_as(Some(&token), "{ me { id } }", json!({})).await;
+        assert_eq!(error_code(&r), "UNAUTHENTICATED", "{r}");
+        s.ok(
+            "mutation { setMfaPolicy(input: {mode: DISABLED, allowedFactorTypes: []}) { mode } }",
+            json!({}),
+        )
+        .await;
+        let token = s.password_token("alice", PASSWORD).await;
         for (query, vars) in [
             (REGENERATE, json!({ "u": user })),
             (REMOVE, json!({ "f": factor })),
