@@ -367,3 +367,48 @@ both_stores!(the_user_gets_the_alert_by_e_mail, |store| async move {
         "and one for the factor added"
     );
 });
+
+both_stores!(only_admins_acknowledge_alerts, |store| async move {
+    let s = TestServer::start(store).await;
+    let user = s.create_full_user("gina", "correct horse battery").await;
+    let (factor, secret) = s.enroll_totp(&user).await;
+    s.activate(&factor, &s.code(&secret, 0)).await;
+    let token = s
+        .mfa_token("gina", "correct horse battery", &factor, &secret)
+        .await;
+    for _ in 0..3 {
+        assert_eq!(s.verify(&factor, "000000").await, "REJECTED");
+    }
+    let raised = wait_alerts(&s, &user, 1).await;
+    let id = raised[0]["id"].as_str().unwrap().to_string();
+    // The user can read her alerts but not hide them from the security team.
+    let r = s
+        .gql_as(
+            Some(&token),
+            "query { securityAlerts { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(r["data"]["securityAlerts"]["edges"].is_array(), "{r}");
+    for query in [
+        "mutation($i: ID!) { acknowledgeSecurityAlert(id: $i) { id } }",
+        "mutation($i: ID!) { acknowledgeSecurityAlertV2(input: {alertId: $i}) { securityAlert { id } } }",
+    ] {
+        let r = s.gql_as(Some(&token), query, json!({ "i": id })).await;
+        assert_eq!(error_code(&r), "FORBIDDEN", "{r}");
+    }
+    assert!(alerts(&s, &user).await[0]["acknowledgedAt"].is_null());
+    assert!(
+        s.event_types("Alert", &id)
+            .await
+            .iter()
+            .all(|t| t != "SecurityAlertAcknowledged")
+    );
+    let r = s
+        .ok(
+            "mutation($i: ID!) { acknowledgeSecurityAlert(id: $i) { acknowledgedAt } }",
+            json!({ "i": id }),
+        )
+        .await;
+    assert!(r["acknowledgeSecurityAlert"]["acknowledgedAt"].is_string());
+});
