@@ -31,3 +31,4 @@ mod tokens;
 mod tour;
 mod users;
 mod verification;
+mod ws_sessions;
