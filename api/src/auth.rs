@@ -1,7 +1,9 @@
 //! Who is calling: `Authorization: Bearer <token>` to a [`Caller`]. API keys are
 //! `tsk_<id>_<secret>`; only a keyed hash (HMAC-SHA256) of the secret is stored, which is
 //! enough for 256-bit random secrets and costs microseconds rather than argon2's milliseconds.
-//! User access tokens are JWTs ([`crate::tokens`]).
+//! User access tokens are JWTs ([`crate::tokens`]), valid while their user's token generation
+//! is the one they carry (read from the user's stream on every request, so a revocation holds
+//! at once on every node).
 
 use std::sync::Arc;
 
@@ -13,8 +15,9 @@ use tessera_domain::{
     crypto::KeyedHasher,
     ids::UserId,
     services::Clock,
+    user::User,
 };
-use tessera_store::{Db, parse_ts, ts};
+use tessera_store::{Db, Store, parse_ts, ts};
 
 use crate::tokens::{Scope, TokenIssuer};
 
@@ -33,6 +36,10 @@ pub enum Caller {
     User {
         /// The user.
         user_id: UserId,
+        /// Whether the token's login proved a second factor (`acr` = `mfa`).
+        mfa: bool,
+        /// When the user authenticated (`auth_time`).
+        auth_time: DateTime<Utc>,
     },
     /// An enrolment-only token (policy REQUIRED, no factor yet): may only enrol and activate
     /// factors of that user, and read it.
@@ -56,7 +63,7 @@ impl Caller {
         match self {
             Self::Admin { key_id } | Self::Auditor { key_id } => format!("api-key:{key_id}"),
             Self::Operator => "operator:cli".to_string(),
-            Self::User { user_id } | Self::Enrollment { user_id } => format!("user:{user_id}"),
+            Self::User { user_id, .. } | Self::Enrollment { user_id } => format!("user:{user_id}"),
         }
     }
 
@@ -65,7 +72,7 @@ impl Caller {
     pub fn may_act_on(&self, user: UserId) -> bool {
         match self {
             Self::Admin { .. } | Self::Operator => true,
-            Self::User { user_id } => *user_id == user,
+            Self::User { user_id, .. } => *user_id == user,
             Self::Enrollment { .. } | Self::Auditor { .. } => false,
         }
     }
@@ -74,7 +81,7 @@ impl Caller {
     pub fn may_enroll_for(&self, user: UserId) -> bool {
         match self {
             Self::Admin { .. } | Self::Operator => true,
-            Self::User { user_id } | Self::Enrollment { user_id } => *user_id == user,
+            Self::User { user_id, .. } | Self::Enrollment { user_id } => *user_id == user,
             Self::Auditor { .. } => false,
         }
     }
@@ -130,6 +137,7 @@ pub struct Authenticator {
     bootstrap_hash: Option<String>,
     db: Db,
     tokens: Arc<TokenIssuer>,
+    users: Arc<Store<User>>,
     clock: Arc<dyn Clock>,
 }
 
@@ -140,6 +148,7 @@ impl Authenticator {
         bootstrap_key: Option<&str>,
         db: Db,
         tokens: Arc<TokenIssuer>,
+        users: Arc<Store<User>>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         let bootstrap_hash = bootstrap_key
@@ -150,6 +159,7 @@ impl Authenticator {
             bootstrap_hash,
             db,
             tokens,
+            users,
             clock,
         }
     }
@@ -170,8 +180,23 @@ impl Authenticator {
         if token.bytes().filter(|b| *b == b'.').count() == 2 {
             let claims = self.tokens.verify(token, self.clock.now()).await?;
             let user_id = claims.user_id()?;
+            let (user, _) = self
+                .users
+                .load(&user_id.to_string())
+                .await
+                .inspect_err(|e| tracing::error!(error = %e, "user lookup failed"))
+                .ok()?;
+            // A password change, a hard lock, a deactivation or `revokeSessions` since the
+            // token was issued ends it.
+            if !user.exists() || claims.generation != user.token_generation {
+                return None;
+            }
             return match claims.scope()? {
-                Scope::User => Some(Caller::User { user_id }),
+                Scope::User => Some(Caller::User {
+                    user_id,
+                    mfa: claims.is_mfa(),
+                    auth_time: claims.auth_time()?,
+                }),
                 Scope::Enroll => Some(Caller::Enrollment { user_id }),
             };
         }

@@ -153,6 +153,12 @@ pub struct Config {
     #[arg(long, env = "TESSERA_LOGIN_CHALLENGE_TTL_SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(i64).range(30..=3600))]
     pub login_challenge_ttl_seconds: i64,
+    /// How recent a proof must be for a user token to add or remove a factor, regenerate
+    /// recovery codes or change the password, in seconds (30 to 86400): a step-up completed
+    /// or a login with a second factor within this.
+    #[arg(long, env = "TESSERA_REAUTH_SECONDS", default_value_t = 600,
+          value_parser = clap::value_parser!(i64).range(30..=86400))]
+    pub reauth_seconds: i64,
     /// Origins (`https://app.example.com`, comma-separated, exact) whose pages may call
     /// `/graphql` from a browser and open `/graphql/ws`. Default none.
     #[arg(long, env = "TESSERA_CORS_ORIGINS", value_delimiter = ',')]
@@ -324,6 +330,7 @@ impl Default for Config {
             sms_max_per_user_per_day: 20,
             access_token_ttl_seconds: 900,
             login_challenge_ttl_seconds: 300,
+            reauth_seconds: 600,
             cors_origins: Vec::new(),
             graphiql: true,
             issuer: None,

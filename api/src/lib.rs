@@ -76,6 +76,18 @@ const DELIVERY_DRAIN: Duration = Duration::from_secs(10);
 /// How long a stopping server tries to send one websocket its close frame.
 const WS_CLOSE_SEND: Duration = Duration::from_secs(1);
 
+/// How long a websocket may stay open without `connection_init` (graphql-transport-ws closes
+/// it with 4408).
+const WS_INIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often an open websocket's token is checked again: an expired token, a revoked API key
+/// or a token generation moved on closes the session with 4401 within this.
+const WS_RECHECK: Duration = Duration::from_secs(1);
+
+/// graphql-transport-ws close codes.
+const WS_UNAUTHORIZED: u16 = 4401;
+const WS_INIT_TIMED_OUT: u16 = 4408;
+
 /// How often the projection loop looks for events written by other processes.
 const PROJECTION_POLL: Duration = Duration::from_millis(100);
 
@@ -311,16 +323,18 @@ async fn open_store(
     );
     let sealer = Runner::new(db.clone(), Sealer).await?;
     let log_head = LogHead::new(db.clone());
+    let users = Arc::new(users);
     let auth = Authenticator::new(
         master.keyed_hasher(),
         config.bootstrap_api_key.as_deref(),
         db.clone(),
         Arc::clone(&tokens),
+        Arc::clone(&users),
         Arc::clone(&clock),
     );
     Ok(AppState {
         config: Arc::new(config),
-        users: Arc::new(users),
+        users,
         factors: Arc::new(factors),
         alerts: Arc::new(alerts),
         api_keys: Arc::new(Store::new(&db, ())),
@@ -427,7 +441,9 @@ pub(crate) fn request_meta(headers: &HeaderMap, peer: SocketAddr) -> RequestMeta
 
 /// Subscriptions over graphql-transport-ws (and the older graphql-ws). The caller
 /// authenticates in `connection_init` with `{"Authorization": "Bearer <token>"}`; a missing or
-/// bad token closes the connection. Sessions end when the server stops, with a close frame
+/// bad token closes the connection, no `connection_init` within [`WS_INIT_TIMEOUT`] closes it
+/// with 4408, and the token is checked again every [`WS_RECHECK`]: once it has expired or
+/// been revoked the session closes with 4401 (a session lives no longer than its token). Sessions end when the server stops, with a close frame
 /// 1001 (going away), so a client knows to reconnect and resume from its last position rather
 /// than seeing the connection drop (1006). A browser page may open it only from an allowed
 /// origin (`TESSERA_CORS_ORIGINS`) or Tessera's own.
@@ -455,21 +471,42 @@ async fn graphql_ws(
             // to send the close frame on when the server stops mid-session.
             let (mut sink, stream) = socket.split();
             let (tx, mut rx) = futures::channel::mpsc::channel::<Message>(16);
+            let (accepted, token_rx) = tokio::sync::oneshot::channel::<String>();
+            let init_auth = Arc::clone(&auth);
             let session = GraphQLWebSocket::new_with_pair(tx, stream, schema, protocol)
                 .on_connection_init(move |payload| async move {
                     let token = ["Authorization", "authorization"]
                         .iter()
                         .find_map(|k| payload.get(*k).and_then(serde_json::Value::as_str));
-                    let Some(caller) = auth.authenticate(token).await else {
+                    let Some(caller) = init_auth.authenticate(token).await else {
                         return Err(async_graphql::Error::new("unauthenticated"));
                     };
+                    if let Some(token) = token {
+                        let _ = accepted.send(token.to_string());
+                    }
                     let mut data = Data::default();
                     data.insert(caller);
                     data.insert(meta);
                     Ok(data)
                 })
                 .serve();
-            let stopping = {
+            // Ends with a close code when the session must end: no `connection_init` in time,
+            // or its token no longer authenticates.
+            let lapse = async {
+                let token = match tokio::time::timeout(WS_INIT_TIMEOUT, token_rx).await {
+                    Ok(Ok(token)) => token,
+                    // Refused at init: the session closes it itself.
+                    Ok(Err(_)) => return std::future::pending().await,
+                    Err(_) => return (WS_INIT_TIMED_OUT, "connection initialisation timeout"),
+                };
+                loop {
+                    tokio::time::sleep(WS_RECHECK).await;
+                    if auth.authenticate(Some(&token)).await.is_none() {
+                        return (WS_UNAUTHORIZED, "token expired or revoked");
+                    }
+                }
+            };
+            let ending = {
                 let forward = async {
                     while let Some(message) = rx.next().await {
                         if sink.send(message).await.is_err() {
@@ -478,14 +515,15 @@ async fn graphql_ws(
                     }
                 };
                 tokio::select! {
-                    _ = futures::future::join(session, forward) => false,
-                    _ = stop.wait_for(|s| *s) => true,
+                    _ = futures::future::join(session, forward) => None,
+                    _ = stop.wait_for(|s| *s) => Some((http::shutdown::GOING_AWAY, "server shutting down")),
+                    ended = lapse => Some(ended),
                 }
             };
-            if stopping {
+            if let Some((code, reason)) = ending {
                 let close = Message::Close(Some(CloseFrame {
-                    code: http::shutdown::GOING_AWAY,
-                    reason: "server shutting down".into(),
+                    code,
+                    reason: reason.into(),
                 }));
                 // A client that reads nothing must not hold the stop up.
                 let _ = tokio::time::timeout(WS_CLOSE_SEND, sink.send(close)).await;

@@ -5,7 +5,10 @@
 //!
 //! Claims: `iss` (`TESSERA_ISSUER`), `sub` = the user id, `iat`/`exp` from the server clock,
 //! `jti`, `amr` (RFC 8176 methods used: `pwd`, `otp`, `sms`, `email`), `acr` (`mfa` when a
-//! second factor was used, `pwd` when not) and `scope` (`user`, or `enroll` for the
+//! second factor was used, `pwd` when not), `auth_time` (when the user last proved who they
+//! are: the login; OpenID Connect Core §2), `generation` (the user's token generation at
+//! issue: a password change, a hard lock, a deactivation or `revokeSessions` moves it on, and
+//! older tokens are refused) and `scope` (`user`, or `enroll` for the
 //! enrolment-only token a user without factors gets under policy REQUIRED). Expiry is checked
 //! against the injected clock, not the system's.
 
@@ -65,6 +68,13 @@ pub struct Claims {
     pub amr: Vec<String>,
     /// `mfa` or `pwd`.
     pub acr: String,
+    /// When the user authenticated (Unix seconds); tokens issued before the claim existed
+    /// count from `iat`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    /// The user's token generation when it was issued.
+    #[serde(default)]
+    pub generation: u32,
     /// `user` or `enroll`.
     pub scope: String,
 }
@@ -73,6 +83,16 @@ impl Claims {
     /// The user, if `sub` is one.
     pub fn user_id(&self) -> Option<UserId> {
         UserId::parse(&self.sub)
+    }
+
+    /// Whether a second factor was proven (`acr` = `mfa`).
+    pub fn is_mfa(&self) -> bool {
+        self.acr == "mfa"
+    }
+
+    /// When the user authenticated.
+    pub fn auth_time(&self) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp(self.auth_time.unwrap_or(self.iat), 0)
     }
 
     /// The scope, if known.
@@ -194,7 +214,8 @@ impl TokenIssuer {
         self.ring().jwks(self.clock.now(), self.ttl)
     }
 
-    /// A token for `user`, who proved `amr`, with `scope`, issued at `now`.
+    /// A token for `user`, who proved `amr`, with `scope`, under the user's token `generation`,
+    /// issued at `now`.
     ///
     /// # Errors
     /// Only if signing fails, which Ed25519 over a derived key does not.
@@ -203,6 +224,7 @@ impl TokenIssuer {
         user: UserId,
         amr: &[&str],
         scope: Scope,
+        generation: u32,
         now: DateTime<Utc>,
     ) -> Result<(String, Claims), jsonwebtoken::errors::Error> {
         // A trusted device stands in for a factor at login, but proves none now: not `mfa`.
@@ -215,6 +237,8 @@ impl TokenIssuer {
             jti: uuid::Uuid::new_v4().to_string(),
             amr: amr.iter().map(|m| (*m).to_string()).collect(),
             acr: if mfa { "mfa" } else { "pwd" }.into(),
+            auth_time: Some(now.timestamp()),
+            generation,
             scope: scope.as_str().into(),
         };
         let ring = self.ring();
@@ -290,7 +314,9 @@ mod tests {
         let now = DateTime::from_timestamp(T0, 0).unwrap();
         let user = UserId::for_login("alice");
         let one = issuer(1).await;
-        let (token, claims) = one.issue(user, &["pwd", "otp"], Scope::User, now).unwrap();
+        let (token, claims) = one
+            .issue(user, &["pwd", "otp"], Scope::User, 0, now)
+            .unwrap();
         assert_eq!(claims.acr, "mfa");
         assert_eq!(claims.iss, "https://tessera.example");
         assert_eq!(claims.exp - claims.iat, 900);
@@ -318,7 +344,7 @@ mod tests {
         let mut tampered = token;
         tampered.insert(tampered.rfind('.').unwrap() - 3, 'A');
         assert!(one.verify(&tampered, now).await.is_none());
-        let (pwd_only, claims) = one.issue(user, &["pwd"], Scope::Enroll, now).unwrap();
+        let (pwd_only, claims) = one.issue(user, &["pwd"], Scope::Enroll, 0, now).unwrap();
         assert_eq!(claims.acr, "pwd");
         assert_eq!(
             one.verify(&pwd_only, now).await.unwrap().scope(),

@@ -8,9 +8,13 @@
 //! - [`answer_challenge`]: a factor's outcome completes the challenge it was given for, or is a
 //!   failure recorded on it.
 //! - [`can_prove`]: which factors stand between a password and a token.
+//! - [`reauthentication`]: whether a user token may change the account's authenticators now
+//!   (NIST SP 800-63B §6.1.2.1: adding or removing one needs a fresh proof).
+
+use chrono::{DateTime, TimeDelta, Utc};
 
 use crate::{
-    challenge::{ChallengeCommand, ChallengePurpose, Method},
+    challenge::{Challenge, ChallengeCommand, ChallengePurpose, ChallengeStatus, Method},
     factor::{FactorEvent, FactorOutcome, FactorStatus, FactorType, FailureReason},
     ids::{FactorId, UserId},
     user::{User, UserCommand},
@@ -87,6 +91,91 @@ pub fn answer_challenge(answer: &ChallengeAnswer<'_>) -> Option<ChallengeCommand
 /// so a lockout never turns MFA off).
 pub fn can_prove(status: FactorStatus) -> bool {
     matches!(status, FactorStatus::Active | FactorStatus::LockedOut)
+}
+
+/// A change to how a user authenticates, which a stolen user token must not make on its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountChange {
+    /// Enrol or activate a factor.
+    AddFactor,
+    /// Remove a factor.
+    RemoveFactor,
+    /// Replace the recovery codes.
+    RegenerateRecoveryCodes,
+    /// Change the password (the current password is asked for as well).
+    ChangePassword,
+    /// Remember a device, so that its logins skip the second factor.
+    TrustDevice,
+}
+
+/// What the caller shows for an [`AccountChange`] made with a user token.
+#[derive(Clone, Copy, Debug)]
+pub struct Freshness<'a> {
+    /// The token's `acr` is `mfa`.
+    pub token_mfa: bool,
+    /// The token's `auth_time`: when its user last proved who they are.
+    pub auth_time: DateTime<Utc>,
+    /// A step-up challenge the caller names as its proof.
+    pub step_up: Option<&'a Challenge>,
+    /// How old a proof may be (`TESSERA_REAUTH_SECONDS`).
+    pub max_age: TimeDelta,
+    /// Now.
+    pub now: DateTime<Utc>,
+}
+
+/// Why an [`AccountChange`] with a user token is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReauthRefusal {
+    /// No fresh proof: complete a step-up of the user (or log in again with a factor).
+    ReauthenticationRequired,
+    /// The user's second factor is hard-locked: only an administrator changes anything.
+    HardLocked,
+}
+
+/// Whether a user token may make `change` to `user` (whose factors that can prove, active or
+/// locked, number `provable_factors`) given `fresh`. Admin keys never ask.
+///
+/// - While the user is hard-locked, nothing changes but through an administrator: a stolen
+///   session must not replace or strip the factors an attacker just failed to guess.
+/// - A user with no factor that can prove may add one, and change the password with the
+///   current one, on a password-only or enrolment-only token: settings pages enrol the first
+///   factor that way, and there is nothing stronger to ask for.
+/// - Otherwise the proof must be fresh: a step-up challenge of this user completed within
+///   `max_age`, or a token whose `acr` is `mfa` and whose `auth_time` is within `max_age`.
+///
+/// # Errors
+/// The [`ReauthRefusal`].
+pub fn reauthentication(
+    change: AccountChange,
+    user_id: UserId,
+    user: &User,
+    provable_factors: usize,
+    fresh: &Freshness<'_>,
+) -> Result<(), ReauthRefusal> {
+    if user.second_factor_locked {
+        return Err(ReauthRefusal::HardLocked);
+    }
+    let first_factor = provable_factors == 0
+        && matches!(
+            change,
+            AccountChange::AddFactor | AccountChange::ChangePassword | AccountChange::RemoveFactor
+        );
+    if first_factor {
+        return Ok(());
+    }
+    let recent = |at: DateTime<Utc>| at <= fresh.now && fresh.now - at <= fresh.max_age;
+    let by_token = fresh.token_mfa && recent(fresh.auth_time);
+    let by_step_up = fresh.step_up.is_some_and(|c| {
+        c.purpose == Some(ChallengePurpose::StepUp)
+            && c.user_id == Some(user_id)
+            && c.status == ChallengeStatus::Completed
+            && c.completed_at.is_some_and(recent)
+    });
+    if by_token || by_step_up {
+        Ok(())
+    } else {
+        Err(ReauthRefusal::ReauthenticationRequired)
+    }
 }
 
 #[cfg(test)]
@@ -200,5 +289,126 @@ mod tests {
         assert!(!can_prove(FactorStatus::PendingActivation));
         assert!(!can_prove(FactorStatus::Expired));
         assert!(!can_prove(FactorStatus::Removed));
+    }
+
+    mod reauthentication {
+        use super::*;
+
+        fn now() -> DateTime<Utc> {
+            Utc.with_ymd_and_hms(2026, 1, 1, 12, 0, 0).unwrap()
+        }
+
+        fn fresh(token_mfa: bool, age: i64, step_up: Option<&Challenge>) -> Freshness<'_> {
+            Freshness {
+                token_mfa,
+                auth_time: now() - TimeDelta::seconds(age),
+                step_up,
+                max_age: TimeDelta::seconds(600),
+                now: now(),
+            }
+        }
+
+        fn step_up(user: UserId, purpose: ChallengePurpose, age: Option<i64>) -> Challenge {
+            Challenge {
+                status: if age.is_some() {
+                    ChallengeStatus::Completed
+                } else {
+                    ChallengeStatus::Issued
+                },
+                user_id: Some(user),
+                purpose: Some(purpose),
+                completed_at: age.map(|a| now() - TimeDelta::seconds(a)),
+                ..Challenge::default()
+            }
+        }
+
+        const ALL: [AccountChange; 5] = [
+            AccountChange::AddFactor,
+            AccountChange::RemoveFactor,
+            AccountChange::RegenerateRecoveryCodes,
+            AccountChange::ChangePassword,
+            AccountChange::TrustDevice,
+        ];
+
+        #[test]
+        fn a_password_only_token_changes_nothing_of_a_user_with_a_factor() {
+            let alice = UserId::for_login("alice");
+            for change in ALL {
+                assert_eq!(
+                    reauthentication(change, alice, &user(0, false), 1, &fresh(false, 0, None)),
+                    Err(ReauthRefusal::ReauthenticationRequired),
+                    "{change:?}"
+                );
+            }
+        }
+
+        #[test]
+        fn an_mfa_token_is_fresh_for_the_reauthentication_window_only() {
+            let alice = UserId::for_login("alice");
+            for change in ALL {
+                assert!(
+                    reauthentication(change, alice, &user(0, false), 1, &fresh(true, 600, None))
+                        .is_ok()
+                );
+                assert_eq!(
+                    reauthentication(change, alice, &user(0, false), 1, &fresh(true, 601, None)),
+                    Err(ReauthRefusal::ReauthenticationRequired)
+                );
+            }
+        }
+
+        #[test]
+        fn only_a_recently_completed_step_up_of_the_same_user_counts() {
+            let (alice, bob) = (UserId::for_login("alice"), UserId::for_login("bob"));
+            let change = AccountChange::RemoveFactor;
+            let ok = |c: &Challenge| {
+                reauthentication(change, alice, &user(0, false), 2, &fresh(false, 0, Some(c)))
+                    .is_ok()
+            };
+            assert!(ok(&step_up(alice, ChallengePurpose::StepUp, Some(30))));
+            assert!(!ok(&step_up(alice, ChallengePurpose::StepUp, Some(601))));
+            assert!(!ok(&step_up(alice, ChallengePurpose::StepUp, None)));
+            assert!(!ok(&step_up(bob, ChallengePurpose::StepUp, Some(30))));
+            assert!(!ok(&step_up(alice, ChallengePurpose::Login, Some(30))));
+        }
+
+        #[test]
+        fn the_first_factor_needs_no_second_one() {
+            let alice = UserId::for_login("alice");
+            let none = fresh(false, 0, None);
+            for change in [
+                AccountChange::AddFactor,
+                AccountChange::RemoveFactor,
+                AccountChange::ChangePassword,
+            ] {
+                assert!(reauthentication(change, alice, &user(0, false), 0, &none).is_ok());
+            }
+            for change in [
+                AccountChange::RegenerateRecoveryCodes,
+                AccountChange::TrustDevice,
+            ] {
+                assert!(reauthentication(change, alice, &user(0, false), 0, &none).is_err());
+            }
+        }
+
+        #[test]
+        fn nothing_changes_while_hard_locked_however_fresh_the_proof() {
+            let alice = UserId::for_login("alice");
+            let completed = step_up(alice, ChallengePurpose::StepUp, Some(1));
+            for change in ALL {
+                for provable in [0, 1] {
+                    assert_eq!(
+                        reauthentication(
+                            change,
+                            alice,
+                            &user(100, true),
+                            provable,
+                            &fresh(true, 0, Some(&completed))
+                        ),
+                        Err(ReauthRefusal::HardLocked)
+                    );
+                }
+            }
+        }
     }
 }

@@ -650,6 +650,11 @@ mod tests {
             UserEvent::Deactivated(user::UserDeactivated { at }),
             UserEvent::Reactivated(user::UserReactivated { at }),
             UserEvent::Deleted(user::UserDeleted { at }),
+            UserEvent::SessionsRevoked(user::SessionsRevoked {
+                generation: 1,
+                reason: user::RevocationReason::Requested,
+                at,
+            }),
         ];
         for e in &user_events {
             match e {
@@ -670,7 +675,8 @@ mod tests {
                 | UserEvent::ProfileUpdated(_)
                 | UserEvent::Deactivated(_)
                 | UserEvent::Reactivated(_)
-                | UserEvent::Deleted(_) => {}
+                | UserEvent::Deleted(_)
+                | UserEvent::SessionsRevoked(_) => {}
             }
         }
         let payloads: Vec<Value> = factor_events

@@ -175,6 +175,67 @@ impl TestServer {
         .await
     }
 
+    /// A user token from a login completed with the TOTP factor `factor` (`acr` = `mfa`,
+    /// `auth_time` now): the fresh proof account changes with a user token need for
+    /// `TESSERA_REAUTH_SECONDS`. Moves the clock one step on first, so the code is unused.
+    pub async fn mfa_token(
+        &self,
+        login: &str,
+        password: &str,
+        factor: &str,
+        secret: &str,
+    ) -> String {
+        self.clock.advance(chrono::TimeDelta::seconds(30));
+        let r = self.login(login, password).await;
+        let challenge = r["data"]["login"]["challenge"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no login challenge: {r}"))
+            .to_string();
+        let r = self
+            .complete_login(&challenge, factor, &self.code(secret, 0))
+            .await;
+        r["data"]["completeLogin"]["accessToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token: {r}"))
+            .to_string()
+    }
+
+    /// Starts and completes, with `token`, a step-up of `user` answered by the TOTP factor
+    /// `factor`; returns the completed challenge's id, which account changes with a user token
+    /// name as `stepUpChallengeId` (their fresh proof). Moves the clock one step on first.
+    pub async fn step_up_with(
+        &self,
+        token: &str,
+        user: &str,
+        factor: &str,
+        secret: &str,
+    ) -> String {
+        self.clock.advance(chrono::TimeDelta::seconds(30));
+        let r = self
+            .gql_as(
+                Some(token),
+                "mutation($u: ID!) { startStepUp(input: {userId: $u}) { challenge { id } } }",
+                json!({ "u": user }),
+            )
+            .await;
+        let challenge = r["data"]["startStepUp"]["challenge"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no step-up: {r}"))
+            .to_string();
+        let r = self
+            .gql_as(
+                Some(token),
+                "mutation($c: ID!, $f: ID!, $p: String!) { completeStepUp(input: {challengeId: $c, factorId: $f, passCode: $p}) { factorResult } }",
+                json!({ "c": challenge, "f": factor, "p": self.code(secret, 0) }),
+            )
+            .await;
+        assert_eq!(
+            r["data"]["completeStepUp"]["factorResult"], "SUCCESS",
+            "{r}"
+        );
+        challenge
+    }
+
     /// A user token for `login`, whose password is `password` and who has no factor.
     pub async fn password_token(&self, login: &str, password: &str) -> String {
         let r = self.login(login, password).await;

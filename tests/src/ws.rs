@@ -69,6 +69,20 @@ impl WsClient {
         }
     }
 
+    /// Connects to `url` with the graphql-transport-ws subprotocol and sends nothing.
+    pub async fn connect_without_init(url: &str) -> Self {
+        use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+        let mut request = url.into_client_request().expect("ws request");
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("graphql-transport-ws"),
+        );
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket handshake");
+        Self { ws }
+    }
+
     async fn send(&mut self, message: Value) {
         use futures::SinkExt;
         self.ws

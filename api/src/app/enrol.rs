@@ -12,6 +12,7 @@ use tessera_domain::{
     },
     ids::{ChallengeId, FactorId, UserId},
     policy::POLICY_ID,
+    proof::AccountChange,
     secret::{PassCode, SecretBytes},
     user::User,
 };
@@ -21,6 +22,7 @@ use crate::{
         AppError, AppResult, Call,
         codes::{IssuedCode, admit_code, draw_code, factor_type_not_allowed, record_and_deliver},
         prove::{Proved, authorized_factor, prove},
+        reauth::require_fresh_proof,
         recovery::issue_recovery_codes,
     },
     state::AppState,
@@ -39,6 +41,9 @@ pub struct Enrolment {
     pub email: Option<String>,
     /// A label.
     pub label: Option<String>,
+    /// A step-up of the user the caller completed: the fresh proof a user token needs when
+    /// the user already has a factor ([`crate::app::reauth`]).
+    pub step_up: Option<ChallengeId>,
 }
 
 /// A new factor, pending activation (no `Debug`: it holds the TOTP secret).
@@ -56,13 +61,21 @@ pub struct Enrolled {
 /// `enrollFactor`.
 ///
 /// # Errors
-/// Not the caller's; unknown user; a type the policy does not allow or Tessera does not have;
+/// Not the caller's; `REAUTHENTICATION_REQUIRED`, `USER_HARD_LOCKED`; unknown user; a type the policy does not allow or Tessera does not have;
 /// the factor's own checks (destination, label); store errors.
 pub async fn enroll(state: &AppState, call: &Call, input: Enrolment) -> AppResult<Enrolled> {
     let caller = call.caller()?;
     if !caller.may_enroll_for(input.user_id) {
         return Err(AppError::Forbidden);
     }
+    require_fresh_proof(
+        state,
+        call,
+        input.user_id,
+        AccountChange::AddFactor,
+        input.step_up,
+    )
+    .await?;
     let (user, _) = state.users.load(&input.user_id.to_string()).await?;
     if !user.exists() || user.is_deleted() {
         return Err(AppError::not_found("USER_NOT_FOUND", "user not found"));
@@ -236,18 +249,21 @@ pub struct Activation {
     pub recovery_codes: Option<Vec<String>>,
 }
 
-/// `activateFactor`: a correct code from a pending factor makes it active.
+/// `activateFactor`: a correct code from a pending factor makes it active. A user token needs
+/// a fresh proof (`step_up`) unless this is the user's first factor.
 ///
 /// # Errors
-/// Not found, not the caller's; store errors.
+/// Not found, not the caller's; `REAUTHENTICATION_REQUIRED`; store errors.
 pub async fn activate(
     state: &AppState,
     call: &Call,
     factor_id: FactorId,
     pass_code: PassCode,
+    step_up: Option<ChallengeId>,
 ) -> AppResult<Activation> {
     let loaded = authorized_factor(state, call, factor_id, true).await?;
     let owner = loaded.0.user_id.ok_or(FactorError::NotFound)?;
+    require_fresh_proof(state, call, owner, AccountChange::AddFactor, step_up).await?;
     let proved = prove(
         state,
         call,

@@ -13,6 +13,22 @@ pub enum AppError {
     /// Valid token, someone else's data.
     #[error("not allowed for this caller")]
     Forbidden,
+    /// Valid token, own data, but a change to how the user authenticates needs a fresh proof:
+    /// a step-up of the user completed within `max_age_seconds`, or a token from a login with
+    /// a second factor that recent.
+    #[error(
+        "this change needs a fresh proof: complete a step-up and name it, or log in again with a second factor"
+    )]
+    ReauthenticationRequired {
+        /// The user to step up.
+        user_id: tessera_domain::ids::UserId,
+        /// How old a proof may be.
+        max_age_seconds: i64,
+    },
+    /// Valid token, own data, but the user's second factor is hard-locked: only an
+    /// administrator changes the account until it is unlocked.
+    #[error("the user's second factor is locked; an administrator must unlock it first")]
+    HardLocked,
     /// `login` with an unknown login or a wrong password (the two are not told apart).
     #[error("login or password is wrong")]
     InvalidCredentials,
@@ -73,6 +89,8 @@ impl AppError {
         match self {
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::Forbidden => "FORBIDDEN",
+            Self::ReauthenticationRequired { .. } => "REAUTHENTICATION_REQUIRED",
+            Self::HardLocked => "USER_HARD_LOCKED",
             Self::InvalidCredentials => "INVALID_CREDENTIALS",
             Self::Rejected { reason, .. } | Self::RateLimited { reason, .. } => reason,
             Self::Conflict => "CONCURRENT_MODIFICATION",

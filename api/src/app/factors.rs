@@ -2,29 +2,40 @@
 
 use chrono::{DateTime, Utc};
 use tessera_domain::{
-    factor::{Factor, FactorCommand},
-    ids::{FactorId, UserId},
+    factor::{Factor, FactorCommand, FactorError},
+    ids::{ChallengeId, FactorId, UserId},
+    proof::AccountChange,
     user::DeviceRevocationReason,
 };
 use tessera_projections::read_model::FactorRow;
 
 use crate::{
-    app::{AppError, AppResult, Call, history, prove::authorized_factor},
+    app::{
+        AppError, AppResult, Call, history, prove::authorized_factor, reauth::require_fresh_proof,
+    },
     state::AppState,
 };
 
-/// `removeFactor`: removes a factor of a user the caller may act on.
+/// `removeFactor`: removes a factor of a user the caller may act on; a user token needs a
+/// fresh proof (`step_up`, [`crate::app::reauth`]).
 ///
 /// # Errors
-/// Not found, not the caller's, already removed; store errors.
-pub async fn remove(state: &AppState, call: &Call, id: FactorId) -> AppResult<Factor> {
-    let removed = change_status(state, call, id, FactorCommand::Remove).await?;
+/// Not found, not the caller's, already removed; `REAUTHENTICATION_REQUIRED`,
+/// `USER_HARD_LOCKED`; store errors.
+pub async fn remove(
+    state: &AppState,
+    call: &Call,
+    id: FactorId,
+    step_up: Option<ChallengeId>,
+) -> AppResult<Factor> {
+    let (loaded, seq) = authorized_factor(state, call, id, false).await?;
+    let owner = loaded.user_id.ok_or(FactorError::NotFound)?;
+    require_fresh_proof(state, call, owner, AccountChange::RemoveFactor, step_up).await?;
+    let removed = run(state, call, id, (loaded, seq), FactorCommand::Remove).await?;
     // A removed factor may be the one a device was trusted with: no device stands in for the
     // second factor any more.
-    if let Some(user) = removed.user_id {
-        let reason = DeviceRevocationReason::FactorRemoved;
-        crate::app::devices::revoke_all(state, call, user, reason).await?;
-    }
+    let reason = DeviceRevocationReason::FactorRemoved;
+    crate::app::devices::revoke_all(state, call, owner, reason).await?;
     Ok(removed)
 }
 
@@ -45,7 +56,17 @@ async fn change_status(
     id: FactorId,
     command: FactorCommand,
 ) -> AppResult<Factor> {
-    let (loaded, seq) = authorized_factor(state, call, id, false).await?;
+    let loaded = authorized_factor(state, call, id, false).await?;
+    run(state, call, id, loaded, command).await
+}
+
+async fn run(
+    state: &AppState,
+    call: &Call,
+    id: FactorId,
+    (loaded, seq): (Factor, usize),
+    command: FactorCommand,
+) -> AppResult<Factor> {
     let key = id.to_string();
     let committed = state
         .factors
@@ -125,7 +146,7 @@ pub async fn reset(state: &AppState, call: &Call, user_id: UserId) -> AppResult<
         }
         let id = FactorId::parse(&row.id)
             .ok_or_else(|| AppError::internal("malformed factor id in factors_v1"))?;
-        remove(state, call, id).await?;
+        remove(state, call, id, None).await?;
         removed.push(id);
     }
     Ok(removed)

@@ -61,11 +61,17 @@ pub enum LoginOutcome {
     },
 }
 
-/// An access token for `user`.
-fn token(state: &AppState, user: UserId, amr: &[&str], scope: Scope) -> AppResult<IssuedToken> {
+/// An access token for `user`, under the user's token `generation`.
+fn token(
+    state: &AppState,
+    user: UserId,
+    amr: &[&str],
+    scope: Scope,
+    generation: u32,
+) -> AppResult<IssuedToken> {
     let (access_token, claims) = state
         .tokens
-        .issue(user, amr, scope, state.clock.now())
+        .issue(user, amr, scope, generation, state.clock.now())
         .map_err(AppError::internal)?;
     let expires_at = DateTime::from_timestamp(claims.exp, 0)
         .ok_or_else(|| AppError::internal("token expiry out of range"))?;
@@ -160,6 +166,7 @@ pub async fn login(
     }
     // Only once the password is right: a device token never replaces it.
     let device = device_token.and_then(|t| devices::recognise(state, &user, t));
+    let generation = user.token_generation;
     throttle::reset(state, user_id, (user, sequence), &metadata).await?;
     drop(turn);
     let (policy, _) = state.policy.load(POLICY_ID).await?;
@@ -211,7 +218,7 @@ pub async fn login(
     state.challenges.execute(&key, complete, &metadata).await?;
     if method == Method::TrustedDevice {
         return Ok(LoginOutcome::Token {
-            token: token(state, user_id, &["pwd", method.amr()], Scope::User)?,
+            token: token(state, user_id, &["pwd", method.amr()], Scope::User, generation)?,
             enrollment_required: false,
         });
     }
@@ -222,7 +229,7 @@ pub async fn login(
         Scope::User
     };
     Ok(LoginOutcome::Token {
-        token: token(state, user_id, &["pwd"], scope)?,
+        token: token(state, user_id, &["pwd"], scope, generation)?,
         enrollment_required,
     })
 }
@@ -259,7 +266,9 @@ pub async fn complete(
             } else {
                 None
             };
-            let token = token(state, user_id, &["pwd", method.amr()], Scope::User)?;
+            let (user, _) = state.users.load(&user_id.to_string()).await?;
+            let amr = ["pwd", method.amr()];
+            let token = token(state, user_id, &amr, Scope::User, user.token_generation)?;
             (Some(token), device_token)
         }
         _ => (None, None),

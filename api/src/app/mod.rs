@@ -15,6 +15,7 @@
 //! | [`factors`] | read, remove and unlock factors |
 //! | [`history`] | users and factors as they were at a moment, folded from the log |
 //! | [`qr_link`] | the capability link to a pending TOTP factor's QR code (Okta's `qrcode`) |
+//! | [`reauth`] | the fresh proof a user token needs to change how its user authenticates |
 //! | [`recovery`] | issue, regenerate and spend recovery codes; unlock a user |
 //! | [`step_up`] | start and complete step-up challenges |
 //! | [`login`] | password login, completing it with a second factor, access tokens, the MFA policy |
@@ -31,6 +32,7 @@ pub mod history;
 pub mod login;
 pub mod prove;
 pub mod qr_link;
+pub mod reauth;
 pub mod recovery;
 pub mod step_up;
 pub mod throttle;

@@ -3,13 +3,14 @@
 
 use tessera_domain::{
     factor::FactorOutcome,
-    ids::UserId,
+    ids::{ChallengeId, UserId},
+    proof::AccountChange,
     secret::Secret,
     user::{User, UserCommand, recovery, recovery_outcome},
 };
 
 use crate::{
-    app::{AppError, AppResult, Call},
+    app::{AppError, AppResult, Call, reauth::require_fresh_proof},
     state::AppState,
 };
 
@@ -36,13 +37,27 @@ pub(crate) async fn issue_recovery_codes(
 }
 
 /// `regenerateRecoveryCodes`: ten new codes replace the user's set; the old ones stop working.
+/// A user token needs a fresh proof (`step_up`, [`crate::app::reauth`]).
 ///
 /// # Errors
-/// Not the caller's; store errors.
-pub async fn regenerate(state: &AppState, call: &Call, user: UserId) -> AppResult<Vec<String>> {
+/// Not the caller's; `REAUTHENTICATION_REQUIRED`, `USER_HARD_LOCKED`; store errors.
+pub async fn regenerate(
+    state: &AppState,
+    call: &Call,
+    user: UserId,
+    step_up: Option<ChallengeId>,
+) -> AppResult<Vec<String>> {
     if !call.caller()?.may_act_on(user) {
         return Err(AppError::Forbidden);
     }
+    require_fresh_proof(
+        state,
+        call,
+        user,
+        AccountChange::RegenerateRecoveryCodes,
+        step_up,
+    )
+    .await?;
     issue_recovery_codes(state, call, user, false)
         .await?
         .ok_or_else(|| AppError::internal("regeneration wrote nothing"))

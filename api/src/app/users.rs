@@ -1,4 +1,5 @@
-//! Users: `createUser`, `setPassword`, `updateUser`, `deactivateUser`, `reactivateUser`.
+//! Users: `createUser`, `setPassword`, `updateUser`, `deactivateUser`, `reactivateUser`,
+//! `revokeSessions`.
 //!
 //! Deleting a user (`deleteUser`, Okta's `DELETE /api/v1/users/{id}`): events are never
 //! deleted (the log is the record, and its hash chain is sealed), so a deletion is events
@@ -11,7 +12,8 @@
 //! needs per-user keys to crypto-shred it.
 
 use tessera_domain::{
-    ids::UserId,
+    ids::{ChallengeId, UserId},
+    proof::AccountChange,
     secret::Secret,
     user::{Register, SetPassword, UpdateProfile, User, UserCommand, UserError, UserEvent},
 };
@@ -19,7 +21,7 @@ use tessera_domain::{
 use tessera_projections::read_model::UserRow;
 
 use crate::{
-    app::{AppError, AppResult, Call},
+    app::{AppError, AppResult, Call, reauth::require_fresh_proof},
     auth::Caller,
     state::AppState,
 };
@@ -66,22 +68,25 @@ pub async fn create(state: &AppState, call: &Call, input: NewUser) -> AppResult<
 }
 
 /// `setPassword`. Admins set any user's; a user token changes its own and must give the
-/// current password (a wrong one is a counted failure and changes nothing).
+/// current password (a wrong one is a counted failure and changes nothing) and, when the
+/// user has a factor, a fresh proof (`step_up`, [`crate::app::reauth`]).
 ///
 /// # Errors
-/// Not the caller's; `CURRENT_PASSWORD_REQUIRED`, `WRONG_CURRENT_PASSWORD`; the password's
-/// checks; store errors.
+/// Not the caller's; `REAUTHENTICATION_REQUIRED`, `USER_HARD_LOCKED`;
+/// `CURRENT_PASSWORD_REQUIRED`, `WRONG_CURRENT_PASSWORD`; the password's checks; store errors.
 pub async fn set_password(
     state: &AppState,
     call: &Call,
     user_id: UserId,
     password: String,
     current_password: Option<String>,
+    step_up: Option<ChallengeId>,
 ) -> AppResult<User> {
     let caller = call.caller()?;
     if !caller.may_act_on(user_id) {
         return Err(AppError::Forbidden);
     }
+    require_fresh_proof(state, call, user_id, AccountChange::ChangePassword, step_up).await?;
     let current_password = match caller {
         Caller::Admin { .. } | Caller::Operator => current_password,
         _ => Some(current_password.ok_or_else(|| {
@@ -166,6 +171,18 @@ pub async fn update(
 pub async fn deactivate(state: &AppState, call: &Call, user_id: UserId) -> AppResult<User> {
     call.admin()?;
     run_admin(state, call, user_id, UserCommand::Deactivate).await
+}
+
+/// `revokeSessions`: every access token of the user issued so far stops working (a new token
+/// generation, `SessionsRevoked`). Admins, or the user's own token: a logout everywhere.
+///
+/// # Errors
+/// Not the caller's; `USER_NOT_FOUND`; store errors.
+pub async fn revoke_sessions(state: &AppState, call: &Call, user_id: UserId) -> AppResult<User> {
+    if !call.caller()?.may_act_on(user_id) {
+        return Err(AppError::Forbidden);
+    }
+    run_admin(state, call, user_id, UserCommand::RevokeSessions).await
 }
 
 /// `reactivateUser` (admins only).

@@ -27,11 +27,30 @@ impl From<AppError> for async_graphql::Error {
             } => Some(1),
             _ => None,
         };
+        // The step-up that would do: `startStepUp` for this user, then name the completed
+        // challenge in the refused mutation's `stepUpChallengeId`.
+        let step_up = match &e {
+            AppError::ReauthenticationRequired {
+                user_id,
+                max_age_seconds,
+            } => Some((user_id.to_string(), *max_age_seconds)),
+            _ => None,
+        };
         e.extend_with(|_, x| {
             x.set("code", code);
             x.set("reason", reason);
             if let Some(seconds) = retry_after {
                 x.set("retryAfter", seconds);
+            }
+            if let Some((user_id, max_age)) = &step_up {
+                let hint = serde_json::json!({
+                    "startStepUp": { "userId": user_id },
+                    "thenPass": "stepUpChallengeId",
+                    "maxAgeSeconds": max_age,
+                });
+                if let Ok(hint) = async_graphql::Value::from_json(hint) {
+                    x.set("stepUp", hint);
+                }
             }
         })
     }
@@ -41,7 +60,9 @@ impl From<AppError> for async_graphql::Error {
 pub fn code_of(e: &AppError) -> &'static str {
     match e {
         AppError::Unauthenticated | AppError::InvalidCredentials => "UNAUTHENTICATED",
-        AppError::Forbidden => "FORBIDDEN",
+        AppError::Forbidden | AppError::ReauthenticationRequired { .. } | AppError::HardLocked => {
+            "FORBIDDEN"
+        }
         AppError::Rejected { kind, .. } => match kind {
             ErrorKind::InvalidInput => "BAD_USER_INPUT",
             ErrorKind::NotFound => "NOT_FOUND",

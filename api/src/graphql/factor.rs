@@ -33,6 +33,12 @@ pub struct EnrollFactorInput {
     pub email: Option<String>,
     /// A label ("Work phone"), at most 128 characters.
     pub label: Option<String>,
+    /// A step-up challenge of the user, completed within `TESSERA_REAUTH_SECONDS`: the fresh
+    /// proof a user token needs for this change (`FORBIDDEN`, reason
+    /// `REAUTHENTICATION_REQUIRED`, without it), unless its login used a second factor that
+    /// recently. Admin keys need none.
+    /// The user's first factor needs none.
+    pub step_up_challenge_id: Option<ID>,
 }
 
 /// What an authenticator app needs. Shown once, at enrolment.
@@ -64,6 +70,12 @@ pub struct ActivateFactorInput {
     pub factor_id: ID,
     /// The code from the authenticator.
     pub pass_code: String,
+    /// A step-up challenge of the user, completed within `TESSERA_REAUTH_SECONDS`: the fresh
+    /// proof a user token needs for this change (`FORBIDDEN`, reason
+    /// `REAUTHENTICATION_REQUIRED`, without it), unless its login used a second factor that
+    /// recently. Admin keys need none.
+    /// The user's first factor needs none.
+    pub step_up_challenge_id: Option<ID>,
 }
 
 /// Result of `activateFactor`.
@@ -100,10 +112,21 @@ pub struct VerifyFactorPayload {
 pub struct RemoveFactorInput {
     /// The factor.
     pub factor_id: ID,
+    /// A step-up challenge of the user, completed within `TESSERA_REAUTH_SECONDS`: the fresh
+    /// proof a user token needs for this change (`FORBIDDEN`, reason
+    /// `REAUTHENTICATION_REQUIRED`, without it), unless its login used a second factor that
+    /// recently. Admin keys need none.
+    pub step_up_challenge_id: Option<ID>,
 }
 
 #[derive(Default)]
 pub struct FactorQuery;
+
+/// Parses a `stepUpChallengeId` argument; a malformed id is bad input.
+pub(crate) fn step_up(id: Option<&ID>) -> AppResult<Option<tessera_domain::ids::ChallengeId>> {
+    id.map(|id| super::challenge::parse_challenge_id(id))
+        .transpose()
+}
 
 /// Parses a factor id argument; a malformed id is bad input.
 pub(crate) fn parse_factor_id(id: &str) -> AppResult<tessera_domain::ids::FactorId> {
@@ -166,6 +189,7 @@ impl FactorMutation {
             phone_number: input.phone_number,
             email: input.email,
             label: input.label,
+            step_up: step_up(input.step_up_challenge_id.as_ref())?,
         };
         let Enrolled {
             factor_id,
@@ -191,7 +215,8 @@ impl FactorMutation {
         let state = ctx.state()?;
         let id = parse_factor_id(&input.factor_id)?;
         let pass_code = app::prove::pass_code(input.pass_code)?;
-        let activation = app::enrol::activate(state, &ctx.call(), id, pass_code).await?;
+        let step_up = step_up(input.step_up_challenge_id.as_ref())?;
+        let activation = app::enrol::activate(state, &ctx.call(), id, pass_code, step_up).await?;
         Ok(ActivateFactorPayload {
             factor_result: activation.proved.outcome.into(),
             factor: Factor::from_aggregate(id, &activation.proved.factor, state.clock.now()),
@@ -253,6 +278,7 @@ pub struct RemoveFactorPayload {
 async fn remove(ctx: &Context<'_>, input: RemoveFactorInput) -> AppResult<Factor> {
     let state = ctx.state()?;
     let id = parse_factor_id(&input.factor_id)?;
-    let factor = app::factors::remove(state, &ctx.call(), id).await?;
+    let step_up = step_up(input.step_up_challenge_id.as_ref())?;
+    let factor = app::factors::remove(state, &ctx.call(), id, step_up).await?;
     Ok(Factor::from_aggregate(id, &factor, state.clock.now()))
 }

@@ -18,6 +18,11 @@ use crate::{
 pub struct UserRefInput {
     /// The user.
     pub user_id: ID,
+    /// `regenerateRecoveryCodes` only (others ignore it): a step-up challenge of the user,
+    /// completed within `TESSERA_REAUTH_SECONDS`, the fresh proof a user token needs
+    /// (`FORBIDDEN`, reason `REAUTHENTICATION_REQUIRED`, without it) unless its login used a
+    /// second factor that recently. Admin keys need none.
+    pub step_up_challenge_id: Option<ID>,
 }
 
 /// Input of `useRecoveryCode`.
@@ -56,7 +61,9 @@ impl RecoveryMutation {
         #[graphql(desc = "The user whose recovery codes are replaced.")] input: UserRefInput,
     ) -> async_graphql::Result<RecoveryCodesPayload> {
         let user = parse_user_id(&input.user_id)?;
-        let recovery_codes = app::recovery::regenerate(ctx.state()?, &ctx.call(), user).await?;
+        let step_up = super::factor::step_up(input.step_up_challenge_id.as_ref())?;
+        let recovery_codes =
+            app::recovery::regenerate(ctx.state()?, &ctx.call(), user, step_up).await?;
         Ok(RecoveryCodesPayload { recovery_codes })
     }
 

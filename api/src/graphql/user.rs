@@ -47,6 +47,12 @@ pub struct SetPasswordInput {
     /// The current password: required when users change their own with a user token.
     #[graphql(validator(max_length = 1024))]
     pub current_password: Option<String>,
+    /// A step-up challenge of the user, completed within `TESSERA_REAUTH_SECONDS`: the fresh
+    /// proof a user token needs for this change (`FORBIDDEN`, reason
+    /// `REAUTHENTICATION_REQUIRED`, without it), unless its login used a second factor that
+    /// recently. Admin keys need none.
+    /// A user with no factor needs none (the current password is the proof).
+    pub step_up_challenge_id: Option<ID>,
 }
 
 /// Input of `updateUser`: each field given replaces the user's; omitted fields stay.
@@ -127,7 +133,7 @@ impl UserQuery {
     /// The calling user (`null` for API keys).
     async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
         Ok(match ctx.caller()? {
-            Caller::User { user_id } | Caller::Enrollment { user_id } => {
+            Caller::User { user_id, .. } | Caller::Enrollment { user_id } => {
                 user_by_id(ctx, *user_id).await?
             }
             Caller::Admin { .. } | Caller::Auditor { .. } | Caller::Operator => None,
@@ -171,7 +177,7 @@ impl UserQuery {
 }
 
 /// What `createUserV2` answers.
-/// Result of `updateUser`, `deactivateUser` and `reactivateUser`.
+/// Result of `updateUser`, `deactivateUser`, `reactivateUser` and `revokeSessions`.
 #[derive(SimpleObject)]
 pub struct UserPayload {
     /// The user after the change.
@@ -230,6 +236,7 @@ async fn set_password(ctx: &Context<'_>, input: SetPasswordInput) -> AppResult<U
         id,
         input.password,
         input.current_password,
+        super::factor::step_up(input.step_up_challenge_id.as_ref())?,
     )
     .await?;
     Ok(User::from_aggregate(id.to_string(), &user))
@@ -312,6 +319,19 @@ impl UserMutation {
         Ok(DeleteUserPayload {
             deleted_user_id: ID(id.to_string()),
         })
+    }
+
+    /// Ends every access token of the user issued so far (a logout everywhere): admins, or
+    /// the user's own token (which ends with the rest). Recorded as `SessionsRevoked`; a
+    /// password change, a hard lock and a deactivation do the same by themselves.
+    async fn revoke_sessions(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The user.")] input: UserRefInput,
+    ) -> async_graphql::Result<UserPayload> {
+        let id = parse_user_id(&input.user_id)?;
+        let user = app::users::revoke_sessions(ctx.state()?, &ctx.call(), id).await?;
+        Ok(UserPayload::of(id, &user))
     }
 
     /// Reactivates a deactivated user (admins only). Recorded as `Reactivated`.

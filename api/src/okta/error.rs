@@ -117,7 +117,9 @@ impl From<AppError> for OktaError {
                 "E0000004",
                 "Authentication failed",
             ),
-            AppError::Forbidden => Self::new(
+            AppError::HardLocked => Self::locked(),
+            // Only user tokens are asked for a fresh proof; this API takes admin keys.
+            AppError::Forbidden | AppError::ReauthenticationRequired { .. } => Self::new(
                 StatusCode::FORBIDDEN,
                 "E0000006",
                 "You do not have permission to perform the requested action",

@@ -123,6 +123,8 @@ pub(crate) async fn enroll(ctx: Okta, Path(user): Path<String>, body: Bytes) -> 
             phone_number: profile("phoneNumber").map(|p| shapes::e164(&p)),
             email: profile("email"),
             label: Some(label.to_string()),
+            // Admin keys only: an administrator needs no fresh proof.
+            step_up: None,
         };
         let state = &ctx.app.state;
         let Enrolled {
@@ -241,7 +243,7 @@ pub(crate) async fn get(ctx: Okta, Path((user, factor)): Path<(String, String)>)
 pub(crate) async fn remove(ctx: Okta, Path((user, factor)): Path<(String, String)>) -> Response {
     let result = async {
         let (_, id, _) = owned_factor(&ctx, &user, &factor).await?;
-        app::factors::remove(&ctx.app.state, &ctx.call, id).await?;
+        app::factors::remove(&ctx.app.state, &ctx.call, id, None).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     }
     .await;
@@ -276,7 +278,7 @@ pub(crate) async fn activate(
         })?;
         let state = &ctx.app.state;
         let activation =
-            app::enrol::activate(state, &ctx.call, id, app::prove::pass_code(code)?).await?;
+            app::enrol::activate(state, &ctx.call, id, app::prove::pass_code(code)?, None).await?;
         if let Some(failure) = proof_failure(activation.proved.outcome) {
             return Err(failure);
         }

@@ -33,6 +33,12 @@ pub enum AlertKind {
     RecoveryCodeUsed,
     /// A run of wrong passwords throttled the user's login (password guessing).
     LoginThrottled,
+    /// A factor was activated: the account has a new way to prove it is its user's.
+    FactorAdded,
+    /// A factor was removed.
+    FactorRemoved,
+    /// The recovery codes were replaced by a new set.
+    RecoveryCodesRegenerated,
 }
 
 impl AlertKind {
@@ -44,6 +50,9 @@ impl AlertKind {
             Self::UserLocked => "USER_LOCKED",
             Self::RecoveryCodeUsed => "RECOVERY_CODE_USED",
             Self::LoginThrottled => "LOGIN_THROTTLED",
+            Self::FactorAdded => "FACTOR_ADDED",
+            Self::FactorRemoved => "FACTOR_REMOVED",
+            Self::RecoveryCodesRegenerated => "RECOVERY_CODES_REGENERATED",
         }
     }
 }

@@ -13,9 +13,10 @@ use crate::{
     user::{
         DeviceRevocationReason, DeviceRevoked, DeviceTrusted, FailuresReset, LoginFailed,
         LoginFailureReason, LoginFailuresReset, LoginThrottled, PasswordSet, ProfileUpdated,
-        RecoveryCodesGenerated, RecoveryUsed, Register, Registered, SetPassword, TrustedDeviceUsed,
-        UserCommand, UserDeactivated, UserDeleted, UserError, UserEvent, UserFailedAttempt, UserFailureReason,
-        UserLockedOut, UserReactivated, UserUnlocked, recovery,
+        RecoveryCodesGenerated, RecoveryUsed, Register, Registered, RevocationReason,
+        SessionsRevoked, SetPassword, TrustedDeviceUsed, UserCommand, UserDeactivated,
+        UserDeleted, UserError, UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut,
+        UserReactivated, UserUnlocked, recovery,
         throttle::{LoginThrottle, ThrottlePolicy},
     },
 };
@@ -78,6 +79,10 @@ pub struct User {
     /// kept until revoked, and refused).
     #[serde(default)]
     pub trusted_devices: Vec<TrustedDevice>,
+    /// The token generation: access tokens carry the one they were issued under, and one
+    /// older than this is refused.
+    #[serde(default)]
+    pub token_generation: u32,
 }
 
 /// A device the user asked to be remembered on.
@@ -243,6 +248,13 @@ impl Aggregate for User {
                 }
                 sink.write(UserEvent::Deactivated(UserDeactivated { at: now }), self)
                     .await;
+                self.revoke_sessions(RevocationReason::Deactivated, now, sink)
+                    .await;
+                Ok(())
+            }
+            UserCommand::RevokeSessions => {
+                self.revoke_sessions(RevocationReason::Requested, now, sink)
+                    .await;
                 Ok(())
             }
             UserCommand::Reactivate => {
@@ -380,9 +392,12 @@ impl Aggregate for User {
                     status: UserStatus::Deleted,
                     login: std::mem::take(&mut self.login),
                     created_at: self.created_at,
+                    // Tokens issued before the deletion stay refused.
+                    token_generation: self.token_generation,
                     ..Self::default()
                 };
             }
+            UserEvent::SessionsRevoked(e) => self.token_generation = e.generation,
         }
     }
 }
@@ -511,6 +526,9 @@ impl User {
                 at: now,
             };
             sink.write(UserEvent::LockedOut(locked), self).await;
+            // Whoever was guessing may hold a session: it ends with the lock.
+            self.revoke_sessions(RevocationReason::HardLocked, now, sink)
+                .await;
             let reason = DeviceRevocationReason::HardLocked;
             self.revoke_all_devices(reason, now, sink).await;
         }
@@ -532,6 +550,20 @@ impl User {
             };
             sink.write(UserEvent::DeviceRevoked(revoked), self).await;
         }
+    }
+
+    async fn revoke_sessions(
+        &mut self,
+        reason: RevocationReason,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) {
+        let revoked = SessionsRevoked {
+            generation: self.token_generation.saturating_add(1),
+            reason,
+            at: now,
+        };
+        sink.write(UserEvent::SessionsRevoked(revoked), self).await;
     }
 
     async fn refuse_locked(
@@ -583,6 +615,8 @@ impl User {
             }
         }
         let now = services.clock.now();
+        // Without a password before there was no login, so no session to end.
+        let had_password = self.password_hash.is_some();
         let set = PasswordSet {
             password_hash: hash_password(cmd.password.expose()),
             at: now,
@@ -590,6 +624,10 @@ impl User {
         sink.write(UserEvent::PasswordSet(set), self).await;
         let reason = DeviceRevocationReason::PasswordChanged;
         self.revoke_all_devices(reason, now, sink).await;
+        if had_password {
+            self.revoke_sessions(RevocationReason::PasswordChanged, now, sink)
+                .await;
+        }
         Ok(())
     }
 

@@ -12,6 +12,8 @@ use crate::{
 pub enum UserCommand {
     /// Create the user.
     Register(Register),
+    /// End every access token issued so far (a new token generation).
+    RevokeSessions,
     /// Replace the recovery codes with `codes` (drawn by the caller from a CSPRNG). With
     /// `only_if_none`, does nothing if the user already has a set (first factor activation).
     GenerateRecoveryCodes {
@@ -145,6 +147,7 @@ impl crate::versioning::CommandName for UserCommand {
             Self::Deactivate => "Deactivate",
             Self::Reactivate => "Reactivate",
             Self::Delete => "Delete",
+            Self::RevokeSessions => "RevokeSessions",
         }
     }
 }

@@ -49,11 +49,39 @@ pub enum UserEvent {
     Reactivated(UserReactivated),
     /// An administrator deleted the user (its factors were removed first).
     Deleted(UserDeleted),
+    /// Every access token issued before ends: the user's token generation moved on (a
+    /// password change, a hard lock, a deactivation or `revokeSessions`).
+    SessionsRevoked(SessionsRevoked),
 }
 
 /// Payload of [`UserEvent::Deleted`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UserDeleted {
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Why a user's sessions were revoked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RevocationReason {
+    /// The password changed.
+    PasswordChanged,
+    /// The second factor was hard-locked.
+    HardLocked,
+    /// An administrator deactivated the user.
+    Deactivated,
+    /// `revokeSessions` (a logout everywhere, or an administrator's).
+    Requested,
+}
+
+/// Payload of [`UserEvent::SessionsRevoked`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionsRevoked {
+    /// The new token generation: tokens carrying an older one are refused.
+    pub generation: u32,
+    /// Why.
+    pub reason: RevocationReason,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -320,6 +348,7 @@ impl DomainEvent for UserEvent {
             Self::Deactivated(_) => "Deactivated",
             Self::Reactivated(_) => "Reactivated",
             Self::Deleted(_) => "Deleted",
+            Self::SessionsRevoked(_) => "SessionsRevoked",
         }
         .to_string()
     }
@@ -355,6 +384,7 @@ impl Versioned for UserEvent {
                 | "FailuresReset"
                 | "LockedOut"
                 | "Unlocked"
+                | "SessionsRevoked"
         )
         .then_some("1.0")
     }

@@ -18,7 +18,8 @@ pub use error::UserError;
 pub use events::{
     DeviceRevocationReason, DeviceRevoked, DeviceTrusted, FailuresReset, LoginFailed,
     LoginFailuresReset, LoginThrottled, PasswordSet, ProfileUpdated, RecoveryCodesGenerated,
-    RecoveryUsed, Registered, TrustedDeviceUsed, UserDeactivated, UserDeleted, UserEvent, UserFailedAttempt,
+    RecoveryUsed, Registered, RevocationReason, SessionsRevoked, TrustedDeviceUsed,
+    UserDeactivated, UserDeleted, UserEvent, UserFailedAttempt,
     UserFailureReason, UserLockedOut, UserReactivated, UserUnlocked,
 };
 

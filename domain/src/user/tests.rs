@@ -152,6 +152,39 @@ fn set_password(new: &str, current: Option<&str>) -> UserCommand {
     })
 }
 
+fn revoked_sessions(generation: u32, reason: RevocationReason) -> UserEvent {
+    UserEvent::SessionsRevoked(SessionsRevoked {
+        generation,
+        reason,
+        at: t0(),
+    })
+}
+
+#[tokio::test]
+async fn revoking_sessions_moves_the_token_generation_on() {
+    framework()
+        .given(vec![
+            UserEvent::Registered(registered()),
+            revoked_sessions(1, RevocationReason::PasswordChanged),
+        ])
+        .when_async(UserCommand::RevokeSessions)
+        .await
+        .then_expect_events(vec![revoked_sessions(2, RevocationReason::Requested)]);
+    use cqrs_es::{Aggregate, DomainEvent};
+    let mut user = User::default();
+    user.apply(UserEvent::Registered(registered()));
+    assert_eq!(user.token_generation, 0);
+    user.apply(revoked_sessions(3, RevocationReason::Requested));
+    assert_eq!(user.token_generation, 3);
+    let event = revoked_sessions(1, RevocationReason::HardLocked);
+    assert_eq!(event.event_type(), "SessionsRevoked");
+    assert_eq!(event.event_version(), "1.0");
+    assert_eq!(
+        serde_json::to_value(&event).unwrap()["SessionsRevoked"]["reason"],
+        "HARD_LOCKED"
+    );
+}
+
 #[tokio::test]
 async fn set_password_stores_a_new_argon2id_hash() {
     let events = framework()
@@ -160,6 +193,7 @@ async fn set_password_stores_a_new_argon2id_hash() {
         .await
         .inspect_result()
         .unwrap();
+    // A first password: there was no session to end.
     let [UserEvent::PasswordSet(set)] = &events[..] else {
         panic!("{events:?}")
     };
@@ -182,7 +216,17 @@ async fn changing_ones_own_password_needs_the_current_one() {
         .await
         .inspect_result()
         .unwrap();
-    assert!(matches!(events[..], [UserEvent::PasswordSet(_)]));
+    assert!(matches!(
+        events[..],
+        [
+            UserEvent::PasswordSet(_),
+            UserEvent::SessionsRevoked(SessionsRevoked {
+                generation: 1,
+                reason: RevocationReason::PasswordChanged,
+                ..
+            })
+        ]
+    ));
     // A wrong current password changes nothing and is a counted failure.
     framework()
         .given(with_password())
@@ -560,6 +604,7 @@ async fn the_hundredth_consecutive_failure_locks_the_second_factor() {
                 consecutive_failures: 100,
                 at: t0(),
             }),
+            revoked_sessions(1, RevocationReason::HardLocked),
         ]);
 }
 
@@ -582,6 +627,7 @@ async fn recovery_failures_and_factor_failures_share_one_budget() {
                 consecutive_failures: 100,
                 at: t0(),
             }),
+            revoked_sessions(1, RevocationReason::HardLocked),
         ]);
 }
 
@@ -742,7 +788,10 @@ async fn deactivate_and_reactivate_alternate() {
         .given(vec![UserEvent::Registered(registered())])
         .when_async(UserCommand::Deactivate)
         .await
-        .then_expect_events(vec![deactivated.clone()]);
+        .then_expect_events(vec![
+            deactivated.clone(),
+            revoked_sessions(1, RevocationReason::Deactivated),
+        ]);
     framework()
         .given(vec![
             UserEvent::Registered(registered()),

@@ -1,5 +1,5 @@
-//! The security-alert reactor: reads failed attempts, lockouts and recovery-code uses from the
-//! log through a durable checkpoint, raises `SecurityAlertRaised` once per incident and queues
+//! The security-alert reactor: reads failed attempts, lockouts, recovery-code uses and every
+//! change to a user's factors (activated, removed, recovery codes replaced) from the log through a durable checkpoint, raises `SecurityAlertRaised` once per incident and queues
 //! its deliveries — all in the transaction that advances the checkpoint, so a crash or restart
 //! neither loses nor repeats an alert. Alert ids are deterministic (`tessera_domain::alert`).
 
@@ -124,6 +124,36 @@ impl AlertReactor {
                 )
                 .await
             }
+            // A factor change is what a stolen session would make to keep the account: each
+            // raises an alert of its own kind (and the user hears of it).
+            FactorEvent::Activated(a) => {
+                let reason = format!("factor {} added (activated)", stored.aggregate_id);
+                let cause = vec![event_ref(stored)];
+                self.raise(
+                    conn,
+                    dialect,
+                    AlertKind::FactorAdded,
+                    &user,
+                    reason,
+                    cause,
+                    a.at,
+                )
+                .await
+            }
+            FactorEvent::Removed(r) => {
+                let reason = format!("factor {} removed", stored.aggregate_id);
+                let cause = vec![event_ref(stored)];
+                self.raise(
+                    conn,
+                    dialect,
+                    AlertKind::FactorRemoved,
+                    &user,
+                    reason,
+                    cause,
+                    r.at,
+                )
+                .await
+            }
             _ => Ok(()),
         }
     }
@@ -188,6 +218,24 @@ impl AlertReactor {
                     reason,
                     cause,
                     r.at,
+                )
+                .await
+            }
+            // The first set comes with the first factor (whose activation raised its own).
+            UserEvent::RecoveryCodesGenerated(g) if g.generation > 1 => {
+                let reason = format!(
+                    "recovery codes replaced (set {}); the previous ones no longer work",
+                    g.generation
+                );
+                let cause = vec![event_ref(stored)];
+                self.raise(
+                    conn,
+                    dialect,
+                    AlertKind::RecoveryCodesRegenerated,
+                    &user,
+                    reason,
+                    cause,
+                    g.at,
                 )
                 .await
             }

@@ -97,7 +97,8 @@ pub(super) fn fold(rows: &mut Rows<UserRow>, stored: &StoredEvent, event: UserEv
         | UserEvent::TrustedDeviceUsed(_)
         | UserEvent::DeviceRevoked(_)
         | UserEvent::FailedAttempt(_)
-        | UserEvent::FailuresReset(_) => {
+        | UserEvent::FailuresReset(_)
+        | UserEvent::SessionsRevoked(_) => {
             rows.update(id, seq, |_| {});
         }
     }

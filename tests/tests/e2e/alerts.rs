@@ -35,7 +35,60 @@ fn assert_signed(r: &Received) {
     assert_eq!(r.json()["data"]["id"], id, "webhook-id is the alert id");
 }
 
+/// Factor changes raise alerts of their own kinds (tested in `reauth.rs`); these tests are
+/// about incidents, so they wait for their factor's `FACTOR_ADDED` and leave such kinds out.
+const FACTOR_CHANGES: [&str; 3] = [
+    "FACTOR_ADDED",
+    "FACTOR_REMOVED",
+    "RECOVERY_CODES_REGENERATED",
+];
+
+fn is_incident(kind: &Value) -> bool {
+    !FACTOR_CHANGES.iter().any(|k| kind == k)
+}
+
+/// The incident alerts of `user`.
 async fn alerts(s: &TestServer, user: &str) -> Vec<Value> {
+    all_alerts(s, user)
+        .await
+        .into_iter()
+        .filter(|a| is_incident(&a["kind"]))
+        .collect()
+}
+
+/// Webhook requests of incident alerts.
+fn incidents(sink: &HttpSink) -> Vec<Received> {
+    sink.requests()
+        .into_iter()
+        .filter(|r| is_incident(&r.json()["data"]["kind"]))
+        .collect()
+}
+
+async fn wait_incidents(sink: &HttpSink, n: usize, timeout: Duration) -> Vec<Received> {
+    let deadline = std::time::Instant::now() + timeout;
+    while incidents(sink).len() < n && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    incidents(sink)
+}
+
+/// A user with an active TOTP factor whose `FACTOR_ADDED` alert is raised.
+async fn active_totp(s: &TestServer, login: &str) -> (String, String, String) {
+    let (user, factor, secret) = s.active_totp(login).await;
+    for _ in 0..100 {
+        if all_alerts(s, &user)
+            .await
+            .iter()
+            .any(|a| a["kind"] == "FACTOR_ADDED")
+        {
+            return (user, factor, secret);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no FACTOR_ADDED alert for {login}");
+}
+
+async fn all_alerts(s: &TestServer, user: &str) -> Vec<Value> {
     s.ok(
         "query($u: ID) { securityAlerts(userId: $u) { edges { node { id kind reason userId acknowledgedAt causedBy } } } }",
         json!({ "u": user }),
@@ -62,7 +115,7 @@ async fn wait_alerts(s: &TestServer, user: &str, n: usize) -> Vec<Value> {
 both_stores!(three_failures_raise_one_signed_alert, |store| async move {
     let sink = HttpSink::start().await;
     let s = TestServer::start_with(store, with_webhook(&sink)).await;
-    let (user, factor, _) = s.active_totp("alice").await;
+    let (user, factor, _) = active_totp(&s, "alice").await;
     for _ in 0..2 {
         assert_eq!(s.verify(&factor, "000000").await, "REJECTED");
     }
@@ -82,7 +135,7 @@ both_stores!(three_failures_raise_one_signed_alert, |store| async move {
     );
     assert_eq!(raised[0]["causedBy"][2]["event_type"], "FailedAttempt");
 
-    let got = sink.wait_for_requests(1, Duration::from_secs(5)).await;
+    let got = wait_incidents(&sink, 1, Duration::from_secs(5)).await;
     assert_eq!(got.len(), 1, "delivered within a second or so");
     assert_signed(&got[0]);
     assert_eq!(got[0].json()["data"]["kind"], "REPEATED_FAILURES");
@@ -92,7 +145,7 @@ both_stores!(three_failures_raise_one_signed_alert, |store| async move {
     assert_eq!(s.verify(&factor, "000000").await, "REJECTED");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(alerts(&s, &user).await.len(), 1);
-    assert_eq!(sink.requests().len(), 1);
+    assert_eq!(incidents(&sink).len(), 1);
 
     let id = raised[0]["id"].as_str().unwrap();
     let ack = s
@@ -150,13 +203,20 @@ both_stores!(
     failed_webhook_deliveries_are_retried_with_a_stable_id,
     |store| async move {
         let sink = HttpSink::start().await;
-        sink.fail_next(2, 500);
         let s = TestServer::start_with(store, with_webhook(&sink)).await;
-        let (user, factor, _) = s.active_totp("carol").await;
+        let (user, factor, _) = active_totp(&s, "carol").await;
+        // The factor's own alert is delivered first, then the incident's deliveries fail twice.
+        assert_eq!(
+            sink.wait_for_requests(1, Duration::from_secs(5))
+                .await
+                .len(),
+            1
+        );
+        sink.fail_next(2, 500);
         for _ in 0..3 {
             s.verify(&factor, "000000").await;
         }
-        let got = sink.wait_for_requests(3, Duration::from_secs(15)).await;
+        let got = wait_incidents(&sink, 3, Duration::from_secs(15)).await;
         assert_eq!(got.len(), 3, "two failures then a success: {got:?}");
         let ids: Vec<_> = got
             .iter()
@@ -182,7 +242,7 @@ both_stores!(
         assert_eq!(wait_alerts(&s, &user, 1).await.len(), 1);
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(
-            sink.requests().len(),
+            incidents(&sink).len(),
             3,
             "nothing after the successful delivery"
         );
@@ -194,7 +254,7 @@ both_stores!(
     |store| async move {
         let sink = HttpSink::start().await;
         let mut s = TestServer::start_with(store, with_webhook(&sink)).await;
-        let (user, factor, _) = s.active_totp("dave").await;
+        let (user, factor, _) = active_totp(&s, "dave").await;
         for _ in 0..3 {
             s.verify(&factor, "000000").await;
         }
@@ -222,7 +282,7 @@ both_stores!(
             .await;
         assert_eq!(raised_events.len(), 1);
         assert_eq!(raised_events[0].0, "SecurityAlertRaised");
-        let got = sink.wait_for_requests(2, Duration::from_secs(2)).await;
+        let got = wait_incidents(&sink, 2, Duration::from_secs(2)).await;
         assert_eq!(got.len(), 1, "delivered once");
     }
 );
@@ -232,7 +292,7 @@ both_stores!(
     |store| async move {
         let a = TestServer::start(store).await;
         let b = a.another_node().await;
-        let (user, factor, _) = a.active_totp("erin").await;
+        let (user, factor, _) = active_totp(&a, "erin").await;
         let query = "subscription($u: ID) { securityAlerts(userId: $u) { id kind userId } }";
         assert!(
             WsClient::connect(&b.ws_url(), Some("wrong-token"))
@@ -271,14 +331,26 @@ both_stores!(the_user_gets_the_alert_by_e_mail, |store| async move {
     let smtp = tessera_tests::smtp_sink::SmtpSink::start().await;
     let url = smtp.url();
     let s = TestServer::start_with(store, move |c| c.smtp_url = Some(url)).await;
-    let (user, factor, _) = s.active_totp("frank").await;
+    let (user, factor, _) = active_totp(&s, "frank").await;
     for _ in 0..3 {
         assert_eq!(s.verify(&factor, "000000").await, "REJECTED");
     }
     let raised = wait_alerts(&s, &user, 1).await;
-    let mails = smtp
-        .wait_for("x@example.com", 1, Duration::from_secs(10))
-        .await;
+    let incident_mails = || {
+        smtp.messages_to("x@example.com")
+            .into_iter()
+            .filter(|m| {
+                !m.header("Subject")
+                    .unwrap_or_default()
+                    .contains("FACTOR_ADDED")
+            })
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while incident_mails().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mails = incident_mails();
     assert_eq!(mails.len(), 1, "one mail per alert");
     let subject = mails[0].header("Subject").unwrap_or_default();
     assert!(subject.contains("REPEATED_FAILURES"), "{subject}");
@@ -288,5 +360,55 @@ both_stores!(the_user_gets_the_alert_by_e_mail, |store| async move {
         mails[0].body()
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(smtp.messages_to("x@example.com").len(), 1, "delivered once");
+    assert_eq!(incident_mails().len(), 1, "delivered once");
+    assert_eq!(
+        smtp.messages_to("x@example.com").len(),
+        2,
+        "and one for the factor added"
+    );
+});
+
+both_stores!(only_admins_acknowledge_alerts, |store| async move {
+    let s = TestServer::start(store).await;
+    let user = s.create_full_user("gina", "correct horse battery").await;
+    let (factor, secret) = s.enroll_totp(&user).await;
+    s.activate(&factor, &s.code(&secret, 0)).await;
+    let token = s
+        .mfa_token("gina", "correct horse battery", &factor, &secret)
+        .await;
+    for _ in 0..3 {
+        assert_eq!(s.verify(&factor, "000000").await, "REJECTED");
+    }
+    let raised = wait_alerts(&s, &user, 1).await;
+    let id = raised[0]["id"].as_str().unwrap().to_string();
+    // The user can read her alerts but not hide them from the security team.
+    let r = s
+        .gql_as(
+            Some(&token),
+            "query { securityAlerts { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert!(r["data"]["securityAlerts"]["edges"].is_array(), "{r}");
+    for query in [
+        "mutation($i: ID!) { acknowledgeSecurityAlert(id: $i) { id } }",
+        "mutation($i: ID!) { acknowledgeSecurityAlertV2(input: {alertId: $i}) { securityAlert { id } } }",
+    ] {
+        let r = s.gql_as(Some(&token), query, json!({ "i": id })).await;
+        assert_eq!(error_code(&r), "FORBIDDEN", "{r}");
+    }
+    assert!(alerts(&s, &user).await[0]["acknowledgedAt"].is_null());
+    assert!(
+        s.event_types("Alert", &id)
+            .await
+            .iter()
+            .all(|t| t != "SecurityAlertAcknowledged")
+    );
+    let r = s
+        .ok(
+            "mutation($i: ID!) { acknowledgeSecurityAlert(id: $i) { acknowledgedAt } }",
+            json!({ "i": id }),
+        )
+        .await;
+    assert!(r["acknowledgeSecurityAlert"]["acknowledgedAt"].is_string());
 });

@@ -43,12 +43,43 @@ async fn every_flow(s: &TestServer, phones: &Phones) -> (Vec<String>, Vec<String
         s.activate(&email, &codes[1]).await["factorResult"],
         "SUCCESS"
     );
-    // A TOTP factor, with the user's own token.
+    // A TOTP factor, with the user's own token: a third factor takes a fresh proof, here a
+    // step-up answered by SMS.
     let r = s
         .gql_as(
             Some(&token),
-            "mutation($u: ID!) { enrollFactor(input: {userId: $u, type: TOTP}) { factor { id } totp { secretBase32 } } }",
+            "mutation($u: ID!) { startStepUp(input: {userId: $u}) { challenge { id } } }",
             json!({ "u": user }),
+        )
+        .await;
+    let proof = r["data"]["startStepUp"]["challenge"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    s.clock.advance(TimeDelta::seconds(30));
+    s.gql_as(
+        Some(&token),
+        "mutation($f: ID!, $c: ID) { challengeFactor(input: {factorId: $f, challengeId: $c}) { challenge { id } } }",
+        json!({ "f": sms, "c": proof }),
+    )
+    .await;
+    let step_up_code = phones.sms_code(PHONE, 2).await;
+    let r = s
+        .gql_as(
+            Some(&token),
+            "mutation($c: ID!, $f: ID!, $p: String!) { completeStepUp(input: {challengeId: $c, factorId: $f, passCode: $p}) { factorResult } }",
+            json!({ "c": proof, "f": sms, "p": step_up_code }),
+        )
+        .await;
+    assert_eq!(
+        r["data"]["completeStepUp"]["factorResult"], "SUCCESS",
+        "{r}"
+    );
+    let r = s
+        .gql_as(
+            Some(&token),
+            "mutation($u: ID!, $s: ID) { enrollFactor(input: {userId: $u, type: TOTP, stepUpChallengeId: $s}) { factor { id } totp { secretBase32 } } }",
+            json!({ "u": user, "s": proof }),
         )
         .await;
     let totp = r["data"]["enrollFactor"]["factor"]["id"]
@@ -78,7 +109,7 @@ async fn every_flow(s: &TestServer, phones: &Phones) -> (Vec<String>, Vec<String
         json!({ "f": sms, "c": challenge }),
     )
     .await;
-    codes.push(phones.sms_code(PHONE, 2).await);
+    codes.push(phones.sms_code(PHONE, 3).await);
     let r = s.complete_login(&challenge, &sms, &codes[3]).await;
     let mfa_token = r["data"]["completeLogin"]["accessToken"]
         .as_str()
@@ -174,6 +205,7 @@ async fn every_flow(s: &TestServer, phones: &Phones) -> (Vec<String>, Vec<String
         .map(|t| t.rsplit('.').next().unwrap().to_string())
         .collect();
     secrets.extend(signatures);
+    codes.push(step_up_code);
     (secrets, codes)
 }
 
