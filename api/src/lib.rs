@@ -43,6 +43,7 @@ use futures::{SinkExt, StreamExt};
 use tessera_domain::{
     alert::AlertServices,
     challenge::ChallengeServices,
+    credential::CredentialServices,
     factor::FactorServices,
     policy::MfaPolicyServices,
     services::{Clock, SystemClock},
@@ -121,6 +122,7 @@ const CHALLENGE_MAX_FAILED_ATTEMPTS: u32 = 5;
 pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
     let master = keys::load_master_key(&config)?;
     Cors::new(&config.cors_origins).map_err(StartError::Config)?;
+    let relying_party = config.relying_party().map_err(StartError::Config)?;
     // Before the store is opened: bad delivery settings (a template with the code in a
     // subject) are refused before anything is created.
     let delivery = Arc::new(delivery::Delivery::from_config(&config)?);
@@ -145,8 +147,15 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
             cipher: master.totp_cipher(),
             hasher: master.keyed_hasher(),
             policy: config.factor_policy(),
+            relying_party,
         },
         config.factor_snapshot_every,
+    );
+    let credentials = Store::new(
+        &db,
+        CredentialServices {
+            clock: Arc::clone(&clock),
+        },
     );
     let alerts = Store::new(
         &db,
@@ -222,6 +231,7 @@ pub async fn open(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, Sta
         config: Arc::new(config),
         users: Arc::new(users),
         factors: Arc::new(factors),
+        credentials: Arc::new(credentials),
         alerts: Arc::new(alerts),
         api_keys: Arc::new(Store::new(&db, ())),
         challenges,

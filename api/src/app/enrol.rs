@@ -51,6 +51,8 @@ pub struct Enrolled {
     pub totp: Option<Provisioning>,
     /// SMS and e-mail: the challenge of the activation code just sent.
     pub challenge: Option<(ChallengeId, Challenge)>,
+    /// WebAuthn: the creation options (`publicKey`) for the browser.
+    pub webauthn: Option<serde_json::Value>,
 }
 
 /// `enrollFactor`.
@@ -68,13 +70,13 @@ pub async fn enroll(state: &AppState, call: &Call, input: Enrolment) -> AppResul
         return Err(AppError::not_found("USER_NOT_FOUND", "user not found"));
     }
     let (policy, _) = state.policy.load(POLICY_ID).await?;
-    if input.factor_type != FactorType::Webauthn && !policy.allows(input.factor_type) {
+    if !policy.allows(input.factor_type) {
         return Err(factor_type_not_allowed());
     }
     match input.factor_type {
         FactorType::Totp => enroll_totp(state, call, &user, input).await,
         FactorType::Sms | FactorType::Email => enroll_out_of_band(state, call, &user, input).await,
-        FactorType::Webauthn => Err(FactorError::UnsupportedType.into()),
+        FactorType::Webauthn => crate::app::passkeys::enroll(state, call, &user, input).await,
     }
 }
 
@@ -100,6 +102,7 @@ async fn enroll_totp(
             params,
         }),
         oob: None,
+        webauthn: None,
     });
     let committed = state
         .factors
@@ -118,6 +121,7 @@ async fn enroll_totp(
         factor: committed.state,
         totp: Some(provisioning),
         challenge: None,
+        webauthn: None,
     })
 }
 
@@ -149,6 +153,7 @@ async fn enroll_out_of_band(
                 code: code.clone(),
             },
         }),
+        webauthn: None,
     });
     let key = factor_id.to_string();
     let committed = state
@@ -173,6 +178,7 @@ async fn enroll_out_of_band(
         factor: committed.state,
         totp: None,
         challenge: Some((challenge_id, challenge)),
+        webauthn: None,
     })
 }
 

@@ -25,6 +25,7 @@ mod error;
 pub mod factors;
 pub mod history;
 pub mod login;
+pub mod passkeys;
 pub mod prove;
 pub mod recovery;
 pub mod step_up;

@@ -41,6 +41,8 @@ pub struct CompleteLoginInput {
     pub pass_code: Option<String>,
     /// One of the user's recovery codes, instead of a factor and its code.
     pub recovery_code: Option<String>,
+    /// For a WebAuthn factor, instead of `passCode`: the assertion (`credential.toJSON()`).
+    pub webauthn: Option<async_graphql::Json<serde_json::Value>>,
 }
 
 /// Result of `login` and `completeLogin`.
@@ -204,7 +206,12 @@ impl LoginMutation {
     ) -> async_graphql::Result<LoginPayload> {
         let state = ctx.state()?;
         let challenge_id = parse_challenge_id(&input.challenge_id)?;
-        let answer = proof_answer(input.factor_id, input.pass_code, input.recovery_code)?;
+        let answer = proof_answer(
+            input.factor_id,
+            input.pass_code,
+            input.recovery_code,
+            input.webauthn,
+        )?;
         let (proof, token) = app::login::complete(state, &ctx.call(), challenge_id, answer).await?;
         let now = state.clock.now();
         let challenge = Some(Challenge::from_aggregate(

@@ -10,6 +10,7 @@ mod factor;
 pub mod limits;
 mod login;
 mod page;
+mod passkey;
 mod recovery;
 mod step_up;
 mod types;

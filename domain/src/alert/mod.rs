@@ -31,6 +31,9 @@ pub enum AlertKind {
     UserLocked,
     /// A recovery code was spent.
     RecoveryCodeUsed,
+    /// A WebAuthn credential answered with a signature counter that did not grow: two
+    /// authenticators may hold its key.
+    PossibleClonedAuthenticator,
 }
 
 impl AlertKind {
@@ -41,6 +44,7 @@ impl AlertKind {
             Self::FactorLocked => "FACTOR_LOCKED",
             Self::UserLocked => "USER_LOCKED",
             Self::RecoveryCodeUsed => "RECOVERY_CODE_USED",
+            Self::PossibleClonedAuthenticator => "POSSIBLE_CLONED_AUTHENTICATOR",
         }
     }
 }

@@ -329,10 +329,10 @@ impl Challenge {
         if self.expire_if_due(now, sink).await {
             return Ok(());
         }
-        // Only a wrong code is a guess. A replay, a locked factor or a missing code is on
+        // Only a wrong code (or a forged or foreign assertion) is a guess. A replay, a locked factor or a missing code is on
         // record but not counted, so racing submissions of one right code cannot use up the
         // challenge before the one that succeeded completes it.
-        let guess = u32::from(reason == FailureReason::WrongCode);
+        let guess = u32::from(reason.is_guess());
         let failed = FailedAttempt {
             factor_id,
             reason,

@@ -65,6 +65,8 @@ pub enum Method {
     Email,
     /// One of the user's recovery codes.
     RecoveryCode,
+    /// A WebAuthn credential (passkey or security key).
+    Webauthn,
 }
 
 impl Method {
@@ -77,6 +79,8 @@ impl Method {
             Self::Email => "email",
             // RFC 8176 has no value for recovery codes; "kba" (knowledge) would mislead.
             Self::RecoveryCode => "rc",
+            // RFC 8176: proof of possession of a hardware-secured key.
+            Self::Webauthn => "hwk",
         }
     }
 
@@ -86,7 +90,7 @@ impl Method {
             crate::factor::FactorType::Totp => Some(Self::Totp),
             crate::factor::FactorType::Sms => Some(Self::Sms),
             crate::factor::FactorType::Email => Some(Self::Email),
-            crate::factor::FactorType::Webauthn => None,
+            crate::factor::FactorType::Webauthn => Some(Self::Webauthn),
         }
     }
 }

@@ -442,7 +442,11 @@ fn methods_and_factor_types_name_their_amr() {
         Method::of_factor(FactorType::Email).map(Method::amr),
         Some("email")
     );
-    assert_eq!(Method::of_factor(FactorType::Webauthn), None);
+    assert_eq!(
+        Method::of_factor(FactorType::Webauthn),
+        Some(Method::Webauthn)
+    );
+    assert_eq!(Method::Webauthn.amr(), "hwk");
     assert_eq!(Method::Password.amr(), "pwd");
 }
 

@@ -51,6 +51,12 @@ pub enum FactorError {
     /// No code is sent to a locked factor.
     #[error("factor is locked out")]
     LockedOut,
+    /// A WebAuthn answer that does not parse, or an answer of the wrong kind for the factor.
+    #[error("webauthn must be the credential's toJSON() of this factor's ceremony")]
+    MalformedWebAuthnResponse,
+    /// A WebAuthn factor is answered with `webauthn`, not a pass code (and the reverse).
+    #[error("this factor type takes a webauthn answer, not a passCode (or the reverse)")]
+    WrongAnswerKind,
     /// A code was sent to this factor too recently.
     #[error("a code was sent to this factor moments ago; ask again in {retry_after_seconds} s")]
     ResendTooSoon {
@@ -85,7 +91,9 @@ impl Classify for FactorError {
             | Self::MalformedPassCode
             | Self::InvalidPhoneNumber
             | Self::InvalidEmail
-            | Self::CodesNotSupported => ErrorKind::InvalidInput,
+            | Self::CodesNotSupported
+            | Self::MalformedWebAuthnResponse
+            | Self::WrongAnswerKind => ErrorKind::InvalidInput,
             Self::ResendTooSoon { .. } | Self::TooManyCodes { .. } => ErrorKind::RateLimited,
         }
     }
@@ -107,6 +115,8 @@ impl Classify for FactorError {
             Self::InvalidPhoneNumber => "INVALID_PHONE_NUMBER",
             Self::InvalidEmail => "INVALID_EMAIL",
             Self::CodesNotSupported => "CODES_NOT_SUPPORTED",
+            Self::MalformedWebAuthnResponse => "MALFORMED_WEBAUTHN_RESPONSE",
+            Self::WrongAnswerKind => "WRONG_ANSWER_KIND",
             Self::LockedOut => "FACTOR_LOCKED_OUT",
             Self::ResendTooSoon { .. } => "RESEND_TOO_SOON",
             Self::TooManyCodes { .. } => "TOO_MANY_CODES",

@@ -14,6 +14,7 @@ mod login;
 mod masking;
 mod no_secrets;
 mod oob_codes;
+mod passkeys;
 mod payloads;
 mod projections;
 mod schema;
