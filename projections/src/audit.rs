@@ -684,7 +684,13 @@ mod tests {
             .collect();
         for payload in &payloads {
             let shown = redact_payload(payload).to_string();
-            for secret in [&sealed.ciphertext, &sealed.nonce, &hash, &code_hash, &ceremony] {
+            for secret in [
+                &sealed.ciphertext,
+                &sealed.nonce,
+                &hash,
+                &code_hash,
+                &ceremony,
+            ] {
                 assert!(!shown.contains(secret.as_str()), "{shown}");
             }
             // The variant name and the non-secret fields stay.
