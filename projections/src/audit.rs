@@ -583,6 +583,7 @@ mod tests {
                 challenge_id: tessera_domain::ids::ChallengeId::generate(),
                 standalone: true,
                 ceremony: json!({ "ast": { "challenge": ceremony } }),
+                discoverable: false,
                 expires_at: at,
                 at,
             }),

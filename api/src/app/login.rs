@@ -60,7 +60,12 @@ pub enum LoginOutcome {
 }
 
 /// An access token for `user`.
-fn token(state: &AppState, user: UserId, amr: &[&str], scope: Scope) -> AppResult<IssuedToken> {
+pub(crate) fn token(
+    state: &AppState,
+    user: UserId,
+    amr: &[&str],
+    scope: Scope,
+) -> AppResult<IssuedToken> {
     let (access_token, claims) = state
         .tokens
         .issue(user, amr, scope, state.clock.now())

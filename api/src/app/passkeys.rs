@@ -248,6 +248,7 @@ pub(crate) async fn request_assertion(
         challenge_id,
         standalone: within.is_none(),
         state: serde_json::to_value(&authentication).map_err(AppError::internal)?,
+        discoverable: false,
     });
     state
         .factors
@@ -293,4 +294,225 @@ pub async fn verify(
         challenge_id: None,
     };
     prove::prove(state, call, factor_id, loaded, command).await
+}
+
+/// A passwordless login's ceremony, just started.
+#[derive(Debug)]
+pub struct PasskeyLoginStarted {
+    /// The challenge's id.
+    pub challenge_id: ChallengeId,
+    /// The challenge.
+    pub challenge: Challenge,
+    /// The request options (`publicKey`) for `navigator.credentials.get`.
+    pub public_key: Value,
+}
+
+/// `startPasskeyLogin`: a login challenge with a WebAuthn ceremony and no user yet. Without a
+/// login the options name no credential (a discoverable credential answers; with
+/// `mediation: "conditional"` the browser offers its passkeys in autofill). With the login of
+/// a user who has passkeys the options name them; an unknown login, or one without passkeys,
+/// gets the discoverable ceremony, so the answer does not tell who exists.
+///
+/// # Errors
+/// Store errors.
+pub async fn start_login(
+    state: &AppState,
+    call: &Call,
+    login: Option<&str>,
+) -> AppResult<PasskeyLoginStarted> {
+    let webauthn = state.factors.services().relying_party.webauthn();
+    let mut passkeys = Vec::new();
+    if let Some(login) = login {
+        let user_id = tessera_domain::ids::UserId::for_login(login);
+        for row in state
+            .queries
+            .factors_of_user(&user_id.to_string())
+            .await
+            .map_err(AppError::internal)?
+        {
+            if row.factor_type() != Some(FactorType::Webauthn)
+                || !row
+                    .status_at(state.clock.now())
+                    .is_some_and(tessera_domain::proof::can_prove)
+            {
+                continue;
+            }
+            let (factor, _) = state.factors.load(&row.id).await?;
+            if let Ok(passkey) = passkey_of(&factor) {
+                passkeys.push(passkey);
+            }
+        }
+    }
+    let (options, ceremony, discoverable) = if passkeys.is_empty() {
+        let (options, ceremony) = webauthn
+            .start_discoverable_authentication()
+            .map_err(AppError::internal)?;
+        let ceremony = serde_json::to_value(&ceremony).map_err(AppError::internal)?;
+        (public_key(&options)?, ceremony, true)
+    } else {
+        let (options, ceremony) = webauthn
+            .start_passkey_authentication(&passkeys)
+            .map_err(AppError::internal)?;
+        let ceremony = serde_json::to_value(&ceremony).map_err(AppError::internal)?;
+        (public_key(&options)?, ceremony, false)
+    };
+    let challenge_id = ChallengeId::generate();
+    let issue = ChallengeCommand::IssuePasskeyLogin(tessera_domain::challenge::PasskeyLoginIssue {
+        challenge_id,
+        ceremony,
+        discoverable,
+        ttl: state.factors.services().policy.webauthn_timeout,
+    });
+    let committed = state
+        .challenges
+        .execute(&challenge_id.to_string(), issue, &call.metadata())
+        .await?;
+    state.nudge();
+    Ok(PasskeyLoginStarted {
+        challenge_id,
+        challenge: committed.state,
+        public_key: options,
+    })
+}
+
+/// What `completePasskeyLogin` came to.
+#[derive(Debug)]
+pub struct PasskeyLogin {
+    /// The answer.
+    pub outcome: FactorOutcome,
+    /// The challenge after it.
+    pub challenge: Challenge,
+    /// On `SUCCESS`: the access token (`amr` = `hwk`).
+    pub token: Option<crate::app::login::IssuedToken>,
+}
+
+/// `completePasskeyLogin`: the credential the assertion names leads to its factor and user;
+/// the factor takes the challenge's ceremony (once: an answered one is never taken again) and
+/// checks the assertion under the same lockout, hard lock and MFA policy as every proof; the
+/// challenge completes once. A removed or locked passkey logs nobody in.
+///
+/// # Errors
+/// Not a passkey-login challenge; completed by another answer meanwhile (`CONFLICT`); a policy
+/// that does not allow WebAuthn; store errors.
+pub async fn complete_login(
+    state: &AppState,
+    call: &Call,
+    challenge_id: ChallengeId,
+    response: PublicKeyCredential,
+) -> AppResult<PasskeyLogin> {
+    use tessera_domain::{
+        challenge::{ChallengeError, ChallengeStatus, Method},
+        policy::POLICY_ID,
+        proof::{self as rules, ChallengeAnswer},
+    };
+    let metadata = call.metadata();
+    let challenge_key = challenge_id.to_string();
+    let challenge = prove::load_challenge(state, challenge_id).await?;
+    if challenge.purpose != Some(ChallengePurpose::PasskeyLogin) {
+        return Err(ChallengeError::WrongPurpose.into());
+    }
+    let answered = |outcome, challenge| {
+        Ok(PasskeyLogin {
+            outcome,
+            challenge,
+            token: None,
+        })
+    };
+    match challenge.status_at(state.clock.now()) {
+        ChallengeStatus::Completed => return answered(FactorOutcome::PasscodeReplayed, challenge),
+        ChallengeStatus::Expired => {
+            let expired = state
+                .challenges
+                .execute(&challenge_key, ChallengeCommand::Expire, &metadata)
+                .await?;
+            return answered(FactorOutcome::Expired, expired.state);
+        }
+        _ => {}
+    }
+    let (credential, _) = state
+        .credentials
+        .load(&credential_key(&response.raw_id))
+        .await?;
+    let (Some(factor_id), Some(owner)) = (credential.factor_id, credential.user_id) else {
+        // No factor has this credential: nobody to count a failure against.
+        return answered(FactorOutcome::Rejected, challenge);
+    };
+    crate::app::users::ensure_active_id(state, owner).await?;
+    let (policy, _) = state.policy.load(POLICY_ID).await?;
+    if !policy.allows(FactorType::Webauthn) {
+        return Err(crate::app::codes::factor_type_not_allowed());
+    }
+    let ceremony = challenge
+        .ceremony
+        .as_deref()
+        .cloned()
+        .ok_or_else(|| AppError::internal("passkey login challenge without a ceremony"))?;
+    let request = FactorCommand::RequestAssertion(AssertionRequest {
+        challenge_id,
+        standalone: false,
+        state: ceremony,
+        discoverable: challenge.discoverable,
+    });
+    let factor_key = factor_id.to_string();
+    match state.factors.execute(&factor_key, request, &metadata).await {
+        // Taken by an earlier answer of this challenge: the factor answers it as a replay.
+        Ok(_) | Err(AggregateError::UserError(FactorError::CeremonyAnswered)) => {}
+        Err(AggregateError::UserError(FactorError::LockedOut)) => {
+            return answered(FactorOutcome::LockedOut, challenge);
+        }
+        Err(AggregateError::UserError(
+            FactorError::Removed | FactorError::NotActive | FactorError::NotFound,
+        )) => return answered(FactorOutcome::Rejected, challenge),
+        Err(e) => return Err(e.into()),
+    }
+    let command = FactorCommand::VerifyWebAuthn {
+        response: Box::new(response),
+        challenge_id: Some(challenge_id),
+    };
+    let Some(committed) =
+        prove::check_and_count(state, &metadata, (factor_id, None), command, owner).await?
+    else {
+        return answered(FactorOutcome::LockedOut, challenge);
+    };
+    state.settle(&factor_key, &committed).await;
+    let events = committed.payloads();
+    let outcome =
+        outcome_of(&events).ok_or_else(|| AppError::internal("proof command wrote no outcome"))?;
+    let answer = ChallengeAnswer {
+        purpose: ChallengePurpose::PasskeyLogin,
+        owner,
+        factor_id,
+        factor_type: FactorType::Webauthn,
+        outcome,
+        events: &events,
+    };
+    let command = rules::answer_challenge(&answer)
+        .ok_or_else(|| AppError::internal("a passkey proves no challenge method"))?;
+    let recorded = state
+        .challenges
+        .execute(&challenge_key, command, &metadata)
+        .await?;
+    let completed = recorded
+        .payloads()
+        .iter()
+        .any(|e| matches!(e, tessera_domain::challenge::ChallengeEvent::Completed(_)));
+    let token = if outcome == FactorOutcome::Success && completed {
+        Some(crate::app::login::token(
+            state,
+            owner,
+            &[Method::Webauthn.amr()],
+            crate::tokens::Scope::User,
+        )?)
+    } else {
+        None
+    };
+    Ok(PasskeyLogin {
+        outcome: match (outcome, completed) {
+            // A right answer that reached the challenge after its time is no success.
+            (FactorOutcome::Success, false) => FactorOutcome::Expired,
+            (o, _) => o,
+        },
+        challenge: recorded.state,
+        token,
+    })
 }

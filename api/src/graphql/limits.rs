@@ -19,6 +19,7 @@ pub const PROOF_FIELDS: &[&str] = &[
     "completeLogin",
     "useRecoveryCode",
     "login",
+    "completePasskeyLogin",
 ];
 
 /// The extension enforcing the one-proof budget.

@@ -124,7 +124,7 @@ pub struct SetMfaPolicyInput {
 }
 
 impl LoginPayload {
-    fn with_token(token: IssuedToken) -> Self {
+    pub(crate) fn with_token(token: IssuedToken) -> Self {
         Self {
             access_token: Some(token.access_token),
             expires_at: Some(token.expires_at),

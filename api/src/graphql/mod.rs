@@ -49,6 +49,7 @@ pub struct MutationRoot(
     challenge::ChallengeMutation,
     step_up::StepUpMutation,
     login::LoginMutation,
+    passkey::PasskeyMutation,
 );
 
 /// All subscriptions, over graphql-transport-ws at `/graphql/ws`.

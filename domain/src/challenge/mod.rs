@@ -17,12 +17,12 @@ mod tests;
 pub use aggregate::{Challenge, ChallengeServices, ChallengeStatus, state_fits};
 pub use commands::{
     ChallengeCommand, DeliveryOutcome, Issue, MAX_STATE_BYTES, MAX_TTL_SECONDS, MIN_TTL_SECONDS,
-    SentCode,
+    PasskeyLoginIssue, SentCode,
 };
 pub use error::ChallengeError;
 pub use events::{
     ChallengeEvent, CodeSent, Completed, Delivered, DeliveryFailed, Expired, ExpiryReason,
-    FailedAttempt, Issued,
+    FailedAttempt, Issued, PasskeyLoginIssued,
 };
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,9 @@ pub enum ChallengePurpose {
     /// One code sent to one SMS or e-mail factor (`challengeFactor`, enrolment), answered by
     /// `verifyFactor`/`activateFactor`.
     Factor,
+    /// A passwordless login (`startPasskeyLogin`/`completePasskeyLogin`): its user is known
+    /// only from the credential that answers it.
+    PasskeyLogin,
 }
 
 impl ChallengePurpose {
@@ -47,6 +50,7 @@ impl ChallengePurpose {
             Self::StepUp => "STEP_UP",
             Self::Login => "LOGIN",
             Self::Factor => "FACTOR",
+            Self::PasskeyLogin => "PASSKEY_LOGIN",
         }
     }
 }

@@ -129,8 +129,12 @@ pub struct PendingAssertion {
     pub challenge_id: ChallengeId,
     /// Whether it may be used by factor id alone.
     pub standalone: bool,
-    /// webauthn-rs's `PasskeyAuthentication`, serialised.
+    /// webauthn-rs's `PasskeyAuthentication` (`DiscoverableAuthentication` when
+    /// `discoverable`), serialised.
     pub state: Value,
+    /// A passkey login's ceremony, which named no credential.
+    #[serde(default)]
+    pub discoverable: bool,
     /// Refused from then on.
     pub expires_at: DateTime<Utc>,
     /// Whether it was answered (an answered ceremony is never accepted again).
@@ -313,6 +317,7 @@ impl Aggregate for Factor {
                     challenge_id: e.challenge_id,
                     standalone: e.standalone,
                     state: e.ceremony,
+                    discoverable: e.discoverable,
                     expires_at: e.expires_at,
                     used: false,
                 });
@@ -753,9 +758,19 @@ impl Factor {
         if self.is_locked_at(now) {
             return Err(FactorError::LockedOut);
         }
+        // A new ceremony may replace an unanswered one for the same challenge (the browser
+        // prompt was dismissed), never an answered one: that would make its answer new again.
+        if self
+            .assertions
+            .iter()
+            .any(|a| a.challenge_id == request.challenge_id && a.used)
+        {
+            return Err(FactorError::CeremonyAnswered);
+        }
         let requested = AssertionRequested {
             challenge_id: request.challenge_id,
             standalone: request.standalone,
+            discoverable: request.discoverable,
             ceremony: request.state,
             expires_at: now + services.policy.webauthn_timeout,
             at: now,
@@ -829,16 +844,23 @@ impl Factor {
             .await;
             return Ok(());
         }
-        let result =
-            match webauthn::check_assertion(&services.relying_party, &pending.state, response) {
-                Ok(result) => result,
-                Err(Ok(reason)) => {
-                    self.record_guess(reason, challenge_id, services, now, sink)
-                        .await;
-                    return Ok(());
-                }
-                Err(Err(Unreadable)) => return Err(FactorError::MalformedWebAuthnResponse),
-            };
+        let mut passkey: webauthn_rs::prelude::Passkey =
+            serde_json::from_value(credential.passkey).map_err(|_| FactorError::NotActive)?;
+        let ceremony = (&pending.state, pending.discoverable);
+        let result = match webauthn::check_assertion(
+            &services.relying_party,
+            ceremony,
+            response,
+            &passkey,
+        ) {
+            Ok(result) => result,
+            Err(Ok(reason)) => {
+                self.record_guess(reason, challenge_id, services, now, sink)
+                    .await;
+                return Ok(());
+            }
+            Err(Err(Unreadable)) => return Err(FactorError::MalformedWebAuthnResponse),
+        };
         // The ceremony's state holds the counter as it was when the ceremony started; another
         // answer may have raised it since. A counter that does not grow past the highest one
         // seen means two authenticators hold the key (W3C WebAuthn §6.1.1).
@@ -854,8 +876,6 @@ impl Factor {
             .await;
             return Ok(());
         }
-        let mut passkey: webauthn_rs::prelude::Passkey =
-            serde_json::from_value(credential.passkey).map_err(|_| FactorError::NotActive)?;
         passkey.update_credential(&result);
         let passkey = serde_json::to_value(&passkey).map_err(|_| FactorError::NotActive)?;
         let verified = Verified {

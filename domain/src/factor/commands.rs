@@ -83,8 +83,11 @@ pub struct AssertionRequest {
     pub challenge_id: ChallengeId,
     /// Whether `verifyFactor` may use it by factor id alone.
     pub standalone: bool,
-    /// webauthn-rs's `PasskeyAuthentication`, serialised.
+    /// webauthn-rs's `PasskeyAuthentication` (or, when `discoverable`, its
+    /// `DiscoverableAuthentication`), serialised.
     pub state: Value,
+    /// A passkey login's ceremony, which named no credential.
+    pub discoverable: bool,
 }
 
 /// Largest WebAuthn response accepted, as JSON (real ones are well under 2 KiB).

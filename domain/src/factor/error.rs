@@ -57,6 +57,9 @@ pub enum FactorError {
     /// A WebAuthn factor is answered with `webauthn`, not a pass code (and the reverse).
     #[error("this factor type takes a webauthn answer, not a passCode (or the reverse)")]
     WrongAnswerKind,
+    /// The WebAuthn ceremony of this challenge was already answered.
+    #[error("this challenge's WebAuthn ceremony was already answered")]
+    CeremonyAnswered,
     /// A code was sent to this factor too recently.
     #[error("a code was sent to this factor moments ago; ask again in {retry_after_seconds} s")]
     ResendTooSoon {
@@ -84,7 +87,8 @@ impl Classify for FactorError {
             | Self::Removed
             | Self::NotLocked
             | Self::SecretUnavailable
-            | Self::LockedOut => ErrorKind::WrongState,
+            | Self::LockedOut
+            | Self::CeremonyAnswered => ErrorKind::WrongState,
             Self::UnsupportedType
             | Self::InvalidTotpSpec
             | Self::InvalidLabel
@@ -117,6 +121,7 @@ impl Classify for FactorError {
             Self::CodesNotSupported => "CODES_NOT_SUPPORTED",
             Self::MalformedWebAuthnResponse => "MALFORMED_WEBAUTHN_RESPONSE",
             Self::WrongAnswerKind => "WRONG_ANSWER_KIND",
+            Self::CeremonyAnswered => "WEBAUTHN_CEREMONY_ANSWERED",
             Self::LockedOut => "FACTOR_LOCKED_OUT",
             Self::ResendTooSoon { .. } => "RESEND_TOO_SOON",
             Self::TooManyCodes { .. } => "TOO_MANY_CODES",

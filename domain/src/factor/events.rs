@@ -284,6 +284,9 @@ pub struct AssertionRequested {
     /// webauthn-rs's `PasskeyAuthentication`, serialised (kept on the server, redacted in
     /// audit reads).
     pub ceremony: Value,
+    /// A passkey login's ceremony (`DiscoverableAuthentication`), which named no credential.
+    #[serde(default)]
+    pub discoverable: bool,
     /// Refused (`EXPIRED`) from then on.
     pub expires_at: DateTime<Utc>,
     /// When.

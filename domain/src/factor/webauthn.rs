@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use webauthn_rs::prelude::{
-    AuthenticationResult, Credential, Passkey, PasskeyAuthentication, PasskeyRegistration,
-    PublicKeyCredential, RegisterPublicKeyCredential, Url, Webauthn, WebauthnBuilder,
-    WebauthnError,
+    AuthenticationResult, Credential, DiscoverableAuthentication, DiscoverableKey, Passkey,
+    PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential, RegisterPublicKeyCredential,
+    Url, Webauthn, WebauthnBuilder, WebauthnError,
 };
 
 use crate::factor::FailureReason;
@@ -98,11 +98,24 @@ pub fn check_registration(
 }
 
 /// Checks an assertion against the stored authentication state.
+///
+/// A discoverable ceremony (a passkey login that named no credential) names none in its state:
+/// it is checked against `passkey`, the credential the answer's id belongs to.
 pub fn check_assertion(
     rp: &RelyingParty,
-    state: &Value,
+    (state, discoverable): (&Value, bool),
     response: &PublicKeyCredential,
+    passkey: &Passkey,
 ) -> Checked<AuthenticationResult> {
+    if discoverable {
+        let state: DiscoverableAuthentication =
+            serde_json::from_value(state.clone()).map_err(|_| Err(Unreadable))?;
+        let key = DiscoverableKey::from(passkey);
+        return rp
+            .webauthn()
+            .finish_discoverable_authentication_v2(response, state, &key)
+            .map_err(reason_of);
+    }
     let state: PasskeyAuthentication =
         serde_json::from_value(state.clone()).map_err(|_| Err(Unreadable))?;
     rp.webauthn()

@@ -103,6 +103,7 @@ async fn requested(
         challenge_id,
         standalone,
         state: serde_json::to_value(&state).unwrap(),
+        discoverable: false,
     });
     (run(events, request, at).await, options)
 }

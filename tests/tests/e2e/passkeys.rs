@@ -10,21 +10,20 @@ use tessera_tests::{
     TestServer, both_stores, error_code, error_reason, jwt_claims, passkeys::Authenticator,
 };
 
-/// The reasons of the factor's `FailedAttempt` events, oldest first.
+/// The reasons of the factor's `FailedAttempt` events, oldest first, once the whole log shows
+/// in the events API.
 async fn failure_reasons(s: &TestServer, factor: &str) -> Vec<String> {
-    s.all_events(
-        json!({ "aggregateId": factor, "eventTypes": ["FailedAttempt"] }),
-        100,
-    )
-    .await
-    .iter()
-    .map(|e| {
-        e["payload"]["FailedAttempt"]["reason"]
-            .as_str()
-            .unwrap_or("")
-            .to_string()
-    })
-    .collect()
+    s.settled_events()
+        .await
+        .iter()
+        .filter(|e| e["aggregateId"] == factor && e["eventType"] == "FailedAttempt")
+        .map(|e| {
+            e["payload"]["FailedAttempt"]["reason"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
 }
 
 async fn event_count(s: &TestServer) -> usize {
@@ -74,10 +73,10 @@ both_stores!(
         let (_, next) = s.webauthn_challenge(&factor, None).await;
         assert_eq!(s.verify_webauthn(&factor, &key.get(&next)).await, "SUCCESS");
         // The ceremony state stays on the server: not in the audit log's payloads.
-        let events = s.all_events(json!({ "aggregateId": factor }), 100).await;
+        let events = s.settled_events().await;
         let requested: Vec<&Value> = events
             .iter()
-            .filter(|e| e["eventType"] == "AssertionRequested")
+            .filter(|e| e["aggregateId"] == factor && e["eventType"] == "AssertionRequested")
             .collect();
         assert_eq!(requested.len(), 2);
         assert_eq!(
@@ -361,5 +360,153 @@ both_stores!(
             .unwrap();
         let amr = jwt_claims(token)["amr"].clone();
         assert_eq!(amr, json!(["pwd", "hwk"]), "{amr}");
+    }
+);
+
+const START_PASSKEY_LOGIN: &str = "mutation($l: String) { startPasskeyLogin(input: {login: $l}) \
+     { challenge { id status purpose } webauthn { publicKey } } }";
+const COMPLETE_PASSKEY_LOGIN: &str = "mutation($c: ID!, $w: JSON!) { completePasskeyLogin(input: \
+     {challengeId: $c, webauthn: $w}) { accessToken factorResult challenge { status } } }";
+
+async fn start_passkey_login(s: &TestServer, login: Option<&str>) -> (String, Value) {
+    let r = s
+        .gql_as(None, START_PASSKEY_LOGIN, json!({ "l": login }))
+        .await;
+    let payload = &r["data"]["startPasskeyLogin"];
+    assert_eq!(payload["challenge"]["purpose"], "PASSKEY_LOGIN", "{r}");
+    (
+        payload["challenge"]["id"]
+            .as_str()
+            .expect("challenge")
+            .into(),
+        payload["webauthn"]["publicKey"].clone(),
+    )
+}
+
+async fn complete_passkey_login(s: &TestServer, challenge: &str, assertion: &Value) -> Value {
+    s.gql_as(
+        None,
+        COMPLETE_PASSKEY_LOGIN,
+        json!({ "c": challenge, "w": assertion }),
+    )
+    .await
+}
+
+both_stores!(
+    a_passkey_logs_in_without_a_password_once_per_challenge,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let (user, factor, mut key) = s.active_passkey("alice").await;
+        let (challenge, options) = start_passkey_login(&s, Some("alice")).await;
+        assert_eq!(
+            options["allowCredentials"].as_array().map(Vec::len),
+            Some(1)
+        );
+        let assertion = key.get(&options);
+        let r = complete_passkey_login(&s, &challenge, &assertion).await;
+        let payload = &r["data"]["completePasskeyLogin"];
+        assert_eq!(payload["factorResult"], "SUCCESS", "{r}");
+        assert_eq!(payload["challenge"]["status"], "COMPLETED");
+        let claims = jwt_claims(payload["accessToken"].as_str().unwrap());
+        assert_eq!(claims["sub"], user.as_str());
+        assert_eq!(claims["amr"], json!(["hwk"]));
+        assert_eq!(claims["acr"], "mfa");
+        let again = complete_passkey_login(&s, &challenge, &assertion).await;
+        assert_eq!(
+            again["data"]["completePasskeyLogin"]["factorResult"], "PASSCODE_REPLAYED",
+            "{again}"
+        );
+        assert!(again["data"]["completePasskeyLogin"]["accessToken"].is_null());
+
+        // Another challenge, answered too late.
+        let (late, options) = start_passkey_login(&s, Some("alice")).await;
+        let assertion = key.get(&options);
+        s.clock.advance(TimeDelta::seconds(301));
+        let r = complete_passkey_login(&s, &late, &assertion).await;
+        assert_eq!(
+            r["data"]["completePasskeyLogin"]["factorResult"], "EXPIRED",
+            "{r}"
+        );
+
+        // A removed passkey logs nobody in.
+        let (removed, options) = start_passkey_login(&s, Some("alice")).await;
+        let assertion = key.get(&options);
+        s.ok(
+            "mutation($f: ID!) { removeFactorV2(input: {factorId: $f}) { factor { status } } }",
+            json!({ "f": factor }),
+        )
+        .await;
+        let r = complete_passkey_login(&s, &removed, &assertion).await;
+        assert_eq!(
+            r["data"]["completePasskeyLogin"]["factorResult"], "REJECTED",
+            "{r}"
+        );
+        assert!(r["data"]["completePasskeyLogin"]["accessToken"].is_null());
+    }
+);
+
+both_stores!(
+    a_locked_passkey_logs_nobody_in_and_a_forged_answer_counts,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let (_, factor, mut key) = s.active_passkey("alice").await;
+        let (challenge, options) = start_passkey_login(&s, Some("alice")).await;
+        let foreign = key.get_from("http://localhost:9999", &options);
+        let r = complete_passkey_login(&s, &challenge, &foreign).await;
+        assert_eq!(
+            r["data"]["completePasskeyLogin"]["factorResult"], "REJECTED",
+            "{r}"
+        );
+        assert_eq!(failure_reasons(&s, &factor).await, ["FOREIGN_ORIGIN"]);
+        // Four more counted failures lock the factor.
+        for _ in 0..4 {
+            let (_, request) = s.webauthn_challenge(&factor, None).await;
+            let forged = key.get_from("http://localhost:9999", &request);
+            assert_eq!(s.verify_webauthn(&factor, &forged).await, "REJECTED");
+        }
+        let (challenge, options) = start_passkey_login(&s, Some("alice")).await;
+        let r = complete_passkey_login(&s, &challenge, &key.get(&options)).await;
+        assert_eq!(
+            r["data"]["completePasskeyLogin"]["factorResult"], "LOCKED_OUT",
+            "{r}"
+        );
+        assert!(r["data"]["completePasskeyLogin"]["accessToken"].is_null());
+    }
+);
+
+both_stores!(
+    without_a_known_login_the_options_name_no_credential,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let (_, _, mut key) = s.active_passkey("alice").await;
+        // No login, and an unknown one, look the same: a discoverable request.
+        for login in [None, Some("nobody")] {
+            let (challenge, options) = start_passkey_login(&s, login).await;
+            assert!(
+                options["allowCredentials"]
+                    .as_array()
+                    .is_none_or(Vec::is_empty),
+                "{options}"
+            );
+            assert_eq!(options["userVerification"], "required");
+            let c = s
+                .ok(
+                    "query($c: ID!) { challenge(id: $c) { id } }",
+                    json!({ "c": challenge }),
+                )
+                .await;
+            // It belongs to nobody yet, so nobody reads it.
+            assert!(c["challenge"].is_null(), "{c}");
+        }
+        // An assertion from a credential no factor has is rejected.
+        let (challenge, options) = start_passkey_login(&s, Some("alice")).await;
+        let mut stranger = key.get(&options);
+        stranger["id"] = json!("AAAAAAAAAAAAAAAAAAAAAA");
+        stranger["rawId"] = json!("AAAAAAAAAAAAAAAAAAAAAA");
+        let r = complete_passkey_login(&s, &challenge, &stranger).await;
+        assert_eq!(
+            r["data"]["completePasskeyLogin"]["factorResult"], "REJECTED",
+            "{r}"
+        );
     }
 );
