@@ -56,6 +56,25 @@ both_stores!(
         assert_eq!(payload["factorResult"], "SUCCESS", "{activated}");
         assert_eq!(payload["factor"]["status"], "ACTIVE");
         assert_eq!(payload["recoveryCodes"].as_array().map(Vec::len), Some(10));
+        // What a settings page shows, from the read model as from the aggregate.
+        let shown = s
+            .ok(
+                "query($u: ID!) { user(id: $u) { factors { id type label credentialId aaguid \
+                 backedUp lastVerifiedAt } } }",
+                json!({ "u": user }),
+            )
+            .await;
+        let listed = &shown["user"]["factors"][0];
+        assert_eq!(listed["type"], "WEBAUTHN");
+        assert_eq!(listed["label"], "Key");
+        assert!(
+            listed["credentialId"]
+                .as_str()
+                .is_some_and(|id| id.len() >= 16),
+            "{listed}"
+        );
+        assert_eq!(listed["backedUp"], false);
+        assert!(listed["aaguid"].is_null());
 
         let (_, request) = s.webauthn_challenge(&factor, None).await;
         assert_eq!(request["userVerification"], "required");
