@@ -3,7 +3,7 @@
 use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr};
 
 use chrono::TimeDelta;
-use tessera_domain::services::FactorPolicy;
+use tessera_domain::{factor::webauthn::RelyingParty, services::FactorPolicy};
 
 /// Default store: an embedded SQLite file in the working directory.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://tessera.db";
@@ -169,6 +169,21 @@ pub struct Config {
     /// The `iss` of access tokens (default `http://<TESSERA_LISTEN>`).
     #[arg(long, env = "TESSERA_ISSUER")]
     pub issuer: Option<String>,
+    /// The WebAuthn relying party id: the domain passkeys are bound to (never change it once
+    /// credentials exist).
+    #[arg(long, env = "TESSERA_WEBAUTHN_RP_ID", default_value = "localhost")]
+    pub webauthn_rp_id: String,
+    /// The relying party's name, shown by authenticators.
+    #[arg(long, env = "TESSERA_WEBAUTHN_RP_NAME", default_value = "Tessera")]
+    pub webauthn_rp_name: String,
+    /// Origins accepted in WebAuthn client data (comma-separated; default
+    /// `http://localhost:<port of TESSERA_LISTEN>`).
+    #[arg(long, env = "TESSERA_WEBAUTHN_ORIGINS", value_delimiter = ',')]
+    pub webauthn_origins: Vec<String>,
+    /// The browser's timeout and the lifetime of every WebAuthn ceremony, in seconds.
+    #[arg(long, env = "TESSERA_WEBAUTHN_TIMEOUT_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(i64).range(30..=3600))]
+    pub webauthn_timeout_seconds: i64,
 }
 
 /// The settings of the commands that only read or migrate the log (`migrate`,
@@ -334,6 +349,10 @@ impl Default for Config {
             cors_origins: Vec::new(),
             graphiql: true,
             issuer: None,
+            webauthn_rp_id: "localhost".into(),
+            webauthn_rp_name: "Tessera".into(),
+            webauthn_origins: Vec::new(),
+            webauthn_timeout_seconds: 300,
         }
     }
 }
@@ -358,7 +377,34 @@ impl Config {
             code_max_attempts: FactorPolicy::default().code_max_attempts,
             resend_interval: TimeDelta::seconds(self.oob_resend_seconds),
             max_codes_per_hour: self.oob_max_per_hour,
+            webauthn_timeout: TimeDelta::seconds(self.webauthn_timeout_seconds),
         }
+    }
+
+    /// The WebAuthn relying party these settings describe.
+    ///
+    /// # Errors
+    /// An origin that is not a URL, or that the RP id does not cover.
+    pub fn relying_party(&self) -> Result<RelyingParty, String> {
+        let origins = if self.webauthn_origins.is_empty() {
+            vec![format!("http://localhost:{}", self.listen.port())]
+        } else {
+            self.webauthn_origins.clone()
+        };
+        let origins = origins
+            .iter()
+            .map(|o| {
+                webauthn_rs::prelude::Url::parse(o.trim())
+                    .map_err(|e| format!("TESSERA_WEBAUTHN_ORIGINS: {o:?}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let timeout = u64::try_from(self.webauthn_timeout_seconds).unwrap_or(300);
+        RelyingParty::new(
+            &self.webauthn_rp_id,
+            &self.webauthn_rp_name,
+            &origins,
+            std::time::Duration::from_secs(timeout),
+        )
     }
 
     /// The `iss` of access tokens.

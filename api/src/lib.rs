@@ -45,6 +45,7 @@ use futures::{SinkExt, StreamExt};
 use tessera_domain::{
     alert::AlertServices,
     challenge::ChallengeServices,
+    credential::CredentialServices,
     factor::FactorServices,
     policy::MfaPolicyServices,
     services::{Clock, SystemClock},
@@ -232,6 +233,7 @@ async fn open_store(
     // A malformed key is refused before anything is created.
     keys::configured_key(&config)?;
     Cors::new(&config.cors_origins).map_err(StartError::Config)?;
+    let relying_party = config.relying_party().map_err(StartError::Config)?;
     // Before the store is opened: bad delivery settings (a template with the code in a
     // subject) are refused before anything is created.
     let delivery = Arc::new(delivery::Delivery::from_config(&config)?);
@@ -257,8 +259,15 @@ async fn open_store(
             cipher: master.totp_cipher(),
             hasher: master.keyed_hasher(),
             policy: config.factor_policy(),
+            relying_party,
         },
         config.factor_snapshot_every,
+    );
+    let credentials = Store::new(
+        &db,
+        CredentialServices {
+            clock: Arc::clone(&clock),
+        },
     );
     let alerts = Store::new(
         &db,
@@ -336,6 +345,7 @@ async fn open_store(
         config: Arc::new(config),
         users,
         factors: Arc::new(factors),
+        credentials: Arc::new(credentials),
         alerts: Arc::new(alerts),
         api_keys: Arc::new(Store::new(&db, ())),
         challenges,

@@ -4,8 +4,8 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use cqrs_es::{Aggregate, AggregateError};
 use tessera_domain::{
-    alert::Alert, api_key::ApiKey, challenge::Challenge, factor::Factor, policy::MfaPolicy,
-    services::Clock, user::User,
+    alert::Alert, api_key::ApiKey, challenge::Challenge, credential::WebAuthnCredential,
+    factor::Factor, policy::MfaPolicy, services::Clock, user::User,
 };
 use tessera_projections::{
     alerts::AlertReactor,
@@ -37,6 +37,8 @@ pub struct AppState {
     pub users: Arc<Store<User>>,
     /// Factors.
     pub factors: Arc<Store<Factor>>,
+    /// WebAuthn credential ids, each claimed by the factor that registered it.
+    pub credentials: Arc<Store<WebAuthnCredential>>,
     /// Security alerts (acknowledgement).
     pub alerts: Arc<Store<Alert>>,
     /// API keys (who minted and revoked which key).

@@ -11,6 +11,7 @@
 pub mod alert;
 pub mod api_key;
 pub mod challenge;
+pub mod credential;
 pub mod crypto;
 pub mod error;
 pub mod factor;

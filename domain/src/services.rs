@@ -75,6 +75,8 @@ pub struct FactorPolicy {
     /// Most codes sent to one factor in any hour (`TESSERA_OOB_MAX_PER_HOUR`, 10; at most
     /// [`MAX_CODES_PER_HOUR`]).
     pub max_codes_per_hour: u32,
+    /// Lifetime of a WebAuthn ceremony (`TESSERA_WEBAUTHN_TIMEOUT_SECONDS`, 300 s).
+    pub webauthn_timeout: TimeDelta,
 }
 
 /// Upper bound of [`FactorPolicy::max_codes_per_hour`]: a factor remembers this many sends.
@@ -91,6 +93,7 @@ impl Default for FactorPolicy {
             code_max_attempts: 5,
             resend_interval: TimeDelta::seconds(30),
             max_codes_per_hour: 10,
+            webauthn_timeout: TimeDelta::seconds(300),
         }
     }
 }

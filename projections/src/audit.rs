@@ -23,7 +23,7 @@ pub const REDACTED: &str = "[REDACTED]";
 /// event added later is covered without touching this file, as long as its secret fields are
 /// named for what they are.
 pub fn is_sensitive_key(key: &str) -> bool {
-    const WORDS: [&str; 20] = [
+    const WORDS: [&str; 21] = [
         "secret",
         "secrets",
         "password",
@@ -44,6 +44,8 @@ pub fn is_sensitive_key(key: &str) -> bool {
         "passcode",
         "pin",
         "otp",
+        // WebAuthn ceremony state: the challenge a browser signs; it never leaves the server.
+        "ceremony",
     ];
     const ANYWHERE: [&str; 3] = ["secret", "password", "cipher"];
     let lower = key.to_ascii_lowercase();
@@ -511,6 +513,8 @@ mod tests {
         let sealed = cipher.seal(&SecretBytes::new(vec![7; 20]), "f");
         let hash = hash_password("correct horse battery");
         let code_hash = tessera_domain::crypto::KeyedHasher::new([5; 32]).hash("code", "123456");
+        // A WebAuthn ceremony's challenge: it must not leave the server.
+        let ceremony = "c2VydmVyLW9ubHktY2hhbGxlbmdl".to_string();
         let factor_events = [
             FactorEvent::Enrolled(factor::Enrolled {
                 factor_id: FactorId(uuid::Uuid::now_v7()),
@@ -560,6 +564,36 @@ mod tests {
             }),
             FactorEvent::Removed(factor::Removed { at }),
             FactorEvent::EnrollmentExpired(factor::EnrollmentExpired { at }),
+            FactorEvent::RegistrationRequested(factor::RegistrationRequested {
+                ceremony: json!({ "rs": { "challenge": ceremony } }),
+                expires_at: at,
+                at,
+            }),
+            FactorEvent::CredentialRegistered(factor::CredentialRegistered {
+                credential_id: "AAEC".into(),
+                passkey: json!({ "cred": { "cred_id": "AAEC" } }),
+                aaguid: None,
+                backup_eligible: true,
+                backup_state: false,
+                transports: vec!["internal".into()],
+                counter: 0,
+                at,
+            }),
+            FactorEvent::AssertionRequested(factor::AssertionRequested {
+                challenge_id: tessera_domain::ids::ChallengeId::generate(),
+                standalone: true,
+                ceremony: json!({ "ast": { "challenge": ceremony } }),
+                discoverable: false,
+                expires_at: at,
+                at,
+            }),
+            FactorEvent::CredentialUsed(factor::CredentialUsed {
+                counter: 2,
+                backup_state: false,
+                backup_eligible: true,
+                passkey: json!({ "cred": { "cred_id": "AAEC" } }),
+                at,
+            }),
         ];
         // A new variant must be added above (and looked at for secrets).
         for e in &factor_events {
@@ -572,7 +606,11 @@ mod tests {
                 | FactorEvent::Unlocked(_)
                 | FactorEvent::Removed(_)
                 | FactorEvent::EnrollmentExpired(_)
-                | FactorEvent::CodeIssued(_) => {}
+                | FactorEvent::CodeIssued(_)
+                | FactorEvent::RegistrationRequested(_)
+                | FactorEvent::CredentialRegistered(_)
+                | FactorEvent::AssertionRequested(_)
+                | FactorEvent::CredentialUsed(_) => {}
             }
         }
         let user_events = [
@@ -686,7 +724,13 @@ mod tests {
             .collect();
         for payload in &payloads {
             let shown = redact_payload(payload).to_string();
-            for secret in [&sealed.ciphertext, &sealed.nonce, &hash, &code_hash] {
+            for secret in [
+                &sealed.ciphertext,
+                &sealed.nonce,
+                &hash,
+                &code_hash,
+                &ceremony,
+            ] {
                 assert!(!shown.contains(secret.as_str()), "{shown}");
             }
             // The variant name and the non-secret fields stay.

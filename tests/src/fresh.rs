@@ -37,6 +37,7 @@ impl FreshStore {
             bootstrap_api_key: Some(ADMIN_KEY.into()),
             db_pool_size: 8,
             outbox_path: Some(outbox.clone()),
+            webauthn_origins: vec![crate::passkeys::ORIGIN.into()],
             ..Config::default()
         };
         match store {

@@ -2,7 +2,7 @@
 //! database or SQLite file, GraphQL over real HTTP, TOTP codes from the returned secret.
 //!
 //! Every test runs on both stores through [`both_stores!`]. By concern:
-//! [`server`] (lifecycle: fresh databases, restarts, a second node), [`client`] (GraphQL over
+//! [`passkeys`] (a soft WebAuthn authenticator), [`server`] (lifecycle: fresh databases, restarts, a second node), [`client`] (GraphQL over
 //! HTTP, audit pages, waiting), [`actions`] (named domain actions and TOTP codes), [`oracle`]
 //! (reading the store directly), [`phones`] with [`smtp_sink`] and [`webhook_sink`] (real SMTP
 //! and HTTP receivers on loopback, where codes are sent), [`ws`] (graphql-transport-ws),
@@ -16,6 +16,7 @@ pub mod fresh;
 pub mod log_capture;
 pub mod okta;
 pub mod oracle;
+pub mod passkeys;
 pub mod phones;
 pub mod proxy;
 pub mod raw;

@@ -169,7 +169,7 @@ pub async fn challenge_factor(
     call: &Call,
     factor_id: FactorId,
     within: Option<ChallengeId>,
-) -> AppResult<(ChallengeId, Challenge)> {
+) -> AppResult<(ChallengeId, Challenge, Option<serde_json::Value>)> {
     let now = state.clock.now();
     let factor = load_factor(state, factor_id).await?;
     let owner = factor.user_id.ok_or(FactorError::NotFound)?;
@@ -212,7 +212,14 @@ pub async fn challenge_factor(
             }
         }
     }
-    send_code(state, call, factor_id, &factor, within).await
+    if factor.factor_type == Some(FactorType::Webauthn) {
+        let (id, c, options) =
+            crate::app::passkeys::request_assertion(state, call, factor_id, &factor, within)
+                .await?;
+        return Ok((id, c, Some(options)));
+    }
+    let (id, c) = send_code(state, call, factor_id, &factor, within).await?;
+    Ok((id, c, None))
 }
 
 /// Sends a fresh code to an SMS or e-mail factor: for a new `FACTOR` challenge, or for the

@@ -56,6 +56,8 @@ pub struct Enrolled {
     pub totp: Option<Provisioning>,
     /// SMS and e-mail: the challenge of the activation code just sent.
     pub challenge: Option<(ChallengeId, Challenge)>,
+    /// WebAuthn: the creation options (`publicKey`) for the browser.
+    pub webauthn: Option<serde_json::Value>,
 }
 
 /// `enrollFactor`.
@@ -81,14 +83,14 @@ pub async fn enroll(state: &AppState, call: &Call, input: Enrolment) -> AppResul
         return Err(AppError::not_found("USER_NOT_FOUND", "user not found"));
     }
     let (policy, _) = state.policy.load(POLICY_ID).await?;
-    if input.factor_type != FactorType::Webauthn && !policy.allows(input.factor_type) {
+    if !policy.allows(input.factor_type) {
         return Err(factor_type_not_allowed());
     }
     ensure_room_for_a_factor(state, input.user_id).await?;
     match input.factor_type {
         FactorType::Totp => enroll_totp(state, call, &user, input).await,
         FactorType::Sms | FactorType::Email => enroll_out_of_band(state, call, &user, input).await,
-        FactorType::Webauthn => Err(FactorError::UnsupportedType.into()),
+        FactorType::Webauthn => crate::app::passkeys::enroll(state, call, &user, input).await,
     }
 }
 
@@ -157,6 +159,7 @@ async fn enroll_totp(
             params,
         }),
         oob: None,
+        webauthn: None,
     });
     let committed = state
         .factors
@@ -175,6 +178,7 @@ async fn enroll_totp(
         factor: committed.state,
         totp: Some(provisioning),
         challenge: None,
+        webauthn: None,
     })
 }
 
@@ -213,6 +217,7 @@ async fn enroll_out_of_band(
                 code: code.clone(),
             },
         }),
+        webauthn: None,
     });
     let key = factor_id.to_string();
     let committed = state
@@ -237,6 +242,7 @@ async fn enroll_out_of_band(
         factor: committed.state,
         totp: None,
         challenge: Some((challenge_id, challenge)),
+        webauthn: None,
     })
 }
 

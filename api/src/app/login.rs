@@ -62,7 +62,7 @@ pub enum LoginOutcome {
 }
 
 /// An access token for `user`, under the user's token `generation`.
-fn token(
+pub(crate) fn token(
     state: &AppState,
     user: UserId,
     amr: &[&str],
@@ -218,7 +218,13 @@ pub async fn login(
     state.challenges.execute(&key, complete, &metadata).await?;
     if method == Method::TrustedDevice {
         return Ok(LoginOutcome::Token {
-            token: token(state, user_id, &["pwd", method.amr()], Scope::User, generation)?,
+            token: token(
+                state,
+                user_id,
+                &["pwd", method.amr()],
+                Scope::User,
+                generation,
+            )?,
             enrollment_required: false,
         });
     }

@@ -30,6 +30,7 @@ mod error;
 pub mod factors;
 pub mod history;
 pub mod login;
+pub mod passkeys;
 pub mod prove;
 pub mod qr_link;
 pub mod reauth;

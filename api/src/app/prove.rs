@@ -12,7 +12,9 @@ use tessera_domain::{
         Challenge, ChallengeCommand, ChallengeError, ChallengeEvent, ChallengePurpose,
         ChallengeStatus, Method,
     },
-    factor::{Factor, FactorCommand, FactorError, FactorEvent, FactorOutcome, outcome_of},
+    factor::{
+        Factor, FactorCommand, FactorError, FactorEvent, FactorOutcome, FactorType, outcome_of,
+    },
     ids::{ChallengeId, FactorId, UserId},
     proof::{self, ChallengeAnswer},
     secret::{PassCode, Secret},
@@ -267,7 +269,7 @@ async fn mirror_on_code_challenge(
     let (Some(owner), Some(factor_type)) = (factor.user_id, factor.factor_type) else {
         return;
     };
-    if !factor_type.is_out_of_band() {
+    if !factor_type.is_out_of_band() && factor_type != FactorType::Webauthn {
         return;
     }
     let answer = ChallengeAnswer {
@@ -294,9 +296,27 @@ pub enum ProofAnswer {
     },
     /// A recovery code.
     RecoveryCode(Secret<String>),
+    /// A WebAuthn factor and its assertion.
+    WebAuthn {
+        /// The factor.
+        factor_id: FactorId,
+        /// `credential.toJSON()` of `navigator.credentials.get`.
+        response: Box<webauthn_rs::prelude::PublicKeyCredential>,
+    },
 }
 
 impl ProofAnswer {
+    /// A WebAuthn factor's assertion, as a transport received it.
+    ///
+    /// # Errors
+    /// An oversized or malformed assertion.
+    pub fn webauthn(factor_id: FactorId, json: serde_json::Value) -> AppResult<Self> {
+        Ok(Self::WebAuthn {
+            factor_id,
+            response: Box::new(crate::app::passkeys::response(json)?),
+        })
+    }
+
     /// From a transport's fields: a factor with its code, or a recovery code, not both.
     ///
     /// # Errors
@@ -389,11 +409,27 @@ async fn check_challenge_answer(
         }
         _ => {}
     }
-    let (factor_id, pass_code) = match answer {
+    let (factor_id, command) = match answer {
         ProofAnswer::Factor {
             factor_id,
             pass_code,
-        } => (factor_id, pass_code),
+        } => (
+            factor_id,
+            FactorCommand::Verify {
+                pass_code,
+                challenge_id: Some(challenge_id),
+            },
+        ),
+        ProofAnswer::WebAuthn {
+            factor_id,
+            response,
+        } => (
+            factor_id,
+            FactorCommand::VerifyWebAuthn {
+                response,
+                challenge_id: Some(challenge_id),
+            },
+        ),
         ProofAnswer::RecoveryCode(code) => {
             return answer_with_recovery_code(state, &metadata, challenge, challenge_id, code)
                 .await;
@@ -406,10 +442,6 @@ async fn check_challenge_answer(
     }
     allowed(&factor)?;
     let factor_type = factor.factor_type.ok_or(FactorError::NotFound)?;
-    let command = FactorCommand::Verify {
-        pass_code,
-        challenge_id: Some(challenge_id),
-    };
     let Some(committed) =
         check_and_count(state, &metadata, (factor_id, None), command, owner).await?
     else {

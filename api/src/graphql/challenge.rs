@@ -5,13 +5,13 @@ use tessera_domain::ids::ChallengeId;
 
 use crate::{
     app::{self, AppError, AppResult},
-    graphql::{ContextExt, factor::parse_factor_id, types::Challenge},
+    graphql::{ContextExt, factor::parse_factor_id, passkey::WebAuthnOptions, types::Challenge},
 };
 
 /// Input of `challengeFactor`.
 #[derive(InputObject)]
 pub struct ChallengeFactorInput {
-    /// An SMS or e-mail factor, pending activation or active.
+    /// An SMS or e-mail factor, pending activation or active; or an active WebAuthn factor.
     pub factor_id: ID,
     /// A step-up or login challenge the code is for; without it the code answers
     /// `verifyFactor`/`activateFactor` of this factor (a new challenge of purpose `FACTOR`).
@@ -23,6 +23,8 @@ pub struct ChallengeFactorInput {
 pub struct ChallengePayload {
     /// The challenge the code (if any) belongs to.
     pub challenge: Challenge,
+    /// For a WebAuthn factor: the request options naming its credential.
+    pub webauthn: Option<WebAuthnOptions>,
 }
 
 /// Parses a challenge id argument; a malformed id is bad input.
@@ -54,7 +56,8 @@ pub struct ChallengeMutation;
 
 #[Object]
 impl ChallengeMutation {
-    /// Sends a fresh code to an SMS or e-mail factor (at most one per 30 s and ten an hour
+    /// Sends a fresh code to an SMS or e-mail factor, or starts a WebAuthn assertion for a
+    /// WebAuthn factor (`webauthn` holds the request options) (at most one per 30 s and ten an hour
     /// per factor: `RATE_LIMITED`). Without `challengeId` the code answers `verifyFactor` or
     /// `activateFactor`; with the id of an open step-up or login challenge it answers only
     /// that challenge. The second step of a login may call this without a token, with the
@@ -72,9 +75,11 @@ impl ChallengeMutation {
             .as_ref()
             .map(|id| parse_challenge_id(id))
             .transpose()?;
-        let (id, c) = app::codes::challenge_factor(state, &ctx.call(), factor_id, within).await?;
+        let (id, c, options) =
+            app::codes::challenge_factor(state, &ctx.call(), factor_id, within).await?;
         Ok(ChallengePayload {
             challenge: Challenge::from_aggregate(id, &c, state.clock.now()),
+            webauthn: options.map(Into::into),
         })
     }
 }

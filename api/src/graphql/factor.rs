@@ -1,7 +1,8 @@
 //! Factors: `enrollFactor`, `activateFactor`, `verifyFactor`, `removeFactor`, `factor`.
 
-use async_graphql::{Context, ID, InputObject, Object, SimpleObject};
+use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use tessera_domain::factor::totp::Provisioning;
 
 use crate::{
@@ -12,6 +13,7 @@ use crate::{
     },
     graphql::{
         ContextExt,
+        passkey::WebAuthnOptions,
         types::{Challenge, Factor, FactorResult, FactorType},
         user::parse_user_id,
     },
@@ -22,7 +24,7 @@ use crate::{
 pub struct EnrollFactorInput {
     /// The owner.
     pub user_id: ID,
-    /// `TOTP`, `SMS` or `EMAIL`.
+    /// `TOTP`, `SMS`, `EMAIL` or `WEBAUTHN`.
     #[graphql(name = "type")]
     pub factor_type: FactorType,
     /// For SMS factors: E.164 (`+14155550100`); defaults to the user's phone number.
@@ -61,6 +63,8 @@ pub struct EnrollFactorPayload {
     pub totp: Option<TotpActivation>,
     /// For SMS and EMAIL: the challenge of the activation code just sent.
     pub challenge: Option<Challenge>,
+    /// For WEBAUTHN: the creation options for `navigator.credentials.create`.
+    pub webauthn: Option<WebAuthnOptions>,
 }
 
 /// Input of `activateFactor`.
@@ -68,8 +72,11 @@ pub struct EnrollFactorPayload {
 pub struct ActivateFactorInput {
     /// The pending factor.
     pub factor_id: ID,
-    /// The code from the authenticator.
-    pub pass_code: String,
+    /// The code from the authenticator (TOTP, SMS, e-mail).
+    pub pass_code: Option<String>,
+    /// For WEBAUTHN, instead of `passCode`: the registration response
+    /// (`credential.toJSON()` of `navigator.credentials.create`).
+    pub webauthn: Option<Json<Value>>,
     /// A step-up challenge of the user, completed within `TESSERA_REAUTH_SECONDS`: the fresh
     /// proof a user token needs for this change (`FORBIDDEN`, reason
     /// `REAUTHENTICATION_REQUIRED`, without it), unless its login used a second factor that
@@ -94,8 +101,11 @@ pub struct ActivateFactorPayload {
 pub struct VerifyFactorInput {
     /// An active factor.
     pub factor_id: ID,
-    /// The code from the authenticator.
-    pub pass_code: String,
+    /// The code from the authenticator (TOTP, SMS, e-mail).
+    pub pass_code: Option<String>,
+    /// For WEBAUTHN, instead of `passCode`: the assertion (`credential.toJSON()` of
+    /// `navigator.credentials.get`) answering the options of `challengeFactor`.
+    pub webauthn: Option<Json<Value>>,
 }
 
 /// Result of `verifyFactor`.
@@ -126,6 +136,24 @@ pub struct FactorQuery;
 pub(crate) fn step_up(id: Option<&ID>) -> AppResult<Option<tessera_domain::ids::ChallengeId>> {
     id.map(|id| super::challenge::parse_challenge_id(id))
         .transpose()
+}
+
+/// What answers `activateFactor` or `verifyFactor`: a code, or a WebAuthn response.
+enum Answer {
+    Code(tessera_domain::secret::PassCode),
+    WebAuthn(Value),
+}
+
+/// Exactly one of `passCode` and `webauthn`.
+fn answer(pass_code: Option<String>, webauthn: Option<Json<Value>>) -> AppResult<Answer> {
+    match (pass_code, webauthn) {
+        (Some(code), None) => Ok(Answer::Code(app::prove::pass_code(code)?)),
+        (None, Some(Json(json))) => Ok(Answer::WebAuthn(json)),
+        _ => Err(app::AppError::bad_input(
+            "ANSWER_REQUIRED",
+            "give passCode, or webauthn for a WEBAUTHN factor",
+        )),
+    }
 }
 
 /// Parses a factor id argument; a malformed id is bad input.
@@ -196,12 +224,14 @@ impl FactorMutation {
             factor,
             totp,
             challenge,
+            webauthn,
         } = app::enrol::enroll(state, &ctx.call(), enrolment).await?;
         let now = state.clock.now();
         Ok(EnrollFactorPayload {
             factor: Factor::from_aggregate(factor_id, &factor, now),
             totp: totp.map(Into::into),
             challenge: challenge.map(|(id, c)| Challenge::from_aggregate(id, &c, now)),
+            webauthn: webauthn.map(Into::into),
         })
     }
 
@@ -214,9 +244,16 @@ impl FactorMutation {
     ) -> async_graphql::Result<ActivateFactorPayload> {
         let state = ctx.state()?;
         let id = parse_factor_id(&input.factor_id)?;
-        let pass_code = app::prove::pass_code(input.pass_code)?;
         let step_up = step_up(input.step_up_challenge_id.as_ref())?;
-        let activation = app::enrol::activate(state, &ctx.call(), id, pass_code, step_up).await?;
+        let activation = match answer(input.pass_code, input.webauthn)? {
+            Answer::Code(code) => {
+                app::enrol::activate(state, &ctx.call(), id, code, step_up).await?
+            }
+            Answer::WebAuthn(json) => {
+                let response = app::passkeys::response(json)?;
+                app::passkeys::activate(state, &ctx.call(), id, response, step_up).await?
+            }
+        };
         Ok(ActivateFactorPayload {
             factor_result: activation.proved.outcome.into(),
             factor: Factor::from_aggregate(id, &activation.proved.factor, state.clock.now()),
@@ -232,8 +269,13 @@ impl FactorMutation {
     ) -> async_graphql::Result<VerifyFactorPayload> {
         let state = ctx.state()?;
         let id = parse_factor_id(&input.factor_id)?;
-        let pass_code = app::prove::pass_code(input.pass_code)?;
-        let proved = app::prove::verify(state, &ctx.call(), id, pass_code).await?;
+        let proved = match answer(input.pass_code, input.webauthn)? {
+            Answer::Code(code) => app::prove::verify(state, &ctx.call(), id, code).await?,
+            Answer::WebAuthn(json) => {
+                let response = app::passkeys::response(json)?;
+                app::passkeys::verify(state, &ctx.call(), id, response).await?
+            }
+        };
         Ok(VerifyFactorPayload {
             factor_result: proved.outcome.into(),
             factor: Some(Factor::from_aggregate(

@@ -21,6 +21,7 @@ pub const PROOF_FIELDS: &[&str] = &[
     "login",
     "setPassword",
     "setPasswordV2",
+    "completePasskeyLogin",
 ];
 
 /// The extension enforcing the one-proof budget.

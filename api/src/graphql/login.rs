@@ -49,6 +49,8 @@ pub struct CompleteLoginInput {
     /// are on, `TESSERA_TRUSTED_DEVICE_DAYS` > 0).
     #[graphql(default)]
     pub remember_device: bool,
+    /// For a WebAuthn factor, instead of `passCode`: the assertion (`credential.toJSON()`).
+    pub webauthn: Option<async_graphql::Json<serde_json::Value>>,
 }
 
 /// Result of `login` and `completeLogin`.
@@ -133,7 +135,7 @@ pub struct SetMfaPolicyInput {
 }
 
 impl LoginPayload {
-    fn with_token(token: IssuedToken) -> Self {
+    pub(crate) fn with_token(token: IssuedToken) -> Self {
         Self {
             access_token: Some(token.access_token),
             expires_at: Some(token.expires_at),
@@ -225,7 +227,12 @@ impl LoginMutation {
     ) -> async_graphql::Result<LoginPayload> {
         let state = ctx.state()?;
         let challenge_id = parse_challenge_id(&input.challenge_id)?;
-        let answer = proof_answer(input.factor_id, input.pass_code, input.recovery_code)?;
+        let answer = proof_answer(
+            input.factor_id,
+            input.pass_code,
+            input.recovery_code,
+            input.webauthn,
+        )?;
         let remember = input.remember_device;
         let (proof, token, device_token) =
             app::login::complete(state, &ctx.call(), challenge_id, answer, remember).await?;

@@ -11,6 +11,7 @@ mod factor;
 pub mod limits;
 mod login;
 mod page;
+mod passkey;
 mod recovery;
 mod step_up;
 mod timing;
@@ -51,6 +52,7 @@ pub struct MutationRoot(
     step_up::StepUpMutation,
     login::LoginMutation,
     devices::DevicesMutation,
+    passkey::PasskeyMutation,
 );
 
 /// All subscriptions, over graphql-transport-ws at `/graphql/ws`.

@@ -42,6 +42,9 @@ pub struct CompleteStepUpInput {
     pub pass_code: Option<String>,
     /// One of the user's recovery codes, instead of a factor and its code.
     pub recovery_code: Option<String>,
+    /// For a WebAuthn factor, instead of `passCode`: the assertion (`credential.toJSON()`)
+    /// answering the options `challengeFactor` gave for this challenge.
+    pub webauthn: Option<Json<Value>>,
 }
 
 /// Result of `completeStepUp`.
@@ -59,13 +62,20 @@ pub struct StepUpPayload {
     pub factor: Option<Factor>,
 }
 
-/// The answer of `completeStepUp` or `completeLogin`: `factorId` with `passCode`, or
-/// `recoveryCode`.
+/// The answer of `completeStepUp` or `completeLogin`: `factorId` with `passCode` or
+/// `webauthn`, or `recoveryCode`.
 pub(crate) fn proof_answer(
     factor_id: Option<ID>,
     pass_code: Option<String>,
     recovery_code: Option<String>,
+    webauthn: Option<Json<Value>>,
 ) -> AppResult<ProofAnswer> {
+    if let Some(Json(assertion)) = webauthn {
+        return match (factor_id, pass_code, recovery_code) {
+            (Some(f), None, None) => ProofAnswer::webauthn(parse_factor_id(&f)?, assertion),
+            _ => ProofAnswer::from_parts(None, None),
+        };
+    }
     match (factor_id, pass_code, recovery_code) {
         (Some(f), Some(p), None) => ProofAnswer::from_parts(Some((parse_factor_id(&f)?, p)), None),
         (None, None, code) => ProofAnswer::from_parts(None, code),
@@ -110,6 +120,7 @@ impl StepUpMutation {
         )
         .await?;
         Ok(ChallengePayload {
+            webauthn: None,
             challenge: Challenge::from_aggregate(id, &c, state.clock.now()),
         })
     }
@@ -126,7 +137,12 @@ impl StepUpMutation {
         let call = ctx.call();
         call.caller()?;
         let challenge_id = parse_challenge_id(&input.challenge_id)?;
-        let answer = proof_answer(input.factor_id, input.pass_code, input.recovery_code)?;
+        let answer = proof_answer(
+            input.factor_id,
+            input.pass_code,
+            input.recovery_code,
+            input.webauthn,
+        )?;
         let proof = app::step_up::complete(state, &call, challenge_id, answer).await?;
         let now = state.clock.now();
         let succeeded = proof.outcome == FactorOutcome::Success;

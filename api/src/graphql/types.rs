@@ -136,6 +136,14 @@ pub struct Factor {
     pub phone_number: Option<String>,
     /// EMAIL: the address codes go to.
     pub email: Option<String>,
+    /// WEBAUTHN: the credential id (base64url), once registered.
+    pub credential_id: Option<String>,
+    /// WEBAUTHN: the authenticator model's AAGUID, when its attestation named one (no
+    /// attestation is asked for, so usually `null`).
+    pub aaguid: Option<String>,
+    /// WEBAUTHN: whether the key is synced or backed up (a multi-device passkey), as the
+    /// authenticator last reported.
+    pub backed_up: Option<bool>,
 }
 
 impl Factor {
@@ -162,6 +170,9 @@ impl Factor {
                 .flatten(),
             phone_number,
             email,
+            credential_id: row.credential_id,
+            aaguid: row.aaguid,
+            backed_up: row.backed_up.map(|b| b != 0),
         })
     }
 
@@ -196,6 +207,13 @@ impl Factor {
             activation_expires_at: (status == factor::FactorStatus::PendingActivation)
                 .then_some(f.expires_at)
                 .flatten(),
+            credential_id: f.webauthn.as_ref().map(|c| c.credential_id.clone()),
+            aaguid: f
+                .webauthn
+                .as_ref()
+                .and_then(|c| c.aaguid)
+                .map(|a| a.to_string()),
+            backed_up: f.webauthn.as_ref().map(|c| c.backup_state),
         }
     }
 }

@@ -39,6 +39,9 @@ pub enum AlertKind {
     FactorRemoved,
     /// The recovery codes were replaced by a new set.
     RecoveryCodesRegenerated,
+    /// A WebAuthn credential answered with a signature counter that did not grow: two
+    /// authenticators may hold its key.
+    PossibleClonedAuthenticator,
 }
 
 impl AlertKind {
@@ -53,6 +56,7 @@ impl AlertKind {
             Self::FactorAdded => "FACTOR_ADDED",
             Self::FactorRemoved => "FACTOR_REMOVED",
             Self::RecoveryCodesRegenerated => "RECOVERY_CODES_REGENERATED",
+            Self::PossibleClonedAuthenticator => "POSSIBLE_CLONED_AUTHENTICATOR",
         }
     }
 }

@@ -9,7 +9,8 @@ use crate::{
     challenge::{
         ChallengeCommand, ChallengeError, ChallengeEvent, ChallengePurpose, CodeSent, Completed,
         Delivered, DeliveryFailed, DeliveryOutcome, Expired, ExpiryReason, FailedAttempt, Issue,
-        Issued, MAX_STATE_BYTES, MAX_TTL_SECONDS, MIN_TTL_SECONDS, Method, SentCode,
+        Issued, MAX_STATE_BYTES, MAX_TTL_SECONDS, MIN_TTL_SECONDS, Method, PasskeyLoginIssued,
+        SentCode,
     },
     factor::FailureReason,
     ids::{ChallengeId, FactorId, UserId},
@@ -76,6 +77,12 @@ pub struct Challenge {
     pub expiry_reason: Option<ExpiryReason>,
     /// What came of delivering the latest code: `None` while pending or without a code.
     pub delivery: Option<DeliveryOutcome>,
+    /// A passwordless login's WebAuthn ceremony state.
+    #[serde(default)]
+    pub ceremony: Option<Box<Value>>,
+    /// Whether that ceremony named no credential.
+    #[serde(default)]
+    pub discoverable: bool,
 }
 
 /// What a challenge's commands need from outside.
@@ -138,6 +145,24 @@ impl Aggregate for Challenge {
         let now = services.clock.now();
         match command {
             ChallengeCommand::Issue(cmd) => self.issue(cmd, now, sink).await,
+            ChallengeCommand::IssuePasskeyLogin(cmd) => {
+                if self.exists() {
+                    return Err(ChallengeError::AlreadyIssued);
+                }
+                if !(MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&cmd.ttl.num_seconds()) {
+                    return Err(ChallengeError::InvalidTtl);
+                }
+                let issued = PasskeyLoginIssued {
+                    challenge_id: cmd.challenge_id,
+                    ceremony: cmd.ceremony,
+                    discoverable: cmd.discoverable,
+                    expires_at: now + cmd.ttl,
+                    at: now,
+                };
+                sink.write(ChallengeEvent::PasskeyLoginIssued(issued), self)
+                    .await;
+                Ok(())
+            }
             ChallengeCommand::RecordCodeSent(code) => {
                 self.require_issued()?;
                 if self.is_past_deadline(now) {
@@ -156,7 +181,9 @@ impl Aggregate for Challenge {
                 if self.purpose != Some(purpose) {
                     return Err(ChallengeError::WrongPurpose);
                 }
-                if self.user_id != Some(user_id) {
+                // A passwordless login has no user until a credential answers it.
+                let unowned = self.user_id.is_none() && purpose == ChallengePurpose::PasskeyLogin;
+                if self.user_id != Some(user_id) && !unowned {
                     return Err(ChallengeError::FactorOfAnotherUser);
                 }
                 if self.expire_if_due(now, sink).await {
@@ -227,6 +254,15 @@ impl Aggregate for Challenge {
                 self.purpose = Some(e.purpose);
                 self.factor_id = e.factor_id;
                 self.state = e.state;
+                self.expires_at = Some(e.expires_at);
+                self.created_at = Some(e.at);
+            }
+            ChallengeEvent::PasskeyLoginIssued(e) => {
+                self.status = ChallengeStatus::Issued;
+                self.id = Some(e.challenge_id);
+                self.purpose = Some(ChallengePurpose::PasskeyLogin);
+                self.ceremony = Some(Box::new(e.ceremony));
+                self.discoverable = e.discoverable;
                 self.expires_at = Some(e.expires_at);
                 self.created_at = Some(e.at);
             }
@@ -329,10 +365,10 @@ impl Challenge {
         if self.expire_if_due(now, sink).await {
             return Ok(());
         }
-        // Only a wrong code is a guess. A replay, a locked factor or a missing code is on
+        // Only a wrong code (or a forged or foreign assertion) is a guess. A replay, a locked factor or a missing code is on
         // record but not counted, so racing submissions of one right code cannot use up the
         // challenge before the one that succeeded completes it.
-        let guess = u32::from(reason == FailureReason::WrongCode);
+        let guess = u32::from(reason.is_guess());
         let failed = FailedAttempt {
             factor_id,
             reason,

@@ -12,6 +12,8 @@ use crate::{
 pub enum ChallengeCommand {
     /// Open the challenge (and record its first code, if one was sent with it).
     Issue(Issue),
+    /// Open a passwordless login's challenge, with its WebAuthn ceremony.
+    IssuePasskeyLogin(PasskeyLoginIssue),
     /// Record that a code for one of the user's factors was handed to delivery.
     RecordCodeSent(SentCode),
     /// Answer the challenge: the factor (or, for a login without second factor, the password)
@@ -65,6 +67,21 @@ pub struct Issue {
     pub code: Option<SentCode>,
 }
 
+/// Opens a passwordless login's challenge. It has no user yet: the credential that answers
+/// it names one.
+#[derive(Clone, Debug)]
+pub struct PasskeyLoginIssue {
+    /// The new challenge's id, drawn by the caller.
+    pub challenge_id: ChallengeId,
+    /// webauthn-rs's ceremony state (`DiscoverableAuthentication`, or `PasskeyAuthentication`
+    /// naming a user's credentials), serialised.
+    pub ceremony: Value,
+    /// Whether the ceremony named no credential.
+    pub discoverable: bool,
+    /// Lifetime, [`MIN_TTL_SECONDS`] to [`MAX_TTL_SECONDS`].
+    pub ttl: TimeDelta,
+}
+
 /// A code handed to delivery (the code itself stays with the factor, hashed).
 #[derive(Clone, Debug)]
 pub struct SentCode {
@@ -106,6 +123,7 @@ impl crate::versioning::CommandName for ChallengeCommand {
     fn name(&self) -> &'static str {
         match self {
             Self::Issue(_) => "Issue",
+            Self::IssuePasskeyLogin(_) => "IssuePasskeyLogin",
             Self::RecordCodeSent(_) => "RecordCodeSent",
             Self::Complete { .. } => "Complete",
             Self::RecordFailure { .. } => "RecordFailure",

@@ -15,6 +15,8 @@ use crate::{
 pub enum ChallengeEvent {
     /// The challenge exists and waits for an answer.
     Issued(Issued),
+    /// A passwordless login's challenge exists and waits for a passkey's answer.
+    PasskeyLoginIssued(PasskeyLoginIssued),
     /// A one-time code for one of the user's factors was handed to delivery.
     CodeSent(CodeSent),
     /// Answered; nothing completes it again.
@@ -42,6 +44,21 @@ pub struct Issued {
     pub factor_id: Option<FactorId>,
     /// The caller's state (step-up), handed back on completion. Caller data, not a secret.
     pub state: Option<Value>,
+    /// No answer is accepted from then on.
+    pub expires_at: DateTime<Utc>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`ChallengeEvent::PasskeyLoginIssued`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PasskeyLoginIssued {
+    /// The challenge (also the stream id).
+    pub challenge_id: ChallengeId,
+    /// webauthn-rs's ceremony state, serialised: kept on the server, redacted in audit reads.
+    pub ceremony: Value,
+    /// Whether the ceremony named no credential (discoverable, conditional UI).
+    pub discoverable: bool,
     /// No answer is accepted from then on.
     pub expires_at: DateTime<Utc>,
     /// When.
@@ -140,6 +157,7 @@ impl DomainEvent for ChallengeEvent {
     fn event_type(&self) -> String {
         match self {
             Self::Issued(_) => "Issued",
+            Self::PasskeyLoginIssued(_) => "PasskeyLoginIssued",
             Self::CodeSent(_) => "CodeSent",
             Self::Completed(_) => "Completed",
             Self::FailedAttempt(_) => "FailedAttempt",
@@ -160,6 +178,7 @@ impl crate::versioning::Versioned for ChallengeEvent {
         matches!(
             event_type,
             "Issued"
+                | "PasskeyLoginIssued"
                 | "CodeSent"
                 | "Completed"
                 | "FailedAttempt"

@@ -17,12 +17,12 @@ mod tests;
 pub use aggregate::{Challenge, ChallengeServices, ChallengeStatus, state_fits};
 pub use commands::{
     ChallengeCommand, DeliveryOutcome, Issue, MAX_STATE_BYTES, MAX_TTL_SECONDS, MIN_TTL_SECONDS,
-    SentCode,
+    PasskeyLoginIssue, SentCode,
 };
 pub use error::ChallengeError;
 pub use events::{
     ChallengeEvent, CodeSent, Completed, Delivered, DeliveryFailed, Expired, ExpiryReason,
-    FailedAttempt, Issued,
+    FailedAttempt, Issued, PasskeyLoginIssued,
 };
 
 use serde::{Deserialize, Serialize};
@@ -38,6 +38,9 @@ pub enum ChallengePurpose {
     /// One code sent to one SMS or e-mail factor (`challengeFactor`, enrolment), answered by
     /// `verifyFactor`/`activateFactor`.
     Factor,
+    /// A passwordless login (`startPasskeyLogin`/`completePasskeyLogin`): its user is known
+    /// only from the credential that answers it.
+    PasskeyLogin,
 }
 
 impl ChallengePurpose {
@@ -47,6 +50,7 @@ impl ChallengePurpose {
             Self::StepUp => "STEP_UP",
             Self::Login => "LOGIN",
             Self::Factor => "FACTOR",
+            Self::PasskeyLogin => "PASSKEY_LOGIN",
         }
     }
 }
@@ -68,6 +72,8 @@ pub enum Method {
     /// The password, on a device the user trusted after an earlier login with a second
     /// factor: why no factor was asked.
     TrustedDevice,
+    /// A WebAuthn credential (passkey or security key).
+    Webauthn,
 }
 
 impl Method {
@@ -82,6 +88,8 @@ impl Method {
             Self::RecoveryCode => "rc",
             // No RFC 8176 value either: a remembered device, not a factor proven now.
             Self::TrustedDevice => "device",
+            // RFC 8176: proof of possession of a hardware-secured key.
+            Self::Webauthn => "hwk",
         }
     }
 
@@ -91,7 +99,7 @@ impl Method {
             crate::factor::FactorType::Totp => Some(Self::Totp),
             crate::factor::FactorType::Sms => Some(Self::Sms),
             crate::factor::FactorType::Email => Some(Self::Email),
-            crate::factor::FactorType::Webauthn => None,
+            crate::factor::FactorType::Webauthn => Some(Self::Webauthn),
         }
     }
 }

@@ -442,7 +442,11 @@ fn methods_and_factor_types_name_their_amr() {
         Method::of_factor(FactorType::Email).map(Method::amr),
         Some("email")
     );
-    assert_eq!(Method::of_factor(FactorType::Webauthn), None);
+    assert_eq!(
+        Method::of_factor(FactorType::Webauthn),
+        Some(Method::Webauthn)
+    );
+    assert_eq!(Method::Webauthn.amr(), "hwk");
     assert_eq!(Method::Password.amr(), "pwd");
 }
 
@@ -493,4 +497,66 @@ fn event_type_strings_are_frozen() {
     assert_eq!(Challenge::TYPE, "Challenge");
     assert_eq!(ChallengePurpose::StepUp.as_str(), "STEP_UP");
     assert_eq!(ChallengeStatus::Completed.as_str(), "COMPLETED");
+}
+
+fn passkey_login_issued() -> ChallengeEvent {
+    ChallengeEvent::PasskeyLoginIssued(PasskeyLoginIssued {
+        challenge_id: cid(),
+        ceremony: json!({ "ast": {} }),
+        discoverable: true,
+        expires_at: t0() + secs(300),
+        at: t0(),
+    })
+}
+
+#[tokio::test]
+async fn a_passkey_login_has_no_user_until_a_passkey_completes_it_once() {
+    let complete = || ChallengeCommand::Complete {
+        purpose: ChallengePurpose::PasskeyLogin,
+        user_id: uid(),
+        factor_id: Some(fid()),
+        method: Method::Webauthn,
+    };
+    framework_at(t0() + secs(10))
+        .given(vec![passkey_login_issued()])
+        .when_async(complete())
+        .await
+        .then_expect_events(vec![ChallengeEvent::Completed(Completed {
+            factor_id: Some(fid()),
+            method: Method::Webauthn,
+            at: t0() + secs(10),
+        })]);
+    let completed = ChallengeEvent::Completed(Completed {
+        factor_id: Some(fid()),
+        method: Method::Webauthn,
+        at: t0() + secs(10),
+    });
+    framework_at(t0() + secs(20))
+        .given(vec![passkey_login_issued(), completed])
+        .when_async(complete())
+        .await
+        .then_expect_error(ChallengeError::AlreadyCompleted);
+}
+
+#[tokio::test]
+async fn a_passkey_login_past_its_lifetime_expires_instead_of_completing() {
+    framework_at(t0() + secs(300))
+        .given(vec![passkey_login_issued()])
+        .when_async(ChallengeCommand::Complete {
+            purpose: ChallengePurpose::PasskeyLogin,
+            user_id: uid(),
+            factor_id: Some(fid()),
+            method: Method::Webauthn,
+        })
+        .await
+        .then_expect_events(vec![ChallengeEvent::Expired(Expired {
+            reason: ExpiryReason::TimedOut,
+            at: t0() + secs(300),
+        })]);
+}
+
+#[test]
+fn the_passkey_login_event_type_is_frozen() {
+    assert_eq!(passkey_login_issued().event_type(), "PasskeyLoginIssued");
+    assert_eq!(passkey_login_issued().event_version(), "1.0");
 }

@@ -4,13 +4,20 @@ use chrono::{DateTime, Utc};
 use cqrs_es::{Aggregate, event_sink::EventSink};
 use serde::{Deserialize, Serialize};
 
+use serde_json::Value;
+use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
+
 use crate::{
     crypto::{KeyedHasher, SecretCipher},
     factor::{
-        Activated, CodeIssued, Enroll, Enrolled, EnrollmentExpired, FactorCommand, FactorError,
+        Activated, AssertionRequest, AssertionRequested, CodeIssued, CredentialRegistered,
+        CredentialUsed, Enroll, Enrolled, EnrollmentExpired, FactorCommand, FactorError,
         FactorEvent, FactorStatus, FactorType, FailedAttempt, FailureReason, LockedOut, NewCode,
-        OOB_CODE_DIGITS, OobEnrollment, Removed, TotpEnrollment, Unlocked, Verified,
-        commands::MAX_LABEL, effective_status, lockout, totp,
+        OOB_CODE_DIGITS, OobEnrollment, RegistrationRequested, Removed, TotpEnrollment, Unlocked,
+        Verified,
+        commands::MAX_LABEL,
+        effective_status, lockout, totp,
+        webauthn::{self, RelyingParty, Unreadable},
     },
     ids::{ChallengeId, FactorId, UserId},
     secret::PassCode,
@@ -71,6 +78,67 @@ pub struct Factor {
     pub code: Option<PendingCode>,
     /// When the latest codes were sent, oldest first (at most [`MAX_CODES_PER_HOUR`]).
     pub code_sends: Vec<DateTime<Utc>>,
+    /// For WebAuthn: the registered credential.
+    #[serde(default)]
+    pub webauthn: Option<WebAuthnCredential>,
+    /// For WebAuthn: the registration ceremony and whether it was answered.
+    #[serde(default)]
+    pub registration: Option<PendingRegistration>,
+    /// For WebAuthn: the latest assertion ceremonies, oldest first (at most
+    /// [`MAX_PENDING_ASSERTIONS`]).
+    #[serde(default)]
+    pub assertions: Vec<PendingAssertion>,
+}
+
+/// Assertion ceremonies a WebAuthn factor keeps at once (one standalone, the others bound to
+/// step-up or login challenges); a newer one pushes out the oldest.
+pub const MAX_PENDING_ASSERTIONS: usize = 8;
+
+/// A WebAuthn factor's credential, as registered and last used.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WebAuthnCredential {
+    /// The credential id, base64url.
+    pub credential_id: String,
+    /// webauthn-rs's `Passkey`, serialised.
+    pub passkey: Value,
+    /// The authenticator model, when known.
+    pub aaguid: Option<uuid::Uuid>,
+    /// Whether the key may be synced.
+    pub backup_eligible: bool,
+    /// Whether it is synced now.
+    pub backup_state: bool,
+    /// Transports the client reported.
+    pub transports: Vec<String>,
+    /// The highest signature counter seen; a later answer must exceed it (unless both are 0).
+    pub counter: u32,
+}
+
+/// A registration ceremony waiting for its answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingRegistration {
+    /// webauthn-rs's `PasskeyRegistration`, serialised.
+    pub state: Value,
+    /// Refused from then on.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// An assertion ceremony waiting for its answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PendingAssertion {
+    /// The challenge it answers.
+    pub challenge_id: ChallengeId,
+    /// Whether it may be used by factor id alone.
+    pub standalone: bool,
+    /// webauthn-rs's `PasskeyAuthentication` (`DiscoverableAuthentication` when
+    /// `discoverable`), serialised.
+    pub state: Value,
+    /// A passkey login's ceremony, which named no credential.
+    #[serde(default)]
+    pub discoverable: bool,
+    /// Refused from then on.
+    pub expires_at: DateTime<Utc>,
+    /// Whether it was answered (an answered ceremony is never accepted again).
+    pub used: bool,
 }
 
 /// The latest SMS or e-mail code of a factor. A new code replaces it; a success uses it up.
@@ -101,6 +169,8 @@ pub struct FactorServices {
     pub hasher: KeyedHasher,
     /// Skew, lockout, enrolment and code numbers.
     pub policy: FactorPolicy,
+    /// Checks WebAuthn answers.
+    pub relying_party: RelyingParty,
 }
 
 /// What checking one code found, before it is written down.
@@ -177,6 +247,19 @@ impl Aggregate for Factor {
                     .await
             }
             FactorCommand::SendCode(code) => self.send_code(code, services, now, sink).await,
+            FactorCommand::ActivateWebAuthn { response } => {
+                self.activate_webauthn(&response, services, now, sink).await
+            }
+            FactorCommand::RequestAssertion(request) => {
+                self.request_assertion(request, services, now, sink).await
+            }
+            FactorCommand::VerifyWebAuthn {
+                response,
+                challenge_id,
+            } => {
+                self.verify_webauthn(&response, challenge_id, services, now, sink)
+                    .await
+            }
             FactorCommand::Remove => self.remove(now, sink).await,
             FactorCommand::Unlock => self.unlock(now, sink).await,
         }
@@ -201,12 +284,53 @@ impl Aggregate for Factor {
                 self.last_verified_at = Some(e.at);
                 self.consecutive_failures = 0;
                 self.use_code(e.challenge_id);
+                self.registration = None;
             }
             FactorEvent::Verified(e) => {
                 self.last_used_step = e.step.or(self.last_used_step);
                 self.last_verified_at = Some(e.at);
                 self.consecutive_failures = 0;
                 self.use_code(e.challenge_id);
+            }
+            FactorEvent::RegistrationRequested(e) => {
+                self.registration = Some(PendingRegistration {
+                    state: e.ceremony,
+                    expires_at: e.expires_at,
+                });
+            }
+            FactorEvent::CredentialRegistered(e) => {
+                self.webauthn = Some(WebAuthnCredential {
+                    credential_id: e.credential_id,
+                    passkey: e.passkey,
+                    aaguid: e.aaguid,
+                    backup_eligible: e.backup_eligible,
+                    backup_state: e.backup_state,
+                    transports: e.transports,
+                    counter: e.counter,
+                });
+            }
+            FactorEvent::AssertionRequested(e) => {
+                self.assertions.retain(|a| {
+                    a.challenge_id != e.challenge_id && !(e.standalone && a.standalone)
+                });
+                self.assertions.push(PendingAssertion {
+                    challenge_id: e.challenge_id,
+                    standalone: e.standalone,
+                    state: e.ceremony,
+                    discoverable: e.discoverable,
+                    expires_at: e.expires_at,
+                    used: false,
+                });
+                let excess = self.assertions.len().saturating_sub(MAX_PENDING_ASSERTIONS);
+                self.assertions.drain(..excess);
+            }
+            FactorEvent::CredentialUsed(e) => {
+                if let Some(cred) = &mut self.webauthn {
+                    cred.counter = cred.counter.max(e.counter);
+                    cred.backup_state = e.backup_state;
+                    cred.backup_eligible = e.backup_eligible;
+                    cred.passkey = e.passkey;
+                }
             }
             FactorEvent::FailedAttempt(e) => {
                 self.consecutive_failures = e.consecutive_failures;
@@ -297,7 +421,16 @@ impl Factor {
                 })
             }
             (FactorType::Totp, None) => return Err(FactorError::InvalidTotpSpec),
-            _ => return Err(FactorError::UnsupportedType),
+            (FactorType::Webauthn, _) => None,
+        };
+        let registration = match (cmd.factor_type, cmd.webauthn) {
+            (FactorType::Webauthn, Some(spec)) => Some(RegistrationRequested {
+                ceremony: spec.registration,
+                expires_at: now + services.policy.webauthn_timeout,
+                at: now,
+            }),
+            (FactorType::Webauthn, None) => return Err(FactorError::UnsupportedType),
+            _ => None,
         };
         let enrolled = Enrolled {
             factor_id: cmd.factor_id,
@@ -310,6 +443,10 @@ impl Factor {
             at: now,
         };
         sink.write(FactorEvent::Enrolled(enrolled), self).await;
+        if let Some(requested) = registration {
+            sink.write(FactorEvent::RegistrationRequested(requested), self)
+                .await;
+        }
         if let Some(code) = first_code {
             self.issue_code(code, services, now, sink).await;
         }
@@ -356,12 +493,18 @@ impl Factor {
         format!("{factor}/{challenge_id}/{code}")
     }
 
-    /// Marks the latest code used when a success names its challenge.
+    /// Marks the latest code (or the WebAuthn ceremony) used when a success names its
+    /// challenge.
     fn use_code(&mut self, challenge_id: Option<ChallengeId>) {
         if let Some(code) = &mut self.code
             && challenge_id == Some(code.challenge_id)
         {
             code.used = true;
+        }
+        for assertion in &mut self.assertions {
+            if challenge_id == Some(assertion.challenge_id) {
+                assertion.used = true;
+            }
         }
     }
 
@@ -379,6 +522,7 @@ impl Factor {
             FactorState::Removed => return Err(FactorError::Removed),
             FactorState::PendingActivation => {}
         }
+        self.refuse_webauthn()?;
         self.check_shape(pass_code)?;
         if self.expires_at.is_some_and(|t| now >= t) {
             sink.write(
@@ -415,6 +559,7 @@ impl Factor {
             }
             FactorState::Active => {}
         }
+        self.refuse_webauthn()?;
         self.check_shape(pass_code)?;
         let verified = |step, challenge_id, at| {
             FactorEvent::Verified(Verified {
@@ -450,6 +595,271 @@ impl Factor {
             self.record_failure(judgement, challenge_id, services, now, sink)
                 .await;
         }
+        Ok(())
+    }
+
+    /// A pass code given to a WebAuthn factor is the wrong kind of answer.
+    fn refuse_webauthn(&self) -> Result<(), FactorError> {
+        if self.factor_type == Some(FactorType::Webauthn) {
+            Err(FactorError::WrongAnswerKind)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn require_webauthn(&self) -> Result<(), FactorError> {
+        if self.factor_type == Some(FactorType::Webauthn) {
+            Ok(())
+        } else {
+            Err(FactorError::WrongAnswerKind)
+        }
+    }
+
+    /// Writes a failure that guessed nothing and does not count towards lockout.
+    async fn record_unchecked(
+        &mut self,
+        reason: FailureReason,
+        challenge_id: Option<ChallengeId>,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) {
+        let failed = FailedAttempt {
+            reason,
+            counted: false,
+            consecutive_failures: self.consecutive_failures,
+            challenge_id,
+            at: now,
+        };
+        sink.write(FactorEvent::FailedAttempt(failed), self).await;
+    }
+
+    /// Activates a WebAuthn factor with the answer to its registration ceremony. A second
+    /// answer finds the factor active and is `REJECTED`; a ceremony past its time `EXPIRED`.
+    /// A failed registration guessed nothing and does not count towards lockout.
+    async fn activate_webauthn(
+        &mut self,
+        response: &RegisterPublicKeyCredential,
+        services: &FactorServices,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) -> Result<(), FactorError> {
+        match self.state {
+            FactorState::Unenrolled => return Err(FactorError::NotFound),
+            FactorState::Expired => return Err(FactorError::EnrollmentExpired),
+            FactorState::Removed => return Err(FactorError::Removed),
+            FactorState::Active | FactorState::PendingActivation => {}
+        }
+        self.require_webauthn()?;
+        if self.state == FactorState::Active {
+            self.record_unchecked(FailureReason::RegistrationUsed, None, now, sink)
+                .await;
+            return Ok(());
+        }
+        if self.expires_at.is_some_and(|t| now >= t) {
+            sink.write(
+                FactorEvent::EnrollmentExpired(EnrollmentExpired { at: now }),
+                self,
+            )
+            .await;
+            return Ok(());
+        }
+        let Some(pending) = self.registration.clone() else {
+            self.record_unchecked(FailureReason::NoActiveCode, None, now, sink)
+                .await;
+            return Ok(());
+        };
+        if now >= pending.expires_at {
+            self.record_unchecked(FailureReason::CodeExpired, None, now, sink)
+                .await;
+            return Ok(());
+        }
+        let passkey =
+            match webauthn::check_registration(&services.relying_party, &pending.state, response) {
+                Ok(passkey) => passkey,
+                Err(Ok(reason)) => {
+                    self.record_unchecked(reason, None, now, sink).await;
+                    return Ok(());
+                }
+                Err(Err(Unreadable)) => return Err(FactorError::MalformedWebAuthnResponse),
+            };
+        let facts = webauthn::facts_of(&passkey);
+        let passkey =
+            serde_json::to_value(&passkey).map_err(|_| FactorError::MalformedWebAuthnResponse)?;
+        let activated = Activated {
+            step: None,
+            challenge_id: None,
+            at: now,
+        };
+        sink.write(FactorEvent::Activated(activated), self).await;
+        let registered = CredentialRegistered {
+            credential_id: facts.credential_id,
+            passkey,
+            aaguid: facts.aaguid,
+            backup_eligible: facts.backup_eligible,
+            backup_state: facts.backup_state,
+            transports: facts.transports,
+            counter: facts.counter,
+            at: now,
+        };
+        sink.write(FactorEvent::CredentialRegistered(registered), self)
+            .await;
+        Ok(())
+    }
+
+    /// Keeps an assertion ceremony the caller started for this factor.
+    async fn request_assertion(
+        &mut self,
+        request: AssertionRequest,
+        services: &FactorServices,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) -> Result<(), FactorError> {
+        match self.state {
+            FactorState::Unenrolled => return Err(FactorError::NotFound),
+            FactorState::Removed => return Err(FactorError::Removed),
+            FactorState::PendingActivation | FactorState::Expired => {
+                return Err(FactorError::NotActive);
+            }
+            FactorState::Active => {}
+        }
+        self.require_webauthn()?;
+        if self.is_locked_at(now) {
+            return Err(FactorError::LockedOut);
+        }
+        // A new ceremony may replace an unanswered one for the same challenge (the browser
+        // prompt was dismissed), never an answered one: that would make its answer new again.
+        if self
+            .assertions
+            .iter()
+            .any(|a| a.challenge_id == request.challenge_id && a.used)
+        {
+            return Err(FactorError::CeremonyAnswered);
+        }
+        let requested = AssertionRequested {
+            challenge_id: request.challenge_id,
+            standalone: request.standalone,
+            discoverable: request.discoverable,
+            ceremony: request.state,
+            expires_at: now + services.policy.webauthn_timeout,
+            at: now,
+        };
+        sink.write(FactorEvent::AssertionRequested(requested), self)
+            .await;
+        Ok(())
+    }
+
+    /// Checks an assertion against the ceremony it answers: the one started for
+    /// `for_challenge`, or the standalone one. An answered ceremony is `PASSCODE_REPLAYED`
+    /// without a look at the answer, one past its time `EXPIRED`; a bad signature, a foreign
+    /// origin, a wrong RP id, a missing UV flag, another credential or a counter that did not
+    /// grow are checked wrong answers (lockout counts them).
+    async fn verify_webauthn(
+        &mut self,
+        response: &PublicKeyCredential,
+        for_challenge: Option<ChallengeId>,
+        services: &FactorServices,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) -> Result<(), FactorError> {
+        match self.state {
+            FactorState::Unenrolled => return Err(FactorError::NotFound),
+            FactorState::Removed => return Err(FactorError::Removed),
+            FactorState::PendingActivation | FactorState::Expired => {
+                return Err(FactorError::NotActive);
+            }
+            FactorState::Active => {}
+        }
+        self.require_webauthn()?;
+        if self.refuse_while_locked(for_challenge, now, sink).await {
+            return Ok(());
+        }
+        let pending = self
+            .assertions
+            .iter()
+            .rev()
+            .find(|a| match for_challenge {
+                None => a.standalone,
+                Some(id) => a.challenge_id == id,
+            })
+            .cloned();
+        let Some(pending) = pending else {
+            self.record_unchecked(FailureReason::NoActiveCode, for_challenge, now, sink)
+                .await;
+            return Ok(());
+        };
+        let challenge_id = Some(pending.challenge_id);
+        if pending.used {
+            self.record_unchecked(FailureReason::Replayed, challenge_id, now, sink)
+                .await;
+            return Ok(());
+        }
+        if now >= pending.expires_at {
+            self.record_unchecked(FailureReason::CodeExpired, challenge_id, now, sink)
+                .await;
+            return Ok(());
+        }
+        let Some(credential) = self.webauthn.clone() else {
+            return Err(FactorError::NotActive);
+        };
+        if webauthn::credential_id_text(&response.raw_id) != credential.credential_id {
+            self.record_guess(
+                FailureReason::UnknownCredential,
+                challenge_id,
+                services,
+                now,
+                sink,
+            )
+            .await;
+            return Ok(());
+        }
+        let mut passkey: webauthn_rs::prelude::Passkey =
+            serde_json::from_value(credential.passkey).map_err(|_| FactorError::NotActive)?;
+        let ceremony = (&pending.state, pending.discoverable);
+        let result = match webauthn::check_assertion(
+            &services.relying_party,
+            ceremony,
+            response,
+            &passkey,
+        ) {
+            Ok(result) => result,
+            Err(Ok(reason)) => {
+                self.record_guess(reason, challenge_id, services, now, sink)
+                    .await;
+                return Ok(());
+            }
+            Err(Err(Unreadable)) => return Err(FactorError::MalformedWebAuthnResponse),
+        };
+        // The ceremony's state holds the counter as it was when the ceremony started; another
+        // answer may have raised it since. A counter that does not grow past the highest one
+        // seen means two authenticators hold the key (W3C WebAuthn §6.1.1).
+        let counter = result.counter();
+        if (counter > 0 || credential.counter > 0) && counter <= credential.counter {
+            self.record_guess(
+                FailureReason::CounterRegressed,
+                challenge_id,
+                services,
+                now,
+                sink,
+            )
+            .await;
+            return Ok(());
+        }
+        passkey.update_credential(&result);
+        let passkey = serde_json::to_value(&passkey).map_err(|_| FactorError::NotActive)?;
+        let verified = Verified {
+            step: None,
+            challenge_id,
+            at: now,
+        };
+        sink.write(FactorEvent::Verified(verified), self).await;
+        let used = CredentialUsed {
+            counter,
+            backup_state: result.backup_state(),
+            backup_eligible: result.backup_eligible(),
+            passkey,
+            at: now,
+        };
+        sink.write(FactorEvent::CredentialUsed(used), self).await;
         Ok(())
     }
 
@@ -649,6 +1059,19 @@ impl Factor {
         now: DateTime<Utc>,
         sink: &EventSink<Self>,
     ) {
+        self.record_guess(FailureReason::WrongCode, challenge_id, services, now, sink)
+            .await;
+    }
+
+    /// Writes a checked wrong answer: it counts towards lockout, and locks at the threshold.
+    async fn record_guess(
+        &mut self,
+        reason: FailureReason,
+        challenge_id: Option<ChallengeId>,
+        services: &FactorServices,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) {
         let policy = &services.policy;
         let after = lockout::after_failure(
             self.consecutive_failures,
@@ -657,7 +1080,7 @@ impl Factor {
             now,
         );
         let failed = FailedAttempt {
-            reason: FailureReason::WrongCode,
+            reason,
             counted: true,
             consecutive_failures: after.consecutive_failures,
             challenge_id,

@@ -1,3 +1,6 @@
+use serde_json::Value;
+use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
+
 use crate::{
     factor::{FactorType, totp::TotpParams},
     ids::{ChallengeId, FactorId, UserId},
@@ -26,6 +29,20 @@ pub enum FactorCommand {
     },
     /// Send a fresh one-time code (SMS and e-mail factors), replacing any earlier one.
     SendCode(NewCode),
+    /// Activate a pending WebAuthn factor with the registration response.
+    ActivateWebAuthn {
+        /// `credential.toJSON()` of `navigator.credentials.create`, parsed.
+        response: Box<RegisterPublicKeyCredential>,
+    },
+    /// Keep the state of an assertion ceremony started for this (WebAuthn) factor.
+    RequestAssertion(AssertionRequest),
+    /// Prove possession of an active WebAuthn factor with an assertion.
+    VerifyWebAuthn {
+        /// `credential.toJSON()` of `navigator.credentials.get`, parsed.
+        response: Box<PublicKeyCredential>,
+        /// The step-up or login challenge it answers; `None`: the standalone request.
+        challenge_id: Option<ChallengeId>,
+    },
     /// Remove the factor for good.
     Remove,
     /// Lift a lockout before its time (administrators).
@@ -48,7 +65,33 @@ pub struct Enroll {
     pub totp: Option<TotpSpec>,
     /// For SMS and e-mail: the destination and the activation code.
     pub oob: Option<OobSpec>,
+    /// For WebAuthn: the registration ceremony the caller started.
+    pub webauthn: Option<WebAuthnSpec>,
 }
+
+/// A WebAuthn registration ceremony, started by the caller (it draws the challenge).
+#[derive(Clone, Debug)]
+pub struct WebAuthnSpec {
+    /// webauthn-rs's `PasskeyRegistration`, serialised.
+    pub registration: Value,
+}
+
+/// An assertion ceremony started by the caller for one challenge.
+#[derive(Clone, Debug)]
+pub struct AssertionRequest {
+    /// The challenge the assertion will answer.
+    pub challenge_id: ChallengeId,
+    /// Whether `verifyFactor` may use it by factor id alone.
+    pub standalone: bool,
+    /// webauthn-rs's `PasskeyAuthentication` (or, when `discoverable`, its
+    /// `DiscoverableAuthentication`), serialised.
+    pub state: Value,
+    /// A passkey login's ceremony, which named no credential.
+    pub discoverable: bool,
+}
+
+/// Largest WebAuthn response accepted, as JSON (real ones are well under 2 KiB).
+pub const MAX_WEBAUTHN_RESPONSE: usize = 8 * 1024;
 
 /// A new TOTP secret and its parameters.
 #[derive(Clone, Debug)]
@@ -92,6 +135,9 @@ impl crate::versioning::CommandName for FactorCommand {
             Self::Activate { .. } => "Activate",
             Self::Verify { .. } => "Verify",
             Self::SendCode(_) => "SendCode",
+            Self::ActivateWebAuthn { .. } => "ActivateWebAuthn",
+            Self::RequestAssertion(_) => "RequestAssertion",
+            Self::VerifyWebAuthn { .. } => "VerifyWebAuthn",
             Self::Remove => "Remove",
             Self::Unlock => "Unlock",
         }

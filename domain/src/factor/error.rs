@@ -51,6 +51,15 @@ pub enum FactorError {
     /// No code is sent to a locked factor.
     #[error("factor is locked out")]
     LockedOut,
+    /// A WebAuthn answer that does not parse, or an answer of the wrong kind for the factor.
+    #[error("webauthn must be the credential's toJSON() of this factor's ceremony")]
+    MalformedWebAuthnResponse,
+    /// A WebAuthn factor is answered with `webauthn`, not a pass code (and the reverse).
+    #[error("this factor type takes a webauthn answer, not a passCode (or the reverse)")]
+    WrongAnswerKind,
+    /// The WebAuthn ceremony of this challenge was already answered.
+    #[error("this challenge's WebAuthn ceremony was already answered")]
+    CeremonyAnswered,
     /// A code was sent to this factor too recently.
     #[error("a code was sent to this factor moments ago; ask again in {retry_after_seconds} s")]
     ResendTooSoon {
@@ -78,14 +87,17 @@ impl Classify for FactorError {
             | Self::Removed
             | Self::NotLocked
             | Self::SecretUnavailable
-            | Self::LockedOut => ErrorKind::WrongState,
+            | Self::LockedOut
+            | Self::CeremonyAnswered => ErrorKind::WrongState,
             Self::UnsupportedType
             | Self::InvalidTotpSpec
             | Self::InvalidLabel
             | Self::MalformedPassCode
             | Self::InvalidPhoneNumber
             | Self::InvalidEmail
-            | Self::CodesNotSupported => ErrorKind::InvalidInput,
+            | Self::CodesNotSupported
+            | Self::MalformedWebAuthnResponse
+            | Self::WrongAnswerKind => ErrorKind::InvalidInput,
             Self::ResendTooSoon { .. } | Self::TooManyCodes { .. } => ErrorKind::RateLimited,
         }
     }
@@ -107,6 +119,9 @@ impl Classify for FactorError {
             Self::InvalidPhoneNumber => "INVALID_PHONE_NUMBER",
             Self::InvalidEmail => "INVALID_EMAIL",
             Self::CodesNotSupported => "CODES_NOT_SUPPORTED",
+            Self::MalformedWebAuthnResponse => "MALFORMED_WEBAUTHN_RESPONSE",
+            Self::WrongAnswerKind => "WRONG_ANSWER_KIND",
+            Self::CeremonyAnswered => "WEBAUTHN_CEREMONY_ANSWERED",
             Self::LockedOut => "FACTOR_LOCKED_OUT",
             Self::ResendTooSoon { .. } => "RESEND_TOO_SOON",
             Self::TooManyCodes { .. } => "TOO_MANY_CODES",

@@ -31,6 +31,14 @@ pub enum FactorEvent {
     EnrollmentExpired(EnrollmentExpired),
     /// A one-time code was drawn for an SMS or e-mail factor (only its keyed hash is kept).
     CodeIssued(CodeIssued),
+    /// A WebAuthn factor's registration ceremony was started (its state, kept on the server).
+    RegistrationRequested(RegistrationRequested),
+    /// A WebAuthn factor's credential was registered (written with `Activated`).
+    CredentialRegistered(CredentialRegistered),
+    /// A WebAuthn assertion was asked for (the ceremony state, kept on the server).
+    AssertionRequested(AssertionRequested),
+    /// A WebAuthn credential answered: its new counter and backup flags (with `Verified`).
+    CredentialUsed(CredentialUsed),
 }
 
 /// Payload of [`FactorEvent::Enrolled`].
@@ -113,6 +121,40 @@ pub enum FailureReason {
     NoActiveCode,
     /// The SMS or e-mail code already took its maximum of wrong tries; it was not checked.
     AttemptsExhausted,
+    /// WebAuthn: the signature (or the attestation) does not verify.
+    BadSignature,
+    /// WebAuthn: the client data names an origin the relying party does not accept.
+    ForeignOrigin,
+    /// WebAuthn: the authenticator signed for another relying party id.
+    WrongRpId,
+    /// WebAuthn: the authenticator did not verify the user (no UV flag).
+    UserNotVerified,
+    /// WebAuthn: the answer names a credential that is not this factor's.
+    UnknownCredential,
+    /// WebAuthn: the answer was signed over another challenge.
+    WrongChallenge,
+    /// WebAuthn: the signature counter did not grow; the authenticator may be cloned.
+    CounterRegressed,
+    /// WebAuthn: the factor's registration was already answered.
+    RegistrationUsed,
+}
+
+impl FailureReason {
+    /// Whether a failure with this reason is a checked wrong answer (a guess, or a forged or
+    /// foreign assertion): it counts towards lockout, the hard lock and a challenge's tries.
+    pub fn is_guess(self) -> bool {
+        matches!(
+            self,
+            Self::WrongCode
+                | Self::BadSignature
+                | Self::ForeignOrigin
+                | Self::WrongRpId
+                | Self::UserNotVerified
+                | Self::UnknownCredential
+                | Self::WrongChallenge
+                | Self::CounterRegressed
+        )
+    }
 }
 
 /// Payload of [`FactorEvent::FailedAttempt`] (version 2.0; 1.0 lacked `counted`).
@@ -198,6 +240,74 @@ impl std::fmt::Debug for CodeIssued {
     }
 }
 
+/// Payload of [`FactorEvent::RegistrationRequested`]. The ceremony state holds the challenge
+/// handed to the browser; it is kept on the server and never returned.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RegistrationRequested {
+    /// webauthn-rs's `PasskeyRegistration`, serialised (redacted in audit reads).
+    pub ceremony: Value,
+    /// The registration is refused (`EXPIRED`) from then on.
+    pub expires_at: DateTime<Utc>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`FactorEvent::CredentialRegistered`]: the public credential, no secret.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CredentialRegistered {
+    /// The credential id, base64url.
+    pub credential_id: String,
+    /// webauthn-rs's `Passkey` (public key, counter, flags), serialised.
+    pub passkey: Value,
+    /// The authenticator model, when its attestation named one.
+    pub aaguid: Option<uuid::Uuid>,
+    /// Whether the key may be synced.
+    pub backup_eligible: bool,
+    /// Whether it is synced now.
+    pub backup_state: bool,
+    /// Transports the client reported.
+    pub transports: Vec<String>,
+    /// The signature counter at registration (0: the authenticator keeps none).
+    #[serde(default)]
+    pub counter: u32,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`FactorEvent::AssertionRequested`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AssertionRequested {
+    /// The challenge the assertion answers; it answers only that challenge, once.
+    pub challenge_id: ChallengeId,
+    /// `true` when `verifyFactor` may use it by factor id alone.
+    pub standalone: bool,
+    /// webauthn-rs's `PasskeyAuthentication`, serialised (kept on the server, redacted in
+    /// audit reads).
+    pub ceremony: Value,
+    /// A passkey login's ceremony (`DiscoverableAuthentication`), which named no credential.
+    #[serde(default)]
+    pub discoverable: bool,
+    /// Refused (`EXPIRED`) from then on.
+    pub expires_at: DateTime<Utc>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`FactorEvent::CredentialUsed`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CredentialUsed {
+    /// The signature counter the authenticator reported (0: it keeps none).
+    pub counter: u32,
+    /// Whether the key is synced now.
+    pub backup_state: bool,
+    /// Whether it may be synced.
+    pub backup_eligible: bool,
+    /// The passkey updated with them, serialised.
+    pub passkey: Value,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 impl FactorEvent {
     /// The challenge an attempt or success was bound to, if any.
     pub fn challenge_id(&self) -> Option<ChallengeId> {
@@ -206,6 +316,7 @@ impl FactorEvent {
             Self::Verified(e) => e.challenge_id,
             Self::FailedAttempt(e) => e.challenge_id,
             Self::CodeIssued(e) => Some(e.challenge_id),
+            Self::AssertionRequested(e) => Some(e.challenge_id),
             _ => None,
         }
     }
@@ -223,6 +334,10 @@ impl DomainEvent for FactorEvent {
             Self::Removed(_) => "Removed",
             Self::EnrollmentExpired(_) => "EnrollmentExpired",
             Self::CodeIssued(_) => "CodeIssued",
+            Self::RegistrationRequested(_) => "RegistrationRequested",
+            Self::CredentialRegistered(_) => "CredentialRegistered",
+            Self::AssertionRequested(_) => "AssertionRequested",
+            Self::CredentialUsed(_) => "CredentialUsed",
         }
         .to_string()
     }
@@ -238,8 +353,18 @@ impl Versioned for FactorEvent {
     fn current_version(event_type: &str) -> Option<&'static str> {
         Some(match event_type {
             "FailedAttempt" => "2.0",
-            "Enrolled" | "Activated" | "Verified" | "LockedOut" | "Unlocked" | "Removed"
-            | "EnrollmentExpired" | "CodeIssued" => "1.0",
+            "Enrolled"
+            | "Activated"
+            | "Verified"
+            | "LockedOut"
+            | "Unlocked"
+            | "Removed"
+            | "EnrollmentExpired"
+            | "CodeIssued"
+            | "RegistrationRequested"
+            | "CredentialRegistered"
+            | "AssertionRequested"
+            | "CredentialUsed" => "1.0",
             _ => return None,
         })
     }

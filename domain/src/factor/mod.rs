@@ -9,13 +9,22 @@ pub mod lockout;
 #[cfg(test)]
 mod tests;
 pub mod totp;
+pub mod webauthn;
+#[cfg(test)]
+mod webauthn_tests;
 
-pub use aggregate::{Factor, FactorServices, FactorState};
-pub use commands::{Enroll, FactorCommand, NewCode, OOB_CODE_DIGITS, OobSpec, TotpSpec};
+pub use aggregate::{
+    Factor, FactorServices, FactorState, PendingAssertion, PendingRegistration, WebAuthnCredential,
+};
+pub use commands::{
+    AssertionRequest, Enroll, FactorCommand, MAX_WEBAUTHN_RESPONSE, NewCode, OOB_CODE_DIGITS,
+    OobSpec, TotpSpec, WebAuthnSpec,
+};
 pub use error::FactorError;
 pub use events::{
-    Activated, CodeIssued, Enrolled, EnrollmentExpired, FactorEvent, FailedAttempt, FailureReason,
-    LockedOut, OobEnrollment, Removed, TotpEnrollment, Unlocked, Verified,
+    Activated, AssertionRequested, CodeIssued, CredentialRegistered, CredentialUsed, Enrolled,
+    EnrollmentExpired, FactorEvent, FailedAttempt, FailureReason, LockedOut, OobEnrollment,
+    RegistrationRequested, Removed, TotpEnrollment, Unlocked, Verified,
 };
 
 use serde::{Deserialize, Serialize};
@@ -30,7 +39,7 @@ pub enum FactorType {
     Sms,
     /// One-time codes by e-mail.
     Email,
-    /// WebAuthn credentials (not yet supported).
+    /// WebAuthn credentials: passkeys and security keys.
     Webauthn,
 }
 
@@ -132,6 +141,14 @@ pub fn outcome_of(events: &[FactorEvent]) -> Option<FactorOutcome> {
             FailureReason::NoActiveCode | FailureReason::AttemptsExhausted => {
                 FactorOutcome::ChallengeRequired
             }
+            FailureReason::BadSignature
+            | FailureReason::ForeignOrigin
+            | FailureReason::WrongRpId
+            | FailureReason::UserNotVerified
+            | FailureReason::UnknownCredential
+            | FailureReason::WrongChallenge
+            | FailureReason::CounterRegressed
+            | FailureReason::RegistrationUsed => FactorOutcome::Rejected,
         }),
         FactorEvent::EnrollmentExpired(_) => Some(FactorOutcome::Expired),
         _ => None,

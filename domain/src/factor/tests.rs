@@ -80,8 +80,23 @@ fn framework_with(at: DateTime<Utc>, policy: FactorPolicy) -> TestFramework<Fact
         cipher: cipher(),
         hasher: hasher(),
         policy,
+        relying_party: relying_party(),
     })
 }
+
+/// The relying party of the WebAuthn tests: `localhost`, one origin.
+pub(super) fn relying_party() -> webauthn::RelyingParty {
+    webauthn::RelyingParty::new(
+        "localhost",
+        "Tessera",
+        &[webauthn_rs::prelude::Url::parse(ORIGIN).unwrap()],
+        std::time::Duration::from_secs(300),
+    )
+    .unwrap()
+}
+
+/// The origin the soft authenticators speak from.
+pub(super) const ORIGIN: &str = "http://localhost:8443";
 
 fn framework_at(at: DateTime<Utc>) -> TestFramework<Factor> {
     framework_with(at, policy())
@@ -110,6 +125,7 @@ fn pass(s: &str) -> PassCode {
 
 fn enroll_cmd() -> Enroll {
     Enroll {
+        webauthn: None,
         factor_id: fid(),
         user_id: uid(),
         factor_type: FactorType::Totp,
@@ -376,7 +392,7 @@ async fn label_longer_than_128_characters_is_rejected() {
 }
 
 #[tokio::test]
-async fn webauthn_is_unsupported() {
+async fn webauthn_enrolment_needs_a_registration_ceremony() {
     for with_totp in [false, true] {
         let mut cmd = enroll_cmd();
         cmd.factor_type = FactorType::Webauthn;
@@ -1190,6 +1206,7 @@ fn new_code(challenge: ChallengeId, standalone: bool, code: &str) -> NewCode {
 
 fn sms_enroll_cmd(destination: &str) -> Enroll {
     Enroll {
+        webauthn: None,
         factor_id: fid(),
         user_id: uid(),
         factor_type: FactorType::Sms,

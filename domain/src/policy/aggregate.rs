@@ -25,7 +25,12 @@ impl Default for MfaPolicy {
     fn default() -> Self {
         Self {
             mode: MfaMode::Optional,
-            allowed_factor_types: vec![FactorType::Totp, FactorType::Sms, FactorType::Email],
+            allowed_factor_types: vec![
+                FactorType::Totp,
+                FactorType::Sms,
+                FactorType::Email,
+                FactorType::Webauthn,
+            ],
         }
     }
 }
@@ -62,15 +67,16 @@ impl Aggregate for MfaPolicy {
                 mode,
                 allowed_factor_types,
             } => {
-                if allowed_factor_types.contains(&FactorType::Webauthn) {
-                    return Err(MfaPolicyError::UnsupportedType);
-                }
                 // A fixed order and no duplicates, so equal policies have equal events.
-                let allowed: Vec<FactorType> =
-                    [FactorType::Totp, FactorType::Sms, FactorType::Email]
-                        .into_iter()
-                        .filter(|t| allowed_factor_types.contains(t))
-                        .collect();
+                let allowed: Vec<FactorType> = [
+                    FactorType::Totp,
+                    FactorType::Sms,
+                    FactorType::Email,
+                    FactorType::Webauthn,
+                ]
+                .into_iter()
+                .filter(|t| allowed_factor_types.contains(t))
+                .collect();
                 if allowed.is_empty() && mode != MfaMode::Disabled {
                     return Err(MfaPolicyError::NoFactorTypeAllowed);
                 }

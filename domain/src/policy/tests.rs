@@ -28,7 +28,7 @@ fn the_default_is_optional_with_every_supported_type() {
     let p = MfaPolicy::default();
     assert_eq!(p.mode, MfaMode::Optional);
     assert!(p.allows(FactorType::Totp) && p.allows(FactorType::Sms) && p.allows(FactorType::Email));
-    assert!(!p.allows(FactorType::Webauthn));
+    assert!(p.allows(FactorType::Webauthn));
 }
 
 #[tokio::test]
@@ -68,12 +68,16 @@ async fn optional_or_required_without_a_type_is_rejected() {
 }
 
 #[tokio::test]
-async fn webauthn_cannot_be_allowed_yet() {
+async fn webauthn_can_be_the_only_type_allowed() {
     framework()
         .given_no_previous_events()
-        .when_async(set(MfaMode::Optional, &[FactorType::Webauthn]))
+        .when_async(set(MfaMode::Required, &[FactorType::Webauthn]))
         .await
-        .then_expect_error(MfaPolicyError::UnsupportedType);
+        .then_expect_events(vec![MfaPolicyEvent::MfaPolicySet(MfaPolicySet {
+            mode: MfaMode::Required,
+            allowed_factor_types: vec![FactorType::Webauthn],
+            at: t0(),
+        })]);
 }
 
 #[test]

@@ -14,9 +14,9 @@ use crate::{
         DeviceRevocationReason, DeviceRevoked, DeviceTrusted, FailuresReset, LoginFailed,
         LoginFailureReason, LoginFailuresReset, LoginThrottled, PasswordSet, ProfileUpdated,
         RecoveryCodesGenerated, RecoveryUsed, Register, Registered, RevocationReason,
-        SessionsRevoked, SetPassword, TrustedDeviceUsed, UserCommand, UserDeactivated,
-        UserDeleted, UserError, UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut,
-        UserReactivated, UserUnlocked, recovery,
+        SessionsRevoked, SetPassword, TrustedDeviceUsed, UserCommand, UserDeactivated, UserDeleted,
+        UserError, UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut, UserReactivated,
+        UserUnlocked, recovery,
         throttle::{LoginThrottle, ThrottlePolicy},
     },
 };

@@ -19,8 +19,8 @@ pub use events::{
     DeviceRevocationReason, DeviceRevoked, DeviceTrusted, FailuresReset, LoginFailed,
     LoginFailuresReset, LoginThrottled, PasswordSet, ProfileUpdated, RecoveryCodesGenerated,
     RecoveryUsed, Registered, RevocationReason, SessionsRevoked, TrustedDeviceUsed,
-    UserDeactivated, UserDeleted, UserEvent, UserFailedAttempt,
-    UserFailureReason, UserLockedOut, UserReactivated, UserUnlocked,
+    UserDeactivated, UserDeleted, UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut,
+    UserReactivated, UserUnlocked,
 };
 
 use crate::factor::FactorOutcome;

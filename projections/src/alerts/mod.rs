@@ -101,6 +101,27 @@ impl AlertReactor {
             return Ok(());
         };
         match event {
+            // A counter that did not grow is an incident of its own, raised at once; it is
+            // also a failure like any other.
+            FactorEvent::FailedAttempt(f) if f.reason == FailureReason::CounterRegressed => {
+                let reason = format!(
+                    "factor {} answered with a signature counter that did not grow: the \
+                     authenticator may be cloned",
+                    stored.aggregate_id
+                );
+                let cause = vec![event_ref(stored)];
+                self.raise(
+                    conn,
+                    dialect,
+                    AlertKind::PossibleClonedAuthenticator,
+                    &user,
+                    reason,
+                    cause,
+                    f.at,
+                )
+                .await?;
+                self.on_failure(conn, dialect, stored, &user, f.at).await
+            }
             // Attempts refused unchecked while locked are not new guesses.
             FactorEvent::FailedAttempt(f) if f.reason != FailureReason::Locked => {
                 self.on_failure(conn, dialect, stored, &user, f.at).await

@@ -33,6 +33,12 @@ pub struct FactorRow {
     pub locked_until: Option<String>,
     /// SMS and e-mail: the phone number or address codes go to.
     pub destination: Option<String>,
+    /// WebAuthn: the credential id, base64url.
+    pub credential_id: Option<String>,
+    /// WebAuthn: the authenticator model's AAGUID, when its attestation named one.
+    pub aaguid: Option<String>,
+    /// WebAuthn: 1 when the key is synced (backed up), 0 when not.
+    pub backed_up: Option<i64>,
     /// Last applied stream sequence.
     pub last_seq: i64,
 }
@@ -83,6 +89,9 @@ pub(super) fn fold(rows: &mut Rows<FactorRow>, stored: &StoredEvent, event: Fact
             failed_attempts: 0,
             locked_until: None,
             destination: e.oob.map(|o| o.destination),
+            credential_id: None,
+            aaguid: None,
+            backed_up: None,
             last_seq: seq,
         }),
         FactorEvent::Activated(e) => rows.update(id, seq, |r| {
@@ -114,8 +123,18 @@ pub(super) fn fold(rows: &mut Rows<FactorRow>, stored: &StoredEvent, event: Fact
         FactorEvent::EnrollmentExpired(_) => {
             rows.update(id, seq, |r| r.status = "EXPIRED".into());
         }
-        // Only the hash of a code; nothing a read model shows.
-        FactorEvent::CodeIssued(_) => rows.update(id, seq, |_| {}),
+        // Only the hash of a code, or a ceremony's state: nothing a read model shows.
+        FactorEvent::CodeIssued(_)
+        | FactorEvent::RegistrationRequested(_)
+        | FactorEvent::AssertionRequested(_) => rows.update(id, seq, |_| {}),
+        FactorEvent::CredentialRegistered(e) => rows.update(id, seq, |r| {
+            r.credential_id = Some(e.credential_id);
+            r.aaguid = e.aaguid.map(|a| a.to_string());
+            r.backed_up = Some(i64::from(e.backup_state));
+        }),
+        FactorEvent::CredentialUsed(e) => rows.update(id, seq, |r| {
+            r.backed_up = Some(i64::from(e.backup_state));
+        }),
     }
 }
 
@@ -133,6 +152,9 @@ impl super::Row for FactorRow {
         "failed_attempts",
         "locked_until",
         "destination",
+        "credential_id",
+        "aaguid",
+        "backed_up",
         "last_seq",
     ];
 
@@ -160,12 +182,16 @@ impl super::Row for FactorRow {
             .bind(self.failed_attempts)
             .bind(&self.locked_until)
             .bind(&self.destination)
+            .bind(&self.credential_id)
+            .bind(&self.aaguid)
+            .bind(self.backed_up)
             .bind(self.last_seq)
     }
 }
 
 const COLUMNS: &str = "id, user_id, factor_type, status, label, created_at, expires_at, \
-     last_verified_at, failed_attempts, locked_until, destination, last_seq";
+     last_verified_at, failed_attempts, locked_until, destination, credential_id, aaguid, \
+     backed_up, last_seq";
 
 impl Queries {
     pub(super) async fn factors_where(

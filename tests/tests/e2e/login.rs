@@ -344,7 +344,7 @@ both_stores!(mfa_policy_decides_what_login_asks, |store| async move {
         .await;
     assert_eq!(
         r["mfaPolicy"],
-        json!({"mode": "OPTIONAL", "allowedFactorTypes": ["TOTP", "SMS", "EMAIL"]})
+        json!({"mode": "OPTIONAL", "allowedFactorTypes": ["TOTP", "SMS", "EMAIL", "WEBAUTHN"]})
     );
     let r = s
         .gql(

@@ -18,6 +18,7 @@ mod okta;
 mod okta_postman;
 mod oob_codes;
 mod operations;
+mod passkeys;
 mod payloads;
 mod projections;
 mod reauth;
