@@ -1003,11 +1003,16 @@ async fn a_password_change_revokes_every_device() {
         .unwrap();
     assert!(matches!(events[0], UserEvent::PasswordSet(_)));
     assert_eq!(
-        events[1..],
+        events[1..3],
         [
             revoked(1, DeviceRevocationReason::PasswordChanged),
             revoked(2, DeviceRevocationReason::PasswordChanged)
         ]
+    );
+    // The sessions end with the trust (token generations).
+    assert!(
+        matches!(&events[3..], [UserEvent::SessionsRevoked(s)] if s.reason == RevocationReason::PasswordChanged),
+        "{events:?}"
     );
 }
 
@@ -1044,7 +1049,12 @@ async fn a_recovery_code_use_and_a_hard_lock_revoke_every_device() {
         .inspect_result()
         .unwrap();
     assert!(matches!(events[1], UserEvent::LockedOut(_)), "{events:?}");
-    assert_eq!(events[2], revoked(1, DeviceRevocationReason::HardLocked));
+    assert!(
+        matches!(&events[2], UserEvent::SessionsRevoked(s) if s.reason == RevocationReason::HardLocked),
+        "{events:?}"
+    );
+    assert_eq!(events[3], revoked(1, DeviceRevocationReason::HardLocked));
+    assert_eq!(events.len(), 4, "{events:?}");
 }
 
 #[tokio::test]
