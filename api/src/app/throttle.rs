@@ -120,7 +120,10 @@ pub async fn ensure_not_throttled(
         (loaded.0, Some(loaded))
     };
     match throttle.retry_after(now) {
-        Some(seconds) => Err(throttled(seconds)),
+        Some(seconds) => {
+            state.metrics.password_throttled();
+            Err(throttled(seconds))
+        }
         None => Ok(unregistered),
     }
 }

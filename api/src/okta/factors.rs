@@ -11,8 +11,8 @@ use axum::{
 };
 use serde_json::{Value, json};
 use tessera_domain::{
-    factor::{FactorOutcome, FactorType},
-    ids::FactorId,
+    factor::{FactorOutcome, FactorStatus, FactorType},
+    ids::{FactorId, UserId},
 };
 use tessera_projections::read_model::{FactorRow, UserRow};
 
@@ -89,6 +89,28 @@ fn pass_code_of(body: Option<&Value>) -> Option<String> {
         .map(str::to_string)
 }
 
+/// As Okta: enrolling a factor type and provider again while one is still pending activation
+/// replaces the pending one (this is also how `updatePhone=true` gives an SMS factor a new
+/// number), so scripts that retry an enrolment do not pile up pending factors.
+async fn replace_pending(
+    ctx: &Okta,
+    user_id: UserId,
+    kind: FactorType,
+    label: &str,
+) -> Result<(), OktaError> {
+    let state = &ctx.app.state;
+    let now = state.clock.now();
+    for row in app::factors::of_user(state, &ctx.call, user_id).await? {
+        let pending = row.status_at(now) == Some(FactorStatus::PendingActivation);
+        if pending && row.factor_type() == Some(kind) && row.label.as_deref() == Some(label) {
+            let id = FactorId::parse(&row.id)
+                .ok_or_else(|| AppError::internal("malformed factor id in factors_v1"))?;
+            app::factors::remove(state, &ctx.call, id, None).await?;
+        }
+    }
+    Ok(())
+}
+
 /// `POST /api/v1/users/{userId}/factors`.
 pub(crate) async fn enroll(ctx: Okta, Path(user): Path<String>, body: Bytes) -> Response {
     let result = async {
@@ -117,6 +139,7 @@ pub(crate) async fn enroll(ctx: Okta, Path(user): Path<String>, body: Bytes) -> 
             (t, p) => return Err(unsupported(t, p)),
         };
         let user_id = user_ref(&user.id);
+        replace_pending(&ctx, user_id, kind, label).await?;
         let enrolment = Enrolment {
             user_id,
             factor_type: kind,
