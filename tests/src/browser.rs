@@ -5,8 +5,8 @@
 //! [`Browser::command`] issues any WebDriver command on the session as raw JSON, so
 //! extensions such as the virtual authenticator (`POST webauthn/authenticator`) need no new
 //! code here; [`Browser::goto`], [`Browser::execute`], [`Browser::wait_for`] and friends are
-//! the common ones. Each browser has a fresh profile directory and resolves no host name, so a
-//! page can only reach loopback addresses given as IPs.
+//! the common ones. Each browser has a fresh profile directory and resolves no host name but
+//! `localhost` (to 127.0.0.1), so a page can only reach loopback addresses.
 
 use std::{
     io::{Read, Write},
@@ -105,8 +105,10 @@ impl Browser {
             "--disable-extensions".into(),
             "--no-first-run".into(),
             "--no-default-browser-check".into(),
-            // No name resolves: nothing but 127.0.0.1 is reachable from a page.
-            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1".into(),
+            // No name resolves but `localhost` (to 127.0.0.1, where pages are served: a
+            // WebAuthn RP id cannot be an IP): nothing but loopback is reachable from a page.
+            "--host-resolver-rules=MAP localhost 127.0.0.1, MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"
+                .into(),
             format!("--user-data-dir={}", profile.display()),
         ];
         let capabilities = json!({ "capabilities": { "alwaysMatch": {
@@ -330,6 +332,14 @@ impl Page {
             let _ = axum::serve(listener, router).await;
         });
         Self { origin, server }
+    }
+}
+
+impl Page {
+    /// The page's origin named `http://localhost:<port>`: a secure context, and one a WebAuthn
+    /// RP id of `localhost` covers.
+    pub fn localhost_origin(&self) -> String {
+        self.origin.replace("://127.0.0.1:", "://localhost:")
     }
 }
 
