@@ -47,6 +47,8 @@ struct Vars {
     user: String,
     login: String,
     sms: Option<String>,
+    /// The number of the latest SMS factor enrolled.
+    sms_phone: Option<String>,
     totp: Option<(String, String)>,
     sms_codes: usize,
 }
@@ -146,6 +148,7 @@ both_stores!(okta_postman_collection_replays, |store| async move {
         user: a.body["id"].as_str().unwrap().to_string(),
         login: login.to_string(),
         sms: None,
+        sms_phone: None,
         totp: None,
         sms_codes: 0,
     };
@@ -167,7 +170,9 @@ both_stores!(okta_postman_collection_replays, |store| async move {
         // The passcodes: computed or received, in place of the collection's placeholders.
         let body = match name {
             "Activate SMS Factor" => {
-                Some(json!({ "passCode": phones.sms_code(PHONE_E164, 1).await }))
+                // The first code to the number of the factor being activated: its enrolment's.
+                let phone = vars.sms_phone.clone().expect("an SMS factor");
+                Some(json!({ "passCode": phones.sms_code(&phone, 1).await }))
             }
             "Verify SMS Factor" => {
                 let code = phones.sms_code(PHONE_E164, vars.sms_codes).await;
@@ -208,10 +213,22 @@ both_stores!(okta_postman_collection_replays, |store| async move {
                     if a.body["profile"]["phoneNumber"] == PHONE_E164 {
                         vars.sms_codes += 1;
                     }
-                    // The first SMS factor is the one the collection activates.
-                    if vars.sms.is_none() {
-                        vars.sms = Some(id);
-                    }
+                    // Enrolling SMS again while one is pending replaces it (Okta's
+                    // `updatePhone=true`): the latest is the one the collection activates.
+                    let listed = s
+                        .okta(
+                            Method::GET,
+                            &format!("/api/v1/users/{}/factors", vars.user),
+                            None,
+                        )
+                        .await;
+                    let sms_factors = listed.body.as_array().unwrap().iter();
+                    let sms_factors: Vec<_> =
+                        sms_factors.filter(|f| f["factorType"] == "sms").collect();
+                    assert_eq!(sms_factors.len(), 1, "{}", listed.body);
+                    assert_eq!(sms_factors[0]["id"], id.as_str());
+                    vars.sms_phone = a.body["profile"]["phoneNumber"].as_str().map(String::from);
+                    vars.sms = Some(id);
                 }
                 _ => {
                     let secret = a.body["_embedded"]["activation"]["sharedSecret"]
