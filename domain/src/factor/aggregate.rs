@@ -543,6 +543,17 @@ impl Factor {
             .await
     }
 
+    /// Only an active factor proves: an unknown one is `NotFound`, a removed one `Removed`, a
+    /// pending or expired one `NotActive`.
+    fn ensure_active(&self) -> Result<(), FactorError> {
+        match self.state {
+            FactorState::Unenrolled => Err(FactorError::NotFound),
+            FactorState::Removed => Err(FactorError::Removed),
+            FactorState::PendingActivation | FactorState::Expired => Err(FactorError::NotActive),
+            FactorState::Active => Ok(()),
+        }
+    }
+
     async fn verify(
         &mut self,
         pass_code: &PassCode,
@@ -551,14 +562,7 @@ impl Factor {
         now: DateTime<Utc>,
         sink: &EventSink<Self>,
     ) -> Result<(), FactorError> {
-        match self.state {
-            FactorState::Unenrolled => return Err(FactorError::NotFound),
-            FactorState::Removed => return Err(FactorError::Removed),
-            FactorState::PendingActivation | FactorState::Expired => {
-                return Err(FactorError::NotActive);
-            }
-            FactorState::Active => {}
-        }
+        self.ensure_active()?;
         self.refuse_webauthn()?;
         self.check_shape(pass_code)?;
         let verified = |step, challenge_id, at| {
@@ -714,14 +718,7 @@ impl Factor {
         now: DateTime<Utc>,
         sink: &EventSink<Self>,
     ) -> Result<(), FactorError> {
-        match self.state {
-            FactorState::Unenrolled => return Err(FactorError::NotFound),
-            FactorState::Removed => return Err(FactorError::Removed),
-            FactorState::PendingActivation | FactorState::Expired => {
-                return Err(FactorError::NotActive);
-            }
-            FactorState::Active => {}
-        }
+        self.ensure_active()?;
         self.require_webauthn()?;
         if self.is_locked_at(now) {
             return Err(FactorError::LockedOut);
@@ -761,14 +758,7 @@ impl Factor {
         now: DateTime<Utc>,
         sink: &EventSink<Self>,
     ) -> Result<(), FactorError> {
-        match self.state {
-            FactorState::Unenrolled => return Err(FactorError::NotFound),
-            FactorState::Removed => return Err(FactorError::Removed),
-            FactorState::PendingActivation | FactorState::Expired => {
-                return Err(FactorError::NotActive);
-            }
-            FactorState::Active => {}
-        }
+        self.ensure_active()?;
         self.require_webauthn()?;
         if self.refuse_while_locked(for_challenge, now, sink).await {
             return Ok(());
