@@ -1,4 +1,4 @@
-//! Trusted devices ("remember this device", SPEC §6.2): after a login completed with a second
+//! Trusted devices ("remember this device", see the README): after a login completed with a second
 //! factor, `rememberDevice` hands out a device token; a later `login` with the right password
 //! and that token skips the second factor. The token is `<device id>.<256 random bits>`; only
 //! a keyed hash of the random part is stored (in the user's `DeviceTrusted` event), so a

@@ -1,4 +1,4 @@
-//! Trusted devices (SPEC §6.2): `completeLogin(rememberDevice)` hands out a device token; a
+//! Trusted devices: `completeLogin(rememberDevice)` hands out a device token; a
 //! later `login` with the right password and that token skips the second factor, until the
 //! trust expires or is revoked (by the user, a password change, a removed factor, a
 //! recovery-code use).

@@ -1,4 +1,4 @@
-//! The password throttle (SPEC §6.3): consecutive wrong passwords per login, known or not,
+//! The password throttle: consecutive wrong passwords per login, known or not,
 //! exact under concurrency and across nodes; self-service `setPassword` counted with it.
 
 use chrono::TimeDelta;
