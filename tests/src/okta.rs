@@ -76,20 +76,7 @@ impl TestServer {
         aggregate_type: &str,
         aggregate_id: &str,
     ) -> Vec<(String, Value)> {
-        let db = &self.server().state.db;
-        let sql = format!(
-            "SELECT event_type, {} AS metadata FROM events \
-             WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
-            db.dialect.json_text("metadata")
-        );
-        let rows: Vec<(String, String)> = sqlx::query_as(&sql)
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .fetch_all(&db.pool)
+        self.event_column(aggregate_type, aggregate_id, "metadata")
             .await
-            .expect("read events");
-        rows.into_iter()
-            .map(|(t, m)| (t, serde_json::from_str(&m).expect("metadata JSON")))
-            .collect()
     }
 }

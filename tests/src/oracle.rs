@@ -41,11 +41,23 @@ impl TestServer {
 
     /// `(event_type, payload)` of one aggregate, in order, straight from the event table.
     pub async fn events(&self, aggregate_type: &str, aggregate_id: &str) -> Vec<(String, Value)> {
+        self.event_column(aggregate_type, aggregate_id, "payload")
+            .await
+    }
+
+    /// `(event_type, column)` of one aggregate, in order, for a JSON column of the event table
+    /// (`payload` or `metadata`).
+    pub async fn event_column(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        column: &str,
+    ) -> Vec<(String, Value)> {
         let db = &self.server().state.db;
         let sql = format!(
-            "SELECT event_type, {} AS payload FROM events \
+            "SELECT event_type, {} AS value FROM events \
              WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
-            db.dialect.json_text("payload")
+            db.dialect.json_text(column)
         );
         let rows: Vec<(String, String)> = sqlx::query_as(&sql)
             .bind(aggregate_type)
@@ -54,7 +66,7 @@ impl TestServer {
             .await
             .expect("read events");
         rows.into_iter()
-            .map(|(t, p)| (t, serde_json::from_str(&p).expect("payload JSON")))
+            .map(|(t, v)| (t, serde_json::from_str(&v).expect("JSON column")))
             .collect()
     }
 
