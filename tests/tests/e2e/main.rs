@@ -36,6 +36,7 @@ mod subscriptions;
 mod throttle;
 mod tokens;
 mod tour;
+mod ui_login;
 mod users;
 mod verification;
 mod ws_sessions;
