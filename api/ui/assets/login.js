@@ -7,7 +7,7 @@ import { $, postBack, returnRefused, returnTo, say } from './page.js';
 import { getAssertion, secondStep } from './second-step.js';
 import { setToken } from './session.js';
 
-const FACTOR_FIELDS = 'id type status label phoneNumber email';
+const FACTOR_FIELDS = 'id type status label phoneNumber email lockedUntil';
 
 const LOGIN = `mutation($login: String!, $password: String!, $device: String) {
   login(input: {login: $login, password: $password, deviceToken: $device}) {
@@ -105,7 +105,7 @@ async function signIn(event) {
   const challengeId = p.challenge.id;
   $('password-form').hidden = true;
   secondStep({
-    factors: (p.factors || []).filter((f) => f.status === 'ACTIVE'),
+    factors: (p.factors || []).filter((f) => f.status === 'ACTIVE' || f.status === 'LOCKED_OUT'),
     send: async (f) => {
       const s = await gql(SEND, { f: f.id, c: challengeId });
       if (s.errors) return { error: s.errors[0] };

@@ -45,7 +45,8 @@ export async function getAssertion(optionsJSON, extra) {
 /**
  * Runs the second step in the page's `#second-step` section.
  * @param {object} o
- * @param {Array} o.factors the user's factors that can answer
+ * @param {Array} o.factors the user's factors that can answer (ACTIVE), or could but are
+ *   locked for now (LOCKED_OUT: shown, not offered)
  * @param {(factor) => Promise<{webauthn?: any, error?: any}>} o.send sends a code (SMS,
  *   e-mail) or fetches the request options (passkey) for this challenge
  * @param {(answer: {factorId?, passCode?, recoveryCode?, webauthn?, rememberDevice}) =>
@@ -79,6 +80,16 @@ export function secondStep(o) {
       span.className = 'muted';
       span.textContent = detail;
       b.append(span);
+    }
+    if (f.status === 'LOCKED_OUT') {
+      // Listed, so the user knows why it is not offered; answering it would not be checked.
+      b.disabled = true;
+      const span = document.createElement('span');
+      span.className = 'muted';
+      const until = f.lockedUntil ? new Date(f.lockedUntil) : null;
+      span.textContent = 'Locked after too many wrong codes' +
+        (until ? ' until ' + until.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }) : '') + '.';
+      b.append(document.createElement('br'), span);
     }
     b.addEventListener('click', () => choose(f));
     li.append(b);
@@ -272,6 +283,6 @@ export function secondStep(o) {
   other.onclick = showChoices;
 
   showChoices();
-  const active = o.factors;
-  if (active.length === 1 && active[0].type === 'TOTP') choose(active[0]);
+  const active = o.factors.filter((f) => f.status === 'ACTIVE');
+  if (o.factors.length === 1 && active.length === 1 && active[0].type === 'TOTP') choose(active[0]);
 }

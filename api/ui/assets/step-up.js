@@ -12,7 +12,7 @@ import { getToken } from './session.js';
 
 const LOAD = `query($c: ID!) {
   challenge(id: $c) { id status purpose expiresAt display }
-  me { factors { id type status label phoneNumber email } } }`;
+  me { factors { id type status label phoneNumber email lockedUntil } } }`;
 const SEND = `mutation($f: ID!, $c: ID) {
   challengeFactor(input: {factorId: $f, challengeId: $c}) { challenge { id } webauthn { publicKey } } }`;
 const COMPLETE = `mutation($c: ID!, $f: ID, $p: String, $r: String, $w: JSON) {
@@ -61,7 +61,7 @@ async function start() {
     $('what').hidden = false;
   }
   secondStep({
-    factors: r.data.me.factors.filter((f) => f.status === 'ACTIVE'),
+    factors: r.data.me.factors.filter((f) => f.status === 'ACTIVE' || f.status === 'LOCKED_OUT'),
     send: async (f) => {
       const s = await gql(SEND, { f: f.id, c: challengeId }, token);
       if (s.errors) return { error: s.errors[0] };

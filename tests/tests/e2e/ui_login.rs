@@ -78,6 +78,52 @@ both_stores!(
             assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
             assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
         }
+
+        // An application hands a token to the step-up page by form POST: rendered into the
+        // page as an attribute value, and only a token-shaped value.
+        let url = format!("{}/ui/step-up/{challenge}", s.base);
+        let post = |content_type: &'static str, body: String| {
+            let s = &s;
+            let url = url.clone();
+            async move {
+                s.http
+                    .post(url)
+                    .header("content-type", content_type)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+            }
+        };
+        let r = post(
+            "application/x-www-form-urlencoded",
+            "access_token=eyJ.abc-_.x9".into(),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        assert!(
+            r.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("frame-ancestors 'none'")
+        );
+        let html = r.text().await.unwrap();
+        assert!(
+            html.contains("<meta name=\"tessera-token\" content=\"eyJ.abc-_.x9\">"),
+            "{html}"
+        );
+        for body in [
+            "access_token=%22%3E%3Cscript%3E",
+            "access_token=",
+            "token=eyJ.abc",
+        ] {
+            let r = post("application/x-www-form-urlencoded", body.into()).await;
+            assert_eq!(r.status(), 400, "{body}");
+            assert!(!r.text().await.unwrap().contains("<script>"), "{body}");
+        }
+        let r = post("application/json", "{\"access_token\":\"eyJ.abc\"}".into()).await;
+        assert_eq!(r.status(), 415);
     }
 );
 
@@ -162,6 +208,10 @@ struct Ui {
 
 impl Ui {
     async fn start(store: Store) -> Self {
+        Self::start_with(store, |_| {}).await
+    }
+
+    async fn start_with(store: Store, adjust: impl FnOnce(&mut tessera_api::Config)) -> Self {
         let phones = Phones::start().await;
         let app = HttpSink::start().await;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -174,6 +224,7 @@ impl Ui {
             c.listen = format!("127.0.0.1:{port}").parse().expect("address");
             c.webauthn_origins = vec![format!("http://localhost:{port}")];
             c.ui_return_origins = vec![app_origin];
+            adjust(c);
         })
         .await;
         Self {
@@ -670,6 +721,86 @@ both_stores!(
         browser.wait_for_text("#done", "Confirmed").await;
         assert_eq!(s.challenge(&challenge).await["status"], "COMPLETED");
         assert!(ui.posts().is_empty());
+        browser.quit().await;
+    }
+);
+
+/// The page's answer to the last submit, once there is one (a submit clears both).
+const ANSWERED: &str = "const t = ['password-error', 'code-error', 'page-error']
+      .map(id => document.getElementById(id).textContent).join(' ').trim();
+    return t || null;";
+
+both_stores!(
+    the_sign_in_page_says_why_it_cannot_go_on,
+    |store| async move {
+        let ui = Ui::start_with(store, |c| {
+            c.login_lockout_threshold = 2;
+            c.lockout_threshold = 2;
+        })
+        .await;
+        let s = &ui.s;
+        ui.user_with_totp("noor").await;
+        let browser = Browser::start().await;
+
+        // A wrong password, tied to its field; then the throttle, with the time to wait.
+        browser.goto(&format!("{}/ui/login", ui.base)).await;
+        browser.type_into("#login", "noor").await;
+        browser.type_into("#password", "not the password").await;
+        browser.click_css("#sign-in").await;
+        browser
+            .wait_for_text("#password-error", "login or password is not right")
+            .await;
+        let mut said = String::new();
+        for _ in 0..3 {
+            browser.click_css("#sign-in").await;
+            said = browser
+                .wait_for(ANSWERED, WAIT)
+                .await
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            if said.contains("Too many failed sign-ins") {
+                break;
+            }
+        }
+        assert!(said.contains("Try again in 5 minutes"), "{said}");
+        screenshots(&browser, "login-throttled").await;
+
+        // A login challenge answered too late: expired, back to the password.
+        let (_, _, other, _) = ui.user_with_totp("omar").await;
+        ui.sign_in(&browser, "omar", "").await;
+        browser.wait_for_visible("#code").await;
+        s.clock.advance(chrono::TimeDelta::seconds(301));
+        browser.type_into("#code", &s.code(&other, 0)).await;
+        browser.click_css("#verify").await;
+        browser.wait_for_text("#page-error", "expired").await;
+        browser.wait_for_visible("#password").await;
+
+        // Wrong codes until the factor locks: then even the right one is refused, and said so.
+        s.clock.advance(chrono::TimeDelta::seconds(400));
+        ui.sign_in(&browser, "omar", "").await;
+        browser.wait_for_visible("#code").await;
+        browser.type_into("#code", &s.wrong_code(&other)).await;
+        browser.click_css("#verify").await;
+        browser.wait_for_text("#code-error", "not right").await;
+        browser.type_into("#code", &s.wrong_code(&other)).await;
+        browser.click_css("#verify").await;
+        browser.wait_for(ANSWERED, WAIT).await;
+        // Signing in again: the factor is listed as locked, not offered.
+        ui.sign_in(&browser, "omar", "").await;
+        browser
+            .wait_for_text(
+                "[data-factor-type=TOTP]",
+                "Locked after too many wrong codes",
+            )
+            .await;
+        let disabled = browser
+            .execute(
+                "return document.querySelector('[data-factor-type=TOTP]').disabled",
+                json!([]),
+            )
+            .await;
+        assert_eq!(disabled, json!(true));
         browser.quit().await;
     }
 );
