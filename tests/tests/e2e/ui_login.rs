@@ -550,6 +550,24 @@ both_stores!(
             assert_eq!(form_shown, json!(false), "{target}");
         }
         screenshots(&browser, "login-refused").await;
+        // The step-up page alike; and without a token it asks for a sign-in, nothing else.
+        let challenge = uuid::Uuid::new_v4();
+        browser
+            .goto(&format!(
+                "{}/ui/step-up/{challenge}?return_to={}",
+                ui.base,
+                url_encode("https://evil.example/")
+            ))
+            .await;
+        browser.wait_for_text("#page-error", "not valid").await;
+        browser
+            .goto(&format!(
+                "{}/ui/step-up/{challenge}?return_to={}",
+                ui.base,
+                url_encode(&ui.app.url("/stepped"))
+            ))
+            .await;
+        browser.wait_for_text("#page-error", "Sign in first").await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(ui.posts().is_empty(), "nothing was posted");
         browser.quit().await;
