@@ -350,12 +350,21 @@ async fn passkey_round_trip(store: Store, conditional: bool) {
     );
 
     // The factor shows the credential and the backup state the authenticator reported.
-    let shown = s
-        .ok(
-            "query($u: ID!) { user(id: $u) { factors { id type status credentialId backedUp } } }",
-            json!({ "u": user }),
-        )
-        .await;
+    // The factor list is a read model: a mutation waits for it only so long (5 s), and a
+    // loaded parallel suite can take longer, so wait for the activation to reach it.
+    let mut shown = Value::Null;
+    for _ in 0..300 {
+        shown = s
+            .ok(
+                "query($u: ID!) { user(id: $u) { factors { id type status credentialId backedUp } } }",
+                json!({ "u": user }),
+            )
+            .await;
+        if shown["user"]["factors"][0]["status"] == "ACTIVE" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let listed = &shown["user"]["factors"][0];
     assert_eq!(listed["id"], factor.as_str(), "{shown}");
     assert_eq!(listed["type"], "WEBAUTHN");
