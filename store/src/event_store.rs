@@ -31,7 +31,8 @@ use tessera_domain::versioning::{self, CommandName, Versioned};
 
 use crate::{
     Db,
-    append::{AppendError, Conflict, NewEvent, append},
+    append::{AppendError, NewEvent, append_returning},
+    log::Cursor,
 };
 
 /// A stream as stored: `(last_sequence, number, payload)` of its newest snapshot, and
@@ -134,11 +135,12 @@ async fn save_snapshot(
     tx.commit().await
 }
 
-/// Appends the rows of decided commands (of any streams) in one statement.
+/// Appends the rows of decided commands (of any streams) in one statement; returns where the
+/// last of them sits in the log, if the store says so in the same statement (PostgreSQL).
 async fn append_decided(
     db: &Db,
     rows: &[(&'static str, &SerializedEvent)],
-) -> Result<(), PersistenceError> {
+) -> Result<Option<Cursor>, PersistenceError> {
     let sequence = |e: &SerializedEvent| i64::try_from(e.sequence).unwrap_or(i64::MAX);
     let rows: Vec<NewEvent<'_>> = rows
         .iter()
@@ -152,8 +154,8 @@ async fn append_decided(
             metadata: e.metadata.to_string(),
         })
         .collect();
-    match append(&db.pool, db.dialect, &rows, Conflict::Fail).await {
-        Ok(_) => Ok(()),
+    match append_returning(&db.pool, db.dialect, &rows).await {
+        Ok(cursor) => Ok(cursor),
         Err(AppendError::Conflict) => Err(PersistenceError::OptimisticLockError),
         Err(AppendError::Db(e)) => Err(PersistenceError::ConnectionError(Box::new(e))),
     }
@@ -166,6 +168,9 @@ pub struct Committed<A: Aggregate> {
     pub events: Vec<EventEnvelope<A>>,
     /// The aggregate with those events applied.
     pub state: A,
+    /// Where the last event of the commit sits in the log, when the append said so
+    /// (PostgreSQL); a read-your-writes wait then needs no query to find it.
+    pub cursor: Option<Cursor>,
 }
 
 impl<A: Aggregate> Committed<A> {
@@ -198,6 +203,7 @@ impl<A: Aggregate> Decided<A> {
         Committed {
             events: self.events,
             state: self.state,
+            cursor: None,
         }
     }
 }
@@ -324,10 +330,12 @@ where
             return Ok(Joint::Committed(a.into_committed(), b.into_committed()));
         }
         match append_decided(&first.db, &rows).await {
-            Ok(()) => {
+            Ok(cursor) => {
+                // One statement, one transaction: the last row's position is past both
+                // streams' events.
                 return Ok(Joint::Committed(
-                    first.committed(a).await,
-                    second.committed(b).await,
+                    first.committed(a, cursor).await,
+                    second.committed(b, cursor).await,
                 ));
             }
             Err(PersistenceError::OptimisticLockError) if attempt < first.max_attempts => {
@@ -553,7 +561,7 @@ where
                 return Ok(decided.into_committed());
             }
             match append_decided(&self.db, &decided.rows()).await {
-                Ok(()) => return Ok(self.committed(decided).await),
+                Ok(cursor) => return Ok(self.committed(decided, cursor).await),
                 Err(PersistenceError::OptimisticLockError) if attempt < self.max_attempts => {
                     attempt += 1;
                     back_off(attempt).await;
@@ -608,7 +616,7 @@ where
     }
 
     /// After `decided` was written: its snapshot if due, and what the caller gets.
-    async fn committed(&self, decided: Decided<A>) -> Committed<A> {
+    async fn committed(&self, decided: Decided<A>, cursor: Option<Cursor>) -> Committed<A> {
         if let Some(to) = decided.events.last().map(|e| e.sequence) {
             let id = decided.events[0].aggregate_id.clone();
             // Durable now: the state after event `to`.
@@ -616,7 +624,10 @@ where
             self.snapshot_if_due(&id, decided.from, to, &decided.state)
                 .await;
         }
-        decided.into_committed()
+        Committed {
+            cursor: cursor.filter(|_| !decided.events.is_empty()),
+            ..decided.into_committed()
+        }
     }
 
     /// After a commit of events `from + 1 ..= to`: if that crossed a multiple of the snapshot
