@@ -547,8 +547,31 @@ async fn pg_stats(pool: &sqlx::PgPool) -> PgStats {
 
 /// Runs a scenario and, on PostgreSQL, prints the work per verification PostgreSQL counted
 /// (read [`STATS_SETTLE`] after the scenario, so the consumers' work on it is in).
+/// The idle server's own rate of transactions, WAL syncs and WAL records per second (its
+/// consumers' polls), measured over one [`STATS_SETTLE`] with nothing driven.
+async fn idle_rates(stats: Option<&sqlx::PgPool>) -> Option<(f64, f64, f64)> {
+    let pool = stats?;
+    tokio::time::sleep(STATS_SETTLE).await;
+    let a = pg_stats(pool).await;
+    let started = Instant::now();
+    tokio::time::sleep(STATS_SETTLE).await;
+    let b = pg_stats(pool).await;
+    let s = started.elapsed().as_secs_f64();
+    let rates = (
+        (b.xact_commit - a.xact_commit) as f64 / s,
+        (b.wal_sync - a.wal_sync) as f64 / s,
+        (b.wal_records - a.wal_records) as f64 / s,
+    );
+    println!(
+        "  idle server: {:.1} transactions/s, {:.1} WAL syncs/s, {:.0} WAL records/s (subtracted below over each measured window)",
+        rates.0, rates.1, rates.2
+    );
+    Some(rates)
+}
+
 async fn measured<F: Future<Output = (f64, Outcome)>>(
     stats: Option<&sqlx::PgPool>,
+    idle: Option<(f64, f64, f64)>,
     run: F,
 ) -> (f64, Outcome, Option<(f64, f64, f64)>) {
     let Some(pool) = stats else {
@@ -557,15 +580,18 @@ async fn measured<F: Future<Output = (f64, Outcome)>>(
     };
     tokio::time::sleep(STATS_SETTLE).await;
     let before = pg_stats(pool).await;
+    let started = Instant::now();
     let (rps, out) = run.await;
     tokio::time::sleep(STATS_SETTLE).await;
     let after = pg_stats(pool).await;
+    let window = started.elapsed().as_secs_f64();
+    let (idle_x, idle_s, idle_r) = idle.unwrap_or_default();
     let n = out.latencies.len().max(1) as f64;
-    let per = |a: i64, b: i64| (a - b) as f64 / n;
+    let per = |a: i64, b: i64, idle: f64| ((a - b) as f64 - idle * window).max(0.0) / n;
     let work = (
-        per(after.xact_commit, before.xact_commit),
-        per(after.wal_sync, before.wal_sync),
-        per(after.wal_records, before.wal_records),
+        per(after.xact_commit, before.xact_commit, idle_x),
+        per(after.wal_sync, before.wal_sync, idle_s),
+        per(after.wal_records, before.wal_records, idle_r),
     );
     (rps, out, Some(work))
 }
@@ -573,7 +599,7 @@ async fn measured<F: Future<Output = (f64, Outcome)>>(
 fn print_work(work: Option<(f64, f64, f64)>) {
     match work {
         Some((xact, sync, records)) => println!(
-            "  {:<34} per verification: {xact:.3} transactions (xact_commit), {sync:.3} WAL syncs, {records:.1} WAL records (all consumers on; WAL figures cluster-wide)",
+            "  {:<34} per verification: {xact:.3} transactions (xact_commit), {sync:.3} WAL syncs, {records:.1} WAL records (all consumers on, the idle rate subtracted; WAL figures cluster-wide)",
             ""
         ),
         None => println!(
@@ -873,6 +899,7 @@ async fn bench_store(args: &Args, store: &str, pg_floor_seen: Option<f64>) -> Fi
     let passkeys = args.factor != "totp";
     let mut figures = Figures::default();
     let probe = Arc::new(seed(&server, 1, "probe", false).await.remove(0));
+    let idle = idle_rates(stats_pool.as_ref()).await;
     let mut base_p50 = 0.0;
     if totp {
         let factors = Arc::new(seed(&server, args.users, "u", false).await);
@@ -885,6 +912,7 @@ async fn bench_store(args: &Args, store: &str, pg_floor_seen: Option<f64>) -> Fi
         ));
         let (rps, out, work) = measured(
             stats_pool.as_ref(),
+            idle,
             drive(&server, &factors, args.clients, args.seconds, false),
         )
         .await;
@@ -896,6 +924,7 @@ async fn bench_store(args: &Args, store: &str, pg_floor_seen: Option<f64>) -> Fi
         figures.work = work;
         let (rps, out, work) = measured(
             stats_pool.as_ref(),
+            idle,
             drive(&server, &factors, args.clients, args.seconds, true),
         )
         .await;
@@ -910,6 +939,7 @@ async fn bench_store(args: &Args, store: &str, pg_floor_seen: Option<f64>) -> Fi
         let factors = Arc::new(seed(&server, args.passkey_users, "pk", true).await);
         let (rps, out, work) = measured(
             stats_pool.as_ref(),
+            idle,
             drive(&server, &factors, args.clients, args.seconds, false),
         )
         .await;
@@ -917,6 +947,7 @@ async fn bench_store(args: &Args, store: &str, pg_floor_seen: Option<f64>) -> Fi
         print_work(work);
         let (rps, out, work) = measured(
             stats_pool.as_ref(),
+            idle,
             drive(&server, &factors, args.clients, args.seconds, true),
         )
         .await;
