@@ -82,6 +82,11 @@ pub struct Config {
     /// history within a few percent of a new factor's on both stores (tests/benches).
     #[arg(long, env = "TESSERA_FACTOR_SNAPSHOT_EVERY", default_value_t = 25)]
     pub factor_snapshot_every: usize,
+    /// Users, and factors, kept in memory (each kind; 0 turns it off): a load of a kept one
+    /// reads only the events written after it was kept, instead of its snapshot and the events
+    /// after that. Every load still asks the database, so nodes never act on a stale state.
+    #[arg(long, env = "TESSERA_AGGREGATE_CACHE", default_value_t = 16_384)]
+    pub aggregate_cache: usize,
     /// SMTP relay for e-mail codes: `smtp://host:port` (plain) or `smtps://user:pass@host:465`.
     /// Unset: e-mail goes to the development outbox file.
     #[arg(long, env = "TESSERA_SMTP_URL", hide_env_values = true)]
@@ -332,6 +337,7 @@ impl Default for Config {
             shutdown_grace_seconds: 10,
             db_pool_size: 16,
             factor_snapshot_every: 25,
+            aggregate_cache: 16_384,
             smtp_url: None,
             mail_from: "Tessera <tessera@localhost>".into(),
             sms_webhook_url: None,

@@ -251,7 +251,8 @@ async fn open_store(
             login_throttle: config.login_throttle(),
         },
         config.factor_snapshot_every,
-    );
+    )
+    .with_cache(config.aggregate_cache);
     // A brute-forced factor collects thousands of FailedAttempt events: snapshots keep its
     // verification as fast as a new factor's.
     let factors = Store::with_snapshots(
@@ -264,7 +265,8 @@ async fn open_store(
             relying_party,
         },
         config.factor_snapshot_every,
-    );
+    )
+    .with_cache(config.aggregate_cache);
     let credentials = Store::new(
         &db,
         CredentialServices {

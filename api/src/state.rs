@@ -153,11 +153,16 @@ impl AppState {
         self.reactor.nudge();
         self.log_head.nudge();
         let seq = i64::try_from(seq).unwrap_or(i64::MAX);
-        match self
-            .read_models
-            .wait_for_event(A::TYPE, id, seq, READ_YOUR_WRITES)
-            .await
-        {
+        // The append told where its rows sit (PostgreSQL): no query to look the event up.
+        let applied = match committed.cursor {
+            Some(cursor) => Ok(self.read_models.wait_for(cursor, READ_YOUR_WRITES).await),
+            None => {
+                self.read_models
+                    .wait_for_event(A::TYPE, id, seq, READ_YOUR_WRITES)
+                    .await
+            }
+        };
+        match applied {
             Ok(true) => {}
             Ok(false) => tracing::warn!(aggregate = A::TYPE, id, "read models lag behind a commit"),
             Err(e) => tracing::warn!(error = %e, "could not wait for read models"),

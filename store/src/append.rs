@@ -1,8 +1,8 @@
 //! The one statement that writes the event log.
 
-use sqlx::{Any, Executor};
+use sqlx::{Any, Executor, Row};
 
-use crate::Dialect;
+use crate::{Dialect, log::Cursor};
 
 /// One event row to append.
 #[derive(Clone, Debug)]
@@ -64,12 +64,67 @@ where
     if rows.is_empty() {
         return Ok(0);
     }
+    let sql = insert_sql(dialect, rows.len(), on_conflict, false);
+    match bind(&sql, rows).execute(executor).await {
+        Ok(done) => Ok(done.rows_affected()),
+        Err(e) => Err(classify(e)),
+    }
+}
+
+/// Like [`append`] with [`Conflict::Fail`], in one statement still, returning where the last
+/// of the rows sits in the log on PostgreSQL (`RETURNING`: no second query to find it, which
+/// read-your-writes waits need); on SQLite, whose log position is set by a trigger `RETURNING`
+/// does not see, `None`.
+///
+/// # Errors
+/// As [`append`].
+pub async fn append_returning<'c, E>(
+    executor: E,
+    dialect: Dialect,
+    rows: &[NewEvent<'_>],
+) -> Result<Option<Cursor>, AppendError>
+where
+    E: Executor<'c, Database = Any>,
+{
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    if dialect == Dialect::Sqlite {
+        return append(executor, dialect, rows, Conflict::Fail)
+            .await
+            .map(|_| None);
+    }
+    let sql = insert_sql(dialect, rows.len(), Conflict::Fail, true);
+    match bind(&sql, rows).fetch_all(executor).await {
+        Ok(written) => {
+            let mut last: Option<Cursor> = None;
+            for row in written {
+                let cursor = Cursor {
+                    tx: row.try_get(0)?,
+                    pos: row.try_get(1)?,
+                };
+                last = Some(last.map_or(cursor, |l| l.max(cursor)));
+            }
+            Ok(last)
+        }
+        Err(e) => Err(classify(e)),
+    }
+}
+
+fn classify(e: sqlx::Error) -> AppendError {
+    match e {
+        sqlx::Error::Database(e) if e.is_unique_violation() => AppendError::Conflict,
+        e => AppendError::Db(e),
+    }
+}
+
+fn insert_sql(dialect: Dialect, n: usize, on_conflict: Conflict, returning: bool) -> String {
     let json = dialect.json_type();
     let mut sql = String::from(
         "INSERT INTO events \
          (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) VALUES ",
     );
-    for i in 0..rows.len() {
+    for i in 0..n {
         let n = i * 7;
         if i > 0 {
             sql.push(',');
@@ -88,7 +143,17 @@ where
     if on_conflict == Conflict::Skip {
         sql.push_str(" ON CONFLICT DO NOTHING");
     }
-    let mut query = sqlx::query(&sql);
+    if returning {
+        sql.push_str(" RETURNING tx_id::text::bigint, global_position");
+    }
+    sql
+}
+
+fn bind<'q>(
+    sql: &'q str,
+    rows: &'q [NewEvent<'q>],
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments<'q>> {
+    let mut query = sqlx::query(sql);
     for row in rows {
         query = query
             .bind(row.aggregate_type)
@@ -99,9 +164,5 @@ where
             .bind(row.payload.as_str())
             .bind(row.metadata.as_str());
     }
-    match query.execute(executor).await {
-        Ok(done) => Ok(done.rows_affected()),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(AppendError::Conflict),
-        Err(e) => Err(AppendError::Db(e)),
-    }
+    query
 }

@@ -2,11 +2,11 @@
 //! dialect both stores share (`$n` parameters, `ON CONFLICT`, `RETURNING`); what differs is
 //! asked of [`Dialect`], the one place that knows the two apart.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
-    AnyConnection, AnyPool, Connection, Executor,
-    any::{AnyPoolOptions, install_default_drivers},
+    AnyConnection, AnyPool, ConnectOptions, Connection, Executor,
+    any::{AnyConnectOptions, AnyPoolOptions, install_default_drivers},
     migrate::{MigrateError, Migrator},
 };
 
@@ -74,6 +74,11 @@ pub struct Db {
 /// 100 ms (see `docs/architecture.md` for the measurements behind the figure).
 pub const SQLITE_MAX_CONNECTIONS: u32 = 8;
 
+/// A statement that takes longer is logged as a warning (`slow statement`, with its text and
+/// time): an authentication backend's statements take milliseconds, and one over this is a
+/// stall worth seeing (the benchmark counts them).
+pub const SLOW_STATEMENT: Duration = Duration::from_millis(100);
+
 /// How long opening a connection may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -125,7 +130,10 @@ impl Db {
                     Ok(())
                 })
             })
-            .connect(url)
+            .connect_with(
+                AnyConnectOptions::from_str(url)?
+                    .log_slow_statements(log::LevelFilter::Warn, SLOW_STATEMENT),
+            )
             .await?;
         Ok(Self { pool, dialect })
     }

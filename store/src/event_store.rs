@@ -17,20 +17,22 @@
 //! command. Snapshot rows are kept to one per aggregate, and a row that no longer
 //! deserialises is replaced rather than duplicated (docs/architecture.md, "cqrs-es snapshot bugs").
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, num::NonZeroUsize, sync::Mutex, time::Duration};
 
 use cqrs_es::{
     Aggregate, AggregateError, EventEnvelope,
     event_sink::EventSink,
     persist::{PersistenceError, SerializedEvent},
 };
+use lru::LruCache;
 use rand::Rng;
 use serde_json::Value;
 use tessera_domain::versioning::{self, CommandName, Versioned};
 
 use crate::{
     Db,
-    append::{AppendError, Conflict, NewEvent, append},
+    append::{AppendError, NewEvent, append_returning},
+    log::Cursor,
 };
 
 /// A stream as stored: `(last_sequence, number, payload)` of its newest snapshot, and
@@ -42,12 +44,14 @@ struct StreamRows {
 }
 
 /// A stream as a load needs it, in one round trip: its newest snapshot (if `snapshots`) and
-/// the events after it, in order. Metadata is not read: folding does not need it.
+/// the events after it (without a snapshot: the events after sequence `after`), in order.
+/// Metadata is not read: folding does not need it.
 async fn load_stream(
     db: &Db,
     aggregate_type: &str,
     id: &str,
     snapshots: bool,
+    after: usize,
 ) -> Result<StreamRows, sqlx::Error> {
     // Kind 0 is the snapshot, if there is one; kind 1 the events after it.
     let payload = db.dialect.json_text("payload");
@@ -60,7 +64,7 @@ async fn load_stream(
          UNION ALL \
          SELECT 1, sequence, 0, event_type, event_version, {payload} FROM events \
            WHERE aggregate_type = $1 AND aggregate_id = $2 \
-             AND sequence > COALESCE((SELECT last_sequence FROM s), 0) \
+             AND sequence > COALESCE((SELECT last_sequence FROM s), $4) \
          ORDER BY 1, 2"
     );
     type Row = (i64, i64, i64, String, String, String);
@@ -68,6 +72,7 @@ async fn load_stream(
         .bind(aggregate_type)
         .bind(id)
         .bind(snapshots)
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
         .fetch_all(&db.pool)
         .await?;
     let mut stream = StreamRows::default();
@@ -130,11 +135,12 @@ async fn save_snapshot(
     tx.commit().await
 }
 
-/// Appends the rows of decided commands (of any streams) in one statement.
+/// Appends the rows of decided commands (of any streams) in one statement; returns where the
+/// last of them sits in the log, if the store says so in the same statement (PostgreSQL).
 async fn append_decided(
     db: &Db,
     rows: &[(&'static str, &SerializedEvent)],
-) -> Result<(), PersistenceError> {
+) -> Result<Option<Cursor>, PersistenceError> {
     let sequence = |e: &SerializedEvent| i64::try_from(e.sequence).unwrap_or(i64::MAX);
     let rows: Vec<NewEvent<'_>> = rows
         .iter()
@@ -148,8 +154,8 @@ async fn append_decided(
             metadata: e.metadata.to_string(),
         })
         .collect();
-    match append(&db.pool, db.dialect, &rows, Conflict::Fail).await {
-        Ok(_) => Ok(()),
+    match append_returning(&db.pool, db.dialect, &rows).await {
+        Ok(cursor) => Ok(cursor),
         Err(AppendError::Conflict) => Err(PersistenceError::OptimisticLockError),
         Err(AppendError::Db(e)) => Err(PersistenceError::ConnectionError(Box::new(e))),
     }
@@ -162,6 +168,9 @@ pub struct Committed<A: Aggregate> {
     pub events: Vec<EventEnvelope<A>>,
     /// The aggregate with those events applied.
     pub state: A,
+    /// Where the last event of the commit sits in the log, when the append said so
+    /// (PostgreSQL); a read-your-writes wait then needs no query to find it.
+    pub cursor: Option<Cursor>,
 }
 
 impl<A: Aggregate> Committed<A> {
@@ -194,6 +203,7 @@ impl<A: Aggregate> Decided<A> {
         Committed {
             events: self.events,
             state: self.state,
+            cursor: None,
         }
     }
 }
@@ -320,10 +330,12 @@ where
             return Ok(Joint::Committed(a.into_committed(), b.into_committed()));
         }
         match append_decided(&first.db, &rows).await {
-            Ok(()) => {
+            Ok(cursor) => {
+                // One statement, one transaction: the last row's position is past both
+                // streams' events.
                 return Ok(Joint::Committed(
-                    first.committed(a).await,
-                    second.committed(b).await,
+                    first.committed(a, cursor).await,
+                    second.committed(b, cursor).await,
                 ));
             }
             Err(PersistenceError::OptimisticLockError) if attempt < first.max_attempts => {
@@ -357,6 +369,9 @@ pub struct Store<A: Aggregate> {
     snapshot_every: Option<usize>,
     services: A::Services,
     max_attempts: u32,
+    /// Recently used aggregates, each with the sequence of the last event folded into it
+    /// ([`Store::with_cache`]).
+    cache: Option<Mutex<LruCache<String, (A, usize)>>>,
 }
 
 /// How often a command is retried after losing an optimistic-concurrency race before the
@@ -376,6 +391,47 @@ where
             snapshot_every: None,
             services,
             max_attempts: MAX_ATTEMPTS,
+            cache: None,
+        }
+    }
+
+    /// Keeps the `capacity` most recently used aggregates in memory (0: none), each with the
+    /// sequence of its last event. A load then reads only the events after that sequence (in
+    /// the same one round trip, usually returning nothing) instead of the snapshot and the
+    /// events after it, and folds those into a copy of the kept state.
+    ///
+    /// Why this is exact on any number of nodes: a stream's events `1..=n` never change once
+    /// committed (the append's unique key `(aggregate_type, aggregate_id, sequence)` admits
+    /// one event per sequence, and nothing updates the log), so a kept `(state, n)` is the
+    /// fold of those events for ever, and whatever any node or task appended after `n` is read
+    /// from the database on every load. Loads therefore see exactly what they saw without the
+    /// cache; only the decoding of old events is saved. Commands are not decided on the kept
+    /// state without that read: some decisions look at an aggregate they write nothing to
+    /// (a verification is admitted by the user's hard lock, and a success writes no user
+    /// event), which no unique key would guard.
+    #[must_use]
+    pub fn with_cache(mut self, capacity: usize) -> Self {
+        self.cache = NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c)));
+        self
+    }
+
+    /// The kept state of `id` and its sequence, if any.
+    fn cached(&self, id: &str) -> Option<(A, usize)> {
+        self.cache.as_ref()?.lock().ok()?.get(id).cloned()
+    }
+
+    /// Keeps `state`, the fold of `id`'s events up to `sequence` (unless a later one is kept).
+    fn remember(&self, id: &str, state: &A, sequence: usize) {
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        if sequence == 0 {
+            return;
+        }
+        if let Ok(mut cache) = cache.lock()
+            && cache.peek(id).is_none_or(|(_, kept)| *kept < sequence)
+        {
+            cache.put(id.to_string(), (state.clone(), sequence));
         }
     }
 
@@ -400,7 +456,18 @@ where
     /// # Errors
     /// Store errors.
     pub async fn load(&self, id: &str) -> Result<(A, usize), AggregateError<A::Error>> {
-        let stream = load_stream(&self.db, A::TYPE, id, self.snapshot_every.is_some())
+        if let Some((mut state, kept)) = self.cached(id) {
+            let stream = load_stream(&self.db, A::TYPE, id, false, kept)
+                .await
+                .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
+            if stream.events.is_empty() {
+                return Ok((state, kept));
+            }
+            let sequence = fold(&mut state, kept, stream.events)?;
+            self.remember(id, &state, sequence);
+            return Ok((state, sequence));
+        }
+        let stream = load_stream(&self.db, A::TYPE, id, self.snapshot_every.is_some(), 0)
             .await
             .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
         let (mut state, sequence, number) = match stream.snapshot {
@@ -416,12 +483,14 @@ where
                         .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
                     let (state, sequence) = self.load_by_replay(id).await?;
                     self.heal_snapshot(id, &state, sequence, None).await;
+                    self.remember(id, &state, sequence);
                     return Ok((state, sequence));
                 }
             },
         };
         let sequence = fold(&mut state, sequence, stream.events)?;
         self.heal_snapshot(id, &state, sequence, number).await;
+        self.remember(id, &state, sequence);
         Ok((state, sequence))
     }
 
@@ -443,7 +512,7 @@ where
     /// # Errors
     /// Store errors.
     pub async fn load_by_replay(&self, id: &str) -> Result<(A, usize), AggregateError<A::Error>> {
-        let stream = load_stream(&self.db, A::TYPE, id, false)
+        let stream = load_stream(&self.db, A::TYPE, id, false, 0)
             .await
             .map_err(|e| AggregateError::DatabaseConnectionError(Box::new(e)))?;
         let mut state = A::default();
@@ -492,7 +561,7 @@ where
                 return Ok(decided.into_committed());
             }
             match append_decided(&self.db, &decided.rows()).await {
-                Ok(()) => return Ok(self.committed(decided).await),
+                Ok(cursor) => return Ok(self.committed(decided, cursor).await),
                 Err(PersistenceError::OptimisticLockError) if attempt < self.max_attempts => {
                     attempt += 1;
                     back_off(attempt).await;
@@ -547,13 +616,18 @@ where
     }
 
     /// After `decided` was written: its snapshot if due, and what the caller gets.
-    async fn committed(&self, decided: Decided<A>) -> Committed<A> {
+    async fn committed(&self, decided: Decided<A>, cursor: Option<Cursor>) -> Committed<A> {
         if let Some(to) = decided.events.last().map(|e| e.sequence) {
             let id = decided.events[0].aggregate_id.clone();
+            // Durable now: the state after event `to`.
+            self.remember(&id, &decided.state, to);
             self.snapshot_if_due(&id, decided.from, to, &decided.state)
                 .await;
         }
-        decided.into_committed()
+        Committed {
+            cursor: cursor.filter(|_| !decided.events.is_empty()),
+            ..decided.into_committed()
+        }
     }
 
     /// After a commit of events `from + 1 ..= to`: if that crossed a multiple of the snapshot

@@ -2,8 +2,17 @@
 //! another, so sixty aliased `verifyFactor`s would be sixty guesses: a request may carry at
 //! most one proof-of-possession field, counted over aliases, fragments and every operation in
 //! the document, and a request over the budget is refused before anything executes.
+//!
+//! Parsed documents that passed these checks are kept by their text ([`DocumentCache`]), so
+//! the hot mutation, sent with the same text and new variables every time, is parsed once.
+//! Validation (the depth and complexity limits, and the variables' types) still runs on every
+//! request: it depends on the variables.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::HashSet,
+    num::NonZeroUsize,
+    sync::{Arc, Mutex},
+};
 
 use async_graphql::{
     ServerError, ServerResult, Variables,
@@ -24,16 +33,81 @@ pub const PROOF_FIELDS: &[&str] = &[
     "completePasskeyLogin",
 ];
 
-/// The extension enforcing the one-proof budget.
-pub struct ProofBudget;
+/// Documents kept by [`DocumentCache`] (least recently used first out).
+pub const CACHED_DOCUMENTS: usize = 512;
 
-impl ExtensionFactory for ProofBudget {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(ProofBudgetExtension)
+/// Longest document text kept by [`DocumentCache`]: the ordinary operations are a few hundred
+/// bytes; a large one parses rarely enough to pay its parse.
+pub const CACHED_DOCUMENT_TEXT: usize = 8 * 1024;
+
+/// Parsed documents that passed [`ProofBudget`]'s checks, by their exact text. A parse is a
+/// pure function of the text, so a hit is what parsing again would give; the checks made on
+/// the way in (the selection and proof counts, async-graphql's recursion and directive limits)
+/// depend on the document alone, so they hold for every later request with that text.
+pub struct DocumentCache {
+    documents: Mutex<lru::LruCache<String, Arc<ExecutableDocument>>>,
+}
+
+impl DocumentCache {
+    /// A cache of at most `capacity` documents.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            documents: Mutex::new(lru::LruCache::new(
+                NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN),
+            )),
+        }
+    }
+
+    /// The document parsed from `query`, if kept.
+    pub fn get(&self, query: &str) -> Option<Arc<ExecutableDocument>> {
+        self.documents.lock().ok()?.get(query).cloned()
+    }
+
+    /// Keeps `document`, parsed from `query` (unless the text is longer than
+    /// [`CACHED_DOCUMENT_TEXT`]).
+    pub fn put(&self, query: &str, document: &ExecutableDocument) {
+        if query.len() <= CACHED_DOCUMENT_TEXT
+            && let Ok(mut documents) = self.documents.lock()
+        {
+            documents.put(query.to_string(), Arc::new(document.clone()));
+        }
+    }
+
+    /// How many documents are kept.
+    pub fn len(&self) -> usize {
+        self.documents.lock().map_or(0, |d| d.len())
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
-struct ProofBudgetExtension;
+/// The extension enforcing the one-proof budget (and keeping the documents it let through).
+pub struct ProofBudget {
+    cache: Arc<DocumentCache>,
+}
+
+impl Default for ProofBudget {
+    fn default() -> Self {
+        Self {
+            cache: Arc::new(DocumentCache::new(CACHED_DOCUMENTS)),
+        }
+    }
+}
+
+impl ExtensionFactory for ProofBudget {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(ProofBudgetExtension {
+            cache: Arc::clone(&self.cache),
+        })
+    }
+}
+
+struct ProofBudgetExtension {
+    cache: Arc<DocumentCache>,
+}
 
 #[async_trait::async_trait]
 impl Extension for ProofBudgetExtension {
@@ -52,6 +126,9 @@ impl Extension for ProofBudgetExtension {
                 "BAD_USER_INPUT",
                 "NUL_IN_INPUT",
             ));
+        }
+        if let Some(document) = self.cache.get(query) {
+            return Ok(ExecutableDocument::clone(&document));
         }
         let document = next.run(ctx, query, variables).await?;
         // async-graphql's complexity counts no `__typename`: thousands of aliases of it would
@@ -78,6 +155,7 @@ impl Extension for ProofBudgetExtension {
                 "PROOF_BUDGET_EXCEEDED",
             ));
         }
+        self.cache.put(query, &document);
         Ok(document)
     }
 }
@@ -227,6 +305,27 @@ mod tests {
         for (query, want) in cases {
             assert_eq!(count_fields(&parse_query(query).unwrap()), want, "{query}");
         }
+    }
+
+    #[test]
+    fn the_document_cache_answers_only_for_the_same_text_and_stays_bounded() {
+        let cache = DocumentCache::new(2);
+        let a = "mutation { verifyFactor(input: {}) { factorResult } }";
+        let b = "mutation { activateFactor(input: {}) { factorResult } }";
+        cache.put(a, &parse_query(a).unwrap());
+        assert_eq!(count_proofs(&cache.get(a).unwrap()), 1);
+        assert!(cache.get(b).is_none());
+        assert!(cache.get(&format!("{a} ")).is_none());
+        cache.put(b, &parse_query(b).unwrap());
+        let c = "{ __typename }";
+        cache.put(c, &parse_query(c).unwrap());
+        assert_eq!(cache.len(), 2);
+        // `a` was the least recently used.
+        assert!(cache.get(a).is_none());
+        assert_eq!(count_fields(&cache.get(c).unwrap()), 1);
+        let long = format!("{{ {} }}", "__typename ".repeat(CACHED_DOCUMENT_TEXT / 10));
+        cache.put(&long, &parse_query(&long).unwrap());
+        assert!(cache.get(&long).is_none());
     }
 
     #[test]

@@ -90,7 +90,7 @@ fn build_with_limits(state: Option<AppState>, depth: usize, complexity: usize) -
     .override_output_type_description::<chrono::DateTime<chrono::Utc>>(DATE_TIME_DESCRIPTION)
     .limit_depth(depth)
     .limit_complexity(complexity)
-    .extension(limits::ProofBudget)
+    .extension(limits::ProofBudget::default())
     .extension(conventions::DocumentErrorCodes)
     .extension(timing::CommandTiming);
     if let Some(state) = state {

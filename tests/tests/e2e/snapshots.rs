@@ -23,6 +23,8 @@ async fn server(store: Store) -> TestServer {
         c.lockout_threshold = 3;
         c.lockout_seconds = 60;
         c.factor_snapshot_every = EVERY;
+        // These tests look at what loads read from the snapshot rows: no aggregates in memory.
+        c.aggregate_cache = 0;
     })
     .await
 }
@@ -392,6 +394,8 @@ both_stores!(
             c.lockout_threshold = 1000;
             c.hard_lock_threshold = 1000;
             c.factor_snapshot_every = EVERY;
+            // These tests look at what loads read from the snapshot rows: no aggregates in memory.
+            c.aggregate_cache = 0;
         })
         .await;
         let (user, factor, secret) = s.active_totp("alice").await;

@@ -1,0 +1,122 @@
+//! Aggregates kept in memory (`TESSERA_AGGREGATE_CACHE`): a kept user or factor is never acted
+//! on stale. Whatever another node (or a writer behind the server's back) appended is read on
+//! the next load, so revocations and hard locks hold at once on every node.
+
+use serde_json::json;
+use tessera_tests::{TestServer, both_stores, error_code};
+
+const PASSWORD: &str = "correct horse battery";
+const ME: &str = "{ me { id } }";
+const VERIFY: &str = "mutation($f: ID!, $c: String!) { verifyFactor(input: {factorId: $f, passCode: $c}) { factorResult } }";
+
+both_stores!(
+    a_kept_factor_folds_what_was_appended_behind_its_back,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let (_, factor, secret) = s.active_totp("alice").await;
+        let r = s.verify_raw(&factor, &s.wrong_code(&secret)).await;
+        assert_eq!(
+            r["data"]["verifyFactor"]["factor"]["failedAttempts"], 1,
+            "{r}"
+        );
+        let store = &s.server().state.factors;
+        let (kept, seq) = store.load(&factor).await.unwrap();
+        assert_eq!(kept.consecutive_failures, 1);
+        // Another writer appends the next event.
+        let db = &s.server().state.db;
+        let mut conn = db.pool.acquire().await.unwrap();
+        let failure = json!({ "FailedAttempt": { "reason": "WRONG_CODE", "consecutive_failures": 2,
+                                             "at": "2026-01-01T00:00:00Z" } });
+        tessera_tests::raw::append_one(
+            &mut conn,
+            db.dialect,
+            ("Factor", &factor, i64::try_from(seq + 1).unwrap()),
+            "FailedAttempt",
+            failure,
+        )
+        .await;
+        drop(conn);
+        let (loaded, loaded_seq) = store.load(&factor).await.unwrap();
+        assert_eq!(loaded_seq, seq + 1);
+        assert_eq!(loaded.consecutive_failures, 2);
+        assert_eq!(
+            (loaded, loaded_seq),
+            store.load_by_replay(&factor).await.unwrap()
+        );
+        // And the next verification counts on from there.
+        let r = s.verify_raw(&factor, &s.wrong_code(&secret)).await;
+        assert_eq!(
+            r["data"]["verifyFactor"]["factor"]["failedAttempts"], 3,
+            "{r}"
+        );
+    }
+);
+
+both_stores!(
+    a_token_revoked_on_one_node_is_refused_at_once_on_another,
+    |store| async move {
+        let a = TestServer::start(store).await;
+        let b = a.another_node().await;
+        let alice = a.create_full_user("alice", PASSWORD).await;
+        let token = a.password_token("alice", PASSWORD).await;
+        // Node A has checked the token, and so loaded (and kept) alice.
+        for _ in 0..2 {
+            let r = a.gql_as(Some(&token), ME, json!({})).await;
+            assert_eq!(r["data"]["me"]["id"], alice.as_str(), "{r}");
+        }
+        b.ok(
+            "mutation($u: ID!) { revokeSessions(input: {userId: $u}) { user { id } } }",
+            json!({ "u": alice }),
+        )
+        .await;
+        let r = a.gql_as(Some(&token), ME, json!({})).await;
+        assert_eq!(error_code(&r), "UNAUTHENTICATED", "{r}");
+    }
+);
+
+both_stores!(
+    a_hard_lock_on_one_node_holds_at_once_on_another_that_kept_the_user,
+    |store| async move {
+        let a = TestServer::start_with(store, |c| {
+            c.hard_lock_threshold = 3;
+            c.lockout_threshold = 100;
+        })
+        .await;
+        let b = a.another_node().await;
+        let alice = a.create_user("alice").await;
+        let (first, first_secret) = a.enroll_totp(&alice).await;
+        a.activate(&first, &a.code(&first_secret, 0)).await;
+        let (second, second_secret) = a.enroll_totp(&alice).await;
+        a.activate(&second, &a.code(&second_secret, 0)).await;
+        // Node A loads (and keeps) alice and her first factor.
+        let r = a
+            .gql(
+                VERIFY,
+                json!({ "f": first, "c": a.wrong_code(&first_secret) }),
+            )
+            .await;
+        assert_eq!(r["data"]["verifyFactor"]["factorResult"], "REJECTED", "{r}");
+        // Node B locks her hard through the second factor: nothing written to the first.
+        for _ in 0..2 {
+            let r = b
+                .gql(
+                    VERIFY,
+                    json!({ "f": second, "c": b.wrong_code(&second_secret) }),
+                )
+                .await;
+            assert_eq!(r["data"]["verifyFactor"]["factorResult"], "REJECTED", "{r}");
+        }
+        let (user, _) = b.server().state.users.load(&alice).await.unwrap();
+        assert!(user.second_factor_locked, "the user is hard-locked");
+        // The right code on node A is refused: A read the lock, not its kept user.
+        a.clock.advance(chrono::TimeDelta::seconds(30));
+        let r = a
+            .gql(VERIFY, json!({ "f": first, "c": a.code(&first_secret, 0) }))
+            .await;
+        assert_ne!(r["data"]["verifyFactor"]["factorResult"], "SUCCESS", "{r}");
+        assert_eq!(
+            r["data"]["verifyFactor"]["factorResult"], "LOCKED_OUT",
+            "{r}"
+        );
+    }
+);
