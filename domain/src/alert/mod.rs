@@ -42,6 +42,8 @@ pub enum AlertKind {
     /// A WebAuthn credential answered with a signature counter that did not grow: two
     /// authenticators may hold its key.
     PossibleClonedAuthenticator,
+    /// A device was trusted to stand in for the second factor ("remember this device").
+    DeviceTrusted,
 }
 
 impl AlertKind {
@@ -57,6 +59,7 @@ impl AlertKind {
             Self::FactorRemoved => "FACTOR_REMOVED",
             Self::RecoveryCodesRegenerated => "RECOVERY_CODES_REGENERATED",
             Self::PossibleClonedAuthenticator => "POSSIBLE_CLONED_AUTHENTICATOR",
+            Self::DeviceTrusted => "DEVICE_TRUSTED",
         }
     }
 }
@@ -337,6 +340,10 @@ mod tests {
         assert_eq!(
             serde_json::to_value(AlertKind::RecoveryCodeUsed).unwrap(),
             serde_json::json!("RECOVERY_CODE_USED")
+        );
+        assert_eq!(
+            serde_json::to_value(AlertKind::DeviceTrusted).unwrap(),
+            serde_json::json!(AlertKind::DeviceTrusted.as_str())
         );
     }
 }

@@ -1,5 +1,6 @@
 //! The security-alert reactor: reads failed attempts, lockouts, recovery-code uses and every
-//! change to a user's factors (activated, removed, recovery codes replaced) from the log through a durable checkpoint, raises `SecurityAlertRaised` once per incident and queues
+//! change to how a user authenticates (factor activated or removed, recovery codes replaced, a
+//! device trusted) from the log through a durable checkpoint, raises `SecurityAlertRaised` once per incident and queues
 //! its deliveries — all in the transaction that advances the checkpoint, so a crash or restart
 //! neither loses nor repeats an alert. Alert ids are deterministic (`tessera_domain::alert`).
 
@@ -239,6 +240,33 @@ impl AlertReactor {
                     reason,
                     cause,
                     r.at,
+                )
+                .await
+            }
+            // A trusted device skips the second factor from now on: the user hears of it, so a
+            // trust a stolen session asked for does not go unnoticed. The label is the user
+            // agent's; control characters are dropped before it goes into a mail.
+            UserEvent::DeviceTrusted(d) => {
+                let label: String = d
+                    .label
+                    .as_deref()
+                    .unwrap_or("an unnamed device")
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .collect();
+                let reason = format!(
+                    "a device ({label}) was trusted to skip the second factor until {}",
+                    d.expires_at.format("%Y-%m-%dT%H:%M:%SZ")
+                );
+                let cause = vec![event_ref(stored)];
+                self.raise(
+                    conn,
+                    dialect,
+                    AlertKind::DeviceTrusted,
+                    &user,
+                    reason,
+                    cause,
+                    d.at,
                 )
                 .await
             }
