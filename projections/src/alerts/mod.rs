@@ -270,6 +270,26 @@ impl AlertReactor {
                 )
                 .await
             }
+            UserEvent::SmsBudgetThresholdCrossed(c) => {
+                let reason = format!(
+                    "{} of the {} text messages allowed this hour are spent (80%); the window \
+                     ends at {}. Many codes to many numbers may be SMS pumping",
+                    c.sent,
+                    c.budget,
+                    c.window_ends_at.format("%Y-%m-%dT%H:%M:%SZ")
+                );
+                let cause = vec![event_ref(stored)];
+                self.raise(
+                    conn,
+                    dialect,
+                    AlertKind::SmsBudgetWarning,
+                    &user,
+                    reason,
+                    cause,
+                    c.at,
+                )
+                .await
+            }
             // The first set comes with the first factor (whose activation raised its own).
             UserEvent::RecoveryCodesGenerated(g) if g.generation > 1 => {
                 let reason = format!(
@@ -438,7 +458,11 @@ impl AlertReactor {
         .bind(ts(at))
         .execute(&mut *conn)
         .await?;
-        for channel in &self.channels {
+        let channels = self
+            .channels
+            .iter()
+            .filter(|c| kind.notifies_user() || **c != "email");
+        for channel in channels {
             sqlx::query(
                 "INSERT INTO alert_deliveries (alert_id, channel, next_attempt_at) VALUES ($1, $2, $3) \
                  ON CONFLICT DO NOTHING",
