@@ -46,6 +46,25 @@ pub struct Config {
     #[arg(long, env = "TESSERA_LOGIN_LOCKOUT_SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(i64).range(1..=86400))]
     pub login_lockout_seconds: i64,
+    /// Password checks (`login`) one client address may ask for in a minute, all nodes
+    /// together, known logins or not; over it the answer is `RATE_LIMITED`
+    /// (`CLIENT_IP_THROTTLED`) and no password is checked. 0 (the default) turns it off.
+    #[arg(long, env = "TESSERA_LOGIN_MAX_PER_IP_PER_MINUTE", default_value_t = 0)]
+    pub login_max_per_ip_per_minute: u32,
+    /// `startPasskeyLogin` calls one client address may make in a minute, all nodes together
+    /// (each writes a challenge; nobody needs a token to ask); 0 turns the limit off.
+    #[arg(
+        long,
+        env = "TESSERA_PASSKEY_LOGIN_STARTS_PER_MINUTE",
+        default_value_t = 60
+    )]
+    pub passkey_login_starts_per_minute: u32,
+    /// Addresses or CIDR networks of the proxies in front of Tessera, comma-separated: only a
+    /// request from one of them has its `X-Forwarded-For` believed. Default: none (the socket
+    /// peer is the client).
+    #[arg(long, env = "TESSERA_TRUSTED_PROXIES", value_delimiter = ',',
+          value_parser = crate::client_ip::parse_proxy)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Days a device stays trusted after `completeLogin(rememberDevice: true)` (0 to 365);
     /// 0 turns trusted devices off.
     #[arg(long, env = "TESSERA_TRUSTED_DEVICE_DAYS", default_value_t = 30,
@@ -328,6 +347,9 @@ impl Default for Config {
             login_lockout_threshold: 10,
             login_lockout_seconds: 300,
             trusted_device_days: 30,
+            login_max_per_ip_per_minute: 0,
+            passkey_login_starts_per_minute: 60,
+            trusted_proxies: Vec::new(),
             alert_threshold: 3,
             alert_window_seconds: 600,
             alert_webhook_url: None,

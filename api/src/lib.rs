@@ -12,6 +12,7 @@ pub mod alerts;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod client_ip;
 pub mod config;
 pub mod delivery;
 mod graphiql;
@@ -446,14 +447,20 @@ fn id_header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-pub(crate) fn request_meta(headers: &HeaderMap, peer: SocketAddr) -> RequestMeta {
+/// A request's metadata; the client address is the socket peer's, or behind a trusted proxy
+/// the one `X-Forwarded-For` names ([`client_ip`]).
+pub(crate) fn request_meta(
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    proxies: &[ipnet::IpNet],
+) -> RequestMeta {
     let request_id =
         id_header(headers, "x-request-id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     RequestMeta {
         correlation_id: id_header(headers, "x-correlation-id")
             .unwrap_or_else(|| request_id.clone()),
         request_id,
-        client_ip: Some(peer.ip().to_string()),
+        client_ip: Some(client_ip::client_ip(proxies, peer.ip(), headers).to_string()),
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
@@ -480,7 +487,7 @@ async fn graphql_ws(
     if !app.cors.origin_allowed(&headers) {
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
-    let mut meta = request_meta(&headers, peer);
+    let mut meta = request_meta(&headers, peer, &app.state.config.trusted_proxies);
     meta.route = Some("GET /graphql/ws".into());
     let auth = Arc::clone(&app.state.auth);
     let mut stop = app.state.shutdown.subscribe();

@@ -2,7 +2,9 @@
 //! SHA-256, [`crate::factor::webauthn::credential_key`]), claimed by the factor that
 //! registered it. A credential id is unique across users because two claims of one id are two
 //! first events of one stream: the event table's unique key lets one in, and the other, on
-//! retry, finds the id taken. A passkey login finds its factor here from the id alone.
+//! retry, finds the id taken. A passkey login finds its factor here from the id alone. A
+//! removed factor releases its id in the commit that removes it, so the same authenticator
+//! can register it again (for that user or another).
 
 use std::sync::Arc;
 
@@ -44,12 +46,18 @@ pub enum CredentialCommand {
         /// Its user.
         user_id: UserId,
     },
+    /// The factor that holds the id was removed: the id is free again.
+    Release {
+        /// The removed factor.
+        factor_id: FactorId,
+    },
 }
 
 impl crate::versioning::CommandName for CredentialCommand {
     fn name(&self) -> &'static str {
         match self {
             Self::Claim { .. } => "Claim",
+            Self::Release { .. } => "Release",
         }
     }
 }
@@ -59,6 +67,17 @@ impl crate::versioning::CommandName for CredentialCommand {
 pub enum CredentialEvent {
     /// A factor registered the id.
     CredentialClaimed(CredentialClaimed),
+    /// The factor that registered it was removed; the id may be registered again.
+    CredentialReleased(CredentialReleased),
+}
+
+/// Payload of [`CredentialEvent::CredentialReleased`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CredentialReleased {
+    /// The removed factor.
+    pub factor_id: FactorId,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 /// Payload of [`CredentialEvent::CredentialClaimed`].
@@ -76,6 +95,7 @@ impl DomainEvent for CredentialEvent {
     fn event_type(&self) -> String {
         match self {
             Self::CredentialClaimed(_) => "CredentialClaimed",
+            Self::CredentialReleased(_) => "CredentialReleased",
         }
         .to_string()
     }
@@ -87,7 +107,7 @@ impl DomainEvent for CredentialEvent {
 
 impl crate::versioning::Versioned for CredentialEvent {
     fn current_version(event_type: &str) -> Option<&'static str> {
-        (event_type == "CredentialClaimed").then_some("1.0")
+        matches!(event_type, "CredentialClaimed" | "CredentialReleased").then_some("1.0")
     }
 
     fn upcast(
@@ -105,18 +125,22 @@ pub enum CredentialError {
     /// Another factor registered this credential id.
     #[error("this credential is already registered")]
     AlreadyRegistered,
+    /// The factor does not hold this credential id.
+    #[error("the factor does not hold this credential")]
+    NotHeld,
 }
 
 impl Classify for CredentialError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::AlreadyRegistered => ErrorKind::WrongState,
+            Self::AlreadyRegistered | Self::NotHeld => ErrorKind::WrongState,
         }
     }
 
     fn reason(&self) -> &'static str {
         match self {
             Self::AlreadyRegistered => "CREDENTIAL_ALREADY_REGISTERED",
+            Self::NotHeld => "CREDENTIAL_NOT_HELD",
         }
     }
 }
@@ -155,6 +179,18 @@ impl Aggregate for WebAuthnCredential {
                     .await;
                 Ok(())
             }
+            CredentialCommand::Release { factor_id } => {
+                if self.factor_id != Some(factor_id) {
+                    return Err(CredentialError::NotHeld);
+                }
+                let released = CredentialReleased {
+                    factor_id,
+                    at: services.clock.now(),
+                };
+                sink.write(CredentialEvent::CredentialReleased(released), self)
+                    .await;
+                Ok(())
+            }
         }
     }
 
@@ -165,6 +201,7 @@ impl Aggregate for WebAuthnCredential {
                 self.user_id = Some(e.user_id);
                 self.claimed_at = Some(e.at);
             }
+            CredentialEvent::CredentialReleased(_) => *self = Self::default(),
         }
     }
 }
@@ -211,6 +248,48 @@ mod tests {
                     factor_id,
                     user_id,
                     at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+                },
+            )]);
+    }
+
+    #[tokio::test]
+    async fn a_removed_factor_releases_its_id_for_a_new_claim() {
+        let (factor_id, user_id) = (FactorId::generate(), UserId::for_login("alice"));
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let claimed = CredentialEvent::CredentialClaimed(CredentialClaimed {
+            factor_id,
+            user_id,
+            at,
+        });
+        framework()
+            .given(vec![claimed.clone()])
+            .when_async(CredentialCommand::Release {
+                factor_id: FactorId::generate(),
+            })
+            .await
+            .then_expect_error(CredentialError::NotHeld);
+        framework()
+            .given(vec![claimed.clone()])
+            .when_async(CredentialCommand::Release { factor_id })
+            .await
+            .then_expect_events(vec![CredentialEvent::CredentialReleased(
+                CredentialReleased { factor_id, at },
+            )]);
+        let released = CredentialEvent::CredentialReleased(CredentialReleased { factor_id, at });
+        assert_eq!(released.event_type(), "CredentialReleased");
+        let again = FactorId::generate();
+        framework()
+            .given(vec![claimed, released])
+            .when_async(CredentialCommand::Claim {
+                factor_id: again,
+                user_id: UserId::for_login("bob"),
+            })
+            .await
+            .then_expect_events(vec![CredentialEvent::CredentialClaimed(
+                CredentialClaimed {
+                    factor_id: again,
+                    user_id: UserId::for_login("bob"),
+                    at,
                 },
             )]);
     }

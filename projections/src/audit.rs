@@ -693,6 +693,21 @@ mod tests {
                 reason: user::RevocationReason::Requested,
                 at,
             }),
+            UserEvent::CodeRefused(user::CodeRefused {
+                channel: tessera_domain::challenge::Channel::Sms,
+                reason: user::code_limits::CodeRefusalReason::CountryNotAllowed,
+                destination: "+88 ••• ••• 3456".into(),
+                country_code: Some(882),
+                factor_id: None,
+                retry_after_seconds: 86_400,
+                at,
+            }),
+            UserEvent::SmsBudgetThresholdCrossed(user::SmsBudgetThresholdCrossed {
+                sent: 800,
+                budget: 1000,
+                window_ends_at: at,
+                at,
+            }),
         ];
         for e in &user_events {
             match e {
@@ -714,7 +729,9 @@ mod tests {
                 | UserEvent::Deactivated(_)
                 | UserEvent::Reactivated(_)
                 | UserEvent::Deleted(_)
-                | UserEvent::SessionsRevoked(_) => {}
+                | UserEvent::SessionsRevoked(_)
+                | UserEvent::CodeRefused(_)
+                | UserEvent::SmsBudgetThresholdCrossed(_) => {}
             }
         }
         let payloads: Vec<Value> = factor_events

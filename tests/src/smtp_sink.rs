@@ -55,6 +55,38 @@ impl Mail {
             .split_once("\r\n\r\n")
             .map_or("", |(_, body)| body)
     }
+
+    /// The body as the reader sees it: quoted-printable (RFC 2045 §6.7, lettre's choice for
+    /// long lines) decoded, so a search for a secret cannot miss one split by a soft break.
+    pub fn text(&self) -> String {
+        let qp = self
+            .header("Content-Transfer-Encoding")
+            .is_some_and(|e| e.eq_ignore_ascii_case("quoted-printable"));
+        if !qp {
+            return self.body().to_string();
+        }
+        let joined = self.body().replace("=\r\n", "");
+        let bytes = joined.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match (bytes[i], hex) {
+                (b'=', Some(b)) => {
+                    out.push(b);
+                    i += 3;
+                }
+                (c, _) => {
+                    out.push(c);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
 }
 
 #[derive(Default)]

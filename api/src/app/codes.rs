@@ -10,9 +10,13 @@ use tessera_domain::{
         mask_destination,
     },
     factor::{Factor, FactorCommand, FactorError, FactorEvent, FactorStatus, FactorType, NewCode},
-    ids::{ChallengeId, FactorId},
+    ids::{ChallengeId, FactorId, UserId},
     policy::POLICY_ID,
     secret::PassCode,
+    user::{
+        CodeRefusal, UserCommand,
+        code_limits::{self, CodeRefusalReason},
+    },
 };
 use tessera_store::Committed;
 
@@ -42,44 +46,123 @@ pub fn factor_type_not_allowed() -> AppError {
 /// Hash domain of code destinations in the limit counters' keys.
 const DESTINATION_DOMAIN: &str = "code-destination";
 
-fn refused(reason: &'static str, message: &str, retry_after_seconds: i64) -> AppError {
+fn refused(reason: CodeRefusalReason, retry_after_seconds: i64) -> AppError {
+    let message = match reason {
+        CodeRefusalReason::CountryNotAllowed => "text messages are not sent to this country",
+        CodeRefusalReason::DestinationResendTooSoon => {
+            "a code was sent to this destination moments ago"
+        }
+        CodeRefusalReason::DestinationLimitReached => {
+            "too many codes to this destination this hour"
+        }
+        CodeRefusalReason::UserDailyLimit => "too many text messages for this user today",
+        CodeRefusalReason::BudgetExhausted => "the hourly budget of text messages is spent",
+    };
     AppError::RateLimited {
-        reason,
+        reason: reason.as_str(),
         message: message.into(),
         retry_after_seconds,
     }
 }
 
-/// Admits one code to `destination` for `owner`, or refuses it before anything is written or
-/// sent (SMS pumping, toll fraud): an SMS number must be in an allowed country; one number or
-/// address gets at most one code per `TESSERA_OOB_RESEND_SECONDS` and
+/// What the limits say about one code.
+enum Admission {
+    /// Send it; `Some` when this SMS crossed 80% of the hourly budget (once per window).
+    Admitted(Option<BudgetMark>),
+    /// Refused, and when to try again.
+    Refused(CodeRefusalReason, i64),
+}
+
+/// The hourly SMS window at the moment its count crossed 80% of the budget.
+struct BudgetMark {
+    sent: i64,
+    budget: i64,
+    window_ends_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Admits one code to `destination` for `owner`, or refuses it before anything is written to
+/// a factor or sent (SMS pumping, toll fraud): an SMS number must be in an allowed country;
+/// one number or address gets at most one code per `TESSERA_OOB_RESEND_SECONDS` and
 /// `TESSERA_OOB_MAX_PER_HOUR` an hour, whichever factor or user asks; SMS count against a
 /// budget per user per day and one for every node per hour. The counters are shared by every
 /// node (`tessera_store::limits`) and keyed by a keyed hash of the destination.
+///
+/// Every refusal is a `CodeRefused` event on the owner's stream (the user is the one thing
+/// that exists before an enrolment's factor does, and only a caller acting for that user can
+/// add to it, one event per refused request, as refused-while-locked attempts are); the SMS
+/// that crosses 80% of the hourly budget records `SmsBudgetThresholdCrossed`, from which the
+/// alert reactor raises `SMS_BUDGET_WARNING`.
 ///
 /// # Errors
 /// `RATE_LIMITED` with the reason; store errors.
 pub(crate) async fn admit_code(
     state: &AppState,
-    owner: tessera_domain::ids::UserId,
+    call: &Call,
+    owner: UserId,
     channel: Channel,
     destination: &str,
+    factor_id: Option<FactorId>,
 ) -> AppResult<()> {
+    let country_code = (channel == Channel::Sms)
+        .then(|| phonenumber::parse(None, destination).ok())
+        .flatten()
+        .map(|n| n.code().value());
+    let key = owner.to_string();
+    match limits(state, owner, channel, destination, country_code).await? {
+        Admission::Admitted(None) => Ok(()),
+        Admission::Admitted(Some(mark)) => {
+            tracing::warn!(
+                sent = mark.sent,
+                budget = mark.budget,
+                "80% of the hourly SMS budget is spent"
+            );
+            let command = UserCommand::RecordSmsBudgetWarning {
+                sent: mark.sent,
+                budget: mark.budget,
+                window_ends_at: mark.window_ends_at,
+            };
+            state.users.execute(&key, command, &call.metadata()).await?;
+            state.nudge();
+            Ok(())
+        }
+        Admission::Refused(reason, retry_after_seconds) => {
+            tracing::warn!(user = %owner, reason = reason.as_str(), "refused a one-time code");
+            state
+                .metrics
+                .code_refused(&channel.as_str().to_lowercase(), reason.as_str());
+            let command = UserCommand::RecordCodeRefusal(CodeRefusal {
+                channel,
+                reason,
+                destination: mask_destination(destination),
+                country_code,
+                factor_id,
+                retry_after_seconds,
+            });
+            state.users.execute(&key, command, &call.metadata()).await?;
+            Err(refused(reason, retry_after_seconds))
+        }
+    }
+}
+
+/// The limits of [`admit_code`], counted in the store's fixed windows.
+async fn limits(
+    state: &AppState,
+    owner: UserId,
+    channel: Channel,
+    destination: &str,
+    country_code: Option<u16>,
+) -> AppResult<Admission> {
     use tessera_store::limits::{Window, hit};
     let config = &state.config;
     let now = state.clock.now();
-    if channel == Channel::Sms && !config.sms_allowed_countries.is_empty() {
-        let country = phonenumber::parse(None, destination)
-            .ok()
-            .map(|n| n.code().value());
-        if !country.is_some_and(|c| config.sms_allowed_countries.contains(&c)) {
-            tracing::warn!(user = %owner, "refused an SMS to a country that is not allowed");
-            return Err(refused(
-                "SMS_COUNTRY_NOT_ALLOWED",
-                "text messages are not sent to this country",
-                86_400,
-            ));
-        }
+    if channel == Channel::Sms
+        && !config.sms_allowed_countries.is_empty()
+        && !country_code.is_some_and(|c| config.sms_allowed_countries.contains(&c))
+    {
+        return Ok(Admission::Refused(
+            CodeRefusalReason::CountryNotAllowed,
+            86_400,
+        ));
     }
     let key = state
         .keyed_hasher
@@ -97,44 +180,37 @@ pub(crate) async fn admit_code(
     if config.oob_resend_seconds > 0 {
         let (n, left) = count(format!("dest:resend:{key}"), config.oob_resend_seconds).await?;
         if n > 1 {
-            return Err(refused(
-                "DESTINATION_RESEND_TOO_SOON",
-                "a code was sent to this destination moments ago",
+            return Ok(Admission::Refused(
+                CodeRefusalReason::DestinationResendTooSoon,
                 left,
             ));
         }
     }
     let (n, left) = count(format!("dest:hour:{key}"), 3600).await?;
     if n > i64::from(config.oob_max_per_hour) {
-        return Err(refused(
-            "DESTINATION_LIMIT_REACHED",
-            "too many codes to this destination this hour",
+        return Ok(Admission::Refused(
+            CodeRefusalReason::DestinationLimitReached,
             left,
         ));
     }
-    if channel == Channel::Sms {
-        let (n, left) = count(format!("sms:user:{owner}"), 86_400).await?;
-        if n > i64::from(config.sms_max_per_user_per_day) {
-            return Err(refused(
-                "SMS_USER_DAILY_LIMIT",
-                "too many text messages for this user today",
-                left,
-            ));
-        }
-        let (n, left) = count("sms:global".into(), 3600).await?;
-        let budget = i64::from(config.sms_max_per_hour);
-        if n == (budget * 4 + 4) / 5 {
-            tracing::warn!(sent = n, budget, "80% of the hourly SMS budget is spent");
-        }
-        if n > budget {
-            return Err(refused(
-                "SMS_BUDGET_EXHAUSTED",
-                "the hourly budget of text messages is spent",
-                left,
-            ));
-        }
+    if channel != Channel::Sms {
+        return Ok(Admission::Admitted(None));
     }
-    Ok(())
+    let (n, left) = count(format!("sms:user:{owner}"), 86_400).await?;
+    if n > i64::from(config.sms_max_per_user_per_day) {
+        return Ok(Admission::Refused(CodeRefusalReason::UserDailyLimit, left));
+    }
+    let (n, left) = count("sms:global".into(), 3600).await?;
+    let budget = i64::from(config.sms_max_per_hour);
+    if n > budget {
+        return Ok(Admission::Refused(CodeRefusalReason::BudgetExhausted, left));
+    }
+    let mark = code_limits::crosses_budget_warning(n, budget).then(|| BudgetMark {
+        sent: n,
+        budget,
+        window_ends_at: now + chrono::TimeDelta::seconds(left),
+    });
+    Ok(Admission::Admitted(mark))
 }
 
 /// Refuses a challenge that cannot take an answer or a code now, the way the aggregate would.
@@ -236,7 +312,15 @@ async fn send_code(
     // limits across factors and users.
     factor.check_send(&state.factors.services().policy, state.clock.now())?;
     if let (Some(owner), Some(oob)) = (factor.user_id, &factor.oob) {
-        admit_code(state, owner, channel, &oob.destination).await?;
+        admit_code(
+            state,
+            call,
+            owner,
+            channel,
+            &oob.destination,
+            Some(factor_id),
+        )
+        .await?;
     }
     let challenge_id = within.unwrap_or_else(ChallengeId::generate);
     let code = draw_code();

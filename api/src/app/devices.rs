@@ -10,6 +10,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use rand::RngCore;
 use tessera_domain::{
     ids::UserId,
+    policy::MfaPolicy,
     user::{DeviceRevocationReason, TrustDevice, TrustedDevice, User, UserCommand},
 };
 use uuid::Uuid;
@@ -52,19 +53,24 @@ impl DeviceView {
     }
 }
 
-/// How long a new trust lasts (`TESSERA_TRUSTED_DEVICE_DAYS`); `None`: the feature is off.
-fn trust_period(state: &AppState) -> Option<TimeDelta> {
-    let days = state.config.trusted_device_days;
-    (days > 0).then(|| TimeDelta::days(i64::from(days)))
+/// How long a new trust lasts: the MFA policy's `trustedDeviceDays`, else
+/// `TESSERA_TRUSTED_DEVICE_DAYS`; `None`: devices are not trusted at all.
+fn trust_period(state: &AppState, policy: &MfaPolicy) -> Option<TimeDelta> {
+    policy.trust_period(state.config.trusted_device_days)
 }
 
 /// Trusts the caller's device for `user` (just logged in with a second factor) and returns
-/// the token, shown once; `None` when the feature is off.
+/// the token, shown once; `None` when the policy (or the server) trusts no device.
 ///
 /// # Errors
 /// Store errors.
-pub async fn trust(state: &AppState, call: &Call, user: UserId) -> AppResult<Option<String>> {
-    let Some(period) = trust_period(state) else {
+pub async fn trust(
+    state: &AppState,
+    call: &Call,
+    user: UserId,
+    policy: &MfaPolicy,
+) -> AppResult<Option<String>> {
+    let Some(period) = trust_period(state, policy) else {
         return Ok(None);
     };
     let device_id = Uuid::now_v7();
@@ -91,9 +97,10 @@ pub async fn trust(state: &AppState, call: &Call, user: UserId) -> AppResult<Opt
 }
 
 /// The device `token` names, if it is one of `user`'s, still trusted at `now`, and the token's
-/// secret matches (in constant time), and the feature is on.
-pub fn recognise(state: &AppState, user: &User, token: &str) -> Option<Uuid> {
-    trust_period(state)?;
+/// secret matches (in constant time), and the policy trusts devices now: turning trust off
+/// ends every trust already given, without an event per device.
+pub fn recognise(state: &AppState, policy: &MfaPolicy, user: &User, token: &str) -> Option<Uuid> {
+    trust_period(state, policy)?;
     let (id, secret) = token.split_once('.')?;
     let id = Uuid::try_parse(id).ok()?;
     let device = user.trusted_device(id, state.clock.now())?;

@@ -198,7 +198,7 @@ async fn enroll_out_of_band(
             FactorType::Sms => Channel::Sms,
             _ => Channel::Email,
         };
-        admit_code(state, input.user_id, channel, destination).await?;
+        admit_code(state, call, input.user_id, channel, destination, None).await?;
     }
     let factor_id = FactorId::generate();
     let challenge_id = ChallengeId::generate();

@@ -31,7 +31,12 @@ pub async fn remove(
     let (loaded, seq) = authorized_factor(state, call, id, false).await?;
     let owner = loaded.user_id.ok_or(FactorError::NotFound)?;
     require_fresh_proof(state, call, owner, AccountChange::RemoveFactor, step_up).await?;
-    let removed = run(state, call, id, (loaded, seq), FactorCommand::Remove).await?;
+    // A passkey's removal releases its credential id in the same commit.
+    let removed = if loaded.webauthn.is_some() {
+        crate::app::passkeys::remove(state, call, id, (loaded, seq)).await?
+    } else {
+        run(state, call, id, (loaded, seq), FactorCommand::Remove).await?
+    };
     // A removed factor may be the one a device was trusted with: no device stands in for the
     // second factor any more.
     let reason = DeviceRevocationReason::FactorRemoved;

@@ -113,7 +113,7 @@ async fn login_factors(
 /// that can complete it, or (policy `REQUIRED`, no factor yet) an enrolment-only token.
 ///
 /// # Errors
-/// `InvalidCredentials`; `LOGIN_THROTTLED`; store errors.
+/// `InvalidCredentials`; `LOGIN_THROTTLED`; `CLIENT_IP_THROTTLED`; store errors.
 pub async fn login(
     state: &AppState,
     call: &Call,
@@ -123,6 +123,7 @@ pub async fn login(
 ) -> AppResult<LoginOutcome> {
     let metadata = call.metadata();
     let user_id = UserId::for_login(login);
+    throttle::ensure_ip_budget(state, call).await?;
     // One check of this login at a time on this node, each after the previous one's count.
     let turn = state.login_throttles.turn(user_id).await;
     let (user, sequence) = state.users.load(&user_id.to_string()).await?;
@@ -164,12 +165,12 @@ pub async fn login(
         drop(turn);
         return Err(AppError::InvalidCredentials);
     }
-    // Only once the password is right: a device token never replaces it.
-    let device = device_token.and_then(|t| devices::recognise(state, &user, t));
     let generation = user.token_generation;
+    let (policy, _) = state.policy.load(POLICY_ID).await?;
+    // Only once the password is right: a device token never replaces it.
+    let device = device_token.and_then(|t| devices::recognise(state, &policy, &user, t));
     throttle::reset(state, user_id, (user, sequence), &metadata).await?;
     drop(turn);
-    let (policy, _) = state.policy.load(POLICY_ID).await?;
     let factors = if policy.mode == MfaMode::Disabled {
         Vec::new()
     } else {
@@ -268,7 +269,7 @@ pub async fn complete(
     let (token, device_token) = match (proof.outcome, proof.challenge.user_id, proof.method) {
         (FactorOutcome::Success, Some(user_id), Some(method)) => {
             let device_token = if remember_device {
-                devices::trust(state, call, user_id).await?
+                devices::trust(state, call, user_id, &policy).await?
             } else {
                 None
             };
@@ -301,11 +302,13 @@ pub async fn set_policy(
     call: &Call,
     mode: policy::MfaMode,
     allowed_factor_types: Vec<FactorType>,
+    trusted_device_days: Option<u32>,
 ) -> AppResult<MfaPolicy> {
     call.admin()?;
     let command = MfaPolicyCommand::Set {
         mode,
         allowed_factor_types,
+        trusted_device_days,
     };
     let committed = state
         .policy

@@ -223,6 +223,54 @@ pub async fn activate(
     })
 }
 
+/// `removeFactor` of an active WebAuthn factor: the removal and the release of its credential
+/// id in one commit, so the id is free again (the same authenticator may register it anew)
+/// and a passkey login with it finds no factor. The caller has authorised the removal.
+///
+/// # Errors
+/// The factor's own (already removed); store errors.
+pub(crate) async fn remove(
+    state: &AppState,
+    call: &Call,
+    factor_id: FactorId,
+    loaded: (Factor, usize),
+) -> AppResult<Factor> {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    let raw_id = loaded
+        .0
+        .webauthn
+        .as_ref()
+        .and_then(|c| URL_SAFE_NO_PAD.decode(&c.credential_id).ok())
+        .ok_or_else(|| AppError::internal("a registered passkey without its credential id"))?;
+    let (factor_key, credential) = (factor_id.to_string(), credential_key(&raw_id));
+    let then = Then {
+        admit: |_: &WebAuthnCredential| true,
+        // Only the holder releases: an id that was never claimed (or is another factor's)
+        // is left alone.
+        follow: |events: &[EventEnvelope<Factor>], c: &WebAuthnCredential| {
+            (c.factor_id == Some(factor_id)
+                && events
+                    .iter()
+                    .any(|e| matches!(e.payload, FactorEvent::Removed(_))))
+            .then_some(CredentialCommand::Release { factor_id })
+        },
+    };
+    let joint = execute_with(
+        (&state.factors, &factor_key, Some(loaded)),
+        FactorCommand::Remove,
+        (&state.credentials, &credential, None),
+        then,
+        &call.metadata(),
+    )
+    .await?;
+    let committed = match joint {
+        Joint::Committed(committed, _) => committed,
+        Joint::Refused(..) => return Err(AppError::internal("a removal was not admitted")),
+    };
+    state.settle(&factor_key, &committed).await;
+    Ok(committed.state)
+}
+
 /// `challengeFactor` of a WebAuthn factor: request options naming its credential, for a new
 /// `FACTOR` challenge (answered by `verifyFactor`) or for the open step-up or login challenge
 /// `within` (answered by `completeStepUp` / `completeLogin`). The caller has checked who may
@@ -311,6 +359,42 @@ pub struct PasskeyLoginStarted {
     pub public_key: Value,
 }
 
+/// Hash domain of client addresses in the passkey-login budget's keys.
+const START_DOMAIN: &str = "passkey-login-start";
+
+/// Counts a `startPasskeyLogin` against the caller's address's budget
+/// (`TESSERA_PASSKEY_LOGIN_STARTS_PER_MINUTE`, a fixed window shared by every node): each
+/// start writes a challenge stream, and nobody has to show anything to ask for one.
+///
+/// # Errors
+/// `RATE_LIMITED` (`PASSKEY_LOGIN_RATE_LIMITED`) with the seconds left; store errors.
+async fn ensure_start_budget(state: &AppState, call: &Call) -> AppResult<()> {
+    use tessera_store::limits::{Window, hit};
+    let budget = state.config.passkey_login_starts_per_minute;
+    let Some(ip) = call.meta.client_ip.as_deref().filter(|_| budget > 0) else {
+        return Ok(());
+    };
+    let now = state.clock.now();
+    let window = Window {
+        length: chrono::TimeDelta::minutes(1),
+    };
+    let key = format!(
+        "passkey-login:ip:{}",
+        state.keyed_hasher.hash(START_DOMAIN, ip)
+    );
+    let n = hit(&state.db, &key, window, now)
+        .await
+        .map_err(AppError::internal)?;
+    if n > i64::from(budget) {
+        return Err(AppError::RateLimited {
+            reason: "PASSKEY_LOGIN_RATE_LIMITED",
+            message: "too many passkey logins started from this address; try again later".into(),
+            retry_after_seconds: window.seconds_left(now),
+        });
+    }
+    Ok(())
+}
+
 /// `startPasskeyLogin`: a login challenge with a WebAuthn ceremony and no user yet. Without a
 /// login the options name no credential (a discoverable credential answers; with
 /// `mediation: "conditional"` the browser offers its passkeys in autofill). With the login of
@@ -318,12 +402,13 @@ pub struct PasskeyLoginStarted {
 /// gets the discoverable ceremony, so the answer does not tell who exists.
 ///
 /// # Errors
-/// Store errors.
+/// `PASSKEY_LOGIN_RATE_LIMITED`; store errors.
 pub async fn start_login(
     state: &AppState,
     call: &Call,
     login: Option<&str>,
 ) -> AppResult<PasskeyLoginStarted> {
+    ensure_start_budget(state, call).await?;
     let webauthn = state.factors.services().relying_party.webauthn();
     let mut passkeys = Vec::new();
     if let Some(login) = login {
@@ -388,6 +473,8 @@ pub struct PasskeyLogin {
     pub challenge: Challenge,
     /// On `SUCCESS`: the access token (`amr` = `hwk`).
     pub token: Option<crate::app::login::IssuedToken>,
+    /// On `SUCCESS` with `rememberDevice`, when the policy trusts devices: the device token.
+    pub device_token: Option<String>,
 }
 
 /// `completePasskeyLogin`: the credential the assertion names leads to its factor and user;
@@ -403,6 +490,7 @@ pub async fn complete_login(
     call: &Call,
     challenge_id: ChallengeId,
     response: PublicKeyCredential,
+    remember_device: bool,
 ) -> AppResult<PasskeyLogin> {
     use tessera_domain::{
         challenge::{ChallengeError, ChallengeStatus, Method},
@@ -420,6 +508,7 @@ pub async fn complete_login(
             outcome,
             challenge,
             token: None,
+            device_token: None,
         })
     };
     match challenge.status_at(state.clock.now()) {
@@ -438,8 +527,19 @@ pub async fn complete_login(
         .load(&credential_key(&response.raw_id))
         .await?;
     let (Some(factor_id), Some(owner)) = (credential.factor_id, credential.user_id) else {
-        // No factor has this credential: nobody to count a failure against.
-        return answered(FactorOutcome::Rejected, challenge);
+        // No factor has this credential: nobody to count a failure against, so it is recorded
+        // on the challenge, which exists already (its start is rate limited) and ends after
+        // five failures. Keying a record by the credential id instead would let an attacker
+        // create a stream per made-up id.
+        let recorded = state
+            .challenges
+            .execute(
+                &challenge_key,
+                ChallengeCommand::RecordUnknownCredential,
+                &metadata,
+            )
+            .await?;
+        return answered(FactorOutcome::Rejected, recorded.state);
     };
     crate::app::users::ensure_active_id(state, owner).await?;
     let (policy, _) = state.policy.load(POLICY_ID).await?;
@@ -500,19 +600,26 @@ pub async fn complete_login(
         .payloads()
         .iter()
         .any(|e| matches!(e, tessera_domain::challenge::ChallengeEvent::Completed(_)));
-    let token = if outcome == FactorOutcome::Success && completed {
+    let (token, device_token) = if outcome == FactorOutcome::Success && completed {
+        let device_token = if remember_device {
+            crate::app::devices::trust(state, call, owner, &policy).await?
+        } else {
+            None
+        };
         let (user, _) = state.users.load(&owner.to_string()).await?;
-        Some(crate::app::login::token(
+        let token = crate::app::login::token(
             state,
             owner,
             &[Method::Webauthn.amr()],
             crate::tokens::Scope::User,
             user.token_generation,
-        )?)
+        )?;
+        (Some(token), device_token)
     } else {
-        None
+        (None, None)
     };
     Ok(PasskeyLogin {
+        device_token,
         outcome: match (outcome, completed) {
             // A right answer that reached the challenge after its time is no success.
             (FactorOutcome::Success, false) => FactorOutcome::Expired,

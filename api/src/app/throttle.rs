@@ -88,6 +88,40 @@ impl LoginThrottles {
     }
 }
 
+/// Hash domain of client addresses in the per-address budget's keys.
+const IP_DOMAIN: &str = "login-client-ip";
+
+/// Counts a password check against the caller's address's budget
+/// (`TESSERA_LOGIN_MAX_PER_IP_PER_MINUTE`, one fixed window shared by every node) and refuses
+/// it over the budget, before the login's own throttle is read or any password checked, for
+/// known and unknown logins alike. Off (no round trip) unless configured. The address is
+/// the socket peer's unless a trusted proxy names another (`TESSERA_TRUSTED_PROXIES`).
+///
+/// # Errors
+/// `RATE_LIMITED` (`CLIENT_IP_THROTTLED`) with the seconds left in the window; store errors.
+pub async fn ensure_ip_budget(state: &AppState, call: &crate::app::Call) -> AppResult<()> {
+    let budget = state.config.login_max_per_ip_per_minute;
+    let Some(ip) = call.meta.client_ip.as_deref().filter(|_| budget > 0) else {
+        return Ok(());
+    };
+    let now = state.clock.now();
+    let window = limits::Window {
+        length: chrono::TimeDelta::minutes(1),
+    };
+    let key = format!("login:ip:{}", state.keyed_hasher.hash(IP_DOMAIN, ip));
+    let n = limits::hit(&state.db, &key, window, now)
+        .await
+        .map_err(AppError::internal)?;
+    if n > i64::from(budget) {
+        return Err(AppError::RateLimited {
+            reason: "CLIENT_IP_THROTTLED",
+            message: "too many password checks from this address; try again later".into(),
+            retry_after_seconds: window.seconds_left(now),
+        });
+    }
+    Ok(())
+}
+
 /// The refusal while a login is throttled.
 pub fn throttled(retry_after_seconds: i64) -> AppError {
     AggregateError::UserError(UserError::LoginThrottled {

@@ -31,7 +31,9 @@ pub struct SecurityAlert {
     /// Whose second factor.
     pub user_id: ID,
     /// `REPEATED_FAILURES`, `FACTOR_LOCKED`, `USER_LOCKED`, `RECOVERY_CODE_USED`,
-    /// `FACTOR_ADDED`, `FACTOR_REMOVED`, `RECOVERY_CODES_REGENERATED`.
+    /// `LOGIN_THROTTLED`, `POSSIBLE_CLONED_AUTHENTICATOR`, `SMS_BUDGET_WARNING`; and the
+    /// notices of account changes `FACTOR_ADDED`, `FACTOR_REMOVED`,
+    /// `RECOVERY_CODES_REGENERATED`, `DEVICE_TRUSTED`.
     pub kind: String,
     /// What happened, for people.
     pub reason: String,

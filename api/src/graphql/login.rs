@@ -114,24 +114,39 @@ pub struct MfaPolicy {
     pub mode: MfaMode,
     /// Factor types that may be enrolled and used to log in.
     pub allowed_factor_types: Vec<FactorType>,
+    /// Days a remembered device stays trusted, as the policy sets it (0: no device is
+    /// trusted); null: the server's `TESSERA_TRUSTED_DEVICE_DAYS` applies.
+    pub trusted_device_days: Option<i32>,
+    /// The days in force: `trustedDeviceDays`, else the server's setting. 0: `rememberDevice`
+    /// gives no `deviceToken`, and device tokens given earlier skip no factor.
+    pub effective_trusted_device_days: i32,
 }
 
-impl From<&policy::MfaPolicy> for MfaPolicy {
-    fn from(p: &policy::MfaPolicy) -> Self {
+impl MfaPolicy {
+    /// The policy as shown, with the server's `TESSERA_TRUSTED_DEVICE_DAYS`.
+    pub(crate) fn new(p: &policy::MfaPolicy, server_days: u32) -> Self {
+        let days = |d: u32| i32::try_from(d).unwrap_or(i32::MAX);
         Self {
             mode: p.mode.into(),
             allowed_factor_types: p.allowed_factor_types.iter().map(|t| (*t).into()).collect(),
+            trusted_device_days: p.trusted_device_days.map(days),
+            effective_trusted_device_days: days(p.trusted_device_days(server_days)),
         }
     }
 }
 
-/// Input of `setMfaPolicy`.
+/// Input of `setMfaPolicy`. The policy is replaced whole: a field left out takes its default.
 #[derive(InputObject)]
 pub struct SetMfaPolicyInput {
     /// Whether a login asks for a second factor.
     pub mode: MfaMode,
     /// Factor types that may be enrolled and used to log in (at least one unless DISABLED).
     pub allowed_factor_types: Vec<FactorType>,
+    /// Days a remembered device stays trusted, 0 to 365 (0: trust no device, and end the
+    /// trust of those remembered before); null or left out: the server's
+    /// `TESSERA_TRUSTED_DEVICE_DAYS`.
+    #[graphql(validator(minimum = 0, maximum = 365))]
+    pub trusted_device_days: Option<i32>,
 }
 
 impl LoginPayload {
@@ -151,8 +166,9 @@ pub struct LoginQuery;
 impl LoginQuery {
     /// The MFA policy (any authenticated caller).
     async fn mfa_policy(&self, ctx: &Context<'_>) -> async_graphql::Result<MfaPolicy> {
-        let policy = app::login::policy(ctx.state()?, &ctx.call()).await?;
-        Ok(MfaPolicy::from(&policy))
+        let state = ctx.state()?;
+        let policy = app::login::policy(state, &ctx.call()).await?;
+        Ok(MfaPolicy::new(&policy, state.config.trusted_device_days))
     }
 }
 
@@ -291,8 +307,13 @@ pub struct SetMfaPolicyPayload {
 }
 
 async fn set_policy(ctx: &Context<'_>, input: SetMfaPolicyInput) -> AppResult<MfaPolicy> {
+    let state = ctx.state()?;
+    // The validator keeps it within 0..=365; a negative number cannot get here.
+    let days = input
+        .trusted_device_days
+        .map(|d| u32::try_from(d).unwrap_or(u32::MAX));
     let policy = app::login::set_policy(
-        ctx.state()?,
+        state,
         &ctx.call(),
         input.mode.into(),
         input
@@ -300,7 +321,8 @@ async fn set_policy(ctx: &Context<'_>, input: SetMfaPolicyInput) -> AppResult<Mf
             .into_iter()
             .map(Into::into)
             .collect(),
+        days,
     )
     .await?;
-    Ok(MfaPolicy::from(&policy))
+    Ok(MfaPolicy::new(&policy, state.config.trusted_device_days))
 }

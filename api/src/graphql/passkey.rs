@@ -57,6 +57,11 @@ pub struct CompletePasskeyLoginInput {
     pub challenge_id: ID,
     /// The assertion: `credential.toJSON()` of `navigator.credentials.get`.
     pub webauthn: Json<Value>,
+    /// Remember this device, as on `completeLogin`: a `SUCCESS` also returns `deviceToken`
+    /// (null when the MFA policy trusts no device). A passkey needs no second factor, so the
+    /// token matters only to a later password `login` from this device.
+    #[graphql(default)]
+    pub remember_device: bool,
 }
 
 #[derive(Default)]
@@ -98,8 +103,14 @@ impl PasskeyMutation {
         let state = ctx.state()?;
         let challenge_id = parse_challenge_id(&input.challenge_id)?;
         let response = app::passkeys::response(input.webauthn.0)?;
-        let login =
-            app::passkeys::complete_login(state, &ctx.call(), challenge_id, response).await?;
+        let login = app::passkeys::complete_login(
+            state,
+            &ctx.call(),
+            challenge_id,
+            response,
+            input.remember_device,
+        )
+        .await?;
         let challenge = Some(Challenge::from_aggregate(
             challenge_id,
             &login.challenge,
@@ -110,6 +121,7 @@ impl PasskeyMutation {
             Some(token) => LoginPayload {
                 challenge,
                 factor_result,
+                device_token: login.device_token,
                 ..LoginPayload::with_token(token)
             },
             None => LoginPayload {

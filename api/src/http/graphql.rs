@@ -179,7 +179,7 @@ pub(crate) async fn graphql_post(
         Ok(request) => request,
         Err(refused) => return *refused,
     };
-    let mut meta = request_meta(&headers, peer);
+    let mut meta = request_meta(&headers, peer, &app.state.config.trusted_proxies);
     meta.route = Some("POST /graphql".into());
     let authorization = headers
         .get(header::AUTHORIZATION)

@@ -115,7 +115,7 @@ impl Okta {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)), |c| c.0);
-        let mut meta = request_meta(&parts.headers, peer);
+        let mut meta = request_meta(&parts.headers, peer, &app.state.config.trusted_proxies);
         meta.route = parts
             .extensions
             .get::<MatchedPath>()

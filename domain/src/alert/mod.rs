@@ -42,6 +42,11 @@ pub enum AlertKind {
     /// A WebAuthn credential answered with a signature counter that did not grow: two
     /// authenticators may hold its key.
     PossibleClonedAuthenticator,
+    /// A device was trusted to stand in for the second factor ("remember this device").
+    DeviceTrusted,
+    /// 80% of the hourly SMS budget of all nodes is spent (SMS pumping?). Raised once per
+    /// window, on the user whose text message crossed the mark, for the security team.
+    SmsBudgetWarning,
 }
 
 impl AlertKind {
@@ -57,6 +62,26 @@ impl AlertKind {
             Self::FactorRemoved => "FACTOR_REMOVED",
             Self::RecoveryCodesRegenerated => "RECOVERY_CODES_REGENERATED",
             Self::PossibleClonedAuthenticator => "POSSIBLE_CLONED_AUTHENTICATOR",
+            Self::DeviceTrusted => "DEVICE_TRUSTED",
+            Self::SmsBudgetWarning => "SMS_BUDGET_WARNING",
+        }
+    }
+
+    /// Whether the user is told by e-mail. The SMS budget is everyone's: its warning goes to
+    /// the security team (webhook, subscriptions), not to whoever happened to cross the mark.
+    pub fn notifies_user(self) -> bool {
+        match self {
+            Self::SmsBudgetWarning => false,
+            Self::RepeatedFailures
+            | Self::FactorLocked
+            | Self::UserLocked
+            | Self::RecoveryCodeUsed
+            | Self::LoginThrottled
+            | Self::FactorAdded
+            | Self::FactorRemoved
+            | Self::RecoveryCodesRegenerated
+            | Self::PossibleClonedAuthenticator
+            | Self::DeviceTrusted => true,
         }
     }
 }
@@ -337,6 +362,10 @@ mod tests {
         assert_eq!(
             serde_json::to_value(AlertKind::RecoveryCodeUsed).unwrap(),
             serde_json::json!("RECOVERY_CODE_USED")
+        );
+        assert_eq!(
+            serde_json::to_value(AlertKind::DeviceTrusted).unwrap(),
+            serde_json::json!(AlertKind::DeviceTrusted.as_str())
         );
     }
 }

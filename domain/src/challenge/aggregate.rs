@@ -212,8 +212,15 @@ impl Aggregate for Challenge {
                 Ok(())
             }
             ChallengeCommand::RecordFailure { factor_id, reason } => {
-                self.record_failure(factor_id, reason, services, now, sink)
+                self.record_failure(Some(factor_id), reason, services, now, sink)
                     .await
+            }
+            ChallengeCommand::RecordUnknownCredential => {
+                if self.purpose != Some(ChallengePurpose::PasskeyLogin) {
+                    return Err(ChallengeError::WrongPurpose);
+                }
+                let reason = FailureReason::UnknownCredential;
+                self.record_failure(None, reason, services, now, sink).await
             }
             ChallengeCommand::Expire => match self.status {
                 ChallengeStatus::Expired => Ok(()),
@@ -369,7 +376,7 @@ impl Challenge {
 
     async fn record_failure(
         &mut self,
-        factor_id: FactorId,
+        factor_id: Option<FactorId>,
         reason: FailureReason,
         services: &ChallengeServices,
         now: DateTime<Utc>,

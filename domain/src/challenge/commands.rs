@@ -35,6 +35,10 @@ pub enum ChallengeCommand {
         /// Why it failed.
         reason: FailureReason,
     },
+    /// Record an answer to a passkey login whose credential id no factor has registered: a
+    /// failed attempt of no factor, counted like a guess (five end the challenge), so the
+    /// challenge that already exists bounds what an attacker can write.
+    RecordUnknownCredential,
     /// Record that the lifetime ran out.
     Expire,
     /// Record what came of delivering a code's message.
@@ -127,6 +131,7 @@ impl crate::versioning::CommandName for ChallengeCommand {
             Self::RecordCodeSent(_) => "RecordCodeSent",
             Self::Complete { .. } => "Complete",
             Self::RecordFailure { .. } => "RecordFailure",
+            Self::RecordUnknownCredential => "RecordUnknownCredential",
             Self::Expire => "Expire",
             Self::RecordDelivery { .. } => "RecordDelivery",
         }

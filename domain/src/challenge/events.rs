@@ -95,8 +95,10 @@ pub struct Completed {
 /// it (`Factor/FailedAttempt` with the same reason holds the lockout count).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FailedAttempt {
-    /// The factor tried.
-    pub factor_id: FactorId,
+    /// The factor tried; none when the answer named no factor of anyone's (a passkey login's
+    /// assertion with an unknown credential id, reason `UNKNOWN_CREDENTIAL`). Optional since
+    /// 1.1; every 1.0 event names one.
+    pub factor_id: Option<FactorId>,
     /// Why it failed.
     pub reason: FailureReason,
     /// Wrong codes given to this challenge so far, this one included (replays, attempts on
@@ -169,19 +171,24 @@ impl DomainEvent for ChallengeEvent {
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_string()
+        <Self as crate::versioning::Versioned>::current_version(&self.event_type())
+            .unwrap_or("1.0")
+            .to_string()
     }
 }
 
 impl crate::versioning::Versioned for ChallengeEvent {
     fn current_version(event_type: &str) -> Option<&'static str> {
+        // 1.1: a failed attempt may name no factor (an unknown passkey credential).
+        if event_type == "FailedAttempt" {
+            return Some("1.1");
+        }
         matches!(
             event_type,
             "Issued"
                 | "PasskeyLoginIssued"
                 | "CodeSent"
                 | "Completed"
-                | "FailedAttempt"
                 | "Expired"
                 | "Delivered"
                 | "DeliveryFailed"
@@ -189,6 +196,8 @@ impl crate::versioning::Versioned for ChallengeEvent {
         .then_some("1.0")
     }
 
+    // 1.0 → 1.1 needs no rewrite: a 1.0 `FailedAttempt` always has its `factor_id`, which reads
+    // as `Some` in 1.1.
     fn upcast(
         _event_type: &str,
         _event_version: &str,

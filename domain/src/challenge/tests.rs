@@ -94,7 +94,7 @@ fn failure(reason: FailureReason) -> ChallengeCommand {
 
 fn failed(n: u32, at: DateTime<Utc>) -> ChallengeEvent {
     ChallengeEvent::FailedAttempt(FailedAttempt {
-        factor_id: fid(),
+        factor_id: Some(fid()),
         reason: FailureReason::WrongCode,
         failed_attempts: n,
         at,
@@ -315,7 +315,7 @@ async fn only_wrong_codes_count_towards_the_limit() {
             .when_async(failure(reason))
             .await
             .then_expect_events(vec![ChallengeEvent::FailedAttempt(FailedAttempt {
-                factor_id: fid(),
+                factor_id: Some(fid()),
                 reason,
                 failed_attempts: 4,
                 at,
@@ -490,7 +490,13 @@ fn event_type_strings_are_frozen() {
     ];
     for (event, name) in all {
         assert_eq!(event.event_type(), name);
-        assert_eq!(event.event_version(), "1.0");
+        // 1.1: a failed attempt may name no factor.
+        let version = if name == "FailedAttempt" {
+            "1.1"
+        } else {
+            "1.0"
+        };
+        assert_eq!(event.event_version(), version);
         let json = serde_json::to_value(&event).unwrap();
         assert!(json.get(name).is_some(), "{json}");
     }
@@ -608,4 +614,55 @@ fn no_display_without_a_display_string_or_outside_a_step_up() {
     }
     let login = folded(ChallengePurpose::Login, Some(json!({"display": "x"})));
     assert_eq!(login.display(), None);
+}
+
+#[tokio::test]
+async fn an_unknown_credential_is_a_failed_attempt_of_no_factor_and_five_end_the_login() {
+    let at = t0() + secs(10);
+    let unknown = |n| {
+        ChallengeEvent::FailedAttempt(FailedAttempt {
+            factor_id: None,
+            reason: FailureReason::UnknownCredential,
+            failed_attempts: n,
+            at,
+        })
+    };
+    framework_at(at)
+        .given(vec![passkey_login_issued()])
+        .when_async(ChallengeCommand::RecordUnknownCredential)
+        .await
+        .then_expect_events(vec![unknown(1)]);
+    let four: Vec<ChallengeEvent> = std::iter::once(passkey_login_issued())
+        .chain((1..=4).map(unknown))
+        .collect();
+    framework_at(at)
+        .given(four.clone())
+        .when_async(ChallengeCommand::RecordUnknownCredential)
+        .await
+        .then_expect_events(vec![
+            unknown(5),
+            ChallengeEvent::Expired(Expired {
+                reason: ExpiryReason::TooManyFailures,
+                at,
+            }),
+        ]);
+    // Ended: nothing more is written, however often an attacker answers.
+    let mut ended = four;
+    ended.push(unknown(5));
+    ended.push(ChallengeEvent::Expired(Expired {
+        reason: ExpiryReason::TooManyFailures,
+        at,
+    }));
+    framework_at(at)
+        .given(ended)
+        .when_async(ChallengeCommand::RecordUnknownCredential)
+        .await
+        .then_expect_error(ChallengeError::Expired);
+    // Only a passkey login takes it.
+    framework_at(at)
+        .given(vec![issued()])
+        .when_async(ChallengeCommand::RecordUnknownCredential)
+        .await
+        .then_expect_error(ChallengeError::WrongPurpose);
+    assert_eq!(unknown(1).event_version(), "1.1");
 }

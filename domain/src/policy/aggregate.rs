@@ -12,6 +12,9 @@ use crate::{
 /// The id of the one policy stream.
 pub const POLICY_ID: &str = "global";
 
+/// The longest a policy may trust a remembered device, in days.
+pub const MAX_TRUSTED_DEVICE_DAYS: u32 = 365;
+
 /// The MFA policy, folded from its events. Before any is set: OPTIONAL, every supported type.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MfaPolicy {
@@ -19,6 +22,9 @@ pub struct MfaPolicy {
     pub mode: MfaMode,
     /// Factor types that may be enrolled and used at login.
     pub allowed_factor_types: Vec<FactorType>,
+    /// Days a remembered device stays trusted; `Some(0)`: off; `None`: the server decides.
+    #[serde(default)]
+    pub trusted_device_days: Option<u32>,
 }
 
 impl Default for MfaPolicy {
@@ -31,6 +37,7 @@ impl Default for MfaPolicy {
                 FactorType::Email,
                 FactorType::Webauthn,
             ],
+            trusted_device_days: None,
         }
     }
 }
@@ -39,6 +46,19 @@ impl MfaPolicy {
     /// Whether factors of type `t` may be enrolled and used at login.
     pub fn allows(&self, t: FactorType) -> bool {
         self.allowed_factor_types.contains(&t)
+    }
+
+    /// Days a remembered device stays trusted: the policy's, else `server_days`
+    /// (`TESSERA_TRUSTED_DEVICE_DAYS`). 0: devices are not trusted at all.
+    pub fn trusted_device_days(&self, server_days: u32) -> u32 {
+        self.trusted_device_days.unwrap_or(server_days)
+    }
+
+    /// How long a new trust lasts, `None` when devices are not trusted at all (then no
+    /// device token is issued and none is honoured, whenever it was issued).
+    pub fn trust_period(&self, server_days: u32) -> Option<chrono::TimeDelta> {
+        let days = self.trusted_device_days(server_days);
+        (days > 0).then(|| chrono::TimeDelta::days(i64::from(days)))
     }
 }
 
@@ -66,7 +86,11 @@ impl Aggregate for MfaPolicy {
             MfaPolicyCommand::Set {
                 mode,
                 allowed_factor_types,
+                trusted_device_days,
             } => {
+                if trusted_device_days.is_some_and(|d| d > MAX_TRUSTED_DEVICE_DAYS) {
+                    return Err(MfaPolicyError::TrustedDeviceDaysOutOfRange);
+                }
                 // A fixed order and no duplicates, so equal policies have equal events.
                 let allowed: Vec<FactorType> = [
                     FactorType::Totp,
@@ -83,6 +107,7 @@ impl Aggregate for MfaPolicy {
                 let set = MfaPolicySet {
                     mode,
                     allowed_factor_types: allowed,
+                    trusted_device_days,
                     at: services.clock.now(),
                 };
                 sink.write(MfaPolicyEvent::MfaPolicySet(set), self).await;
@@ -96,6 +121,7 @@ impl Aggregate for MfaPolicy {
             MfaPolicyEvent::MfaPolicySet(e) => {
                 self.mode = e.mode;
                 self.allowed_factor_types = e.allowed_factor_types;
+                self.trusted_device_days = e.trusted_device_days;
             }
         }
     }

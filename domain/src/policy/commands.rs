@@ -9,6 +9,9 @@ pub enum MfaPolicyCommand {
         mode: MfaMode,
         /// Factor types that may be enrolled and used at login.
         allowed_factor_types: Vec<FactorType>,
+        /// Days a remembered device stays trusted (0: off, at most
+        /// [`crate::policy::MAX_TRUSTED_DEVICE_DAYS`]); `None`: the server's setting.
+        trusted_device_days: Option<u32>,
     },
 }
 

@@ -9,12 +9,17 @@ pub enum MfaPolicyError {
     /// A type that cannot be enrolled yet.
     #[error("factor type not supported")]
     UnsupportedType,
+    /// More trusted-device days than allowed.
+    #[error("trustedDeviceDays must be between 0 and 365")]
+    TrustedDeviceDaysOutOfRange,
 }
 
 impl Classify for MfaPolicyError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::NoFactorTypeAllowed | Self::UnsupportedType => ErrorKind::InvalidInput,
+            Self::NoFactorTypeAllowed
+            | Self::UnsupportedType
+            | Self::TrustedDeviceDaysOutOfRange => ErrorKind::InvalidInput,
         }
     }
 
@@ -22,6 +27,7 @@ impl Classify for MfaPolicyError {
         match self {
             Self::NoFactorTypeAllowed => "NO_FACTOR_TYPE_ALLOWED",
             Self::UnsupportedType => "UNSUPPORTED_FACTOR_TYPE",
+            Self::TrustedDeviceDaysOutOfRange => "TRUSTED_DEVICE_DAYS_OUT_OF_RANGE",
         }
     }
 }

@@ -8,7 +8,7 @@ mod events;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{MfaPolicy, MfaPolicyServices, POLICY_ID};
+pub use aggregate::{MAX_TRUSTED_DEVICE_DAYS, MfaPolicy, MfaPolicyServices, POLICY_ID};
 pub use commands::MfaPolicyCommand;
 pub use error::MfaPolicyError;
 pub use events::{MfaPolicyEvent, MfaPolicySet};

@@ -11,12 +11,13 @@ use crate::{
     secret::Secret,
     services::Clock,
     user::{
-        DeviceRevocationReason, DeviceRevoked, DeviceTrusted, FailuresReset, LoginFailed,
-        LoginFailureReason, LoginFailuresReset, LoginThrottled, PasswordSet, ProfileUpdated,
-        RecoveryCodesGenerated, RecoveryUsed, Register, Registered, RevocationReason,
-        SessionsRevoked, SetPassword, TrustedDeviceUsed, UserCommand, UserDeactivated, UserDeleted,
-        UserError, UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut, UserReactivated,
-        UserUnlocked, recovery,
+        CodeRefused, DeviceRevocationReason, DeviceRevoked, DeviceTrusted, FailuresReset,
+        LoginFailed, LoginFailureReason, LoginFailuresReset, LoginThrottled, PasswordSet,
+        ProfileUpdated, RecoveryCodesGenerated, RecoveryUsed, Register, Registered,
+        RevocationReason, SessionsRevoked, SetPassword, SmsBudgetThresholdCrossed,
+        TrustedDeviceUsed, UserCommand, UserDeactivated, UserDeleted, UserError, UserEvent,
+        UserFailedAttempt, UserFailureReason, UserLockedOut, UserReactivated, UserUnlocked,
+        recovery,
         throttle::{LoginThrottle, ThrottlePolicy},
     },
 };
@@ -307,6 +308,34 @@ impl Aggregate for User {
                 self.revoke_all_devices(reason, now, sink).await;
                 Ok(())
             }
+            UserCommand::RecordCodeRefusal(r) => {
+                let refused = CodeRefused {
+                    channel: r.channel,
+                    reason: r.reason,
+                    destination: r.destination,
+                    country_code: r.country_code,
+                    factor_id: r.factor_id,
+                    retry_after_seconds: r.retry_after_seconds,
+                    at: now,
+                };
+                sink.write(UserEvent::CodeRefused(refused), self).await;
+                Ok(())
+            }
+            UserCommand::RecordSmsBudgetWarning {
+                sent,
+                budget,
+                window_ends_at,
+            } => {
+                let crossed = SmsBudgetThresholdCrossed {
+                    sent,
+                    budget,
+                    window_ends_at,
+                    at: now,
+                };
+                sink.write(UserEvent::SmsBudgetThresholdCrossed(crossed), self)
+                    .await;
+                Ok(())
+            }
             UserCommand::ResetLoginFailures => {
                 if !self.login_throttle.is_clear() {
                     let reset = LoginFailuresReset { at: now };
@@ -398,6 +427,8 @@ impl Aggregate for User {
                 };
             }
             UserEvent::SessionsRevoked(e) => self.token_generation = e.generation,
+            // On record for the audit log and the alert reactor; nothing the user decides on.
+            UserEvent::CodeRefused(_) | UserEvent::SmsBudgetThresholdCrossed(_) => {}
         }
     }
 }

@@ -78,6 +78,34 @@ pub enum UserCommand {
         /// Why.
         reason: DeviceRevocationReason,
     },
+    /// Record a one-time code the SMS pumping limits refused (nothing was sent).
+    RecordCodeRefusal(CodeRefusal),
+    /// Record that this user's text message crossed 80% of the hourly SMS budget.
+    RecordSmsBudgetWarning {
+        /// Sent in the window, this one included.
+        sent: i64,
+        /// The budget.
+        budget: i64,
+        /// When the window ends.
+        window_ends_at: DateTime<Utc>,
+    },
+}
+
+/// A refused code, as the limits saw it.
+#[derive(Clone, Debug)]
+pub struct CodeRefusal {
+    /// Which way it would have gone.
+    pub channel: crate::challenge::Channel,
+    /// Which limit refused it.
+    pub reason: crate::user::code_limits::CodeRefusalReason,
+    /// The destination, already masked.
+    pub destination: String,
+    /// For SMS: the country calling code.
+    pub country_code: Option<u16>,
+    /// The factor that asked, if it exists yet.
+    pub factor_id: Option<FactorId>,
+    /// When to try again.
+    pub retry_after_seconds: i64,
 }
 
 /// Trusts a device until `expires_at`.
@@ -137,6 +165,8 @@ impl crate::versioning::CommandName for UserCommand {
             Self::UseTrustedDevice { .. } => "UseTrustedDevice",
             Self::RevokeDevice { .. } => "RevokeDevice",
             Self::RevokeAllDevices { .. } => "RevokeAllDevices",
+            Self::RecordCodeRefusal(_) => "RecordCodeRefusal",
+            Self::RecordSmsBudgetWarning { .. } => "RecordSmsBudgetWarning",
             Self::GenerateRecoveryCodes { .. } => "GenerateRecoveryCodes",
             Self::UseRecoveryCode { .. } => "UseRecoveryCode",
             Self::RecordFactorFailure { .. } => "RecordFactorFailure",

@@ -52,6 +52,44 @@ pub enum UserEvent {
     /// Every access token issued before ends: the user's token generation moved on (a
     /// password change, a hard lock, a deactivation or `revokeSessions`).
     SessionsRevoked(SessionsRevoked),
+    /// A one-time code for this user was refused by the SMS pumping limits before anything
+    /// was written to a factor or sent.
+    CodeRefused(CodeRefused),
+    /// This user's text message made the hourly SMS budget of all nodes 80% spent (once per
+    /// window); the alert reactor raises `SMS_BUDGET_WARNING` for the security team.
+    SmsBudgetThresholdCrossed(SmsBudgetThresholdCrossed),
+}
+
+/// Payload of [`UserEvent::CodeRefused`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CodeRefused {
+    /// Which way the code would have gone.
+    pub channel: crate::challenge::Channel,
+    /// Which limit refused it (the error reason the caller got).
+    pub reason: crate::user::code_limits::CodeRefusalReason,
+    /// The destination, masked as challenges show it (`+1 ••• ••• 0123`).
+    pub destination: String,
+    /// For SMS: the number's country calling code, if it parses.
+    pub country_code: Option<u16>,
+    /// The factor that asked (none for an enrolment, refused before its factor exists).
+    pub factor_id: Option<crate::ids::FactorId>,
+    /// When the caller may try again.
+    pub retry_after_seconds: i64,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// Payload of [`UserEvent::SmsBudgetThresholdCrossed`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SmsBudgetThresholdCrossed {
+    /// Text messages sent in the window, this one included.
+    pub sent: i64,
+    /// The hourly budget (`TESSERA_SMS_MAX_PER_HOUR`).
+    pub budget: i64,
+    /// When the window ends and the count starts again.
+    pub window_ends_at: DateTime<Utc>,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 /// Payload of [`UserEvent::Deleted`].
@@ -349,6 +387,8 @@ impl DomainEvent for UserEvent {
             Self::Reactivated(_) => "Reactivated",
             Self::Deleted(_) => "Deleted",
             Self::SessionsRevoked(_) => "SessionsRevoked",
+            Self::CodeRefused(_) => "CodeRefused",
+            Self::SmsBudgetThresholdCrossed(_) => "SmsBudgetThresholdCrossed",
         }
         .to_string()
     }
@@ -385,6 +425,8 @@ impl Versioned for UserEvent {
                 | "LockedOut"
                 | "Unlocked"
                 | "SessionsRevoked"
+                | "CodeRefused"
+                | "SmsBudgetThresholdCrossed"
         )
         .then_some("1.0")
     }

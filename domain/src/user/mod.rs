@@ -1,6 +1,7 @@
 //! The `User` aggregate: registration and profile. Recovery codes and passwords live here too.
 
 mod aggregate;
+pub mod code_limits;
 mod commands;
 mod error;
 mod events;
@@ -11,16 +12,16 @@ pub mod throttle;
 
 pub use aggregate::{TrustedDevice, User, UserServices, UserStatus};
 pub use commands::{
-    LoginFailureReason, Register, SetPassword, TrustDevice, UpdateProfile, UserCommand,
-    validate_email, validate_phone_number,
+    CodeRefusal, LoginFailureReason, Register, SetPassword, TrustDevice, UpdateProfile,
+    UserCommand, validate_email, validate_phone_number,
 };
 pub use error::UserError;
 pub use events::{
-    DeviceRevocationReason, DeviceRevoked, DeviceTrusted, FailuresReset, LoginFailed,
+    CodeRefused, DeviceRevocationReason, DeviceRevoked, DeviceTrusted, FailuresReset, LoginFailed,
     LoginFailuresReset, LoginThrottled, PasswordSet, ProfileUpdated, RecoveryCodesGenerated,
-    RecoveryUsed, Registered, RevocationReason, SessionsRevoked, TrustedDeviceUsed,
-    UserDeactivated, UserDeleted, UserEvent, UserFailedAttempt, UserFailureReason, UserLockedOut,
-    UserReactivated, UserUnlocked,
+    RecoveryUsed, Registered, RevocationReason, SessionsRevoked, SmsBudgetThresholdCrossed,
+    TrustedDeviceUsed, UserDeactivated, UserDeleted, UserEvent, UserFailedAttempt,
+    UserFailureReason, UserLockedOut, UserReactivated, UserUnlocked,
 };
 
 use crate::factor::FactorOutcome;

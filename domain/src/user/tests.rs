@@ -1098,3 +1098,59 @@ async fn a_deleted_user_takes_no_command_and_keeps_its_login_taken() {
     assert_eq!(user.login, "alice");
     assert_eq!((user.email, user.phone_number), (None, None));
 }
+
+#[tokio::test]
+async fn a_refused_code_and_the_budget_warning_are_on_the_users_record() {
+    use crate::{challenge::Channel, user::code_limits::CodeRefusalReason};
+    use cqrs_es::DomainEvent;
+    let refusal = CodeRefusal {
+        channel: Channel::Sms,
+        reason: CodeRefusalReason::BudgetExhausted,
+        destination: "+1 ••• ••• 0100".into(),
+        country_code: Some(1),
+        factor_id: None,
+        retry_after_seconds: 60,
+    };
+    let refused = CodeRefused {
+        channel: Channel::Sms,
+        reason: CodeRefusalReason::BudgetExhausted,
+        destination: "+1 ••• ••• 0100".into(),
+        country_code: Some(1),
+        factor_id: None,
+        retry_after_seconds: 60,
+        at: t0(),
+    };
+    framework()
+        .given(vec![UserEvent::Registered(registered())])
+        .when_async(UserCommand::RecordCodeRefusal(refusal.clone()))
+        .await
+        .then_expect_events(vec![UserEvent::CodeRefused(refused.clone())]);
+    let event = UserEvent::CodeRefused(refused);
+    assert_eq!(event.event_type(), "CodeRefused");
+    assert_eq!(
+        serde_json::to_value(&event).unwrap()["CodeRefused"]["reason"],
+        "SMS_BUDGET_EXHAUSTED"
+    );
+    framework()
+        .given(vec![UserEvent::Registered(registered())])
+        .when_async(UserCommand::RecordSmsBudgetWarning {
+            sent: 4,
+            budget: 5,
+            window_ends_at: t0(),
+        })
+        .await
+        .then_expect_events(vec![UserEvent::SmsBudgetThresholdCrossed(
+            SmsBudgetThresholdCrossed {
+                sent: 4,
+                budget: 5,
+                window_ends_at: t0(),
+                at: t0(),
+            },
+        )]);
+    // Nobody to record it for: an unknown user's refusal writes nothing.
+    framework()
+        .given_no_previous_events()
+        .when_async(UserCommand::RecordCodeRefusal(refusal))
+        .await
+        .then_expect_error(UserError::NotFound);
+}

@@ -1,5 +1,6 @@
 //! The security-alert reactor: reads failed attempts, lockouts, recovery-code uses and every
-//! change to a user's factors (activated, removed, recovery codes replaced) from the log through a durable checkpoint, raises `SecurityAlertRaised` once per incident and queues
+//! change to how a user authenticates (factor activated or removed, recovery codes replaced, a
+//! device trusted) from the log through a durable checkpoint, raises `SecurityAlertRaised` once per incident and queues
 //! its deliveries — all in the transaction that advances the checkpoint, so a crash or restart
 //! neither loses nor repeats an alert. Alert ids are deterministic (`tessera_domain::alert`).
 
@@ -242,6 +243,53 @@ impl AlertReactor {
                 )
                 .await
             }
+            // A trusted device skips the second factor from now on: the user hears of it, so a
+            // trust a stolen session asked for does not go unnoticed. The label is the user
+            // agent's; control characters are dropped before it goes into a mail.
+            UserEvent::DeviceTrusted(d) => {
+                let label: String = d
+                    .label
+                    .as_deref()
+                    .unwrap_or("an unnamed device")
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .collect();
+                let reason = format!(
+                    "a device ({label}) was trusted to skip the second factor until {}",
+                    d.expires_at.format("%Y-%m-%dT%H:%M:%SZ")
+                );
+                let cause = vec![event_ref(stored)];
+                self.raise(
+                    conn,
+                    dialect,
+                    AlertKind::DeviceTrusted,
+                    &user,
+                    reason,
+                    cause,
+                    d.at,
+                )
+                .await
+            }
+            UserEvent::SmsBudgetThresholdCrossed(c) => {
+                let reason = format!(
+                    "{} of the {} text messages allowed this hour are spent (80%); the window \
+                     ends at {}. Many codes to many numbers may be SMS pumping",
+                    c.sent,
+                    c.budget,
+                    c.window_ends_at.format("%Y-%m-%dT%H:%M:%SZ")
+                );
+                let cause = vec![event_ref(stored)];
+                self.raise(
+                    conn,
+                    dialect,
+                    AlertKind::SmsBudgetWarning,
+                    &user,
+                    reason,
+                    cause,
+                    c.at,
+                )
+                .await
+            }
             // The first set comes with the first factor (whose activation raised its own).
             UserEvent::RecoveryCodesGenerated(g) if g.generation > 1 => {
                 let reason = format!(
@@ -410,7 +458,11 @@ impl AlertReactor {
         .bind(ts(at))
         .execute(&mut *conn)
         .await?;
-        for channel in &self.channels {
+        let channels = self
+            .channels
+            .iter()
+            .filter(|c| kind.notifies_user() || **c != "email");
+        for channel in channels {
             sqlx::query(
                 "INSERT INTO alert_deliveries (alert_id, channel, next_attempt_at) VALUES ($1, $2, $3) \
                  ON CONFLICT DO NOTHING",

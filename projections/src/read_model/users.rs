@@ -98,7 +98,9 @@ pub(super) fn fold(rows: &mut Rows<UserRow>, stored: &StoredEvent, event: UserEv
         | UserEvent::DeviceRevoked(_)
         | UserEvent::FailedAttempt(_)
         | UserEvent::FailuresReset(_)
-        | UserEvent::SessionsRevoked(_) => {
+        | UserEvent::SessionsRevoked(_)
+        | UserEvent::CodeRefused(_)
+        | UserEvent::SmsBudgetThresholdCrossed(_) => {
             rows.update(id, seq, |_| {});
         }
     }

@@ -37,10 +37,11 @@ fn assert_signed(r: &Received) {
 
 /// Factor changes raise alerts of their own kinds (tested in `reauth.rs`); these tests are
 /// about incidents, so they wait for their factor's `FACTOR_ADDED` and leave such kinds out.
-const FACTOR_CHANGES: [&str; 3] = [
+const FACTOR_CHANGES: [&str; 4] = [
     "FACTOR_ADDED",
     "FACTOR_REMOVED",
     "RECOVERY_CODES_REGENERATED",
+    "DEVICE_TRUSTED",
 ];
 
 fn is_incident(kind: &Value) -> bool {

@@ -224,3 +224,71 @@ both_stores!(
         );
     }
 );
+
+const SET_POLICY: &str = "mutation($d: Int) { setMfaPolicyV2(input: {mode: OPTIONAL, allowedFactorTypes: [TOTP], trustedDeviceDays: $d}) { policy { trustedDeviceDays effectiveTrustedDeviceDays } } }";
+
+both_stores!(
+    the_mfa_policy_decides_whether_and_how_long_devices_are_trusted,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let (user, factor, secret) = user_with_totp(&s, "erin").await;
+        let policy = s
+            .ok(
+                "{ mfaPolicy { trustedDeviceDays effectiveTrustedDeviceDays } }",
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            policy["mfaPolicy"],
+            json!({ "trustedDeviceDays": null, "effectiveTrustedDeviceDays": 30 }),
+            "without a policy of its own, the server's 30 days"
+        );
+        let earlier = device_token(&s, "erin", &factor, &secret).await;
+        assert!(skipped_mfa(
+            &login_with(&s, "erin", PASSWORD, &earlier).await
+        ));
+
+        // 0: no device token, and the one given earlier skips no factor any more.
+        let r = s.ok(SET_POLICY, json!({ "d": 0 })).await;
+        assert_eq!(
+            r["setMfaPolicyV2"]["policy"],
+            json!({ "trustedDeviceDays": 0, "effectiveTrustedDeviceDays": 0 })
+        );
+        let r = remembered(&s, "erin", &factor, &secret).await;
+        assert!(r["accessToken"].is_string(), "{r}");
+        assert_eq!(r["deviceToken"], Value::Null);
+        let r = login_with(&s, "erin", PASSWORD, &earlier).await;
+        assert_eq!(r["data"]["login"]["mfaRequired"], true, "{r}");
+
+        // 7: a new trust lasts a week.
+        let r = s.ok(SET_POLICY, json!({ "d": 7 })).await;
+        assert_eq!(
+            r["setMfaPolicyV2"]["policy"]["effectiveTrustedDeviceDays"],
+            7
+        );
+        let week = device_token(&s, "erin", &factor, &secret).await;
+        let shown = devices(&s, &user).await;
+        let newest = shown.as_array().unwrap().last().unwrap().clone();
+        let at =
+            |k: &str| chrono::DateTime::parse_from_rfc3339(newest[k].as_str().unwrap()).unwrap();
+        assert_eq!(
+            at("expiresAt") - at("createdAt"),
+            TimeDelta::days(7),
+            "{newest}"
+        );
+        assert!(skipped_mfa(&login_with(&s, "erin", PASSWORD, &week).await));
+        s.clock.advance(TimeDelta::days(7));
+        let r = login_with(&s, "erin", PASSWORD, &week).await;
+        assert_eq!(r["data"]["login"]["mfaRequired"], true, "{r}");
+
+        // Out of range: bad input, and the policy stays as it was.
+        let before = s.event_types("MfaPolicy", "global").await.len();
+        for days in [366, -1] {
+            let r = s.gql(SET_POLICY, json!({ "d": days })).await;
+            assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r}");
+        }
+        assert_eq!(s.event_types("MfaPolicy", "global").await.len(), before);
+        let policy = s.ok("{ mfaPolicy { trustedDeviceDays } }", json!({})).await;
+        assert_eq!(policy["mfaPolicy"]["trustedDeviceDays"], 7);
+    }
+);

@@ -15,6 +15,7 @@ mod http_conventions;
 mod login;
 mod masking;
 mod no_secrets;
+mod notices;
 mod okta;
 mod okta_postman;
 mod oob_codes;

@@ -146,9 +146,20 @@ both_stores!(
             .as_str()
             .unwrap()
             .to_string();
-        let flipped = if signature.ends_with('A') { "B" } else { "A" };
-        tampered["response"]["signature"] =
-            json!(format!("{}{flipped}", &signature[..signature.len() - 1]));
+        // A character in the middle: all six of its bits are the signature's (the last one's
+        // may be padding bits, and a change there is not canonical base64url, so the answer
+        // was sometimes refused as malformed instead of checked).
+        let middle = signature.len() / 2;
+        let flipped = if &signature[middle..=middle] == "A" {
+            "B"
+        } else {
+            "A"
+        };
+        tampered["response"]["signature"] = json!(format!(
+            "{}{flipped}{}",
+            &signature[..middle],
+            &signature[middle + 1..]
+        ));
         assert_eq!(s.verify_webauthn(&factor, &tampered).await, "REJECTED");
 
         let mut without_uv = request.clone();
@@ -526,6 +537,215 @@ both_stores!(
         assert_eq!(
             r["data"]["completePasskeyLogin"]["factorResult"], "REJECTED",
             "{r}"
+        );
+    }
+);
+
+both_stores!(
+    an_unknown_credential_is_recorded_on_its_challenge_and_five_end_it,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let (_, _, mut key) = s.active_passkey("alice").await;
+        let credential_streams = || async {
+            s.log_identities()
+                .await
+                .iter()
+                .filter(|(t, _, _)| t == "WebAuthnCredential")
+                .count()
+        };
+        let before = credential_streams().await;
+        // Options naming alice's credential, so the soft key can sign (it has no discoverable
+        // credentials); each answer then claims another id.
+        let (challenge, options) = start_passkey_login(&s, Some("alice")).await;
+        let mut answers = Vec::new();
+        for i in 0..6 {
+            let mut stranger = key.get(&options);
+            // A made-up credential id per answer, as an attacker would send.
+            let id = format!("{}AAAAAAAAAAAAAAAAAAAAA", "BCDEFG".as_bytes()[i] as char);
+            stranger["id"] = json!(id);
+            stranger["rawId"] = json!(id);
+            let r = complete_passkey_login(&s, &challenge, &stranger).await;
+            answers.push(
+                r["data"]["completePasskeyLogin"]["factorResult"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{r}"))
+                    .to_string(),
+            );
+        }
+        assert_eq!(
+            answers,
+            [
+                "REJECTED", "REJECTED", "REJECTED", "REJECTED", "REJECTED", "EXPIRED"
+            ]
+        );
+        let events = s.events("Challenge", &challenge).await;
+        let failed: Vec<&Value> = events
+            .iter()
+            .filter(|(t, _)| t == "FailedAttempt")
+            .map(|(_, p)| &p["FailedAttempt"])
+            .collect();
+        assert_eq!(failed.len(), 5, "{events:?}");
+        for (n, f) in failed.iter().enumerate() {
+            assert_eq!(f["reason"], "UNKNOWN_CREDENTIAL", "{f}");
+            assert!(f["factor_id"].is_null(), "{f}");
+            assert_eq!(f["failed_attempts"], n + 1);
+        }
+        assert_eq!(
+            events.last().map(|(t, _)| t.as_str()),
+            Some("Expired"),
+            "five failures end the challenge; the sixth answer wrote nothing"
+        );
+        assert_eq!(
+            credential_streams().await,
+            before,
+            "no stream per made-up credential id"
+        );
+    }
+);
+
+both_stores!(
+    remember_device_on_a_passkey_login_gives_a_device_token,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let (user, _, mut key) = s.active_passkey("alice").await;
+        let complete = |challenge: String, assertion: Value, remember: bool| {
+            let s = &s;
+            async move {
+                s.gql_as(
+                    None,
+                    "mutation($c: ID!, $w: JSON!, $r: Boolean!) { completePasskeyLogin(input: \
+                     {challengeId: $c, webauthn: $w, rememberDevice: $r}) { accessToken factorResult deviceToken } }",
+                    json!({ "c": challenge, "w": assertion, "r": remember }),
+                )
+                .await["data"]["completePasskeyLogin"]
+                    .clone()
+            }
+        };
+        let (challenge, options) = start_passkey_login(&s, Some("alice")).await;
+        let r = complete(challenge, key.get(&options), false).await;
+        assert_eq!(r["factorResult"], "SUCCESS", "{r}");
+        assert!(r["deviceToken"].is_null(), "{r}");
+
+        let (challenge, options) = start_passkey_login(&s, Some("alice")).await;
+        let r = complete(challenge, key.get(&options), true).await;
+        assert_eq!(r["factorResult"], "SUCCESS", "{r}");
+        assert!(r["accessToken"].is_string(), "{r}");
+        let token = r["deviceToken"].as_str().expect("a device token");
+        assert_eq!(token.split_once('.').map(|(_, s)| s.len()), Some(43));
+        let trusted = s
+            .event_types("User", &user)
+            .await
+            .iter()
+            .filter(|t| *t == "DeviceTrusted")
+            .count();
+        assert_eq!(trusted, 1);
+
+        // A policy that trusts no device gives none, on a passkey login too.
+        s.ok(
+            "mutation { setMfaPolicyV2(input: {mode: OPTIONAL, allowedFactorTypes: [WEBAUTHN], trustedDeviceDays: 0}) { policy { mode } } }",
+            json!({}),
+        )
+        .await;
+        let (challenge, options) = start_passkey_login(&s, Some("alice")).await;
+        let r = complete(challenge, key.get(&options), true).await;
+        assert_eq!(r["factorResult"], "SUCCESS", "{r}");
+        assert!(r["deviceToken"].is_null(), "{r}");
+    }
+);
+
+both_stores!(
+    starting_passkey_logins_is_rate_limited_per_client_address,
+    |store| async move {
+        let s = TestServer::start_with(store, |c| c.passkey_login_starts_per_minute = 3).await;
+        for _ in 0..3 {
+            start_passkey_login(&s, None).await;
+        }
+        let r = s
+            .gql_as(None, START_PASSKEY_LOGIN, json!({ "l": null }))
+            .await;
+        assert_eq!(error_code(&r), "RATE_LIMITED", "{r}");
+        assert_eq!(error_reason(&r), "PASSKEY_LOGIN_RATE_LIMITED");
+        assert!(
+            r["errors"][0]["extensions"]["retryAfter"]
+                .as_i64()
+                .is_some_and(|s| (1..=60).contains(&s)),
+            "{r}"
+        );
+        // Another address is not affected.
+        let other = reqwest::Client::builder()
+            .local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap();
+        let r: Value = other
+            .post(format!("{}/graphql", s.base))
+            .json(&json!({ "query": START_PASSKEY_LOGIN, "variables": { "l": null } }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            r["data"]["startPasskeyLogin"]["challenge"]["purpose"], "PASSKEY_LOGIN",
+            "{r}"
+        );
+        s.clock.advance(TimeDelta::seconds(60));
+        start_passkey_login(&s, None).await;
+    }
+);
+
+both_stores!(
+    a_removed_passkey_releases_its_credential_id,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let alice = s.create_user("alice").await;
+        let (first, options) = s.enroll_webauthn(&alice).await;
+        let mut key = Authenticator::default();
+        let registration = key.create(&options);
+        let r = s.activate_webauthn(&first, &registration).await;
+        assert_eq!(
+            r["data"]["activateFactor"]["factorResult"], "SUCCESS",
+            "{r}"
+        );
+        let (challenge, options) = start_passkey_login(&s, Some("alice")).await;
+        s.ok(
+            "mutation($f: ID!) { removeFactorV2(input: {factorId: $f}) { factor { status } } }",
+            json!({ "f": first }),
+        )
+        .await;
+        let released: Vec<(String, String, i64)> = s
+            .log_identities()
+            .await
+            .into_iter()
+            .filter(|(t, _, _)| t == "WebAuthnCredential")
+            .collect();
+        assert_eq!(released.len(), 2, "claimed, then released: {released:?}");
+        let types = s.event_types("WebAuthnCredential", &released[0].1).await;
+        assert_eq!(types, ["CredentialClaimed", "CredentialReleased"]);
+        // The id is no one's: another user's factor is not refused it as taken (this old
+        // response then fails its own ceremony's check, as any stale answer does).
+        let bob = s.create_user("bob").await;
+        let (second, _) = s.enroll_webauthn(&bob).await;
+        let r = s.activate_webauthn(&second, &registration).await;
+        assert!(
+            r["errors"].is_null(),
+            "no longer CREDENTIAL_ALREADY_REGISTERED: {r}"
+        );
+        assert_eq!(
+            r["data"]["activateFactor"]["factorResult"], "REJECTED",
+            "{r}"
+        );
+        // And the removed passkey's assertion names nobody now: recorded on the challenge.
+        let r = complete_passkey_login(&s, &challenge, &key.get(&options)).await;
+        assert_eq!(
+            r["data"]["completePasskeyLogin"]["factorResult"], "REJECTED",
+            "{r}"
+        );
+        let failed = s.events("Challenge", &challenge).await;
+        assert!(
+            failed.iter().any(|(t, p)| t == "FailedAttempt"
+                && p["FailedAttempt"]["reason"] == "UNKNOWN_CREDENTIAL"),
+            "{failed:?}"
         );
     }
 );

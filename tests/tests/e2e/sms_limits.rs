@@ -1,7 +1,8 @@
 //! SMS pumping (toll fraud) limits: an allow-list of country calling codes, per-destination
 //! limits whichever factor or user asks, a budget of SMS per hour for all nodes together, and
-//! a cap on the factors of one user. A refusal is `RATE_LIMITED` with its reason and sends
-//! nothing.
+//! a cap on the factors of one user. A refusal is `RATE_LIMITED` with its reason, sends
+//! nothing and is a `CodeRefused` event on the user's stream; the SMS that spends 80% of the
+//! hourly budget raises one `SMS_BUDGET_WARNING` alert per window.
 
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -11,6 +12,16 @@ const ENROLL_SMS: &str = "mutation($u: ID!, $d: String!) { enrollFactor(input: {
 
 async fn enroll_sms(s: &TestServer, user: &str, phone: &str) -> Value {
     s.gql(ENROLL_SMS, json!({ "u": user, "d": phone })).await
+}
+
+/// The payloads of the user's `CodeRefused` events, oldest first.
+async fn refusals(s: &TestServer, user: &str) -> Vec<Value> {
+    s.events("User", user)
+        .await
+        .into_iter()
+        .filter(|(t, _)| t == "CodeRefused")
+        .map(|(_, p)| p["CodeRefused"].clone())
+        .collect()
 }
 
 both_stores!(
@@ -43,6 +54,23 @@ both_stores!(
             )
             .await;
         assert_eq!(factors["user"]["factors"].as_array().unwrap().len(), 1);
+        // Each refusal is on record, with its reason and the country, never the number.
+        let refused = refusals(&s, &user).await;
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        for (r, country) in refused.iter().zip([882, 49]) {
+            assert_eq!(r["reason"], "SMS_COUNTRY_NOT_ALLOWED", "{r}");
+            assert_eq!(r["channel"], "SMS");
+            assert_eq!(r["country_code"], country, "{r}");
+            assert!(r["factor_id"].is_null(), "{r}");
+            assert!(r["retry_after_seconds"].as_i64().unwrap() > 0);
+        }
+        let dump = s.dump_database().await;
+        for number in ["88216123456", "4915123456789"] {
+            assert!(
+                !dump.contains(number),
+                "a refused number is stored in the clear"
+            );
+        }
     }
 );
 
@@ -77,6 +105,86 @@ both_stores!(
             phones.sms.wait_for_requests(5, DELIVERY_WAIT).await.len(),
             5
         );
+        let mut refused = 0;
+        for user in &users {
+            for r in refusals(&s, user).await {
+                assert_eq!(r["reason"], "SMS_BUDGET_EXHAUSTED", "{r}");
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 7, "every refusal is an event");
+        // The 4th SMS of 5 spent 80%: one warning, however many requests raced past it.
+        let warnings = || async {
+            s.ok(
+                "{ securityAlerts(first: 100) { edges { node { kind userId reason } } } }",
+                json!({}),
+            )
+            .await["securityAlerts"]["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["node"].clone())
+                .filter(|a| a["kind"] == "SMS_BUDGET_WARNING")
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            s.eventually(|| async { !warnings().await.is_empty() })
+                .await,
+            "no SMS budget warning"
+        );
+        let events: usize =
+            futures::future::join_all(users.iter().map(|u| s.event_types("User", u)))
+                .await
+                .iter()
+                .map(|t| {
+                    t.iter()
+                        .filter(|t| *t == "SmsBudgetThresholdCrossed")
+                        .count()
+                })
+                .sum();
+        assert_eq!(events, 1, "the mark is crossed once per window");
+        s.quiesce().await;
+        let raised = warnings().await;
+        assert_eq!(raised.len(), 1, "{raised:?}");
+        assert!(
+            raised[0]["reason"].as_str().unwrap().contains("4 of the 5"),
+            "{raised:?}"
+        );
+    }
+);
+
+both_stores!(
+    a_user_gets_a_bounded_number_of_sms_a_day,
+    |store| async move {
+        let phones = Phones::start().await;
+        let s = TestServer::start_with(store, |c| {
+            phones.configure(c);
+            c.sms_max_per_user_per_day = 2;
+        })
+        .await;
+        let user = s.create_user("dora").await;
+        for number in ["+14155550161", "+14155550162"] {
+            let r = enroll_sms(&s, &user, number).await;
+            assert!(r["errors"].is_null(), "{r}");
+        }
+        let r = enroll_sms(&s, &user, "+14155550163").await;
+        assert_eq!(error_code(&r), "RATE_LIMITED", "{r}");
+        assert_eq!(error_reason(&r), "SMS_USER_DAILY_LIMIT");
+        let refused = refusals(&s, &user).await;
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0]["reason"], "SMS_USER_DAILY_LIMIT");
+        assert_eq!(refused[0]["country_code"], 1);
+        let sent = phones.sms.wait_for_requests(2, DELIVERY_WAIT).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(phones.sms.requests().len(), 2, "{sent:?}");
+        assert!(
+            phones
+                .sms
+                .requests()
+                .iter()
+                .all(|r| r.json()["to"] != "+14155550163"),
+            "the refused number got a message"
+        );
     }
 );
 
@@ -94,6 +202,10 @@ both_stores!(
         assert_eq!(error_code(&r), "RATE_LIMITED", "{r}");
         assert_eq!(error_reason(&r), "DESTINATION_RESEND_TOO_SOON");
         assert!(r["errors"][0]["extensions"]["retryAfter"].as_i64().unwrap() <= 30);
+        let refused = refusals(&s, &b).await;
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0]["reason"], "DESTINATION_RESEND_TOO_SOON");
+        assert!(refusals(&s, &a).await.is_empty());
         s.clock.advance(chrono::TimeDelta::seconds(30));
         let r = enroll_sms(&s, &b, "+14155550142").await;
         assert!(r["errors"].is_null(), "{r}");

@@ -208,3 +208,101 @@ both_stores!(
         assert_eq!(count(&types, "LoginFailed"), 10, "{types:?}");
     }
 );
+
+/// `login` from the local address `from` (a loopback address of this machine: each one is
+/// another client to the server), with an `X-Forwarded-For` header if given.
+async fn login_from(
+    s: &TestServer,
+    from: &str,
+    forwarded_for: Option<&str>,
+    login: &str,
+    password: &str,
+) -> Value {
+    let client = reqwest::Client::builder()
+        .local_address(from.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let mut request = client.post(format!("{}/graphql", s.base)).json(&json!({
+        "query": "mutation($l: String!, $p: String!) { login(input: {login: $l, password: $p}) { accessToken } }",
+        "variables": { "l": login, "p": password },
+    }));
+    if let Some(hops) = forwarded_for {
+        request = request.header("x-forwarded-for", hops);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+both_stores!(
+    a_client_address_over_its_password_budget_is_refused_and_no_other,
+    |store| async move {
+        let s = TestServer::start_with(store, |c| {
+            c.login_max_per_ip_per_minute = 3;
+            // 127.0.0.2 plays the proxy in front of Tessera; 127.0.0.1 is a client.
+            c.trusted_proxies = vec![tessera_api::client_ip::parse_proxy("127.0.0.2").unwrap()];
+        })
+        .await;
+        let user = s.create_full_user("ivy", PASSWORD).await;
+        for _ in 0..3 {
+            let r = login_from(&s, "127.0.0.1", None, "ivy", "wrong password").await;
+            assert_eq!(outcome(&r), "INVALID_CREDENTIALS", "{r}");
+        }
+        // Over the budget: refused unchecked, the right password too, and a spoofed
+        // X-Forwarded-For from a peer that is no trusted proxy changes nothing.
+        for (login, password, spoof) in [
+            ("ivy", PASSWORD, Some("198.51.100.7")),
+            ("nobody-at-all", "whatever", None),
+            ("ivy", PASSWORD, Some("203.0.113.1, 198.51.100.9")),
+        ] {
+            let r = login_from(&s, "127.0.0.1", spoof, login, password).await;
+            assert_eq!(error_code(&r), "RATE_LIMITED", "{r}");
+            assert_eq!(error_reason(&r), "CLIENT_IP_THROTTLED", "{r}");
+            assert!((1..=60).contains(&retry_after(&r)), "{r}");
+        }
+        let failed = |types: Vec<String>| types.iter().filter(|t| *t == "LoginFailed").count();
+        assert_eq!(
+            failed(s.event_types("User", &user).await),
+            3,
+            "nothing counted"
+        );
+
+        // Another client is unaffected: through the trusted proxy, the client it names.
+        let r = login_from(&s, "127.0.0.2", Some("198.51.100.7"), "ivy", PASSWORD).await;
+        assert_eq!(outcome(&r), "TOKEN", "{r}");
+        let metadata = s.event_column("User", &user, "metadata").await;
+        let (last, meta) = metadata.last().unwrap();
+        assert_eq!(last, "LoginFailuresReset");
+        assert_eq!(meta["client_ip"], "198.51.100.7", "{meta}");
+        // Each client behind the proxy has a budget of its own.
+        for _ in 0..3 {
+            let r = login_from(&s, "127.0.0.2", Some("198.51.100.8"), "ivy", "wrong").await;
+            assert_eq!(outcome(&r), "INVALID_CREDENTIALS", "{r}");
+        }
+        let r = login_from(&s, "127.0.0.2", Some("198.51.100.8"), "ivy", PASSWORD).await;
+        assert_eq!(error_reason(&r), "CLIENT_IP_THROTTLED", "{r}");
+        let r = login_from(&s, "127.0.0.2", Some("198.51.100.7"), "ivy", PASSWORD).await;
+        assert_eq!(outcome(&r), "TOKEN", "{r}");
+        // The window passes: the first client may try again.
+        s.clock.advance(TimeDelta::seconds(60));
+        let r = login_from(&s, "127.0.0.1", None, "ivy", PASSWORD).await;
+        assert_eq!(outcome(&r), "TOKEN", "{r}");
+    }
+);
+
+both_stores!(
+    without_a_budget_logins_are_not_counted_by_address,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        s.create_full_user("jay", PASSWORD).await;
+        for _ in 0..5 {
+            let r = login_from(&s, "127.0.0.1", None, "jay", "wrong").await;
+            assert_eq!(outcome(&r), "INVALID_CREDENTIALS", "{r}");
+        }
+        let r = login_from(&s, "127.0.0.1", None, "jay", PASSWORD).await;
+        assert_eq!(outcome(&r), "TOKEN", "{r}");
+        let rows = s.dump_database().await.matches("login:ip:").count();
+        assert_eq!(
+            rows, 0,
+            "the budget is off by default: no counter is written"
+        );
+    }
+);
