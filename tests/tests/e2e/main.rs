@@ -3,6 +3,7 @@
 mod alerts;
 mod api_keys;
 mod audit;
+mod audit_trace;
 mod auth;
 mod browser;
 mod connections;
