@@ -1,6 +1,7 @@
 // A small graphql-transport-ws client (the protocol of `GET /graphql/ws`): one socket,
-// any number of subscriptions, reconnection with backoff (subscriptions are sent again after
-// every `connection_ack`). The token travels in `connection_init`, never in the URL.
+// any number of subscriptions, reconnection with backoff (every subscription is sent again
+// after each `connection_ack`, also one the server completed as it shut down). The token
+// travels in `connection_init`, never in the URL.
 //
 //   const ws = connect("/graphql/ws", () => ({ Authorization: "Bearer " + key }), {
 //     onState: (state, detail) => …,   // "connecting" | "open" | "closed" | "refused"
@@ -66,7 +67,9 @@ export function connect(path, connectionParams, { onState = () => {} } = {}) {
           break;
         }
         case "complete":
-          subscriptions.delete(message.id);
+          // The server ends its streams when it stops (then closes the socket, 1001): keep
+          // the subscription, so it is sent again once a server acknowledges a new
+          // connection. A stream the caller stopped was already forgotten.
           break;
       }
     });

@@ -2,7 +2,8 @@
 //! an alert raised while the page is open appears without a reload and is acknowledged; the
 //! event log filters by type and pages; an alert's trace leads to the failure that raised it,
 //! that failure's command and what it caused; a hard-locked user and a locked factor are
-//! unlocked; an export downloads JSON lines that match the filter. Screenshots at desktop and
+//! unlocked; an export downloads JSON lines that match the filter; live alerts resume after
+//! the server restarts (the page reconnects and subscribes again). Screenshots at desktop and
 //! phone width go to `target/ui-screenshots/console-{desktop,phone}.png`.
 
 use std::{path::Path, time::Duration};
@@ -360,6 +361,41 @@ both_stores!(
             )
             .await,
             json!([true, 0, "true"])
+        );
+        b.quit().await;
+    }
+);
+
+both_stores!(
+    live_alerts_resume_after_the_server_restarts,
+    |store| async move {
+        // A fixed port, so the restarted server is where the page's socket reconnects to.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let mut s = TestServer::start_with(store, move |c| {
+            c.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port)).into();
+        })
+        .await;
+        let (user, factor, _) = s.active_totp("alice").await;
+        let b = console(&s).await;
+        b.execute("window.stillTheSamePage = true", json!([])).await;
+        s.restart().await;
+        b.wait_for_text("#live-status", "Live").await;
+        for _ in 0..3 {
+            assert_eq!(s.verify(&factor, "000000").await, "REJECTED");
+        }
+        let alert = alert_of(&s, &user, "REPEATED_FAILURES").await;
+        b.wait_for_visible(&format!(
+            "#alert-list li[data-alert-id='{}']",
+            alert["id"].as_str().unwrap()
+        ))
+        .await;
+        assert_eq!(
+            b.execute("return window.stillTheSamePage === true", json!([]))
+                .await,
+            true
         );
         b.quit().await;
     }
