@@ -154,7 +154,17 @@ function renderAlerts() {
   );
   const open = list.filter((a) => !a.acknowledgedAt).length;
   $("alert-count").textContent = `${open} open, ${list.length} shown`;
+  // A live update must not take a keyboard user's focus away: put it back on the same
+  // action of the same alert (or the next one, once Acknowledge is gone).
+  const focused = document.activeElement;
+  const li = focused?.closest?.("#alert-list li");
+  const place = li && { id: li.dataset.alertId, index: [...li.querySelectorAll("button")].indexOf(focused) };
   $("alert-list").replaceChildren(...list.map(alertItem));
+  if (place) {
+    const again = $("alert-list").querySelector(`[data-alert-id="${CSS.escape(place.id)}"]`);
+    const buttons = again ? [...again.querySelectorAll("button")] : [];
+    buttons[Math.min(place.index, buttons.length - 1)]?.focus();
+  }
 }
 
 async function loadAlerts() {
