@@ -412,6 +412,68 @@ pub async fn owned_as_of(
         .collect()
 }
 
+/// The event at `(aggregate_type, aggregate_id, sequence)`, once readers may see it (on
+/// PostgreSQL: below the oldest running transaction, as [`read`] reads).
+///
+/// # Errors
+/// Database or decoding errors.
+pub async fn one(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: i64,
+) -> Result<Option<StoredEvent>, Error> {
+    let mut w = Where::default();
+    let t = w.param(Bind::Text(aggregate_type.into()));
+    let id = w.param(Bind::Text(aggregate_id.into()));
+    let seq = w.param(Bind::Int(sequence));
+    w.clauses.push(format!(
+        "aggregate_type = {t} AND aggregate_id = {id} AND sequence = {seq}"
+    ));
+    let sql = match dialect {
+        Dialect::Postgres => {
+            w.clauses
+                .push("tx_id < pg_snapshot_xmin(pg_current_snapshot())".into());
+            format!("SELECT {PG_COLUMNS} FROM events WHERE {}", w.sql())
+        }
+        Dialect::Sqlite => format!("SELECT {LITE_COLUMNS} FROM events WHERE {}", w.sql()),
+    };
+    let rows = w.fetch(conn, &sql).await?;
+    rows.first().map(from_row).transpose()
+}
+
+/// Up to `limit` events whose metadata names `causation_id`, in tailing order: the events of
+/// one command (`cmd-…`), or those an event caused (`Type/id/sequence`, the reactor's alerts).
+/// An index probe (`migrations/*/0024_events_causation.sql`).
+///
+/// # Errors
+/// Database or decoding errors.
+pub async fn with_causation(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    causation_id: &str,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, Error> {
+    let mut w = Where::default();
+    let c = w.param(Bind::Text(causation_id.into()));
+    let limit = w.param(Bind::Int(limit));
+    // The expressions are exactly the indexed ones, so the planners use the index.
+    let sql = match dialect {
+        Dialect::Postgres => format!(
+            "SELECT {PG_COLUMNS} FROM events WHERE (metadata->>'causation_id') = {c} \
+             AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+             ORDER BY tx_id, global_position LIMIT {limit}"
+        ),
+        Dialect::Sqlite => format!(
+            "SELECT {LITE_COLUMNS} FROM events WHERE json_extract(metadata, '$.causation_id') = {c} \
+             ORDER BY global_seq LIMIT {limit}"
+        ),
+    };
+    let rows = w.fetch(conn, &sql).await?;
+    rows.iter().map(from_row).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -20,6 +20,7 @@
 //! | [`step_up`] | start and complete step-up challenges |
 //! | [`login`] | password login, completing it with a second factor, access tokens, the MFA policy |
 //! | [`throttle`] | the password throttle around every password check |
+//! | [`trace`] | one event of the log with its causes, siblings and effects |
 //! | [`users`] | create, read, list, update, deactivate, reactivate and delete users; set passwords |
 
 pub mod api_keys;
@@ -37,6 +38,7 @@ pub mod reauth;
 pub mod recovery;
 pub mod step_up;
 pub mod throttle;
+pub mod trace;
 pub mod users;
 
 use std::collections::HashMap;

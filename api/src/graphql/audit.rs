@@ -135,6 +135,39 @@ impl AuditEvent {
     }
 }
 
+/// One event with its neighbours in the causation graph (`metadata.causation_id`).
+#[derive(SimpleObject, Clone, Debug)]
+pub struct AuditEventTrace {
+    /// The event.
+    pub event: AuditEvent,
+    /// What caused it, nearest first: the event its `causation_id` names (for an alert, the
+    /// event that tipped the rule), then that one's cause, and so on; empty when a command
+    /// wrote it.
+    pub causes: Vec<AuditEvent>,
+    /// The other events with the same `causation_id`: written by the same command (or raised
+    /// by the same trigger), in log order.
+    pub siblings: Vec<AuditEvent>,
+    /// The events it caused (alerts raised because of it), in log order.
+    pub effects: Vec<AuditEvent>,
+}
+
+impl AuditEventTrace {
+    fn from_trace(t: app::trace::Trace) -> AppResult<Self> {
+        let all = |events: Vec<StoredEvent>| {
+            events
+                .into_iter()
+                .map(AuditEvent::from_stored)
+                .collect::<AppResult<Vec<_>>>()
+        };
+        Ok(Self {
+            event: AuditEvent::from_stored(t.event)?,
+            causes: all(t.causes)?,
+            siblings: all(t.siblings)?,
+            effects: all(t.effects)?,
+        })
+    }
+}
+
 /// Parses a position handed out earlier.
 fn parse_position(s: &str) -> AppResult<Cursor> {
     Cursor::decode(s)
@@ -196,6 +229,30 @@ impl AuditQuery {
             },
         )
         .await
+    }
+
+    /// One event of the log by its stream and sequence, with what caused it, what the same
+    /// command wrote and what it caused (admins and `read:audit` keys; `null` if there is
+    /// none).
+    async fn audit_event(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The event's `aggregateType`.")] aggregate_type: String,
+        #[graphql(desc = "The event's `aggregateId`.")] aggregate_id: ID,
+        #[graphql(desc = "The event's `sequence`.")] sequence: i32,
+    ) -> async_graphql::Result<Option<AuditEventTrace>> {
+        let run = async {
+            let key = app::trace::EventKey {
+                aggregate_type,
+                aggregate_id: aggregate_id.0,
+                sequence: i64::from(sequence),
+            };
+            app::trace::trace(ctx.state()?, &ctx.call(), key)
+                .await?
+                .map(AuditEventTrace::from_trace)
+                .transpose()
+        };
+        run.await.map_err(AppError::into_gql)
     }
 }
 
