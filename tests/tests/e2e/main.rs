@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary (one link), each test on PostgreSQL and on SQLite.
 
+mod activity;
 mod alerts;
 mod api_keys;
 mod audit;
