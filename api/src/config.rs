@@ -163,6 +163,11 @@ pub struct Config {
     /// `/graphql` from a browser and open `/graphql/ws`. Default none.
     #[arg(long, env = "TESSERA_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+    /// Origins (`https://app.example.com`, comma-separated, exact) the hosted pages under
+    /// `/ui/` may send their result to (`return_to`, by a form POST). Default none: the pages
+    /// stay on Tessera.
+    #[arg(long, env = "TESSERA_UI_RETURN_ORIGINS", value_delimiter = ',')]
+    pub ui_return_origins: Vec<String>,
     /// Serve GraphiQL on `GET /graphql` (`false`: 404).
     #[arg(long, env = "TESSERA_GRAPHIQL", default_value_t = true, action = clap::ArgAction::Set)]
     pub graphiql: bool,
@@ -347,6 +352,7 @@ impl Default for Config {
             login_challenge_ttl_seconds: 300,
             reauth_seconds: 600,
             cors_origins: Vec::new(),
+            ui_return_origins: Vec::new(),
             graphiql: true,
             issuer: None,
             webauthn_rp_id: "localhost".into(),

@@ -26,6 +26,7 @@ pub mod signing;
 pub mod state;
 
 pub mod tokens;
+mod ui;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -233,6 +234,7 @@ async fn open_store(
     // A malformed key is refused before anything is created.
     keys::configured_key(&config)?;
     Cors::new(&config.cors_origins).map_err(StartError::Config)?;
+    ui::ReturnOrigins::new(&config.ui_return_origins).map_err(StartError::Config)?;
     let relying_party = config.relying_party().map_err(StartError::Config)?;
     // Before the store is opened: bad delivery settings (a template with the code in a
     // subject) are refused before anything is created.
@@ -377,6 +379,8 @@ struct App {
     schema: TesseraSchema,
     introspection: TesseraSchema,
     cors: Cors,
+    /// Where hosted pages may send their result (`TESSERA_UI_RETURN_ORIGINS`).
+    return_origins: ui::ReturnOrigins,
 }
 
 /// The HTTP routes over `state`.
@@ -389,6 +393,11 @@ pub fn app(state: AppState) -> Router {
         Cors::new(&[]).unwrap_or_else(|_| unreachable!("an empty list is valid"))
     });
     let cors_layer = cors.clone();
+    let return_origins =
+        ui::ReturnOrigins::new(&state.config.ui_return_origins).unwrap_or_else(|e| {
+            tracing::error!("{e}; hosted pages return nowhere");
+            ui::ReturnOrigins::default()
+        });
     Router::new()
         .route(
             "/graphql",
@@ -401,6 +410,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(http::readyz))
         .route("/metrics", get(http::metrics))
         .nest("/api/v1", okta::routes())
+        .merge(ui::routes())
         // The body is read by the handler: a real limit layer answers 413 before any of it
         // is parsed.
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
@@ -417,6 +427,7 @@ pub fn app(state: AppState) -> Router {
             schema,
             introspection,
             cors,
+            return_origins,
         })
 }
 

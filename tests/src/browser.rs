@@ -274,6 +274,114 @@ impl Browser {
         .unwrap_or_else(|e| panic!("click: {e}"));
     }
 
+    /// Clicks the first element matching `css`, waiting for it to appear.
+    pub async fn click_css(&self, css: &str) {
+        let element = self.find(css).await;
+        self.click(&element).await;
+    }
+
+    /// Types `text` into the first element matching `css` (waiting for it), after clearing
+    /// it: the driver sends key events, as a user's typing would.
+    pub async fn type_into(&self, css: &str, text: &str) {
+        let element = self.find(css).await;
+        self.command(
+            reqwest::Method::POST,
+            &format!("element/{element}/clear"),
+            json!({}),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("clear {css}: {e}"));
+        self.command(
+            reqwest::Method::POST,
+            &format!("element/{element}/value"),
+            json!({ "text": text }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("type into {css}: {e}"));
+    }
+
+    /// Waits until an element matching `css` is shown (rendered, not `hidden`), within
+    /// [`WAIT`].
+    pub async fn wait_for_visible(&self, css: &str) {
+        self.wait_for(
+            &format!(
+                "const e = document.querySelector({}); return !!e && e.getClientRects().length > 0;",
+                json!(css)
+            ),
+            WAIT,
+        )
+        .await;
+    }
+
+    /// Waits until the text of the first element matching `css` contains `text`, within
+    /// [`WAIT`]; that element's whole text.
+    pub async fn wait_for_text(&self, css: &str, text: &str) -> String {
+        let found = self
+            .wait_for(
+                &format!(
+                    "const e = document.querySelector({}); const t = e ? e.textContent : '';
+                     return t.includes({}) ? t : null;",
+                    json!(css),
+                    json!(text)
+                ),
+                WAIT,
+            )
+            .await;
+        found.as_str().unwrap_or_default().to_string()
+    }
+
+    /// The text of the first element matching `css` (`None`: no such element).
+    pub async fn text(&self, css: &str) -> Option<String> {
+        self.execute(
+            "const e = document.querySelector(arguments[0]); return e ? e.textContent : null;",
+            json!([css]),
+        )
+        .await
+        .as_str()
+        .map(str::to_string)
+    }
+
+    /// Sets the window to `width`×`height` CSS pixels (desktop [`DESKTOP`], phone [`PHONE`]):
+    /// the window itself, and the viewport exactly through DevTools' device metrics (a
+    /// window cannot shrink below Chromium's minimum width; a phone width is also `mobile`).
+    pub async fn set_window_size(&self, (width, height): (u32, u32)) {
+        // Best effort: the override below is what sets the size pages see.
+        let _ = self
+            .command(
+                reqwest::Method::POST,
+                "window/rect",
+                json!({ "width": width, "height": height }),
+            )
+            .await;
+        self.command(
+            reqwest::Method::POST,
+            "goog/cdp/execute",
+            json!({ "cmd": "Emulation.setDeviceMetricsOverride", "params": {
+                "width": width, "height": height, "deviceScaleFactor": 1,
+                "mobile": width < 600,
+            } }),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("window size {width}x{height}: {e}"));
+    }
+
+    /// Writes a screenshot of the viewport to `target/ui-screenshots/<name>.png`; its path.
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        use base64::Engine as _;
+        let png = self
+            .command(reqwest::Method::GET, "screenshot", json!({}))
+            .await
+            .unwrap_or_else(|e| panic!("screenshot {name}: {e}"));
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap_or_default())
+            .expect("a base64 PNG");
+        let dir = screenshot_dir();
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, bytes).expect("write screenshot");
+        path
+    }
+
     /// Ends the session (Chromium exits) and chromedriver.
     pub async fn quit(mut self) {
         self.command(reqwest::Method::DELETE, "", json!({}))
@@ -308,6 +416,20 @@ impl Drop for Browser {
         }
         let _ = std::fs::remove_dir_all(&self.profile);
     }
+}
+
+/// Desktop window size for [`Browser::set_window_size`].
+pub const DESKTOP: (u32, u32) = (1280, 800);
+
+/// Phone window size (the narrowest the pages support).
+pub const PHONE: (u32, u32) = (360, 740);
+
+/// `target/ui-screenshots/` of the workspace (or of `CARGO_TARGET_DIR`).
+fn screenshot_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")))
+        .join("ui-screenshots")
 }
 
 /// A static page served on its own loopback port: another origin than Tessera's.
