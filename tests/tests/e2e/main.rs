@@ -37,6 +37,7 @@ mod subscriptions;
 mod throttle;
 mod tokens;
 mod tour;
+mod ui_account;
 mod ui_login;
 mod users;
 mod verification;

@@ -1,0 +1,290 @@
+//! The account page `/ui/account` in a real browser: without a token it sends the user to
+//! sign in; with one it lists the factors, adds an authenticator app from its QR code and a
+//! passkey (Chromium's virtual authenticator), regenerates recovery codes shown once, forgets
+//! a remembered device, removes a factor after the inline step-up the API asks for, and shows
+//! the user's activity with a failed proof. Screenshots at desktop and phone width.
+
+use std::time::Duration;
+
+use base64::Engine;
+use chrono::TimeDelta;
+use serde_json::{Value, json};
+use tessera_tests::{
+    Store, TestServer, both_stores,
+    browser::{Browser, DESKTOP, PHONE, WAIT},
+};
+
+use crate::okta::decode_qr;
+
+const PASSWORD: &str = "correct horse battery staple";
+const LAPTOP: &str = "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0";
+const ATTACKER: &str = "curl/8.5.0";
+
+/// A server on a known port, so the page's origin `http://localhost:<port>` (a secure
+/// context a WebAuthn RP id of `localhost` covers) can be the WebAuthn origin.
+async fn server(store: Store) -> (TestServer, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let origin = format!("http://localhost:{port}");
+    let listed = origin.clone();
+    let s = TestServer::start_with(store, move |c| {
+        c.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port)).into();
+        c.webauthn_origins = vec![listed];
+    })
+    .await;
+    (s, origin)
+}
+
+async fn me(s: &TestServer, token: &str) -> Value {
+    let r = s
+        .gql_as(
+            Some(token),
+            "{ me { recoveryCodesRemaining factors { id type status label } trustedDevices { id label } } }",
+            json!({}),
+        )
+        .await;
+    assert!(r["errors"].is_null(), "{r}");
+    r["data"]["me"].clone()
+}
+
+fn active(me: &Value, factor_type: &str) -> Vec<Value> {
+    me["factors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["type"] == factor_type && f["status"] == "ACTIVE")
+        .cloned()
+        .collect()
+}
+
+both_stores!(
+    the_account_page_adds_and_removes_factors_and_shows_codes_devices_and_activity,
+    |store| async move {
+        let (s, origin) = server(store).await;
+        let user = s.create_full_user("alice", PASSWORD).await;
+        let (factor, secret) = s.enroll_totp(&user).await;
+        assert_eq!(
+            s.activate(&factor, &s.code(&secret, 0)).await["factorResult"],
+            "SUCCESS"
+        );
+        // A remembered device, from a login on a laptop.
+        s.clock.advance(TimeDelta::seconds(30));
+        let login = s.login("alice", PASSWORD).await;
+        let challenge = login["data"]["login"]["challenge"]["id"].as_str().unwrap();
+        let r = s
+            .gql_with(
+                None,
+                &[("user-agent", LAPTOP)],
+                "mutation($c: ID!, $f: ID!, $p: String!) { completeLogin(input: {challengeId: $c, factorId: $f, passCode: $p, rememberDevice: true}) { factorResult } }",
+                json!({ "c": challenge, "f": factor, "p": s.code(&secret, 0) }),
+            )
+            .await;
+        assert_eq!(r["data"]["completeLogin"]["factorResult"], "SUCCESS", "{r}");
+        let token = s.mfa_token("alice", PASSWORD, &factor, &secret).await;
+        // Someone else's wrong code.
+        let r = s
+            .gql_with(
+                None,
+                &[("user-agent", ATTACKER)],
+                "mutation($c: ID!, $f: ID!, $p: String!) { completeLogin(input: {challengeId: $c, factorId: $f, passCode: $p}) { factorResult } }",
+                json!({ "c": s.login("alice", PASSWORD).await["data"]["login"]["challenge"]["id"],
+                        "f": factor, "p": s.wrong_code(&secret) }),
+            )
+            .await;
+        assert_eq!(
+            r["data"]["completeLogin"]["factorResult"], "REJECTED",
+            "{r}"
+        );
+        // The page reads the log where nothing can commit behind it: wait until it is there.
+        let failure_seen = s
+            .eventually(|| async {
+                let r = s
+                    .gql_as(
+                        Some(&token),
+                        "{ me { activity(first: 5) { edges { node { eventType userAgent } } } } }",
+                        json!({}),
+                    )
+                    .await;
+                r.to_string().contains(ATTACKER)
+            })
+            .await;
+        assert!(failure_seen, "the failed proof is in the activity");
+
+        let browser = Browser::start().await;
+        browser.set_window_size(DESKTOP).await;
+        let account = format!("{origin}/ui/account");
+        // No token: off to sign in.
+        browser.goto(&account).await;
+        browser
+            .wait_for("return location.pathname === '/ui/login'", WAIT)
+            .await;
+        browser
+            .execute(
+                "sessionStorage.setItem('tessera.token', arguments[0]);",
+                json!([token]),
+            )
+            .await;
+        browser.goto(&account).await;
+        browser
+            .wait_for_text("#factors tbody", "Authenticator app")
+            .await;
+        browser.wait_for_text("#devices", "Firefox/140.0").await;
+        let activity = browser
+            .wait_for_text("#activity tbody", "Failed verification (wrong code)")
+            .await;
+        assert!(activity.contains(ATTACKER), "{activity}");
+        assert!(activity.contains("127.0.0.1"), "{activity}");
+
+        // An authenticator app, from the QR code on the page.
+        browser.click_css("#add-totp").await;
+        browser.wait_for_visible("#totp-qr").await;
+        let shown = browser
+            .execute(
+                "return { src: document.getElementById('totp-qr').src,
+                          secret: document.getElementById('totp-secret').textContent,
+                          autocomplete: document.getElementById('totp-code').autocomplete,
+                          describedBy: document.getElementById('totp-code').getAttribute('aria-describedby') }",
+                json!([]),
+            )
+            .await;
+        let png = shown["src"]
+            .as_str()
+            .unwrap()
+            .strip_prefix("data:image/png;base64,")
+            .expect("a PNG data URI");
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(png)
+            .unwrap();
+        let uri = decode_qr(&png);
+        let new_secret = shown["secret"].as_str().unwrap().to_string();
+        assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+        assert!(uri.contains(&format!("secret={new_secret}")), "{uri}");
+        assert_eq!(shown["autocomplete"], "one-time-code");
+        assert_eq!(shown["describedBy"], "totp-code-error");
+        // A wrong code first: the error is tied to the field.
+        browser
+            .type_into("#totp-code", &s.wrong_code(&new_secret))
+            .await;
+        browser.click_css("#totp-activate").await;
+        browser.wait_for_text("#totp-code-error", "not right").await;
+        let invalid = browser
+            .execute(
+                "return document.getElementById('totp-code').getAttribute('aria-invalid')",
+                json!([]),
+            )
+            .await;
+        assert_eq!(invalid, "true");
+        browser
+            .type_into("#totp-code", &s.code(&new_secret, 0))
+            .await;
+        browser.click_css("#totp-activate").await;
+        browser.wait_for_text("#page-notice", "Added.").await;
+        assert_eq!(active(&me(&s, &token).await, "TOTP").len(), 2);
+
+        // Remembered device: forgotten from the page.
+        browser.click_css("#devices .revoke").await;
+        browser.wait_for_visible("#devices-empty").await;
+        assert_eq!(me(&s, &token).await["trustedDevices"], json!([]));
+
+        // New recovery codes, shown once; one of them works.
+        browser.click_css("#regenerate").await;
+        browser.wait_for_visible("#recovery-codes li").await;
+        let codes = browser
+            .execute(
+                "return [...document.querySelectorAll('#recovery-codes li')].map(li => li.textContent)",
+                json!([]),
+            )
+            .await;
+        let codes: Vec<String> = serde_json::from_value(codes).unwrap();
+        assert_eq!(codes.len(), 10, "{codes:?}");
+        browser
+            .wait_for_text("#recovery-remaining", "10 codes left.")
+            .await;
+        let r = s
+            .ok(
+                "mutation($u: ID!, $c: String!) { useRecoveryCode(input: {userId: $u, code: $c}) { factorResult } }",
+                json!({ "u": user, "c": codes[3] }),
+            )
+            .await;
+        assert_eq!(r["useRecoveryCode"]["factorResult"], "SUCCESS", "{r}");
+        browser.goto(&account).await;
+        browser
+            .wait_for_text("#recovery-remaining", "9 codes left.")
+            .await;
+        let html = browser
+            .execute("return document.documentElement.outerHTML", json!([]))
+            .await;
+        assert!(
+            !html.as_str().unwrap().contains(&codes[0]),
+            "codes shown again"
+        );
+
+        // A passkey, from Chromium's virtual authenticator.
+        browser
+            .command(
+                reqwest::Method::POST,
+                "webauthn/authenticator",
+                json!({ "protocol": "ctap2", "transport": "internal", "hasResidentKey": true,
+                        "hasUserVerification": true, "isUserVerified": true }),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("a virtual authenticator: {e}"));
+        browser.click_css("#add-passkey").await;
+        browser.type_into("#passkey-label", "Laptop key").await;
+        browser.click_css("#passkey-create").await;
+        browser.wait_for_text("#factors tbody", "Laptop key").await;
+        let passkeys = active(&me(&s, &token).await, "WEBAUTHN");
+        assert_eq!(passkeys.len(), 1);
+        assert_eq!(passkeys[0]["label"], "Laptop key");
+
+        // Ten minutes on, removing a factor needs a fresh proof: the page asks for it inline.
+        s.clock.advance(TimeDelta::seconds(601));
+        let remove = format!("#factors tr[data-factor-id='{factor}'] .remove");
+        browser.click_css(&remove).await;
+        browser.click_css(&remove).await;
+        browser.wait_for_visible("#stepup").await;
+        browser
+            .execute(
+                "const s = document.getElementById('stepup-factor'); s.value = arguments[0];
+                 s.dispatchEvent(new Event('change'));",
+                json!([factor]),
+            )
+            .await;
+        browser.type_into("#stepup-code", &s.code(&secret, 0)).await;
+        browser.click_css("#stepup-confirm").await;
+        browser.wait_for_text("#page-notice", "Removed.").await;
+        let after = me(&s, &token).await;
+        let removed = after["factors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == factor.as_str())
+            .unwrap()
+            .clone();
+        assert_eq!(removed["status"], "REMOVED", "{after}");
+        assert!(
+            browser
+                .execute("return document.getElementById('stepup').hidden", json!([]))
+                .await
+                == true
+        );
+        browser
+            .wait_for_text("#activity tbody", "Factor removed")
+            .await;
+        browser.screenshot("account-desktop").await;
+
+        // At phone width: nothing wider than the screen.
+        browser.set_window_size(PHONE).await;
+        browser.goto(&account).await;
+        browser.wait_for_text("#factors tbody", "Laptop key").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let width = browser
+            .execute("return document.documentElement.scrollWidth", json!([]))
+            .await;
+        assert!(width.as_i64().unwrap() <= 360, "{width}");
+        browser.screenshot("account-phone").await;
+        browser.quit().await;
+    }
+);
