@@ -233,13 +233,18 @@ function renderFactors() {
 }
 
 async function removeFactor(f) {
+  say('');
   const r = await withProof((proof) => call(
     'mutation($i: RemoveFactorInput!) { removeFactorV2(input: $i) { factor { id status } } }',
     { i: { factorId: f.id, stepUpChallengeId: proof } }));
   if (!r) return;
+  if (reasonOf(r) === 'LAST_REQUIRED_FACTOR') {
+    return say('This is your last way to confirm it is you, and signing in requires one. '
+      + 'Add another method first, then remove this one.', true);
+  }
   if (!r.data) return say(describeError(errorOf(r)), true);
-  say('Removed.');
   await load();
+  say('Removed.');
 }
 
 function closePanels() {
@@ -279,9 +284,9 @@ async function activate(input, field) {
   fieldError(field, '');
   closePanels();
   pending = null;
-  say('Added.');
   if (a.recoveryCodes) showCodes(a.recoveryCodes);
   await load();
+  say('Added.');
   return true;
 }
 
@@ -428,8 +433,8 @@ async function revoke(ids) {
       { i: { id } });
     if (!r.data) return say(describeError(errorOf(r)), true);
   }
-  say(ids.length > 1 ? 'Every device is forgotten.' : 'Device forgotten.');
   await load();
+  say(ids.length > 1 ? 'Every device is forgotten.' : 'Device forgotten.');
 }
 
 let activityAfter = null;
@@ -460,6 +465,7 @@ async function loadActivity(more) {
 // ---- page ------------------------------------------------------------------------------
 
 async function load() {
+  $('main').setAttribute('aria-busy', 'true');
   const r = await call(ME);
   if (!r.data || !r.data.me) {
     if (r.data && r.data.me === null) return signedOut();

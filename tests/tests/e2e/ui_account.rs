@@ -185,6 +185,9 @@ both_stores!(
 
         // Remembered device: forgotten from the page.
         browser.click_css("#devices .revoke").await;
+        browser
+            .wait_for_text("#page-notice", "Device forgotten.")
+            .await;
         browser.wait_for_visible("#devices-empty").await;
         assert_eq!(me(&s, &token).await["trustedDevices"], json!([]));
 
@@ -273,12 +276,48 @@ both_stores!(
         browser
             .wait_for_text("#activity tbody", "Factor removed")
             .await;
+
+        // Under a REQUIRED policy the last factor stays, with a message saying why.
+        s.ok(
+            "mutation { setMfaPolicyV2(input: {mode: REQUIRED, allowedFactorTypes: [TOTP, WEBAUTHN]}) { policy { mode } } }",
+            json!({}),
+        )
+        .await;
+        let passkey = passkeys[0]["id"].as_str().unwrap();
+        let remove = format!("#factors tr[data-factor-id='{passkey}'] .remove");
+        browser.click_css(&remove).await;
+        browser.click_css(&remove).await;
+        browser
+            .wait_for(
+                &format!(
+                    "return !document.querySelector(\"#factors tr[data-factor-id='{passkey}']\")
+                       && document.getElementById('main').getAttribute('aria-busy') === 'false'"
+                ),
+                WAIT,
+            )
+            .await;
+        let last = active(&me(&s, &token).await, "TOTP");
+        assert_eq!(last.len(), 1);
+        let last = last[0]["id"].as_str().unwrap();
+        let remove = format!("#factors tr[data-factor-id='{last}'] .remove");
+        browser.click_css(&remove).await;
+        browser.click_css(&remove).await;
+        browser
+            .wait_for_text("#page-error", "signing in requires one")
+            .await;
+        assert_eq!(
+            active(&me(&s, &token).await, "TOTP").len(),
+            1,
+            "nothing changed"
+        );
         browser.screenshot("account-desktop").await;
 
         // At phone width: nothing wider than the screen.
         browser.set_window_size(PHONE).await;
         browser.goto(&account).await;
-        browser.wait_for_text("#factors tbody", "Laptop key").await;
+        browser
+            .wait_for_text("#factors tbody", "Authenticator app")
+            .await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let width = browser
             .execute("return document.documentElement.scrollWidth", json!([]))
