@@ -378,7 +378,7 @@ function showCodes(list) {
     return li;
   }));
   $('recovery-shown').hidden = false;
-  $('recovery-note').focus?.();
+  $('recovery-note').focus();
 }
 
 function hideCodes() {

@@ -10,7 +10,7 @@ use base64::Engine;
 use chrono::TimeDelta;
 use serde_json::{Value, json};
 use tessera_tests::{
-    Store, TestServer, both_stores,
+    Phones, Store, TestServer, both_stores,
     browser::{Browser, DESKTOP, PHONE, WAIT},
 };
 
@@ -22,7 +22,7 @@ const ATTACKER: &str = "curl/8.5.0";
 
 /// A server on a known port, so the page's origin `http://localhost:<port>` (a secure
 /// context a WebAuthn RP id of `localhost` covers) can be the WebAuthn origin.
-async fn server(store: Store) -> (TestServer, String) {
+async fn server(store: Store, phones: &Phones) -> (TestServer, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
@@ -30,6 +30,7 @@ async fn server(store: Store) -> (TestServer, String) {
     let origin = format!("http://localhost:{port}");
     let listed = origin.clone();
     let s = TestServer::start_with(store, move |c| {
+        phones.configure(c);
         c.listen = std::net::SocketAddr::from(([127, 0, 0, 1], port)).into();
         c.webauthn_origins = vec![listed];
     })
@@ -49,6 +50,21 @@ async fn me(s: &TestServer, token: &str) -> Value {
     r["data"]["me"].clone()
 }
 
+/// Logs alice in with the TOTP factor from `agent`, asking to be remembered.
+async fn remember(s: &TestServer, factor: &str, secret: &str, agent: &str) {
+    s.clock.advance(TimeDelta::seconds(30));
+    let login = s.login("alice", PASSWORD).await;
+    let r = s
+        .gql_with(
+            None,
+            &[("user-agent", agent)],
+            "mutation($c: ID!, $f: ID!, $p: String!) { completeLogin(input: {challengeId: $c, factorId: $f, passCode: $p, rememberDevice: true}) { factorResult } }",
+            json!({ "c": login["data"]["login"]["challenge"]["id"], "f": factor, "p": s.code(secret, 0) }),
+        )
+        .await;
+    assert_eq!(r["data"]["completeLogin"]["factorResult"], "SUCCESS", "{r}");
+}
+
 fn active(me: &Value, factor_type: &str) -> Vec<Value> {
     me["factors"]
         .as_array()
@@ -62,26 +78,18 @@ fn active(me: &Value, factor_type: &str) -> Vec<Value> {
 both_stores!(
     the_account_page_adds_and_removes_factors_and_shows_codes_devices_and_activity,
     |store| async move {
-        let (s, origin) = server(store).await;
+        let phones = Phones::start().await;
+        let (s, origin) = server(store, &phones).await;
         let user = s.create_full_user("alice", PASSWORD).await;
         let (factor, secret) = s.enroll_totp(&user).await;
         assert_eq!(
             s.activate(&factor, &s.code(&secret, 0)).await["factorResult"],
             "SUCCESS"
         );
-        // A remembered device, from a login on a laptop.
-        s.clock.advance(TimeDelta::seconds(30));
-        let login = s.login("alice", PASSWORD).await;
-        let challenge = login["data"]["login"]["challenge"]["id"].as_str().unwrap();
-        let r = s
-            .gql_with(
-                None,
-                &[("user-agent", LAPTOP)],
-                "mutation($c: ID!, $f: ID!, $p: String!) { completeLogin(input: {challengeId: $c, factorId: $f, passCode: $p, rememberDevice: true}) { factorResult } }",
-                json!({ "c": challenge, "f": factor, "p": s.code(&secret, 0) }),
-            )
-            .await;
-        assert_eq!(r["data"]["completeLogin"]["factorResult"], "SUCCESS", "{r}");
+        // Three remembered devices, from logins on a laptop and two phones.
+        for agent in [LAPTOP, "Phone A", "Phone B"] {
+            remember(&s, &factor, &secret, agent).await;
+        }
         let token = s.mfa_token("alice", PASSWORD, &factor, &secret).await;
         // Someone else's wrong code.
         let r = s
@@ -183,10 +191,38 @@ both_stores!(
         browser.wait_for_text("#page-notice", "Added.").await;
         assert_eq!(active(&me(&s, &token).await, "TOTP").len(), 2);
 
-        // Remembered device: forgotten from the page.
-        browser.click_css("#devices .revoke").await;
+        // A phone: the code sent by SMS, then entered.
+        browser.click_css("#add-sms").await;
+        let autocomplete = browser
+            .execute(
+                "return document.getElementById('oob-destination').autocomplete",
+                json!([]),
+            )
+            .await;
+        assert_eq!(autocomplete, "tel");
+        browser
+            .type_into("#oob-destination", "+1 415 555 0199")
+            .await;
+        browser.click_css("#oob-send").await;
+        browser.wait_for_visible("#oob-code").await;
+        let code = phones.sms_code("+14155550199", 1).await;
+        browser.type_into("#oob-code", &code).await;
+        browser.click_css("#oob-activate").await;
+        browser.wait_for_text("#page-notice", "Added.").await;
+        let sms = active(&me(&s, &token).await, "SMS");
+        assert_eq!(sms.len(), 1);
+
+        // Remembered devices: one forgotten, then all the others.
+        browser.click_css("#devices li:first-child .revoke").await;
         browser
             .wait_for_text("#page-notice", "Device forgotten.")
+            .await;
+        let left = me(&s, &token).await["trustedDevices"].clone();
+        assert_eq!(left.as_array().unwrap().len(), 2, "{left}");
+        assert!(!left.to_string().contains(LAPTOP), "{left}");
+        browser.click_css("#revoke-all").await;
+        browser
+            .wait_for_text("#page-notice", "Every device is forgotten.")
             .await;
         browser.wait_for_visible("#devices-empty").await;
         assert_eq!(me(&s, &token).await["trustedDevices"], json!([]));
