@@ -253,6 +253,9 @@ pub struct Challenge {
     pub delivery: Option<String>,
     /// When it was issued.
     pub created_at: DateTime<Utc>,
+    /// For a step-up: what the user is asked to confirm, the `display` string of its
+    /// `state` (trimmed, at most 280 characters), as the hosted step-up page shows it.
+    pub display: Option<String>,
 }
 
 impl Challenge {
@@ -274,6 +277,7 @@ impl Challenge {
             failed_attempts: i32::try_from(c.failed_attempts).unwrap_or(i32::MAX),
             delivery: delivery.map(str::to_string),
             created_at: c.created_at.unwrap_or(now),
+            display: c.display(),
         }
     }
 }

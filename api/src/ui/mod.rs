@@ -35,7 +35,10 @@ const CSP: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; 
 pub(crate) fn routes() -> Router<App> {
     Router::new()
         .route("/ui/login", get(login))
-        .route("/ui/step-up/{challenge_id}", get(step_up))
+        .route(
+            "/ui/step-up/{challenge_id}",
+            get(step_up).post(step_up_handed),
+        )
         .route("/ui/account", get(account))
         .route("/ui/console", get(console))
         .route("/ui/assets/{file}", get(asset))
@@ -58,6 +61,69 @@ async fn step_up(
         return not_found();
     }
     page(&app, "step-up.html", query.as_deref())
+}
+
+/// Longest access token a page accepts by form POST.
+const MAX_HANDED_TOKEN: usize = 8192;
+
+/// `POST /ui/step-up/{challengeId}?return_to=URL` with `access_token` in an
+/// `application/x-www-form-urlencoded` body: an application backend hands its user's token to
+/// the page this way (an auto-submitted form, as OAuth's `form_post` does the other way), so
+/// the token never travels in a URL. The page is the same, with the token rendered into it
+/// (`<meta name="tessera-token">`, never stored by the server). Nothing runs here: the page
+/// uses the token for its GraphQL calls like any client, and a bad one is refused there.
+async fn step_up_handed(
+    State(app): State<App>,
+    Path(challenge_id): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> Response {
+    if uuid::Uuid::parse_str(&challenge_id).is_err() {
+        return not_found();
+    }
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if !form {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "send access_token as application/x-www-form-urlencoded",
+        )
+            .into_response();
+    }
+    let token = form_value(&body, "access_token").filter(|t| {
+        !t.is_empty()
+            && t.len() <= MAX_HANDED_TOKEN
+            && t.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+    });
+    let Some(token) = token else {
+        return (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "access_token is missing or is not a token",
+        )
+            .into_response();
+    };
+    let extra = format!(
+        "<meta name=\"tessera-token\" content=\"{}\">\n",
+        escape(&token)
+    );
+    render(&app, "step-up.html", query.as_deref(), &extra)
+}
+
+/// The first value of `name` in a query string or form body.
+fn form_value(encoded: &str, name: &str) -> Option<String> {
+    reqwest::Url::parse(&format!("http://query.invalid/?{encoded}"))
+        .ok()
+        .and_then(|u| {
+            u.query_pairs()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+        })
 }
 
 /// `GET /ui/account`.
@@ -131,14 +197,7 @@ fn return_to(origins: &ReturnOrigins, query: Option<&str>) -> ReturnTo {
     let Some(query) = query else {
         return ReturnTo::Absent;
     };
-    let given = reqwest::Url::parse(&format!("http://query.invalid/?{query}"))
-        .ok()
-        .and_then(|u| {
-            u.query_pairs()
-                .find(|(k, _)| k == "return_to")
-                .map(|(_, v)| v.into_owned())
-        });
-    match given {
+    match form_value(query, "return_to") {
         None => ReturnTo::Absent,
         Some(url) if url.is_empty() => ReturnTo::Absent,
         Some(url) => match origins.check(&url) {
@@ -153,6 +212,11 @@ fn return_to(origins: &ReturnOrigins, query: Option<&str>) -> ReturnTo {
 /// name="tessera-return-refused">` (why not). Its CSP names that origin in `form-action`
 /// and no other.
 fn page(app: &App, file: &str, query: Option<&str>) -> Response {
+    render(app, file, query, "")
+}
+
+/// [`page`] with `extra` tags in its `<head>`.
+fn render(app: &App, file: &str, query: Option<&str>, extra: &str) -> Response {
     let Some(html) = file_bytes(file).and_then(|b| std::str::from_utf8(b).ok()) else {
         return not_found();
     };
@@ -180,7 +244,7 @@ fn page(app: &App, file: &str, query: Option<&str>) -> Response {
         ),
     };
     let body = match html.find("</head>") {
-        Some(at) => format!("{}{meta}{}", &html[..at], &html[at..]),
+        Some(at) => format!("{}{meta}{extra}{}", &html[..at], &html[at..]),
         None => html.to_string(),
     };
     let csp = format!("{CSP}; form-action 'self'{form_action}");

@@ -94,6 +94,9 @@ pub struct ChallengeServices {
     pub max_failed_attempts: u32,
 }
 
+/// Longest `display` text a step-up page shows.
+pub const MAX_DISPLAY_CHARS: usize = 280;
+
 impl Challenge {
     /// Whether anything was issued under this id.
     pub fn exists(&self) -> bool {
@@ -106,6 +109,17 @@ impl Challenge {
             ChallengeStatus::Issued if self.is_past_deadline(now) => ChallengeStatus::Expired,
             other => other,
         }
+    }
+
+    /// What a step-up asks the user to confirm, as a page shows it: the `display` text the
+    /// caller put in its state (a string, trimmed, at most [`MAX_DISPLAY_CHARS`] characters);
+    /// `None` for other challenges, or a state without one.
+    pub fn display(&self) -> Option<String> {
+        if self.purpose != Some(ChallengePurpose::StepUp) {
+            return None;
+        }
+        let text = self.state.as_ref()?.get("display")?.as_str()?.trim();
+        (!text.is_empty()).then(|| text.chars().take(MAX_DISPLAY_CHARS).collect())
     }
 
     /// Whether it is open and can still be answered at `now`.

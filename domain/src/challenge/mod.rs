@@ -14,7 +14,7 @@ mod events;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::{Challenge, ChallengeServices, ChallengeStatus, state_fits};
+pub use aggregate::{Challenge, ChallengeServices, ChallengeStatus, MAX_DISPLAY_CHARS, state_fits};
 pub use commands::{
     ChallengeCommand, DeliveryOutcome, Issue, MAX_STATE_BYTES, MAX_TTL_SECONDS, MIN_TTL_SECONDS,
     PasskeyLoginIssue, SentCode,

@@ -560,3 +560,52 @@ fn the_passkey_login_event_type_is_frozen() {
     assert_eq!(passkey_login_issued().event_type(), "PasskeyLoginIssued");
     assert_eq!(passkey_login_issued().event_version(), "1.0");
 }
+
+/// A challenge after `Issued` of this purpose and state.
+fn folded(purpose: ChallengePurpose, state: Option<serde_json::Value>) -> Challenge {
+    let mut c = Challenge::default();
+    c.apply(ChallengeEvent::Issued(Issued {
+        challenge_id: cid(),
+        user_id: uid(),
+        purpose,
+        factor_id: None,
+        state,
+        expires_at: t0() + secs(300),
+        at: t0(),
+    }));
+    c
+}
+
+#[test]
+fn a_step_up_shows_the_display_text_of_its_state() {
+    let c = folded(
+        ChallengePurpose::StepUp,
+        Some(json!({"display": "  Pay €1,250 to ACME  ", "cents": 125000})),
+    );
+    assert_eq!(c.display().as_deref(), Some("Pay €1,250 to ACME"));
+}
+
+#[test]
+fn a_display_text_is_cut_to_its_limit() {
+    let long = "é".repeat(MAX_DISPLAY_CHARS + 10);
+    let c = folded(ChallengePurpose::StepUp, Some(json!({ "display": long })));
+    assert_eq!(
+        c.display().map(|d| d.chars().count()),
+        Some(MAX_DISPLAY_CHARS)
+    );
+}
+
+#[test]
+fn no_display_without_a_display_string_or_outside_a_step_up() {
+    for state in [
+        None,
+        Some(state()),
+        Some(json!({"display": 42})),
+        Some(json!({"display": "   "})),
+        Some(json!(["display"])),
+    ] {
+        assert_eq!(folded(ChallengePurpose::StepUp, state).display(), None);
+    }
+    let login = folded(ChallengePurpose::Login, Some(json!({"display": "x"})));
+    assert_eq!(login.display(), None);
+}
