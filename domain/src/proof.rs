@@ -17,6 +17,7 @@ use crate::{
     challenge::{Challenge, ChallengeCommand, ChallengePurpose, ChallengeStatus, Method},
     factor::{FactorEvent, FactorOutcome, FactorStatus, FactorType, FailureReason},
     ids::{FactorId, UserId},
+    policy::{MfaMode, MfaPolicy},
     user::{User, UserCommand},
 };
 
@@ -178,6 +179,39 @@ pub fn reauthentication(
     }
 }
 
+/// Why a user may not remove a factor themselves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemovalRefusal {
+    /// The policy is `REQUIRED` and this is the user's last factor that can prove (of an
+    /// allowed type): without it, every login would end in an enrolment-only token.
+    LastRequiredFactor,
+}
+
+/// Whether a user may remove their factor of type `removing` (in `status`) when their other
+/// factors that can prove are of the types `others`. Under a `REQUIRED` policy the last
+/// factor of an allowed type that can prove stays: a user replaces it by adding another first.
+/// Removing a pending, expired or disallowed factor is always fine. Administrators are not
+/// asked.
+///
+/// # Errors
+/// [`RemovalRefusal::LastRequiredFactor`].
+pub fn removal(
+    policy: &MfaPolicy,
+    removing: FactorType,
+    status: FactorStatus,
+    others: &[FactorType],
+) -> Result<(), RemovalRefusal> {
+    let counts = |t: FactorType| policy.allows(t);
+    if policy.mode != MfaMode::Required || !can_prove(status) || !counts(removing) {
+        return Ok(());
+    }
+    if others.iter().any(|t| counts(*t)) {
+        Ok(())
+    } else {
+        Err(RemovalRefusal::LastRequiredFactor)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{TimeZone, Utc};
@@ -195,6 +229,46 @@ mod tests {
 
     fn factor() -> FactorId {
         FactorId::generate()
+    }
+
+    fn policy(mode: MfaMode, allowed: &[FactorType]) -> MfaPolicy {
+        MfaPolicy {
+            mode,
+            allowed_factor_types: allowed.to_vec(),
+        }
+    }
+
+    #[test]
+    fn under_required_the_last_factor_that_can_prove_stays() {
+        use FactorType::{Sms, Totp, Webauthn};
+        let required = policy(MfaMode::Required, &[Totp, Webauthn]);
+        let active = FactorStatus::Active;
+        assert_eq!(
+            removal(&required, Totp, active, &[]),
+            Err(RemovalRefusal::LastRequiredFactor)
+        );
+        // A locked factor still proves once its lock ends.
+        assert_eq!(
+            removal(&required, Totp, FactorStatus::LockedOut, &[]),
+            Err(RemovalRefusal::LastRequiredFactor)
+        );
+        // Another factor of a type that counts: fine.
+        assert_eq!(removal(&required, Totp, active, &[Webauthn]), Ok(()));
+        // Another factor the policy does not allow does not count.
+        assert_eq!(
+            removal(&required, Totp, active, &[Sms]),
+            Err(RemovalRefusal::LastRequiredFactor)
+        );
+        // A pending factor, or one of a type that does not count, can always go.
+        assert_eq!(
+            removal(&required, Totp, FactorStatus::PendingActivation, &[]),
+            Ok(())
+        );
+        assert_eq!(removal(&required, Sms, active, &[]), Ok(()));
+        // Under OPTIONAL or DISABLED the user may remove every factor.
+        for mode in [MfaMode::Optional, MfaMode::Disabled] {
+            assert_eq!(removal(&policy(mode, &[Totp]), Totp, active, &[]), Ok(()));
+        }
     }
 
     #[test]

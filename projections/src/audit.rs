@@ -125,6 +125,10 @@ pub struct Filter {
     pub aggregate_id: Option<String>,
     /// The user's own events and those of every stream the user owns (their factors).
     pub user_id: Option<String>,
+    /// The events of this user's security activity ([`crate::activity`]): those of the
+    /// kinds it shows, from the user's own stream and every stream the user owns (factors,
+    /// challenges, alerts).
+    pub activity_of: Option<String>,
     /// Any of these event types.
     pub event_types: Option<Vec<String>>,
     /// Recorded at or after.
@@ -138,6 +142,14 @@ pub struct Filter {
 /// stream is created, so membership can be read from the log itself, exactly, with no read
 /// model in between (`migrations/*/0005_audit.sql` indexes these fields).
 const OWNED_STREAMS: &[(&str, &str)] = &[("Factor", "Enrolled")];
+
+/// Every stream a user owns besides their `User` stream, as [`OWNED_STREAMS`]: a user's
+/// activity reads these (`migrations/*/0023_user_activity.sql` indexes the last two).
+const ACTIVITY_STREAMS: &[(&str, &str)] = &[
+    ("Factor", "Enrolled"),
+    ("Challenge", "Issued"),
+    ("Alert", "SecurityAlertRaised"),
+];
 
 /// SQL for "the owner named in this creating event's payload", per store.
 fn owner_expr(dialect: Dialect, event_type: &str) -> String {
@@ -218,17 +230,11 @@ impl Where {
             self.clauses.push(format!("aggregate_id = {p}"));
         }
         if let Some(user) = &filter.user_id {
-            let p = self.param(Bind::Text(user.clone()));
-            let mut any = vec![format!("(aggregate_type = 'User' AND aggregate_id = {p})")];
-            for (aggregate_type, creator) in OWNED_STREAMS {
-                let owner = owner_expr(dialect, creator);
-                any.push(format!(
-                    "(aggregate_type = '{aggregate_type}' AND aggregate_id IN (\
-                     SELECT aggregate_id FROM events WHERE aggregate_type = '{aggregate_type}' \
-                     AND event_type = '{creator}' AND {owner} = {p}))"
-                ));
-            }
-            self.clauses.push(format!("({})", any.join(" OR ")));
+            self.streams_of(dialect, user, OWNED_STREAMS);
+        }
+        if let Some(user) = &filter.activity_of {
+            self.streams_of(dialect, user, ACTIVITY_STREAMS);
+            self.clauses.push(crate::activity::kinds_clause(dialect));
         }
         if let Some(types) = &filter.event_types {
             if types.is_empty() {
@@ -252,6 +258,21 @@ impl Where {
             let t = self.time(dialect, &p);
             self.clauses.push(format!("recorded_at < {t}"));
         }
+    }
+
+    /// The event is on `user`'s own stream or on one of the `owned` streams naming `user`.
+    fn streams_of(&mut self, dialect: Dialect, user: &str, owned: &[(&str, &str)]) {
+        let p = self.param(Bind::Text(user.to_string()));
+        let mut any = vec![format!("(aggregate_type = 'User' AND aggregate_id = {p})")];
+        for (aggregate_type, creator) in owned {
+            let owner = owner_expr(dialect, creator);
+            any.push(format!(
+                "(aggregate_type = '{aggregate_type}' AND aggregate_id IN (\
+                 SELECT aggregate_id FROM events WHERE aggregate_type = '{aggregate_type}' \
+                 AND event_type = '{creator}' AND {owner} = {p}))"
+            ));
+        }
+        self.clauses.push(format!("({})", any.join(" OR ")));
     }
 
     fn sql(&self) -> String {
@@ -300,6 +321,43 @@ pub async fn read(
         let (key, value) = w.cursor(dialect, &tx, &pos);
         w.clauses.push(format!("{key} <= {value}"));
     }
+    select(conn, dialect, filter, w, "", limit).await
+}
+
+/// Up to `limit` events matching `filter` before `before` (from the newest if `None`), newest
+/// first: the reverse of [`read`]'s order, over the same readable part of the log. A cursor
+/// handed out here is stable too: nothing can commit behind the newest readable event, only
+/// ahead of it.
+///
+/// # Errors
+/// Database or decoding errors.
+pub async fn read_newest_first(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    filter: &Filter,
+    before: Option<Cursor>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, Error> {
+    let mut w = Where::default();
+    if let Some(before) = before {
+        let (tx, pos) = (
+            w.param(Bind::Int(before.tx)),
+            w.param(Bind::Int(before.pos)),
+        );
+        let (key, value) = w.cursor(dialect, &tx, &pos);
+        w.clauses.push(format!("{key} < {value}"));
+    }
+    select(conn, dialect, filter, w, " DESC", limit).await
+}
+
+async fn select(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    filter: &Filter,
+    mut w: Where,
+    direction: &str,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, Error> {
     if dialect == Dialect::Postgres {
         w.clauses
             .push("tx_id < pg_snapshot_xmin(pg_current_snapshot())".into());
@@ -308,11 +366,12 @@ pub async fn read(
     let limit = w.param(Bind::Int(limit));
     let sql = match dialect {
         Dialect::Postgres => format!(
-            "SELECT {PG_COLUMNS} FROM events WHERE {} ORDER BY tx_id, global_position LIMIT {limit}",
+            "SELECT {PG_COLUMNS} FROM events WHERE {} \
+             ORDER BY tx_id{direction}, global_position{direction} LIMIT {limit}",
             w.sql()
         ),
         Dialect::Sqlite => format!(
-            "SELECT {LITE_COLUMNS} FROM events WHERE {} ORDER BY global_seq LIMIT {limit}",
+            "SELECT {LITE_COLUMNS} FROM events WHERE {} ORDER BY global_seq{direction} LIMIT {limit}",
             w.sql()
         ),
     };

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::all)]
 
+pub mod activity;
 pub mod alerts;
 pub mod audit;
 pub mod read_model;

@@ -2,9 +2,12 @@
 
 use chrono::{DateTime, Utc};
 use tessera_domain::{
+    ErrorKind,
+    factor::FactorType,
     factor::{Factor, FactorCommand, FactorError},
     ids::{ChallengeId, FactorId, UserId},
-    proof::AccountChange,
+    policy::POLICY_ID,
+    proof::{self, AccountChange, RemovalRefusal},
     user::DeviceRevocationReason,
 };
 use tessera_projections::read_model::FactorRow;
@@ -31,6 +34,9 @@ pub async fn remove(
     let (loaded, seq) = authorized_factor(state, call, id, false).await?;
     let owner = loaded.user_id.ok_or(FactorError::NotFound)?;
     require_fresh_proof(state, call, owner, AccountChange::RemoveFactor, step_up).await?;
+    if !call.caller()?.is_admin() {
+        keeps_a_required_factor(state, owner, id).await?;
+    }
     // A passkey's removal releases its credential id in the same commit.
     let removed = if loaded.webauthn.is_some() {
         crate::app::passkeys::remove(state, call, id, (loaded, seq)).await?
@@ -42,6 +48,39 @@ pub async fn remove(
     let reason = DeviceRevocationReason::FactorRemoved;
     crate::app::devices::revoke_all(state, call, owner, reason).await?;
     Ok(removed)
+}
+
+/// Refuses a user's removal of their last factor that can prove under a `REQUIRED` policy
+/// ([`proof::removal`]).
+///
+/// # Errors
+/// `LAST_REQUIRED_FACTOR` (`CONFLICT`); store errors.
+async fn keeps_a_required_factor(state: &AppState, owner: UserId, id: FactorId) -> AppResult<()> {
+    let now = state.clock.now();
+    let (policy, _) = state.policy.load(POLICY_ID).await?;
+    let rows = state.queries.factors_of_user(&owner.to_string()).await?;
+    let id = id.to_string();
+    let Some(removing) = rows.iter().find(|r| r.id == id) else {
+        return Ok(());
+    };
+    let (Some(removing_type), Some(status)) = (removing.factor_type(), removing.status_at(now))
+    else {
+        return Ok(());
+    };
+    let others: Vec<FactorType> = rows
+        .iter()
+        .filter(|r| r.id != id && r.status_at(now).is_some_and(proof::can_prove))
+        .filter_map(FactorRow::factor_type)
+        .collect();
+    proof::removal(&policy, removing_type, status, &others).map_err(|refusal| match refusal {
+        RemovalRefusal::LastRequiredFactor => AppError::Rejected {
+            kind: ErrorKind::WrongState,
+            reason: "LAST_REQUIRED_FACTOR",
+            message: "this is your last way to confirm it is you, and sign-in requires one: \
+                      add another before removing it"
+                .into(),
+        },
+    })
 }
 
 /// `unlockFactor`: lifts a factor's lockout before its time (admins only).

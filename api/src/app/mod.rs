@@ -7,6 +7,7 @@
 //!
 //! | module | use cases |
 //! |---|---|
+//! | [`activity`] | a user's security activity, read from the log and redacted |
 //! | [`api_keys`] | create (scope, expiry), list and revoke API keys |
 //! | [`prove`] | verify, activate, answer a step-up or login challenge, the hard-lock policy |
 //! | [`codes`] | draw, record and send SMS/e-mail codes (`challengeFactor`) |
@@ -23,6 +24,7 @@
 //! | [`trace`] | one event of the log with its causes, siblings and effects |
 //! | [`users`] | create, read, list, update, deactivate, reactivate and delete users; set passwords |
 
+pub mod activity;
 pub mod api_keys;
 pub mod codes;
 pub mod devices;

@@ -86,6 +86,7 @@ impl EventFilterInput {
             aggregate_type: self.aggregate_type,
             aggregate_id: self.aggregate_id.map(|i| i.0),
             user_id: self.user_id.map(|i| i.0),
+            activity_of: None,
             event_types: self.event_types,
             from: self.from,
             to: self.to,

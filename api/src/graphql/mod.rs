@@ -1,5 +1,6 @@
 //! The GraphQL schema (frozen by the contract, docs/architecture.md): one module per feature, merged here.
 
+mod activity;
 mod alerts;
 mod api_key;
 mod audit;

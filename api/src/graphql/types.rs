@@ -340,6 +340,22 @@ impl User {
             .collect())
     }
 
+    /// The user's security activity, newest first (`after` pages back in time):
+    /// proofs that worked or failed, lockouts, factors added and removed, recovery codes,
+    /// remembered devices, codes sent and alerts, with the time, IP address and user agent
+    /// of each; redacted like `events`. The user's own token, admins and `read:audit` keys
+    /// may read it. As at a past moment: what was recorded before it.
+    async fn activity(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Cursor: the `endCursor` of the previous page.")] after: Option<String>,
+        #[graphql(desc = "Page size (default 20, at most 100).")] first: Option<i32>,
+    ) -> async_graphql::Result<
+        crate::graphql::page::Connection<crate::graphql::activity::ActivityEntry>,
+    > {
+        crate::graphql::activity::connection(ctx, &self.id, self.as_of, (after, first)).await
+    }
+
     /// The user's factors, removed ones included, oldest first.
     async fn factors(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Factor>> {
         let state = ctx.state()?;

@@ -1,5 +1,6 @@
 //! End-to-end tests: one binary (one link), each test on PostgreSQL and on SQLite.
 
+mod activity;
 mod aggregate_cache;
 mod alerts;
 mod api_keys;
@@ -39,6 +40,7 @@ mod subscriptions;
 mod throttle;
 mod tokens;
 mod tour;
+mod ui_account;
 mod ui_console;
 mod ui_login;
 mod users;

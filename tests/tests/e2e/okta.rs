@@ -35,7 +35,7 @@ fn assert_okta_error(a: &OktaAnswer, status: u16, code: &str) {
 }
 
 /// The text a QR code holds, read with a real decoder (rqrr) from the PNG bytes.
-fn decode_qr(png: &[u8]) -> String {
+pub(crate) fn decode_qr(png: &[u8]) -> String {
     let img = image::load_from_memory_with_format(png, image::ImageFormat::Png)
         .expect("a PNG")
         .to_luma8();
