@@ -6,7 +6,7 @@
 //! - [`count_on_user`]: a checked wrong code counts towards the user's hard lock, a success
 //!   resets the count.
 //! - [`answer_challenge`]: a factor's outcome completes the challenge it was given for, or is a
-//!   failure recorded on it.
+//!   failure recorded on it; [`answer_with_recovery_code`] the same for a recovery code.
 //! - [`can_prove`]: which factors stand between a password and a token.
 //! - [`reauthentication`]: whether a user token may change the account's authenticators now
 //!   (NIST SP 800-63B §6.1.2.1: adding or removing one needs a fresh proof).
@@ -17,7 +17,7 @@ use crate::{
     challenge::{Challenge, ChallengeCommand, ChallengePurpose, ChallengeStatus, Method},
     factor::{FactorEvent, FactorOutcome, FactorStatus, FactorType, FailureReason},
     ids::{FactorId, UserId},
-    user::{User, UserCommand},
+    user::{User, UserCommand, UserEvent, UserFailureReason},
 };
 
 /// Whether the user's factors may be checked at all. After the hard-lock threshold of
@@ -83,6 +83,33 @@ pub fn answer_challenge(answer: &ChallengeAnswer<'_>) -> Option<ChallengeCommand
     Some(ChallengeCommand::RecordFailure {
         factor_id: answer.factor_id,
         reason,
+    })
+}
+
+/// The command that records a recovery-code answer (the user's events for it) on the
+/// challenge it was given for: `Complete` when the code was spent; a wrong code is a guess and
+/// takes one of the challenge's tries (so one login challenge bounds recovery-code guessing as
+/// it bounds TOTP guessing); a code already spent is recorded as a replay, which takes none.
+/// `None` when the user was hard-locked and nothing was checked.
+pub fn answer_with_recovery_code(
+    purpose: ChallengePurpose,
+    owner: UserId,
+    events: &[UserEvent],
+) -> Option<ChallengeCommand> {
+    let failure = |reason| Some(ChallengeCommand::RecordRecoveryCodeFailure { reason });
+    events.iter().find_map(|e| match e {
+        UserEvent::RecoveryUsed(_) => Some(ChallengeCommand::Complete {
+            purpose,
+            user_id: owner,
+            factor_id: None,
+            method: Method::RecoveryCode,
+        }),
+        UserEvent::FailedAttempt(f) => match f.reason {
+            UserFailureReason::WrongRecoveryCode => failure(FailureReason::WrongCode),
+            UserFailureReason::RecoveryCodeUsed => failure(FailureReason::Replayed),
+            UserFailureReason::Locked | UserFailureReason::FactorCheckFailed => None,
+        },
+        _ => None,
     })
 }
 
@@ -195,6 +222,49 @@ mod tests {
 
     fn factor() -> FactorId {
         FactorId::generate()
+    }
+
+    #[test]
+    fn each_recovery_code_answer_is_recorded_on_its_challenge() {
+        use crate::user::{RecoveryUsed, UserFailedAttempt};
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let owner = UserId::for_login("ann");
+        let failed = |reason| {
+            vec![UserEvent::FailedAttempt(UserFailedAttempt {
+                reason,
+                factor_id: None,
+                consecutive_failures: 1,
+                at,
+            })]
+        };
+        let answer = |events: &[UserEvent]| {
+            answer_with_recovery_code(ChallengePurpose::Login, owner, events)
+        };
+        let spent = vec![UserEvent::RecoveryUsed(RecoveryUsed {
+            generation: 1,
+            index: 0,
+            remaining: 9,
+            at,
+        })];
+        assert!(matches!(
+            answer(&spent),
+            Some(ChallengeCommand::Complete { method: Method::RecoveryCode, factor_id: None, user_id, .. })
+                if user_id == owner
+        ));
+        assert!(matches!(
+            answer(&failed(UserFailureReason::WrongRecoveryCode)),
+            Some(ChallengeCommand::RecordRecoveryCodeFailure {
+                reason: FailureReason::WrongCode
+            })
+        ));
+        assert!(matches!(
+            answer(&failed(UserFailureReason::RecoveryCodeUsed)),
+            Some(ChallengeCommand::RecordRecoveryCodeFailure {
+                reason: FailureReason::Replayed
+            })
+        ));
+        assert!(answer(&failed(UserFailureReason::Locked)).is_none());
+        assert!(answer(&[]).is_none());
     }
 
     #[test]

@@ -198,8 +198,13 @@ impl Aggregate for Challenge {
                 Ok(())
             }
             ChallengeCommand::RecordFailure { factor_id, reason } => {
-                self.record_failure(factor_id, reason, services, now, sink)
+                self.record_failure(Some(factor_id), reason, services, now, sink)
                     .await
+            }
+            // A wrong recovery code is a guess like a wrong TOTP code: it takes one of the
+            // challenge's tries, so a login challenge bounds recovery-code guessing too.
+            ChallengeCommand::RecordRecoveryCodeFailure { reason } => {
+                self.record_failure(None, reason, services, now, sink).await
             }
             ChallengeCommand::Expire => match self.status {
                 ChallengeStatus::Expired => Ok(()),
@@ -355,7 +360,7 @@ impl Challenge {
 
     async fn record_failure(
         &mut self,
-        factor_id: FactorId,
+        factor_id: Option<FactorId>,
         reason: FailureReason,
         services: &ChallengeServices,
         now: DateTime<Utc>,

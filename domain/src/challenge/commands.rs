@@ -35,6 +35,13 @@ pub enum ChallengeCommand {
         /// Why it failed.
         reason: FailureReason,
     },
+    /// Record a failed recovery-code answer (the user's stream judged it and recorded its own
+    /// `FailedAttempt`): `WrongCode` for a guess, which takes one of the challenge's tries as a
+    /// wrong TOTP code does; `Replayed` for a code already spent, which does not.
+    RecordRecoveryCodeFailure {
+        /// Why it failed.
+        reason: FailureReason,
+    },
     /// Record that the lifetime ran out.
     Expire,
     /// Record what came of delivering a code's message.
@@ -127,6 +134,7 @@ impl crate::versioning::CommandName for ChallengeCommand {
             Self::RecordCodeSent(_) => "RecordCodeSent",
             Self::Complete { .. } => "Complete",
             Self::RecordFailure { .. } => "RecordFailure",
+            Self::RecordRecoveryCodeFailure { .. } => "RecordRecoveryCodeFailure",
             Self::Expire => "Expire",
             Self::RecordDelivery { .. } => "RecordDelivery",
         }

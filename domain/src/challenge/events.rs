@@ -92,11 +92,14 @@ pub struct Completed {
 }
 
 /// Payload of [`ChallengeEvent::FailedAttempt`]: the factor's answer, as the factor recorded
-/// it (`Factor/FailedAttempt` with the same reason holds the lockout count).
+/// it (`Factor/FailedAttempt` with the same reason holds the lockout count), or a wrong
+/// recovery code (no factor; the user's `FailedAttempt` holds the hard-lock count).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FailedAttempt {
-    /// The factor tried.
-    pub factor_id: FactorId,
+    /// The factor tried; `None` for a recovery code (events before recovery codes were
+    /// counted on the challenge always name a factor).
+    #[serde(default)]
+    pub factor_id: Option<FactorId>,
     /// Why it failed.
     pub reason: FailureReason,
     /// Wrong codes given to this challenge so far, this one included (replays, attempts on

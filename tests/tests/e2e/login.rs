@@ -635,6 +635,93 @@ both_stores!(login_completed_with_a_recovery_code, |store| async move {
     assert_eq!(error_reason(&both), "ANSWER_REQUIRED");
 });
 
+both_stores!(
+    a_login_challenge_ends_after_five_wrong_answers_of_any_kind,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let user = s.create_full_user("lena", PASSWORD).await;
+        let (factor, secret) = s.enroll_totp(&user).await;
+        let codes = s.activate(&factor, &s.code(&secret, 0)).await["recoveryCodes"].clone();
+        let code = codes[0].as_str().unwrap().to_string();
+        let complete = "mutation($c: ID!, $r: String) { completeLogin(input: {challengeId: $c, recoveryCode: $r}) { factorResult accessToken challenge { status failedAttempts } } }";
+        let challenge_of = |r: &Value| {
+            login_data(r)["challenge"]["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no challenge: {r}"))
+                .to_string()
+        };
+
+        // Three wrong TOTP codes and two wrong recovery codes: five wrong answers end it.
+        let challenge = challenge_of(&s.login("lena", PASSWORD).await);
+        for _ in 0..3 {
+            let r = s
+                .complete_login(&challenge, &factor, &s.wrong_code(&secret))
+                .await;
+            assert_eq!(
+                r["data"]["completeLogin"]["factorResult"], "REJECTED",
+                "{r}"
+            );
+        }
+        let r = s
+            .gql(complete, json!({ "c": challenge, "r": "ZZZZZ-ZZZZZ" }))
+            .await;
+        assert_eq!(
+            r["data"]["completeLogin"]["factorResult"], "REJECTED",
+            "{r}"
+        );
+        assert_eq!(r["data"]["completeLogin"]["challenge"]["failedAttempts"], 4);
+        let r = s
+            .gql(complete, json!({ "c": challenge, "r": "YYYYY-YYYYY" }))
+            .await;
+        assert_eq!(
+            r["data"]["completeLogin"]["factorResult"], "REJECTED",
+            "{r}"
+        );
+        assert_eq!(
+            r["data"]["completeLogin"]["challenge"],
+            json!({ "status": "EXPIRED", "failedAttempts": 5 })
+        );
+        // The right recovery code and the right TOTP code come too late: nothing is checked,
+        // nothing is spent, no token.
+        let r = s.gql(complete, json!({ "c": challenge, "r": code })).await;
+        assert_eq!(r["data"]["completeLogin"]["factorResult"], "EXPIRED", "{r}");
+        assert_eq!(r["data"]["completeLogin"]["accessToken"], Value::Null);
+        let r = s
+            .complete_login(&challenge, &factor, &s.code(&secret, 1))
+            .await;
+        assert_eq!(r["data"]["completeLogin"]["factorResult"], "EXPIRED", "{r}");
+        let left = s
+            .ok(
+                "query($u: ID!) { user(id: $u) { recoveryCodesRemaining } }",
+                json!({ "u": user }),
+            )
+            .await;
+        assert_eq!(left["user"]["recoveryCodesRemaining"], 10);
+
+        // Recovery-code guesses in parallel against one challenge: exactly five are checked.
+        let challenge = challenge_of(&s.login("lena", PASSWORD).await);
+        let answers = futures::future::join_all((0..12).map(|_| {
+            s.gql_as(
+                None,
+                complete,
+                json!({ "c": challenge, "r": "ZZZZZ-ZZZZZ" }),
+            )
+        }))
+        .await;
+        let results: Vec<_> = answers
+            .iter()
+            .map(|r| r["data"]["completeLogin"]["factorResult"].clone())
+            .collect();
+        let rejected = results.iter().filter(|r| *r == "REJECTED").count();
+        let expired = results.iter().filter(|r| *r == "EXPIRED").count();
+        assert_eq!((rejected, expired), (5, 7), "{answers:?}");
+        // Two from the first challenge, five from this one: no more guesses reached the codes.
+        assert_eq!(s.failures(&user, "WRONG_RECOVERY_CODE").await, 7);
+        let ended = s.challenge(&challenge).await;
+        assert_eq!(ended["status"], "EXPIRED", "{ended}");
+    }
+);
+
 both_stores!(step_up_completed_with_a_recovery_code, |store| async move {
     let s = TestServer::start(store).await;
     let user = s.create_user("sam").await;
