@@ -257,6 +257,11 @@ impl Aggregate for User {
                     .await;
                 Ok(())
             }
+            UserCommand::EndEnrollment => {
+                self.revoke_sessions(RevocationReason::EnrollmentCompleted, now, sink)
+                    .await;
+                Ok(())
+            }
             UserCommand::Reactivate => {
                 if self.status != UserStatus::Deactivated {
                     return Err(UserError::NotDeactivated);

@@ -14,6 +14,9 @@ pub enum UserCommand {
     Register(Register),
     /// End every access token issued so far (a new token generation).
     RevokeSessions,
+    /// End every access token issued so far because an enrolment-only token activated the
+    /// factor it was for (the enrolment-only token itself included).
+    EndEnrollment,
     /// Replace the recovery codes with `codes` (drawn by the caller from a CSPRNG). With
     /// `only_if_none`, does nothing if the user already has a set (first factor activation).
     GenerateRecoveryCodes {
@@ -148,6 +151,7 @@ impl crate::versioning::CommandName for UserCommand {
             Self::Reactivate => "Reactivate",
             Self::Delete => "Delete",
             Self::RevokeSessions => "RevokeSessions",
+            Self::EndEnrollment => "EndEnrollment",
         }
     }
 }

@@ -73,6 +73,9 @@ pub enum RevocationReason {
     Deactivated,
     /// `revokeSessions` (a logout everywhere, or an administrator's).
     Requested,
+    /// An enrolment-only token activated the factor it was for: its job is done, and the
+    /// next login asks for that factor.
+    EnrollmentCompleted,
 }
 
 /// Payload of [`UserEvent::SessionsRevoked`].

@@ -170,6 +170,14 @@ async fn revoking_sessions_moves_the_token_generation_on() {
         .when_async(UserCommand::RevokeSessions)
         .await
         .then_expect_events(vec![revoked_sessions(2, RevocationReason::Requested)]);
+    framework()
+        .given(vec![UserEvent::Registered(registered())])
+        .when_async(UserCommand::EndEnrollment)
+        .await
+        .then_expect_events(vec![revoked_sessions(
+            1,
+            RevocationReason::EnrollmentCompleted,
+        )]);
     use cqrs_es::{Aggregate, DomainEvent};
     let mut user = User::default();
     user.apply(UserEvent::Registered(registered()));

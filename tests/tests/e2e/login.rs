@@ -398,19 +398,9 @@ both_stores!(mfa_policy_decides_what_login_asks, |store| async move {
         .as_str()
         .unwrap()
         .to_string();
-    let r = as_enrollee(
-        "mutation($f: ID!, $c: String!) { activateFactor(input: {factorId: $f, passCode: $c}) { factorResult } }",
-        json!({ "f": factor, "c": s.code(&secret, 0) }),
-    )
-    .await;
-    assert_eq!(
-        r["data"]["activateFactor"]["factorResult"], "SUCCESS",
-        "{r}"
-    );
     let r = as_enrollee("{ me { login } }", json!({})).await;
     assert_eq!(r["data"]["me"]["login"], "alice");
     // Nothing else.
-    s.clock.advance(TimeDelta::seconds(30));
     for (query, vars) in [
         (
             "mutation($f: ID!, $c: String!) { verifyFactor(input: {factorId: $f, passCode: $c}) { factorResult } }",
@@ -432,6 +422,19 @@ both_stores!(mfa_policy_decides_what_login_asks, |store| async move {
         let r = as_enrollee(query, vars).await;
         assert_eq!(error_code(&r), "FORBIDDEN", "{query}: {r}");
     }
+    let r = as_enrollee(
+        "mutation($f: ID!, $c: String!) { activateFactor(input: {factorId: $f, passCode: $c}) { factorResult } }",
+        json!({ "f": factor, "c": s.code(&secret, 0) }),
+    )
+    .await;
+    assert_eq!(
+        r["data"]["activateFactor"]["factorResult"], "SUCCESS",
+        "{r}"
+    );
+    // The activation ended the enrolment-only token.
+    let r = as_enrollee("{ me { login } }", json!({})).await;
+    assert_eq!(error_code(&r), "UNAUTHENTICATED", "{r}");
+    s.clock.advance(TimeDelta::seconds(30));
     // With the factor active, the next login asks for it.
     let r = s.login("alice", PASSWORD).await;
     assert_eq!(login_data(&r)["mfaRequired"], true, "{r}");
@@ -451,6 +454,78 @@ both_stores!(mfa_policy_decides_what_login_asks, |store| async move {
     let r = s.gql_as(None, "{ mfaPolicy { mode } }", json!({})).await;
     assert_eq!(error_code(&r), "UNAUTHENTICATED");
 });
+
+both_stores!(
+    the_enrollment_only_token_enrols_one_factor_and_ends_at_its_activation,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        s.ok(
+            "mutation { setMfaPolicy(input: {mode: REQUIRED, allowedFactorTypes: [TOTP, WEBAUTHN]}) { mode } }",
+            json!({}),
+        )
+        .await;
+        let user = s.create_full_user("edna", PASSWORD).await;
+        let r = s.login("edna", PASSWORD).await;
+        let token = login_data(&r)["accessToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token: {r}"))
+            .to_string();
+        assert_eq!(jwt_claims(&token)["scope"], "enroll");
+        let enroll = "mutation($u: ID!) { enrollFactor(input: {userId: $u, type: TOTP}) { factor { id } totp { secretBase32 } } }";
+        let r = s.gql_as(Some(&token), enroll, json!({ "u": user })).await;
+        let factor = r["data"]["enrollFactor"]["factor"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no factor: {r}"))
+            .to_string();
+        let secret = r["data"]["enrollFactor"]["totp"]["secretBase32"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // One factor: a second enrolment while the first is pending is refused and writes
+        // nothing.
+        let r = s.gql_as(Some(&token), enroll, json!({ "u": user })).await;
+        assert_eq!(error_code(&r), "CONFLICT", "{r}");
+        assert_eq!(error_reason(&r), "ENROLLMENT_PENDING");
+        let factors = s
+            .ok(
+                "query($u: ID!) { user(id: $u) { factors { id } } }",
+                json!({ "u": user }),
+            )
+            .await;
+        assert_eq!(factors["user"]["factors"], json!([{ "id": factor }]));
+
+        // Its activation ends the token: it can do nothing more, not even read.
+        let r = s
+            .gql_as(
+                Some(&token),
+                "mutation($f: ID!, $c: String!) { activateFactor(input: {factorId: $f, passCode: $c}) { factorResult recoveryCodes } }",
+                json!({ "f": factor, "c": s.code(&secret, 0) }),
+            )
+            .await;
+        assert_eq!(
+            r["data"]["activateFactor"]["factorResult"], "SUCCESS",
+            "{r}"
+        );
+        assert_eq!(
+            r["data"]["activateFactor"]["recoveryCodes"]
+                .as_array()
+                .map(Vec::len),
+            Some(10)
+        );
+        for (query, vars) in [
+            ("{ me { login } }", json!({})),
+            (enroll, json!({ "u": user })),
+        ] {
+            let r = s.gql_as(Some(&token), query, vars).await;
+            assert_eq!(error_code(&r), "UNAUTHENTICATED", "{query}: {r}");
+        }
+        let ended = s.wait_for_event("User", &user, "SessionsRevoked").await;
+        assert_eq!(ended["reason"], "ENROLLMENT_COMPLETED", "{ended}");
+        // The next login asks for the new factor.
+        let r = s.login("edna", PASSWORD).await;
+        assert_eq!(login_data(&r)["mfaRequired"], true, "{r}");
+    }
+);
 
 both_stores!(set_password, |store| async move {
     let s = TestServer::start(store).await;
