@@ -7,7 +7,8 @@
 //!   resets the count.
 //! - [`answer_challenge`]: a factor's outcome completes the challenge it was given for, or is a
 //!   failure recorded on it; [`answer_with_recovery_code`] the same for a recovery code.
-//! - [`can_prove`]: which factors stand between a password and a token.
+//! - [`can_prove`]: which factors stand between a password and a token, and
+//!   [`finishes_login`]: of which types, under the MFA policy.
 //! - [`reauthentication`]: whether a user token may change the account's authenticators now
 //!   (NIST SP 800-63B §6.1.2.1: adding or removing one needs a fresh proof).
 
@@ -17,6 +18,7 @@ use crate::{
     challenge::{Challenge, ChallengeCommand, ChallengePurpose, ChallengeStatus, Method},
     factor::{FactorEvent, FactorOutcome, FactorStatus, FactorType, FailureReason},
     ids::{FactorId, UserId},
+    policy::MfaPolicy,
     user::{User, UserCommand, UserEvent, UserFailureReason},
 };
 
@@ -111,6 +113,20 @@ pub fn answer_with_recovery_code(
         },
         _ => None,
     })
+}
+
+/// Whether a factor of `factor_type` may finish a login under `policy`, given the types of
+/// the user's factors that can prove ([`can_prove`]). A type the policy allows may; so may any
+/// type of a user none of whose factors is of an allowed type: narrowing the policy
+/// (`setMfaPolicy` dropping a type) must not downgrade that user to a password-only login
+/// (`OPTIONAL`) or an enrolment-only token (`REQUIRED`), so they still prove a factor they
+/// have, until they have one of an allowed type (then only those count).
+pub fn finishes_login(
+    policy: &MfaPolicy,
+    factor_type: FactorType,
+    provable_types: &[FactorType],
+) -> bool {
+    policy.allows(factor_type) || !provable_types.iter().any(|t| policy.allows(*t))
 }
 
 /// Whether a factor in `status` can answer a step-up or finish a login: an active one, or a
@@ -265,6 +281,29 @@ mod tests {
         ));
         assert!(answer(&failed(UserFailureReason::Locked)).is_none());
         assert!(answer(&[]).is_none());
+    }
+
+    #[test]
+    fn a_narrower_policy_never_turns_a_users_second_factor_off() {
+        use crate::policy::MfaMode;
+        for mode in [MfaMode::Optional, MfaMode::Required] {
+            let policy = MfaPolicy {
+                mode,
+                allowed_factor_types: vec![FactorType::Sms],
+            };
+            // Only TOTP factors, TOTP dropped: the TOTP factor still stands.
+            assert!(finishes_login(
+                &policy,
+                FactorType::Totp,
+                &[FactorType::Totp]
+            ));
+            // An allowed factor as well: only the allowed type finishes a login.
+            let both = [FactorType::Totp, FactorType::Sms];
+            assert!(finishes_login(&policy, FactorType::Sms, &both));
+            assert!(!finishes_login(&policy, FactorType::Totp, &both));
+            // A locked-out SMS factor still counts as one the user has (its lock answers).
+            assert!(finishes_login(&policy, FactorType::Sms, &[FactorType::Sms]));
+        }
     }
 
     #[test]

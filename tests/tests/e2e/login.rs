@@ -527,6 +527,60 @@ both_stores!(
     }
 );
 
+both_stores!(
+    narrowing_the_policy_downgrades_no_user,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let (user, factor, secret) = s.active_totp("nora").await;
+        s.ok(
+            "mutation($u: ID!, $p: String!) { setPassword(input: {userId: $u, password: $p}) { id } }",
+            json!({ "u": user, "p": PASSWORD }),
+        )
+        .await;
+        s.create_full_user("newt", PASSWORD).await;
+        for mode in ["OPTIONAL", "REQUIRED"] {
+            s.clock.advance(TimeDelta::seconds(30));
+            // TOTP is dropped: nora's only factor is of a type the policy no longer allows.
+            let set = format!(
+                "mutation {{ setMfaPolicy(input: {{mode: {mode}, allowedFactorTypes: [SMS]}}) {{ mode }} }}"
+            );
+            s.ok(&set, json!({})).await;
+            let r = s.login("nora", PASSWORD).await;
+            let data = login_data(&r);
+            assert_eq!(data["mfaRequired"], true, "{mode}: {r}");
+            assert_eq!(
+                data["accessToken"],
+                Value::Null,
+                "{mode}: no token without the factor"
+            );
+            assert_eq!(data["enrollmentRequired"], false, "{mode}: {r}");
+            assert_eq!(
+                data["factors"],
+                json!([{ "id": factor, "type": "TOTP", "status": "ACTIVE" }])
+            );
+            let challenge = data["challenge"]["id"].as_str().unwrap().to_string();
+            let r = s
+                .complete_login(&challenge, &factor, &s.code(&secret, 0))
+                .await;
+            assert_eq!(
+                r["data"]["completeLogin"]["factorResult"], "SUCCESS",
+                "{mode}: {r}"
+            );
+            let token = r["data"]["completeLogin"]["accessToken"].as_str().unwrap();
+            assert_eq!(jwt_claims(token)["acr"], "mfa");
+            // A user without any factor is unchanged: a password token under OPTIONAL, an
+            // enrolment-only one under REQUIRED.
+            let r = s.login("newt", PASSWORD).await;
+            assert_eq!(login_data(&r)["mfaRequired"], false, "{mode}: {r}");
+            assert_eq!(
+                login_data(&r)["enrollmentRequired"],
+                mode == "REQUIRED",
+                "{mode}: {r}"
+            );
+        }
+    }
+);
+
 both_stores!(set_password, |store| async move {
     let s = TestServer::start(store).await;
     let user = s.create_user("alice").await;
