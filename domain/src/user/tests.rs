@@ -84,6 +84,35 @@ async fn password_is_stored_only_as_argon2id() {
     assert!(!format!("{events:?}").contains("argon2id"));
 }
 
+#[test]
+fn email_addresses_are_parsed_and_only_those_delivered_as_written_pass() {
+    for good in [
+        "alice@example.com",
+        "a.b+tag@sub.example.co",
+        "o'neil@example.org",
+    ] {
+        assert_eq!(validate_email(good), Ok(()), "{good}");
+    }
+    for bad in [
+        "a,victim@example.com",
+        "\"evil\"@x",
+        "\"evil\"@example.com",
+        "\"a b\"@example.com",
+        "Alice <alice@example.com>",
+        "mailto:alice@example.com",
+        "alice@[127.0.0.1]",
+        "alice@localhost",
+        "a..b@example.com",
+        ".a@example.com",
+        "a@example..com",
+        "a(comment)@example.com",
+        "a@exa mple.com",
+        "a\u{0}@example.com",
+    ] {
+        assert_eq!(validate_email(bad), Err(UserError::InvalidEmail), "{bad}");
+    }
+}
+
 #[tokio::test]
 async fn invalid_fields_are_rejected_and_write_nothing() {
     type Case = (fn(&mut Register), UserError);
