@@ -447,6 +447,10 @@ fn id_header(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// Where [`http::access`] hands the caller's own `x-request-id` on to the handler, having put
+/// the server's id in `x-request-id`.
+pub(crate) const CLIENT_REQUEST_ID: &str = "x-tessera-client-request-id";
+
 /// A request's metadata; the client address is the socket peer's, or behind a trusted proxy
 /// the one `X-Forwarded-For` names ([`client_ip`]).
 pub(crate) fn request_meta(
@@ -454,11 +458,14 @@ pub(crate) fn request_meta(
     peer: SocketAddr,
     proxies: &[ipnet::IpNet],
 ) -> RequestMeta {
+    // `http::access` runs first on every route: `x-request-id` is the server's id by now.
     let request_id =
         id_header(headers, "x-request-id").unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let client_correlation = id_header(headers, "x-correlation-id");
     RequestMeta {
-        correlation_id: id_header(headers, "x-correlation-id")
-            .unwrap_or_else(|| request_id.clone()),
+        client_correlation: client_correlation.is_some(),
+        correlation_id: client_correlation.unwrap_or_else(|| request_id.clone()),
+        client_request_id: id_header(headers, CLIENT_REQUEST_ID),
         request_id,
         client_ip: Some(client_ip::client_ip(proxies, peer.ip(), headers).to_string()),
         user_agent: headers

@@ -88,11 +88,16 @@ pub struct AppState {
 /// Request context recorded in every event's metadata (not in payloads).
 #[derive(Clone, Debug)]
 pub struct RequestMeta {
-    /// Per-request id, also in the `x-request-id` response header and in logs.
+    /// Per-request id drawn by the server, also in the `x-request-id` response header and in
+    /// logs. Never the caller's.
     pub request_id: String,
+    /// The caller's own `x-request-id`, kept as theirs (`client_request_id`).
+    pub client_request_id: Option<String>,
     /// Ties the requests of one flow together (a login: challenge, then verify): the
     /// caller's `x-correlation-id`, or this request's id.
     pub correlation_id: String,
+    /// Whether `correlation_id` is the caller's.
+    pub client_correlation: bool,
     /// The peer address.
     pub client_ip: Option<String>,
     /// The `User-Agent` header.
@@ -108,7 +113,9 @@ impl RequestMeta {
         let id = uuid::Uuid::new_v4().to_string();
         Self {
             request_id: id.clone(),
+            client_request_id: None,
             correlation_id: id,
+            client_correlation: false,
             client_ip: None,
             user_agent: None,
             route: None,
@@ -130,6 +137,22 @@ impl RequestMeta {
         }
         if let Some(route) = &self.route {
             m.insert("route".into(), route.clone());
+        }
+        // What the caller said about itself is kept, but marked as the caller's: an audit
+        // reader must not take a client's request id, correlation id or user agent for facts.
+        let mut supplied = Vec::new();
+        if let Some(id) = &self.client_request_id {
+            m.insert("client_request_id".into(), id.clone());
+            supplied.push("client_request_id");
+        }
+        if self.client_correlation {
+            supplied.push("correlation_id");
+        }
+        if self.user_agent.is_some() {
+            supplied.push("user_agent");
+        }
+        if !supplied.is_empty() {
+            m.insert("client_supplied".into(), supplied.join(","));
         }
         m
     }

@@ -6,8 +6,9 @@
 //! - [`count_on_user`]: a checked wrong code counts towards the user's hard lock, a success
 //!   resets the count.
 //! - [`answer_challenge`]: a factor's outcome completes the challenge it was given for, or is a
-//!   failure recorded on it.
-//! - [`can_prove`]: which factors stand between a password and a token.
+//!   failure recorded on it; [`answer_with_recovery_code`] the same for a recovery code.
+//! - [`can_prove`]: which factors stand between a password and a token, and
+//!   [`finishes_login`]: of which types, under the MFA policy.
 //! - [`reauthentication`]: whether a user token may change the account's authenticators now
 //!   (NIST SP 800-63B §6.1.2.1: adding or removing one needs a fresh proof).
 
@@ -18,7 +19,7 @@ use crate::{
     factor::{FactorEvent, FactorOutcome, FactorStatus, FactorType, FailureReason},
     ids::{FactorId, UserId},
     policy::{MfaMode, MfaPolicy},
-    user::{User, UserCommand},
+    user::{User, UserCommand, UserEvent, UserFailureReason},
 };
 
 /// Whether the user's factors may be checked at all. After the hard-lock threshold of
@@ -85,6 +86,47 @@ pub fn answer_challenge(answer: &ChallengeAnswer<'_>) -> Option<ChallengeCommand
         factor_id: answer.factor_id,
         reason,
     })
+}
+
+/// The command that records a recovery-code answer (the user's events for it) on the
+/// challenge it was given for: `Complete` when the code was spent; a wrong code is a guess and
+/// takes one of the challenge's tries (so one login challenge bounds recovery-code guessing as
+/// it bounds TOTP guessing); a code already spent is recorded as a replay, which takes none.
+/// `None` when the user was hard-locked and nothing was checked.
+pub fn answer_with_recovery_code(
+    purpose: ChallengePurpose,
+    owner: UserId,
+    events: &[UserEvent],
+) -> Option<ChallengeCommand> {
+    let failure = |reason| Some(ChallengeCommand::RecordRecoveryCodeFailure { reason });
+    events.iter().find_map(|e| match e {
+        UserEvent::RecoveryUsed(_) => Some(ChallengeCommand::Complete {
+            purpose,
+            user_id: owner,
+            factor_id: None,
+            method: Method::RecoveryCode,
+        }),
+        UserEvent::FailedAttempt(f) => match f.reason {
+            UserFailureReason::WrongRecoveryCode => failure(FailureReason::WrongCode),
+            UserFailureReason::RecoveryCodeUsed => failure(FailureReason::Replayed),
+            UserFailureReason::Locked | UserFailureReason::FactorCheckFailed => None,
+        },
+        _ => None,
+    })
+}
+
+/// Whether a factor of `factor_type` may finish a login under `policy`, given the types of
+/// the user's factors that can prove ([`can_prove`]). A type the policy allows may; so may any
+/// type of a user none of whose factors is of an allowed type: narrowing the policy
+/// (`setMfaPolicy` dropping a type) must not downgrade that user to a password-only login
+/// (`OPTIONAL`) or an enrolment-only token (`REQUIRED`), so they still prove a factor they
+/// have, until they have one of an allowed type (then only those count).
+pub fn finishes_login(
+    policy: &MfaPolicy,
+    factor_type: FactorType,
+    provable_types: &[FactorType],
+) -> bool {
+    policy.allows(factor_type) || !provable_types.iter().any(|t| policy.allows(*t))
 }
 
 /// Whether a factor in `status` can answer a step-up or finish a login: an active one, or a
@@ -235,6 +277,7 @@ mod tests {
         MfaPolicy {
             mode,
             allowed_factor_types: allowed.to_vec(),
+            trusted_device_days: None,
         }
     }
 
@@ -268,6 +311,73 @@ mod tests {
         // Under OPTIONAL or DISABLED the user may remove every factor.
         for mode in [MfaMode::Optional, MfaMode::Disabled] {
             assert_eq!(removal(&policy(mode, &[Totp]), Totp, active, &[]), Ok(()));
+        }
+    }
+
+    #[test]
+    fn each_recovery_code_answer_is_recorded_on_its_challenge() {
+        use crate::user::{RecoveryUsed, UserFailedAttempt};
+        let at = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+        let owner = UserId::for_login("ann");
+        let failed = |reason| {
+            vec![UserEvent::FailedAttempt(UserFailedAttempt {
+                reason,
+                factor_id: None,
+                consecutive_failures: 1,
+                at,
+            })]
+        };
+        let answer = |events: &[UserEvent]| {
+            answer_with_recovery_code(ChallengePurpose::Login, owner, events)
+        };
+        let spent = vec![UserEvent::RecoveryUsed(RecoveryUsed {
+            generation: 1,
+            index: 0,
+            remaining: 9,
+            at,
+        })];
+        assert!(matches!(
+            answer(&spent),
+            Some(ChallengeCommand::Complete { method: Method::RecoveryCode, factor_id: None, user_id, .. })
+                if user_id == owner
+        ));
+        assert!(matches!(
+            answer(&failed(UserFailureReason::WrongRecoveryCode)),
+            Some(ChallengeCommand::RecordRecoveryCodeFailure {
+                reason: FailureReason::WrongCode
+            })
+        ));
+        assert!(matches!(
+            answer(&failed(UserFailureReason::RecoveryCodeUsed)),
+            Some(ChallengeCommand::RecordRecoveryCodeFailure {
+                reason: FailureReason::Replayed
+            })
+        ));
+        assert!(answer(&failed(UserFailureReason::Locked)).is_none());
+        assert!(answer(&[]).is_none());
+    }
+
+    #[test]
+    fn a_narrower_policy_never_turns_a_users_second_factor_off() {
+        use crate::policy::MfaMode;
+        for mode in [MfaMode::Optional, MfaMode::Required] {
+            let policy = MfaPolicy {
+                mode,
+                allowed_factor_types: vec![FactorType::Sms],
+                trusted_device_days: None,
+            };
+            // Only TOTP factors, TOTP dropped: the TOTP factor still stands.
+            assert!(finishes_login(
+                &policy,
+                FactorType::Totp,
+                &[FactorType::Totp]
+            ));
+            // An allowed factor as well: only the allowed type finishes a login.
+            let both = [FactorType::Totp, FactorType::Sms];
+            assert!(finishes_login(&policy, FactorType::Sms, &both));
+            assert!(!finishes_login(&policy, FactorType::Totp, &both));
+            // A locked-out SMS factor still counts as one the user has (its lock answers).
+            assert!(finishes_login(&policy, FactorType::Sms, &[FactorType::Sms]));
         }
     }
 

@@ -283,7 +283,11 @@ pub async fn challenge_factor(
         }
         if login_step {
             let (policy, _) = state.policy.load(POLICY_ID).await?;
-            if factor.factor_type.is_some_and(|t| !policy.allows(t)) {
+            let types = crate::app::login::provable_types(state, owner).await?;
+            if factor
+                .factor_type
+                .is_some_and(|t| !tessera_domain::proof::finishes_login(&policy, t, &types))
+            {
                 return Err(factor_type_not_allowed());
             }
         }

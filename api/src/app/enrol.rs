@@ -4,6 +4,7 @@
 
 use rand::RngCore;
 use tessera_domain::{
+    ErrorKind,
     challenge::{Challenge, Channel},
     factor::{
         Enroll, Factor, FactorCommand, FactorError, FactorOutcome, FactorStatus, FactorType,
@@ -14,7 +15,7 @@ use tessera_domain::{
     policy::POLICY_ID,
     proof::AccountChange,
     secret::{PassCode, SecretBytes},
-    user::User,
+    user::{User, UserCommand},
 };
 
 use crate::{
@@ -25,6 +26,7 @@ use crate::{
         reauth::require_fresh_proof,
         recovery::issue_recovery_codes,
     },
+    auth::Caller,
     state::AppState,
 };
 
@@ -86,7 +88,7 @@ pub async fn enroll(state: &AppState, call: &Call, input: Enrolment) -> AppResul
     if !policy.allows(input.factor_type) {
         return Err(factor_type_not_allowed());
     }
-    ensure_room_for_a_factor(state, input.user_id).await?;
+    ensure_room_for_a_factor(state, input.user_id, caller).await?;
     match input.factor_type {
         FactorType::Totp => enroll_totp(state, call, &user, input).await,
         FactorType::Sms | FactorType::Email => enroll_out_of_band(state, call, &user, input).await,
@@ -99,8 +101,13 @@ const MAX_PENDING_ENROLMENTS: usize = 3;
 
 /// Refuses an enrolment beyond `TESSERA_MAX_FACTORS_PER_USER` factors (pending, active or
 /// locked) or [`MAX_PENDING_ENROLMENTS`] pending ones: an enrolment-only token could otherwise
-/// enrol factor after factor, each sending codes.
-async fn ensure_room_for_a_factor(state: &AppState, user: UserId) -> AppResult<()> {
+/// enrol factor after factor, each sending codes. An enrolment-only token enrols one factor:
+/// none while another is pending (`ENROLLMENT_PENDING`); its activation ends the token.
+async fn ensure_room_for_a_factor(
+    state: &AppState,
+    user: UserId,
+    caller: &Caller,
+) -> AppResult<()> {
     let now = state.clock.now();
     let rows = state.queries.factors_of_user(&user.to_string()).await?;
     let statuses: Vec<FactorStatus> = rows.iter().filter_map(|r| r.status_at(now)).collect();
@@ -127,6 +134,13 @@ async fn ensure_room_for_a_factor(state: &AppState, user: UserId) -> AppResult<(
             "TOO_MANY_FACTORS",
             "the user has as many factors as allowed; remove one first",
         ));
+    }
+    if matches!(caller, Caller::Enrollment { .. }) && pending > 0 {
+        return Err(AppError::Rejected {
+            kind: ErrorKind::WrongState,
+            reason: "ENROLLMENT_PENDING",
+            message: "an enrolment-only token enrols one factor: activate the pending one".into(),
+        });
     }
     if pending >= MAX_PENDING_ENROLMENTS {
         return Err(limit(
@@ -255,6 +269,31 @@ pub struct Activation {
     pub recovery_codes: Option<Vec<String>>,
 }
 
+/// An enrolment-only token is for one factor: the activation it makes ends the token (and
+/// every older one of the user, with `SessionsRevoked`), so what it could do stops with the
+/// job it was issued for. The next login asks for the new factor.
+///
+/// # Errors
+/// Store errors.
+pub(crate) async fn end_enrollment_token(
+    state: &AppState,
+    call: &Call,
+    owner: UserId,
+    outcome: FactorOutcome,
+) -> AppResult<()> {
+    if outcome == FactorOutcome::Success && matches!(call.caller()?, Caller::Enrollment { .. }) {
+        state
+            .users
+            .execute(
+                &owner.to_string(),
+                UserCommand::EndEnrollment,
+                &call.metadata(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 /// `activateFactor`: a correct code from a pending factor makes it active. A user token needs
 /// a fresh proof (`step_up`) unless this is the user's first factor.
 ///
@@ -283,6 +322,7 @@ pub async fn activate(
     } else {
         None
     };
+    end_enrollment_token(state, call, owner, proved.outcome).await?;
     Ok(Activation {
         proved,
         recovery_codes,

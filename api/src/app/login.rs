@@ -24,7 +24,7 @@ use crate::{
         AppError, AppResult, Call,
         codes::factor_type_not_allowed,
         devices,
-        prove::{ChallengeProof, ProofAnswer, answer_challenge},
+        prove::{ChallengeProof, ProofAnswer, answer_challenge, load_challenge},
         throttle,
     },
     state::AppState,
@@ -81,13 +81,11 @@ pub(crate) fn token(
     })
 }
 
-/// The factors that can complete a login: those that can prove ([`proof::can_prove`]), of a
-/// type the policy allows.
-async fn login_factors(
+/// The user's factors that can prove ([`proof::can_prove`]), with their types.
+async fn provable_factors(
     state: &AppState,
     user: UserId,
-    policy: &MfaPolicy,
-) -> AppResult<Vec<FactorRow>> {
+) -> AppResult<Vec<(FactorRow, FactorType)>> {
     let now = state.clock.now();
     let rows = state.queries.factors_of_user(&user.to_string()).await?;
     let mut factors = Vec::with_capacity(rows.len());
@@ -98,11 +96,37 @@ async fn login_factors(
                 row.id
             )));
         };
-        if proof::can_prove(status) && policy.allows(factor_type) {
-            factors.push(row);
+        if proof::can_prove(status) {
+            factors.push((row, factor_type));
         }
     }
     Ok(factors)
+}
+
+/// The types of `user`'s factors that can prove: what [`proof::finishes_login`] asks.
+pub(crate) async fn provable_types(state: &AppState, user: UserId) -> AppResult<Vec<FactorType>> {
+    Ok(provable_factors(state, user)
+        .await?
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect())
+}
+
+/// The factors that can complete a login: those that can prove, of a type that finishes a
+/// login under the policy ([`proof::finishes_login`]: a type the policy allows, or any type
+/// of a user who has none of an allowed type, so a narrower policy downgrades nobody).
+async fn login_factors(
+    state: &AppState,
+    user: UserId,
+    policy: &MfaPolicy,
+) -> AppResult<Vec<FactorRow>> {
+    let factors = provable_factors(state, user).await?;
+    let types: Vec<FactorType> = factors.iter().map(|(_, t)| *t).collect();
+    Ok(factors
+        .into_iter()
+        .filter(|(_, t)| proof::finishes_login(policy, *t, &types))
+        .map(|(row, _)| row)
+        .collect())
 }
 
 /// `login`: checks a password, unless the login is throttled (`LOGIN_THROTTLED`, nothing
@@ -242,7 +266,7 @@ pub async fn login(
 }
 
 /// `completeLogin`: answers a login challenge with one of the factors `login` listed (of a
-/// type the policy allows) or a recovery code. `SUCCESS` brings the access token (`amr` =
+/// type that finishes a login under the policy: [`proof::finishes_login`]) or a recovery code. `SUCCESS` brings the access token (`amr` =
 /// `pwd` and the method, `acr` = `mfa`); any other outcome none.
 ///
 /// # Errors
@@ -255,13 +279,18 @@ pub async fn complete(
     remember_device: bool,
 ) -> AppResult<(ChallengeProof, Option<IssuedToken>, Option<String>)> {
     let (policy, _) = state.policy.load(POLICY_ID).await?;
+    let owner = load_challenge(state, challenge_id).await?.user_id;
+    let types = match owner {
+        Some(user) => provable_types(state, user).await?,
+        None => Vec::new(),
+    };
     let proof = answer_challenge(
         state,
         call,
         (ChallengePurpose::Login, challenge_id),
         answer,
         |f| match f.factor_type {
-            Some(t) if policy.allows(t) => Ok(()),
+            Some(t) if proof::finishes_login(&policy, t, &types) => Ok(()),
             _ => Err(factor_type_not_allowed()),
         },
     )

@@ -214,6 +214,7 @@ pub async fn activate(
     } else {
         None
     };
+    crate::app::enrol::end_enrollment_token(state, call, owner, outcome).await?;
     Ok(Activation {
         proved: Proved {
             outcome,

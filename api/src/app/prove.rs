@@ -483,12 +483,13 @@ async fn check_challenge_answer(
 }
 
 /// A recovery code answers a challenge: the code is checked on the user's stream (single use,
-/// hard lock and failure budget included, as `useRecoveryCode`) and, if right, spent in the
-/// same commit that completes the challenge, while the challenge is still open. So of many
-/// answers racing for one challenge exactly one spends its code; the others find the
-/// challenge completed, write nothing and count no guess. A wrong code is counted on the user,
-/// whose budget bounds guessing; 50-bit codes leave nothing to gain from the challenge's own
-/// five tries.
+/// hard lock and failure budget included, as `useRecoveryCode`) and the answer is recorded on
+/// the challenge in the same commit, while the challenge is still open: a right code spent
+/// and the challenge completed, a wrong one counted on the user and as one of the challenge's
+/// five tries, a spent one recorded on both and counted on neither. So of many answers racing
+/// for one challenge exactly one spends its code; the others find the challenge completed,
+/// write nothing and count no guess; and one challenge takes at most five wrong answers of any
+/// kind, recovery codes included.
 async fn answer_with_recovery_code(
     state: &AppState,
     metadata: &std::collections::HashMap<String, String>,
@@ -504,14 +505,7 @@ async fn answer_with_recovery_code(
         admit: |c: &Challenge| c.status_at(now) == ChallengeStatus::Issued,
         follow: |events: &[EventEnvelope<User>], _: &Challenge| {
             let payloads: Vec<_> = events.iter().map(|e| e.payload.clone()).collect();
-            (recovery_outcome(&payloads) == Some(FactorOutcome::Success)).then_some(
-                ChallengeCommand::Complete {
-                    purpose,
-                    user_id: owner,
-                    factor_id: None,
-                    method: Method::RecoveryCode,
-                },
-            )
+            proof::answer_with_recovery_code(purpose, owner, &payloads)
         },
     };
     let joint = execute_with(
@@ -524,13 +518,18 @@ async fn answer_with_recovery_code(
     .await?;
     let (spent, answered) = match joint {
         Joint::Committed(spent, answered) => (spent, answered),
-        // Completed (or expired) by another answer meanwhile: nothing was written.
+        // Completed or ended by another answer meanwhile: nothing was written. An ended one
+        // answers as one found ended on arrival does.
         Joint::Refused(c, _) => {
-            return Err(match c.status_at(now) {
-                ChallengeStatus::Completed => ChallengeError::AlreadyCompleted,
-                _ => ChallengeError::Expired,
+            if c.status_at(now) == ChallengeStatus::Completed {
+                return Err(ChallengeError::AlreadyCompleted.into());
             }
-            .into());
+            return Ok(ChallengeProof {
+                outcome: FactorOutcome::Expired,
+                challenge: c,
+                factor: None,
+                method: None,
+            });
         }
     };
     state.settle(&user_key, &spent).await;

@@ -51,8 +51,9 @@ pub(crate) async fn metrics(State(app): State<App>) -> axum::response::Response 
 }
 
 /// Counts every request by route and status, and writes the access log line (target
-/// `tessera::access`) with the request id, which it also hands to the handler (`x-request-id`,
-/// drawn here when the caller sent none or a bad one) and returns to the caller.
+/// `tessera::access`) with the request id, which it draws for every request, hands to the
+/// handler (`x-request-id`) and returns to the caller; a caller's own `x-request-id` goes on
+/// as theirs (`client_request_id` in the log line and in event metadata).
 pub(crate) async fn access(
     State(metrics): State<std::sync::Arc<crate::metrics::Metrics>>,
     mut request: axum::extract::Request,
@@ -63,8 +64,19 @@ pub(crate) async fn access(
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
-    let request_id = crate::id_header(request.headers(), "x-request-id")
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    // The request id is always the server's own: a caller's `x-request-id` is handed on as
+    // theirs (recorded as `client_request_id`, marked client-supplied), never as ours.
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let client_request_id = crate::id_header(request.headers(), "x-request-id");
+    request.headers_mut().remove(crate::CLIENT_REQUEST_ID);
+    if let Some(value) = client_request_id
+        .as_deref()
+        .and_then(|v| header::HeaderValue::from_str(v).ok())
+    {
+        request
+            .headers_mut()
+            .insert(crate::CLIENT_REQUEST_ID, value);
+    }
     if let Ok(value) = header::HeaderValue::from_str(&request_id) {
         request.headers_mut().insert("x-request-id", value);
     }
@@ -78,6 +90,7 @@ pub(crate) async fn access(
     tracing::info!(
         target: "tessera::access",
         request_id = %request_id,
+        client_request_id = client_request_id.as_deref().unwrap_or(""),
         method = %method,
         route = %route,
         status,

@@ -222,6 +222,11 @@ impl Aggregate for Challenge {
                 let reason = FailureReason::UnknownCredential;
                 self.record_failure(None, reason, services, now, sink).await
             }
+            // A wrong recovery code is a guess like a wrong TOTP code: it takes one of the
+            // challenge's tries, so a login challenge bounds recovery-code guessing too.
+            ChallengeCommand::RecordRecoveryCodeFailure { reason } => {
+                self.record_failure(None, reason, services, now, sink).await
+            }
             ChallengeCommand::Expire => match self.status {
                 ChallengeStatus::Expired => Ok(()),
                 _ => {

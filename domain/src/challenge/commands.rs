@@ -39,6 +39,13 @@ pub enum ChallengeCommand {
     /// failed attempt of no factor, counted like a guess (five end the challenge), so the
     /// challenge that already exists bounds what an attacker can write.
     RecordUnknownCredential,
+    /// Record a failed recovery-code answer (the user's stream judged it and recorded its own
+    /// `FailedAttempt`): `WrongCode` for a guess, which takes one of the challenge's tries as a
+    /// wrong TOTP code does; `Replayed` for a code already spent, which does not.
+    RecordRecoveryCodeFailure {
+        /// Why it failed.
+        reason: FailureReason,
+    },
     /// Record that the lifetime ran out.
     Expire,
     /// Record what came of delivering a code's message.
@@ -132,6 +139,7 @@ impl crate::versioning::CommandName for ChallengeCommand {
             Self::Complete { .. } => "Complete",
             Self::RecordFailure { .. } => "RecordFailure",
             Self::RecordUnknownCredential => "RecordUnknownCredential",
+            Self::RecordRecoveryCodeFailure { .. } => "RecordRecoveryCodeFailure",
             Self::Expire => "Expire",
             Self::RecordDelivery { .. } => "RecordDelivery",
         }

@@ -92,12 +92,14 @@ pub struct Completed {
 }
 
 /// Payload of [`ChallengeEvent::FailedAttempt`]: the factor's answer, as the factor recorded
-/// it (`Factor/FailedAttempt` with the same reason holds the lockout count).
+/// it (`Factor/FailedAttempt` with the same reason holds the lockout count), or a wrong
+/// recovery code (no factor; the user's `FailedAttempt` holds the hard-lock count).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FailedAttempt {
-    /// The factor tried; none when the answer named no factor of anyone's (a passkey login's
-    /// assertion with an unknown credential id, reason `UNKNOWN_CREDENTIAL`). Optional since
-    /// 1.1; every 1.0 event names one.
+    /// The factor tried; none for a recovery code, or when the answer named no factor of
+    /// anyone's (a passkey login's assertion with an unknown credential id, reason
+    /// `UNKNOWN_CREDENTIAL`). Optional since 1.1; every 1.0 event names one.
+    #[serde(default)]
     pub factor_id: Option<FactorId>,
     /// Why it failed.
     pub reason: FailureReason,

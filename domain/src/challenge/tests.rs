@@ -324,6 +324,60 @@ async fn only_wrong_codes_count_towards_the_limit() {
 }
 
 #[tokio::test]
+async fn wrong_recovery_codes_take_the_challenges_tries_like_wrong_codes() {
+    // Four wrong TOTP codes, then a wrong recovery code: the fifth wrong answer of any kind
+    // ends the challenge.
+    let mut given = vec![issued()];
+    for n in 1..=4 {
+        given.push(failed(n, t0() + secs(i64::from(n))));
+    }
+    let at = t0() + secs(10);
+    framework_at(at)
+        .given(given)
+        .when_async(ChallengeCommand::RecordRecoveryCodeFailure {
+            reason: FailureReason::WrongCode,
+        })
+        .await
+        .then_expect_events(vec![
+            ChallengeEvent::FailedAttempt(FailedAttempt {
+                factor_id: None,
+                reason: FailureReason::WrongCode,
+                failed_attempts: 5,
+                at,
+            }),
+            expired(ExpiryReason::TooManyFailures, at),
+        ]);
+    // On an ended challenge it is refused and writes nothing.
+    framework_at(at)
+        .given(vec![issued(), expired(ExpiryReason::TooManyFailures, at)])
+        .when_async(ChallengeCommand::RecordRecoveryCodeFailure {
+            reason: FailureReason::WrongCode,
+        })
+        .await
+        .then_expect_error(ChallengeError::Expired);
+}
+
+#[test]
+fn failed_attempts_written_before_recovery_codes_counted_still_read() {
+    let old = serde_json::json!({
+        "factor_id": fid().to_string(),
+        "reason": "WRONG_CODE",
+        "failed_attempts": 2,
+        "at": "2026-01-01T00:00:00Z",
+    });
+    let read: FailedAttempt = serde_json::from_value(old).expect("old payload reads");
+    assert_eq!(read.factor_id, Some(fid()));
+    let recovery = serde_json::json!({
+        "factor_id": null,
+        "reason": "WRONG_CODE",
+        "failed_attempts": 3,
+        "at": "2026-01-01T00:00:00Z",
+    });
+    let read: FailedAttempt = serde_json::from_value(recovery).expect("recovery payload reads");
+    assert_eq!(read.factor_id, None);
+}
+
+#[tokio::test]
 async fn expire_only_after_the_deadline_and_only_once() {
     framework_at(t0() + secs(299))
         .given(vec![issued()])

@@ -258,6 +258,11 @@ impl Aggregate for User {
                     .await;
                 Ok(())
             }
+            UserCommand::EndEnrollment => {
+                self.revoke_sessions(RevocationReason::EnrollmentCompleted, now, sink)
+                    .await;
+                Ok(())
+            }
             UserCommand::Reactivate => {
                 if self.status != UserStatus::Deactivated {
                     return Err(UserError::NotDeactivated);
@@ -524,6 +529,23 @@ impl User {
                     sink.write(UserEvent::FailuresReset(FailuresReset { at: now }), self)
                         .await;
                 }
+            }
+            // A spent code of the current set: the answer lost a race to the one that spent
+            // it, or repeats it later. Neither is a guess (a guesser cannot tell a spent code
+            // from any other), so it is recorded without moving the count, like a replay.
+            None if self
+                .recovery_hashes
+                .iter()
+                .zip(&self.recovery_used)
+                .any(|(hash, used)| *used && verify_recovery_code(&canonical, hash)) =>
+            {
+                let failed = UserFailedAttempt {
+                    reason: UserFailureReason::RecoveryCodeUsed,
+                    factor_id: None,
+                    consecutive_failures: self.consecutive_failures,
+                    at: now,
+                };
+                sink.write(UserEvent::FailedAttempt(failed), self).await;
             }
             None => {
                 let reason = UserFailureReason::WrongRecoveryCode;

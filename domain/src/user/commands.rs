@@ -14,6 +14,9 @@ pub enum UserCommand {
     Register(Register),
     /// End every access token issued so far (a new token generation).
     RevokeSessions,
+    /// End every access token issued so far because an enrolment-only token activated the
+    /// factor it was for (the enrolment-only token itself included).
+    EndEnrollment,
     /// Replace the recovery codes with `codes` (drawn by the caller from a CSPRNG). With
     /// `only_if_none`, does nothing if the user already has a set (first factor activation).
     GenerateRecoveryCodes {
@@ -178,6 +181,7 @@ impl crate::versioning::CommandName for UserCommand {
             Self::Reactivate => "Reactivate",
             Self::Delete => "Delete",
             Self::RevokeSessions => "RevokeSessions",
+            Self::EndEnrollment => "EndEnrollment",
         }
     }
 }
@@ -291,28 +295,31 @@ fn validate_password(password: &Secret<String>) -> Result<(), UserError> {
     }
 }
 
-/// A pragmatic address check: one `@`, a non-empty local part, a dotted domain of valid labels,
-/// at most 254 characters (RFC 5321). Delivery is the real test.
+/// An e-mail address as it will be delivered: parsed by the `email_address` crate (RFC 5322
+/// `addr-spec`: no display name, no `mailto:`, no domain literal, at most 64 characters
+/// before the `@` and 254 in all), with a dotted domain, and without a quoted local part (the
+/// SMTP layer delivers `"evil"@x` to `evil@x`). What passes is delivered exactly as written,
+/// so what is stored is what is delivered.
 ///
 /// # Errors
 /// [`UserError::InvalidEmail`].
 pub fn validate_email(email: &str) -> Result<(), UserError> {
-    let ok = email.len() <= 254
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty()
-                && local.len() <= 64
-                && !local
-                    .chars()
-                    .any(|c| c.is_whitespace() || c.is_control() || c == '@')
-                && domain.contains('.')
-                && domain.split('.').all(|label| {
-                    !label.is_empty()
-                        && label.len() <= 63
-                        && label.chars().all(|c| c.is_alphanumeric() || c == '-')
-                        && !label.starts_with('-')
-                        && !label.ends_with('-')
-                })
-        });
+    let options = email_address::Options {
+        minimum_sub_domains: 2,
+        allow_domain_literal: false,
+        allow_display_text: false,
+    };
+    let parsed = email_address::EmailAddress::parse_with_options(email, options).ok();
+    let ok = parsed.is_some_and(|a| {
+        a.as_str() == email
+            && !a.local_part().starts_with('"')
+            && a.domain().split('.').all(|label| {
+                !label.is_empty()
+                    && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            })
+    });
     if ok {
         Ok(())
     } else {

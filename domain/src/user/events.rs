@@ -111,6 +111,9 @@ pub enum RevocationReason {
     Deactivated,
     /// `revokeSessions` (a logout everywhere, or an administrator's).
     Requested,
+    /// An enrolment-only token activated the factor it was for: its job is done, and the
+    /// next login asks for that factor.
+    EnrollmentCompleted,
 }
 
 /// Payload of [`UserEvent::SessionsRevoked`].
@@ -193,8 +196,12 @@ pub struct RecoveryUsed {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UserFailureReason {
-    /// A wrong, used or superseded recovery code.
+    /// A wrong or superseded recovery code: a guess, counted towards the hard lock.
     WrongRecoveryCode,
+    /// A code of the current set that an earlier answer already spent (most often the loser
+    /// of a race between two answers with one code): on record, but no guess, so not counted,
+    /// as a replayed TOTP code is not.
+    RecoveryCodeUsed,
     /// A factor check failed (the factor's own `FailedAttempt` says how).
     FactorCheckFailed,
     /// Refused unchecked: the user's second factor is locked.

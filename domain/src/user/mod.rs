@@ -32,9 +32,9 @@ pub fn recovery_outcome(events: &[UserEvent]) -> Option<FactorOutcome> {
         UserEvent::RecoveryUsed(_) => Some(FactorOutcome::Success),
         UserEvent::FailedAttempt(f) => Some(match f.reason {
             UserFailureReason::Locked => FactorOutcome::LockedOut,
-            UserFailureReason::WrongRecoveryCode | UserFailureReason::FactorCheckFailed => {
-                FactorOutcome::Rejected
-            }
+            UserFailureReason::WrongRecoveryCode
+            | UserFailureReason::RecoveryCodeUsed
+            | UserFailureReason::FactorCheckFailed => FactorOutcome::Rejected,
         }),
         _ => None,
     })

@@ -231,6 +231,8 @@ both_stores!(
             assert_eq!(m["client_ip"], "127.0.0.1");
             assert!(m["request_id"].as_str().is_some_and(|r| !r.is_empty()));
             assert_eq!(m["correlation_id"], m["request_id"], "{m}");
+            assert_eq!(m.get("client_request_id"), None, "{m}");
+            assert_eq!(m.get("client_supplied"), None, "{m}");
         }
 
         // A caller's correlation id ties several requests (a login flow) together.
@@ -263,8 +265,19 @@ both_stores!(
             .await;
         let m = &failed[0]["metadata"];
         assert_eq!(m["correlation_id"], "login-flow-42");
-        assert_eq!(m["request_id"], "req-1");
         assert_eq!(m["user_agent"], "audit-test/1.0");
+        // What the client said is kept, marked as the client's; the request id on record is
+        // always the server's own (L10).
+        assert_eq!(m["client_request_id"], "req-1", "{m}");
+        assert_eq!(
+            m["client_supplied"], "client_request_id,correlation_id,user_agent",
+            "{m}"
+        );
+        let own = m["request_id"].as_str().unwrap_or_default();
+        assert!(
+            uuid::Uuid::parse_str(own).is_ok(),
+            "the server's own id: {m}"
+        );
         let _ = a.alice_secret;
     }
 );

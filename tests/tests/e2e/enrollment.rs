@@ -167,6 +167,19 @@ both_stores!(
                 json!({"login": "erin", "email": "not-an-address"}),
                 "INVALID_EMAIL",
             ),
+            // Addresses a loose check passed and the SMTP layer then refused or rewrote (L7).
+            (
+                json!({"login": "erin", "email": "a,victim@example.com"}),
+                "INVALID_EMAIL",
+            ),
+            (
+                json!({"login": "erin", "email": "\"evil\"@example.com"}),
+                "INVALID_EMAIL",
+            ),
+            (
+                json!({"login": "erin", "email": "Erin <erin@example.com>"}),
+                "INVALID_EMAIL",
+            ),
             (
                 json!({"login": "erin", "phoneNumber": "0155 555"}),
                 "INVALID_PHONE_NUMBER",

@@ -398,19 +398,9 @@ both_stores!(mfa_policy_decides_what_login_asks, |store| async move {
         .as_str()
         .unwrap()
         .to_string();
-    let r = as_enrollee(
-        "mutation($f: ID!, $c: String!) { activateFactor(input: {factorId: $f, passCode: $c}) { factorResult } }",
-        json!({ "f": factor, "c": s.code(&secret, 0) }),
-    )
-    .await;
-    assert_eq!(
-        r["data"]["activateFactor"]["factorResult"], "SUCCESS",
-        "{r}"
-    );
     let r = as_enrollee("{ me { login } }", json!({})).await;
     assert_eq!(r["data"]["me"]["login"], "alice");
     // Nothing else.
-    s.clock.advance(TimeDelta::seconds(30));
     for (query, vars) in [
         (
             "mutation($f: ID!, $c: String!) { verifyFactor(input: {factorId: $f, passCode: $c}) { factorResult } }",
@@ -432,6 +422,19 @@ both_stores!(mfa_policy_decides_what_login_asks, |store| async move {
         let r = as_enrollee(query, vars).await;
         assert_eq!(error_code(&r), "FORBIDDEN", "{query}: {r}");
     }
+    let r = as_enrollee(
+        "mutation($f: ID!, $c: String!) { activateFactor(input: {factorId: $f, passCode: $c}) { factorResult } }",
+        json!({ "f": factor, "c": s.code(&secret, 0) }),
+    )
+    .await;
+    assert_eq!(
+        r["data"]["activateFactor"]["factorResult"], "SUCCESS",
+        "{r}"
+    );
+    // The activation ended the enrolment-only token.
+    let r = as_enrollee("{ me { login } }", json!({})).await;
+    assert_eq!(error_code(&r), "UNAUTHENTICATED", "{r}");
+    s.clock.advance(TimeDelta::seconds(30));
     // With the factor active, the next login asks for it.
     let r = s.login("alice", PASSWORD).await;
     assert_eq!(login_data(&r)["mfaRequired"], true, "{r}");
@@ -451,6 +454,132 @@ both_stores!(mfa_policy_decides_what_login_asks, |store| async move {
     let r = s.gql_as(None, "{ mfaPolicy { mode } }", json!({})).await;
     assert_eq!(error_code(&r), "UNAUTHENTICATED");
 });
+
+both_stores!(
+    the_enrollment_only_token_enrols_one_factor_and_ends_at_its_activation,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        s.ok(
+            "mutation { setMfaPolicy(input: {mode: REQUIRED, allowedFactorTypes: [TOTP, WEBAUTHN]}) { mode } }",
+            json!({}),
+        )
+        .await;
+        let user = s.create_full_user("edna", PASSWORD).await;
+        let r = s.login("edna", PASSWORD).await;
+        let token = login_data(&r)["accessToken"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token: {r}"))
+            .to_string();
+        assert_eq!(jwt_claims(&token)["scope"], "enroll");
+        let enroll = "mutation($u: ID!) { enrollFactor(input: {userId: $u, type: TOTP}) { factor { id } totp { secretBase32 } } }";
+        let r = s.gql_as(Some(&token), enroll, json!({ "u": user })).await;
+        let factor = r["data"]["enrollFactor"]["factor"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no factor: {r}"))
+            .to_string();
+        let secret = r["data"]["enrollFactor"]["totp"]["secretBase32"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        // One factor: a second enrolment while the first is pending is refused and writes
+        // nothing.
+        let r = s.gql_as(Some(&token), enroll, json!({ "u": user })).await;
+        assert_eq!(error_code(&r), "CONFLICT", "{r}");
+        assert_eq!(error_reason(&r), "ENROLLMENT_PENDING");
+        let factors = s
+            .ok(
+                "query($u: ID!) { user(id: $u) { factors { id } } }",
+                json!({ "u": user }),
+            )
+            .await;
+        assert_eq!(factors["user"]["factors"], json!([{ "id": factor }]));
+
+        // Its activation ends the token: it can do nothing more, not even read.
+        let r = s
+            .gql_as(
+                Some(&token),
+                "mutation($f: ID!, $c: String!) { activateFactor(input: {factorId: $f, passCode: $c}) { factorResult recoveryCodes } }",
+                json!({ "f": factor, "c": s.code(&secret, 0) }),
+            )
+            .await;
+        assert_eq!(
+            r["data"]["activateFactor"]["factorResult"], "SUCCESS",
+            "{r}"
+        );
+        assert_eq!(
+            r["data"]["activateFactor"]["recoveryCodes"]
+                .as_array()
+                .map(Vec::len),
+            Some(10)
+        );
+        for (query, vars) in [
+            ("{ me { login } }", json!({})),
+            (enroll, json!({ "u": user })),
+        ] {
+            let r = s.gql_as(Some(&token), query, vars).await;
+            assert_eq!(error_code(&r), "UNAUTHENTICATED", "{query}: {r}");
+        }
+        let ended = s.wait_for_event("User", &user, "SessionsRevoked").await;
+        assert_eq!(ended["reason"], "ENROLLMENT_COMPLETED", "{ended}");
+        // The next login asks for the new factor.
+        let r = s.login("edna", PASSWORD).await;
+        assert_eq!(login_data(&r)["mfaRequired"], true, "{r}");
+    }
+);
+
+both_stores!(
+    narrowing_the_policy_downgrades_no_user,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let (user, factor, secret) = s.active_totp("nora").await;
+        s.ok(
+            "mutation($u: ID!, $p: String!) { setPassword(input: {userId: $u, password: $p}) { id } }",
+            json!({ "u": user, "p": PASSWORD }),
+        )
+        .await;
+        s.create_full_user("newt", PASSWORD).await;
+        for mode in ["OPTIONAL", "REQUIRED"] {
+            s.clock.advance(TimeDelta::seconds(30));
+            // TOTP is dropped: nora's only factor is of a type the policy no longer allows.
+            let set = format!(
+                "mutation {{ setMfaPolicy(input: {{mode: {mode}, allowedFactorTypes: [SMS]}}) {{ mode }} }}"
+            );
+            s.ok(&set, json!({})).await;
+            let r = s.login("nora", PASSWORD).await;
+            let data = login_data(&r);
+            assert_eq!(data["mfaRequired"], true, "{mode}: {r}");
+            assert_eq!(
+                data["accessToken"],
+                Value::Null,
+                "{mode}: no token without the factor"
+            );
+            assert_eq!(data["enrollmentRequired"], false, "{mode}: {r}");
+            assert_eq!(
+                data["factors"],
+                json!([{ "id": factor, "type": "TOTP", "status": "ACTIVE" }])
+            );
+            let challenge = data["challenge"]["id"].as_str().unwrap().to_string();
+            let r = s
+                .complete_login(&challenge, &factor, &s.code(&secret, 0))
+                .await;
+            assert_eq!(
+                r["data"]["completeLogin"]["factorResult"], "SUCCESS",
+                "{mode}: {r}"
+            );
+            let token = r["data"]["completeLogin"]["accessToken"].as_str().unwrap();
+            assert_eq!(jwt_claims(token)["acr"], "mfa");
+            // A user without any factor is unchanged: a password token under OPTIONAL, an
+            // enrolment-only one under REQUIRED.
+            let r = s.login("newt", PASSWORD).await;
+            assert_eq!(login_data(&r)["mfaRequired"], false, "{mode}: {r}");
+            assert_eq!(
+                login_data(&r)["enrollmentRequired"],
+                mode == "REQUIRED",
+                "{mode}: {r}"
+            );
+        }
+    }
+);
 
 both_stores!(set_password, |store| async move {
     let s = TestServer::start(store).await;
@@ -634,6 +763,93 @@ both_stores!(login_completed_with_a_recovery_code, |store| async move {
     assert_eq!(error_code(&both), "BAD_USER_INPUT");
     assert_eq!(error_reason(&both), "ANSWER_REQUIRED");
 });
+
+both_stores!(
+    a_login_challenge_ends_after_five_wrong_answers_of_any_kind,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let user = s.create_full_user("lena", PASSWORD).await;
+        let (factor, secret) = s.enroll_totp(&user).await;
+        let codes = s.activate(&factor, &s.code(&secret, 0)).await["recoveryCodes"].clone();
+        let code = codes[0].as_str().unwrap().to_string();
+        let complete = "mutation($c: ID!, $r: String) { completeLogin(input: {challengeId: $c, recoveryCode: $r}) { factorResult accessToken challenge { status failedAttempts } } }";
+        let challenge_of = |r: &Value| {
+            login_data(r)["challenge"]["id"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no challenge: {r}"))
+                .to_string()
+        };
+
+        // Three wrong TOTP codes and two wrong recovery codes: five wrong answers end it.
+        let challenge = challenge_of(&s.login("lena", PASSWORD).await);
+        for _ in 0..3 {
+            let r = s
+                .complete_login(&challenge, &factor, &s.wrong_code(&secret))
+                .await;
+            assert_eq!(
+                r["data"]["completeLogin"]["factorResult"], "REJECTED",
+                "{r}"
+            );
+        }
+        let r = s
+            .gql(complete, json!({ "c": challenge, "r": "ZZZZZ-ZZZZZ" }))
+            .await;
+        assert_eq!(
+            r["data"]["completeLogin"]["factorResult"], "REJECTED",
+            "{r}"
+        );
+        assert_eq!(r["data"]["completeLogin"]["challenge"]["failedAttempts"], 4);
+        let r = s
+            .gql(complete, json!({ "c": challenge, "r": "YYYYY-YYYYY" }))
+            .await;
+        assert_eq!(
+            r["data"]["completeLogin"]["factorResult"], "REJECTED",
+            "{r}"
+        );
+        assert_eq!(
+            r["data"]["completeLogin"]["challenge"],
+            json!({ "status": "EXPIRED", "failedAttempts": 5 })
+        );
+        // The right recovery code and the right TOTP code come too late: nothing is checked,
+        // nothing is spent, no token.
+        let r = s.gql(complete, json!({ "c": challenge, "r": code })).await;
+        assert_eq!(r["data"]["completeLogin"]["factorResult"], "EXPIRED", "{r}");
+        assert_eq!(r["data"]["completeLogin"]["accessToken"], Value::Null);
+        let r = s
+            .complete_login(&challenge, &factor, &s.code(&secret, 1))
+            .await;
+        assert_eq!(r["data"]["completeLogin"]["factorResult"], "EXPIRED", "{r}");
+        let left = s
+            .ok(
+                "query($u: ID!) { user(id: $u) { recoveryCodesRemaining } }",
+                json!({ "u": user }),
+            )
+            .await;
+        assert_eq!(left["user"]["recoveryCodesRemaining"], 10);
+
+        // Recovery-code guesses in parallel against one challenge: exactly five are checked.
+        let challenge = challenge_of(&s.login("lena", PASSWORD).await);
+        let answers = futures::future::join_all((0..12).map(|_| {
+            s.gql_as(
+                None,
+                complete,
+                json!({ "c": challenge, "r": "ZZZZZ-ZZZZZ" }),
+            )
+        }))
+        .await;
+        let results: Vec<_> = answers
+            .iter()
+            .map(|r| r["data"]["completeLogin"]["factorResult"].clone())
+            .collect();
+        let rejected = results.iter().filter(|r| *r == "REJECTED").count();
+        let expired = results.iter().filter(|r| *r == "EXPIRED").count();
+        assert_eq!((rejected, expired), (5, 7), "{answers:?}");
+        // Two from the first challenge, five from this one: no more guesses reached the codes.
+        assert_eq!(s.failures(&user, "WRONG_RECOVERY_CODE").await, 7);
+        let ended = s.challenge(&challenge).await;
+        assert_eq!(ended["status"], "EXPIRED", "{ended}");
+    }
+);
 
 both_stores!(step_up_completed_with_a_recovery_code, |store| async move {
     let s = TestServer::start(store).await;

@@ -503,13 +503,15 @@ both_stores!(
         // Told apart by the route only.
         assert_eq!(gql[0].1["route"], GRAPHQL_ROUTE_HINT);
         assert_eq!(rest[0].1["route"], "POST /api/v1/users/{user}/factors");
-        // The same keys (the user agent is the client's to send: the GraphQL client sends none).
+        // The same keys (the user agent is the client's to send: the GraphQL client sends none;
+        // so is the mark saying which values are the client's).
+        assert_eq!(rest[0].1["client_supplied"], "user_agent");
         let keys = |m: &Value| {
             let mut k: Vec<_> = m
                 .as_object()
                 .unwrap()
                 .keys()
-                .filter(|k| *k != "user_agent")
+                .filter(|k| *k != "user_agent" && *k != "client_supplied")
                 .cloned()
                 .collect();
             k.sort();

@@ -294,6 +294,10 @@ both_stores!(
             ),
             ("EMAIL", "email", "bob@localhost", "INVALID_EMAIL"),
             ("EMAIL", "email", "not an address", "INVALID_EMAIL"),
+            ("EMAIL", "email", "a,victim@example.com", "INVALID_EMAIL"),
+            ("EMAIL", "email", "\"evil\"@x", "INVALID_EMAIL"),
+            ("EMAIL", "email", "\"evil\"@example.com", "INVALID_EMAIL"),
+            ("EMAIL", "email", "bob@[127.0.0.1]", "INVALID_EMAIL"),
         ] {
             let r = s
             .gql(

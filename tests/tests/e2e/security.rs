@@ -128,6 +128,51 @@ both_stores!(
             "{results:?}"
         );
         assert_eq!(remaining(&s, &user).await["recoveryCodesRemaining"], 9);
+        // A lost race is not a wrong guess: the losers are on record as uses of a spent
+        // code, and none of them counts towards the hard lock.
+        assert_eq!(s.failures(&user, "WRONG_RECOVERY_CODE").await, 0);
+        assert_eq!(s.failures(&user, "RECOVERY_CODE_USED").await, 19);
+        let counted = s
+            .events_of(&user)
+            .await
+            .into_iter()
+            .filter(|(t, _)| t == "FailedAttempt")
+            .map(|(_, p)| p["FailedAttempt"]["consecutive_failures"].as_u64().unwrap())
+            .max();
+        assert_eq!(counted, Some(0), "no loser moved the user's failure count");
+    }
+);
+
+both_stores!(
+    twenty_parallel_login_answers_with_one_recovery_code_succeed_once,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let user = s
+            .create_full_user("bert", "correct horse battery staple")
+            .await;
+        let (factor, secret) = s.enroll_totp(&user).await;
+        let codes = s.activate(&factor, &s.code(&secret, 0)).await["recoveryCodes"].clone();
+        let code = codes[2].as_str().unwrap().to_string();
+        let r = s.login("bert", "correct horse battery staple").await;
+        let challenge = r["data"]["login"]["challenge"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no challenge: {r}"))
+            .to_string();
+        let complete = "mutation($c: ID!, $r: String) { completeLogin(input: {challengeId: $c, recoveryCode: $r}) { factorResult accessToken } }";
+        let answers = futures::future::join_all(
+            (0..20).map(|_| s.gql_as(None, complete, json!({ "c": challenge, "r": code }))),
+        )
+        .await;
+        let won = answers
+            .iter()
+            .filter(|r| r["data"]["completeLogin"]["factorResult"] == "SUCCESS")
+            .count();
+        assert_eq!(won, 1, "{answers:?}");
+        for r in answers.iter().filter(|r| r.get("errors").is_some()) {
+            assert_eq!(error_code(r), "CONFLICT", "{r}");
+        }
+        assert_eq!(remaining(&s, &user).await["recoveryCodesRemaining"], 9);
+        assert_eq!(s.failures(&user, "WRONG_RECOVERY_CODE").await, 0);
     }
 );
 
