@@ -7,6 +7,20 @@ use totp_rs::{Algorithm, Secret, TOTP};
 use crate::TestServer;
 
 impl TestServer {
+    /// `(user.secondFactorLocked, factor.status)`: the user's hard lock and the factor's own.
+    pub async fn lock_state(&self, user: &str, factor: &str) -> (Value, Value) {
+        let r = self
+            .ok(
+                "query($u: ID!, $f: ID!) { user(id: $u) { secondFactorLocked } factor(id: $f) { status } }",
+                json!({ "u": user, "f": factor }),
+            )
+            .await;
+        (
+            r["user"]["secondFactorLocked"].clone(),
+            r["factor"]["status"].clone(),
+        )
+    }
+
     /// Creates a user; returns its id.
     pub async fn create_user(&self, login: &str) -> String {
         let data = self

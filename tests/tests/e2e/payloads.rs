@@ -1,7 +1,7 @@
 //! Every mutation has an input object and a payload (`…V2`), and the first release's forms
 //! that answered a bare entity still work, marked deprecated in introspection.
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tessera_tests::{TestServer, both_stores, error_code};
 
 /// The successor of each deprecated mutation, and the payload field holding the entity.
@@ -26,19 +26,6 @@ async fn lock(s: &TestServer, factor: &str, secret: &str) {
     for _ in 0..3 {
         s.verify(factor, wrong).await;
     }
-}
-
-async fn locks(s: &TestServer, user: &str, factor: &str) -> (Value, Value) {
-    let r = s
-        .ok(
-            "query($u: ID!, $f: ID!) { user(id: $u) { secondFactorLocked } factor(id: $f) { status } }",
-            json!({ "u": user, "f": factor }),
-        )
-        .await;
-    (
-        r["user"]["secondFactorLocked"].clone(),
-        r["factor"]["status"].clone(),
-    )
 }
 
 both_stores!(
@@ -98,7 +85,7 @@ both_stores!(
         s.clock.advance(chrono::TimeDelta::seconds(30));
         lock(&s, &factor, &secret).await;
         assert_eq!(
-            locks(&s, &alice, &factor).await,
+            s.lock_state(&alice, &factor).await,
             (json!(true), json!("LOCKED_OUT"))
         );
         let r = s
@@ -123,7 +110,7 @@ both_stores!(
         );
         lock(&s, &factor, &secret).await;
         assert_eq!(
-            locks(&s, &alice, &factor).await,
+            s.lock_state(&alice, &factor).await,
             (json!(true), json!("LOCKED_OUT"))
         );
         let r = s

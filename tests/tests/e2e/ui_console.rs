@@ -303,19 +303,6 @@ async fn downloaded(dir: &Path) -> String {
     panic!("no download in {}", dir.display());
 }
 
-async fn locks(s: &TestServer, user: &str, factor: &str) -> (Value, Value) {
-    let r = s
-        .ok(
-            "query($u: ID!, $f: ID!) { user(id: $u) { secondFactorLocked } factor(id: $f) { status } }",
-            json!({ "u": user, "f": factor }),
-        )
-        .await;
-    (
-        r["user"]["secondFactorLocked"].clone(),
-        r["factor"]["status"].clone(),
-    )
-}
-
 async fn hard_locking_server(store: Store) -> TestServer {
     TestServer::start_with(store, |c| {
         c.lockout_threshold = 3;
@@ -333,7 +320,7 @@ both_stores!(
             s.verify(&factor, "000000").await;
         }
         assert_eq!(
-            locks(&s, &user, &factor).await,
+            s.lock_state(&user, &factor).await,
             (json!(true), json!("LOCKED_OUT"))
         );
         let b = console(&s).await;
@@ -352,12 +339,12 @@ both_stores!(
         b.wait_for_text("#user-status", "Factor unlocked").await;
         b.wait_for_text(&format!("{row} .factor-status"), "ACTIVE")
             .await;
-        assert_eq!(locks(&s, &user, &factor).await.1, json!("ACTIVE"));
+        assert_eq!(s.lock_state(&user, &factor).await.1, json!("ACTIVE"));
 
         b.click_css("#unlock-user").await;
         b.wait_for_text("#user-lock", "Not locked").await;
         assert_eq!(
-            locks(&s, &user, &factor).await,
+            s.lock_state(&user, &factor).await,
             (json!(false), json!("ACTIVE"))
         );
         assert_eq!(
