@@ -13,6 +13,7 @@ pub mod actions;
 pub mod browser;
 pub mod client;
 pub mod fresh;
+pub mod history;
 pub mod log_capture;
 pub mod okta;
 pub mod oracle;
