@@ -163,7 +163,9 @@ impl History {
             }
             Ok(body) => {
                 let payload = body["data"][field].clone();
-                let ok = payload["factorResult"].as_str().is_none_or(|r| r == "SUCCESS");
+                let ok = payload["factorResult"]
+                    .as_str()
+                    .is_none_or(|r| r == "SUCCESS");
                 let outcome = if ok { Outcome::Ok } else { Outcome::Fail };
                 (outcome, payload)
             }
@@ -246,11 +248,7 @@ fn effects<'a>(ops: &[Op], log: &'a [Value], stream: &str) -> HashMap<String, Ve
 /// Acknowledged operations are in the log and refusals for a lost race are not; log order
 /// respects real time: an operation that completed before another was invoked has its
 /// events before the other's.
-fn check_effects(
-    ops: &[Op],
-    effects: &HashMap<String, Vec<&Value>>,
-    violations: &mut Vec<String>,
-) {
+fn check_effects(ops: &[Op], effects: &HashMap<String, Vec<&Value>>, violations: &mut Vec<String>) {
     for o in ops {
         let wrote = effects.get(&o.id).is_some_and(|e| !e.is_empty());
         if o.lost_race() && wrote {
@@ -568,7 +566,9 @@ pub fn check_alerts(
             && body(e)["reason"] != "LOCKED"
     }) {
         let (Some(user), Some(when)) = (
-            e["aggregateId"].as_str().and_then(|f| owner.get(f).copied()),
+            e["aggregateId"]
+                .as_str()
+                .and_then(|f| owner.get(f).copied()),
             at(body(e)),
         ) else {
             v.push(format!("failure {:?} has no owner or time", key(e)));
@@ -594,7 +594,10 @@ pub fn check_alerts(
     let mut raised: BTreeMap<String, Vec<Ref>> = BTreeMap::new();
     let mut raised_ids: HashMap<String, String> = HashMap::new();
     let mut per_stream: HashMap<&str, usize> = HashMap::new();
-    for e in log.iter().filter(|e| event_type(e) == "SecurityAlertRaised") {
+    for e in log
+        .iter()
+        .filter(|e| event_type(e) == "SecurityAlertRaised")
+    {
         *per_stream
             .entry(e["aggregateId"].as_str().unwrap_or(""))
             .or_default() += 1;
@@ -642,7 +645,9 @@ pub fn check_alerts(
     }
     for (stream, n) in per_stream {
         if n != 1 {
-            v.push(format!("alert stream {stream} holds {n} SecurityAlertRaised"));
+            v.push(format!(
+                "alert stream {stream} holds {n} SecurityAlertRaised"
+            ));
         }
     }
     let users: HashSet<&str> = expected
@@ -666,7 +671,10 @@ pub fn check_alerts(
         }
     }
     let mut shown: HashMap<String, String> = HashMap::new();
-    for a in api_alerts.iter().filter(|a| a["kind"] == "REPEATED_FAILURES") {
+    for a in api_alerts
+        .iter()
+        .filter(|a| a["kind"] == "REPEATED_FAILURES")
+    {
         let id = a["id"].as_str().unwrap_or("").to_string();
         let user = a["userId"].as_str().unwrap_or("").to_string();
         if shown.insert(id.clone(), user).is_some() {
@@ -695,7 +703,10 @@ pub fn check_sequences(identities: &[(String, String, i64)]) -> Vec<String> {
     for ((t, id), mut seqs) in streams {
         seqs.sort_unstable();
         if seqs != (1..=seqs.len() as i64).collect::<Vec<_>>() {
-            v.push(format!("{t}/{id}: sequences {seqs:?}, not 1..={}", seqs.len()));
+            v.push(format!(
+                "{t}/{id}: sequences {seqs:?}, not 1..={}",
+                seqs.len()
+            ));
         }
     }
     v
@@ -1005,7 +1016,10 @@ mod tests {
         again["sequence"] = json!(2);
         log.push(again);
         let v = check_alerts(&log, &api, 3, window());
-        assert!(v.iter().any(|v| v.contains("holds 2 SecurityAlertRaised")), "{v:?}");
+        assert!(
+            v.iter().any(|v| v.contains("holds 2 SecurityAlertRaised")),
+            "{v:?}"
+        );
     }
 
     #[test]
@@ -1015,8 +1029,14 @@ mod tests {
         log.push(failure("factor-2", 2, T0));
         log[5] = alert("x", U, &[(F, 2), (F, 3), ("factor-2", 2), (F, 9)], T0);
         let v = check_alerts(&log, &api, 3, window());
-        assert!(v.iter().any(|v| v.contains("no failure in the log")), "{v:?}");
-        assert!(v.iter().any(|v| v.contains("names a failure of user-2")), "{v:?}");
+        assert!(
+            v.iter().any(|v| v.contains("no failure in the log")),
+            "{v:?}"
+        );
+        assert!(
+            v.iter().any(|v| v.contains("names a failure of user-2")),
+            "{v:?}"
+        );
     }
 
     #[test]
@@ -1024,7 +1044,24 @@ mod tests {
         let (log, mut api) = incidents();
         api.pop();
         let v = check_alerts(&log, &api, 3, window());
-        assert!(v.iter().any(|v| v.starts_with("securityAlerts shows 1")), "{v:?}");
+        assert!(
+            v.iter().any(|v| v.starts_with("securityAlerts shows 1")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "exact lockout: 1 violation(s)")]
+    fn assert_valid_panics_with_the_violations_and_the_history() {
+        let (ops, log) = lockout();
+        let v = check_lockout(&ops, &log[..4], F, 3);
+        assert_valid("exact lockout", &v, &ops);
+    }
+
+    #[test]
+    fn assert_valid_passes_a_valid_history() {
+        let (ops, log) = lockout();
+        assert_valid("exact lockout", &check_lockout(&ops, &log, F, 3), &ops);
     }
 
     fn ids(seqs: &[i64]) -> Vec<(String, String, i64)> {

@@ -7,7 +7,8 @@
 //! (reading the store directly), [`phones`] with [`smtp_sink`] and [`webhook_sink`] (real SMTP
 //! and HTTP receivers on loopback, where codes are sent), [`ws`] (graphql-transport-ws),
 //! [`browser`] (a real headless Chromium over WebDriver), [`synthetic`] and [`raw`] (event
-//! logs written as another process would).
+//! logs written as another process would), [`history`] (recorded histories of concurrent
+//! operations and the checkers run on them afterwards).
 
 pub mod actions;
 pub mod browser;

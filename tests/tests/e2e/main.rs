@@ -40,6 +40,7 @@ mod subscriptions;
 mod throttle;
 mod tokens;
 mod tour;
+mod two_nodes;
 mod ui_account;
 mod ui_console;
 mod ui_login;
