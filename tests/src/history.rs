@@ -478,18 +478,17 @@ pub fn check_lockout(ops: &[Op], log: &[Value], factor: &str, threshold: i64) ->
                     ));
                 }
             }
-            "LOCKED_OUT" => {
+            "LOCKED_OUT"
                 if !failed
                     || first["reason"] != "LOCKED"
                     || first["counted"] != false
-                    || events.len() != 1
-                {
-                    v.push(format!(
-                        "{} answered LOCKED_OUT but wrote {:?}",
-                        o.id,
-                        events.iter().map(|e| &e["payload"]).collect::<Vec<_>>()
-                    ));
-                }
+                    || events.len() != 1 =>
+            {
+                v.push(format!(
+                    "{} answered LOCKED_OUT but wrote {:?}",
+                    o.id,
+                    events.iter().map(|e| &e["payload"]).collect::<Vec<_>>()
+                ));
             }
             _ => {}
         }
