@@ -92,6 +92,23 @@ pub struct Config {
     /// anyway; websockets get their close frame (1001) within the same period.
     #[arg(long, env = "TESSERA_SHUTDOWN_GRACE_SECONDS", default_value_t = 10)]
     pub shutdown_grace_seconds: u64,
+    /// Seconds a client has to send a complete request head (1 to 3600), counted from the
+    /// connection's opening for its first request and from the first byte of each later one; a
+    /// slower head (slow-loris) has its connection closed.
+    #[arg(long, env = "TESSERA_HTTP_HEADER_TIMEOUT_SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_header_timeout_seconds: u64,
+    /// Seconds a kept-alive HTTP connection may sit with no request and no traffic before it is
+    /// closed (1 to 3600); a client that stops reading a response is closed after as long.
+    /// Websockets are not HTTP connections any more once upgraded: they keep their own rules.
+    #[arg(long, env = "TESSERA_HTTP_IDLE_TIMEOUT_SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub http_idle_timeout_seconds: u64,
+    /// Most connections open at once (HTTP and websockets, 1 to 1000000); one more is answered
+    /// `503` with `Connection: close` at once. Lowered to what the open-file limit allows.
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
     /// Size of the database pools.
     #[arg(long, env = "TESSERA_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
@@ -357,6 +374,9 @@ impl Default for Config {
             enrollment_ttl_seconds: 900,
             totp_issuer: "Tessera".into(),
             shutdown_grace_seconds: 10,
+            http_header_timeout_seconds: 10,
+            http_idle_timeout_seconds: 60,
+            max_connections: 10_000,
             db_pool_size: 16,
             factor_snapshot_every: 25,
             aggregate_cache: 16_384,

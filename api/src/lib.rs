@@ -568,24 +568,22 @@ async fn graphql_ws(
         })
 }
 
-/// Serves `router` on `listener` until `shutdown`, then for at most `grace`.
+/// Serves `router` on `listener` (with the connection limits of [`http::serve`]) until
+/// `shutdown`, then for at most `grace`.
 fn serve_router(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: &watch::Sender<bool>,
     grace: Duration,
+    limits: http::serve::Limits,
 ) -> JoinHandle<std::io::Result<()>> {
-    let mut stop = shutdown.subscribe();
+    let stop = shutdown.subscribe();
     let mut grace_stop = shutdown.subscribe();
     tokio::spawn(async move {
-        let serve = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .into_future();
+        let serve = async move {
+            http::serve::serve(listener, router, limits, stop).await;
+            Ok(())
+        };
         // Graceful shutdown waits for every open request; a stuck one must not keep the
         // process up forever.
         let deadline = async move {
@@ -798,6 +796,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
                 front.router(),
                 &shutdown,
                 Duration::from_secs(config.shutdown_grace_seconds),
+                http::serve::Limits::from_config(&config),
             );
             let state = wait_for_store(config, clock, &front, e, shutdown.subscribe()).await;
             match state {
@@ -862,7 +861,11 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
         }
         (None, Some(listener)) => {
             let addr = listener.local_addr()?;
-            (addr, serve_router(listener, router, &shutdown, grace))
+            let limits = http::serve::Limits::from_config(&state.config);
+            (
+                addr,
+                serve_router(listener, router, &shutdown, grace, limits),
+            )
         }
         (None, None) => unreachable!("the listener is taken only while waiting"),
     };

@@ -166,6 +166,30 @@ impl AppState {
         self.log_head.nudge();
     }
 
+    /// After a commit to an alert: [`AppState::settle`], and waits (bounded) for the alert
+    /// reactor too, which keeps `security_alerts_v1`, so `securityAlerts` right after an
+    /// acknowledgement or a "seen" shows it.
+    pub async fn settle_alert<A: Aggregate>(&self, id: &str, committed: &Committed<A>) {
+        self.settle(id, committed).await;
+        let Some(seq) = committed.last_sequence() else {
+            return;
+        };
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        let applied = match committed.cursor {
+            Some(cursor) => Ok(self.reactor.wait_for(cursor, READ_YOUR_WRITES).await),
+            None => {
+                self.reactor
+                    .wait_for_event(A::TYPE, id, seq, READ_YOUR_WRITES)
+                    .await
+            }
+        };
+        match applied {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(id, "the alert reactor lags behind a commit"),
+            Err(e) => tracing::warn!(error = %e, "could not wait for the alert reactor"),
+        }
+    }
+
     /// After a commit, waits (bounded) until the read models include it, so a query right
     /// after a mutation sees the mutation.
     pub async fn settle<A: Aggregate>(&self, id: &str, committed: &Committed<A>) {

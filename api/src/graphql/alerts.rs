@@ -1,5 +1,6 @@
 //! Security alerts: `securityAlerts` (query and subscription), `acknowledgeSecurityAlertV2`
-//! (and the deprecated `acknowledgeSecurityAlert`).
+//! (and the deprecated `acknowledgeSecurityAlert`) for the security team, and
+//! `markSecurityAlertSeen` for the alert's own user.
 
 use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
@@ -39,8 +40,11 @@ pub struct SecurityAlert {
     pub reason: String,
     /// When the triggering event happened.
     pub raised_at: DateTime<Utc>,
-    /// When someone acknowledged it.
+    /// When the security team (an administrator) acknowledged it.
     pub acknowledged_at: Option<DateTime<Utc>>,
+    /// When its user marked it seen (`markSecurityAlertSeen`), for themselves: it does not
+    /// acknowledge it.
+    pub seen_by_user_at: Option<DateTime<Utc>>,
     /// The events that caused it (`aggregate_type`, `aggregate_id`, `sequence`, `event_type`).
     pub caused_by: Json<serde_json::Value>,
 }
@@ -51,6 +55,7 @@ impl SecurityAlert {
         Ok(Self {
             raised_at: parse_ts(&row.raised_at).ok_or_else(bad)?,
             acknowledged_at: row.acknowledged_at.as_deref().and_then(parse_ts),
+            seen_by_user_at: row.seen_by_user_at.as_deref().and_then(parse_ts),
             caused_by: Json(serde_json::from_str(&row.caused_by).map_err(|_| bad())?),
             id: ID(row.id),
             user_id: ID(row.user_id),
@@ -151,8 +156,57 @@ async fn acknowledge(ctx: &Context<'_>, id: &str) -> AppResult<SecurityAlert> {
         .alerts
         .execute(&alert_id, command, &call.metadata())
         .await?;
-    state.settle(&alert_id, &committed).await;
+    state.settle_alert(&alert_id, &committed).await;
     let mut alert = SecurityAlert::from_row(row)?;
+    alert.acknowledged_at = committed.state.acknowledged_at;
+    alert.seen_by_user_at = committed.state.seen_by_user_at;
+    Ok(alert)
+}
+
+/// Input of `markSecurityAlertSeen`.
+#[derive(InputObject)]
+pub struct MarkSecurityAlertSeenInput {
+    /// One of the caller's own alerts.
+    pub alert_id: ID,
+}
+
+/// What `markSecurityAlertSeen` answers.
+#[derive(SimpleObject)]
+pub struct MarkSecurityAlertSeenPayload {
+    /// The alert, with `seenByUserAt` set (`acknowledgedAt` as it was).
+    pub security_alert: SecurityAlert,
+}
+
+async fn mark_seen(ctx: &Context<'_>, id: &str) -> AppResult<SecurityAlert> {
+    let state = ctx.state()?;
+    let call = ctx.call();
+    // A user token, for its own alerts: an administrator acknowledges instead.
+    let Caller::User { user_id, .. } = call.caller()? else {
+        return Err(AppError::Forbidden);
+    };
+    let user_id = *user_id;
+    let not_found = || AppError::not_found("ALERT_NOT_FOUND", "security alert not found");
+    let alert_id = Uuid::parse_str(id)
+        .map_err(|_| AppError::bad_input("INVALID_ID", "id is not a valid alert id"))?
+        .to_string();
+    // Another user's alert answers as one that does not exist.
+    let row = state
+        .queries
+        .alert(&alert_id)
+        .await?
+        .filter(|row| row.user_id == user_id.to_string())
+        .ok_or_else(not_found)?;
+    let command = AlertCommand::MarkSeenByUser {
+        user_id,
+        by: call.actor(),
+    };
+    let committed = state
+        .alerts
+        .execute(&alert_id, command, &call.metadata())
+        .await?;
+    state.settle_alert(&alert_id, &committed).await;
+    let mut alert = SecurityAlert::from_row(row)?;
+    alert.seen_by_user_at = committed.state.seen_by_user_at;
     alert.acknowledged_at = committed.state.acknowledged_at;
     Ok(alert)
 }
@@ -173,6 +227,20 @@ impl AlertMutation {
             .await
             .map_err(AppError::into_gql)?;
         Ok(AcknowledgeSecurityAlertPayload { security_alert })
+    }
+
+    /// Marks one of the caller's own alerts as seen by them (a user token; `seenByUserAt`). It
+    /// stays unacknowledged for the security team. Another user's alert is `ALERT_NOT_FOUND`;
+    /// a second mark keeps the first time.
+    async fn mark_security_alert_seen(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The alert.")] input: MarkSecurityAlertSeenInput,
+    ) -> async_graphql::Result<MarkSecurityAlertSeenPayload> {
+        let security_alert = mark_seen(ctx, &input.alert_id)
+            .await
+            .map_err(AppError::into_gql)?;
+        Ok(MarkSecurityAlertSeenPayload { security_alert })
     }
 
     /// Marks an alert as seen, answering the bare alert (see `acknowledgeSecurityAlertV2`).
@@ -232,6 +300,7 @@ impl AlertSubscription {
                     reason: raised.reason,
                     raised_at: raised.at,
                     acknowledged_at: None,
+                    seen_by_user_at: None,
                     caused_by: Json(serde_json::to_value(raised.caused_by).unwrap_or_default()),
                 })
             }),

@@ -2,6 +2,7 @@
 
 pub mod cors;
 pub(crate) mod graphql;
+pub mod serve;
 pub mod shutdown;
 
 use axum::{

@@ -116,8 +116,11 @@ pub fn alert_id(kind: AlertKind, trigger: &EventRef) -> Uuid {
 pub enum AlertEvent {
     /// An incident was detected.
     SecurityAlertRaised(SecurityAlertRaised),
-    /// Someone has seen it.
+    /// The security team has seen it (an administrator).
     SecurityAlertAcknowledged(SecurityAlertAcknowledged),
+    /// The alert's own user has seen it (for themselves: the security team's view, and
+    /// `acknowledged_at`, do not change).
+    SecurityAlertSeenByUser(SecurityAlertSeenByUser),
 }
 
 /// Payload of [`AlertEvent::SecurityAlertRaised`].
@@ -146,11 +149,21 @@ pub struct SecurityAlertAcknowledged {
     pub at: DateTime<Utc>,
 }
 
+/// Payload of [`AlertEvent::SecurityAlertSeenByUser`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SecurityAlertSeenByUser {
+    /// Who marked it seen (the actor: the alert's user).
+    pub by: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 impl DomainEvent for AlertEvent {
     fn event_type(&self) -> String {
         match self {
             Self::SecurityAlertRaised(_) => "SecurityAlertRaised",
             Self::SecurityAlertAcknowledged(_) => "SecurityAlertAcknowledged",
+            Self::SecurityAlertSeenByUser(_) => "SecurityAlertSeenByUser",
         }
         .to_string()
     }
@@ -164,7 +177,7 @@ impl crate::versioning::Versioned for AlertEvent {
     fn current_version(event_type: &str) -> Option<&'static str> {
         matches!(
             event_type,
-            "SecurityAlertRaised" | "SecurityAlertAcknowledged"
+            "SecurityAlertRaised" | "SecurityAlertAcknowledged" | "SecurityAlertSeenByUser"
         )
         .then_some("1.0")
     }
@@ -182,6 +195,7 @@ impl crate::versioning::CommandName for AlertCommand {
     fn name(&self) -> &'static str {
         match self {
             Self::Acknowledge { .. } => "Acknowledge",
+            Self::MarkSeenByUser { .. } => "MarkSeenByUser",
         }
     }
 }
@@ -191,6 +205,14 @@ impl crate::versioning::CommandName for AlertCommand {
 pub enum AlertCommand {
     /// Mark the alert as seen.
     Acknowledge {
+        /// The actor.
+        by: String,
+    },
+    /// The alert's own user has seen it. Another user's alert is [`AlertError::NotFound`]
+    /// (its existence is not told); a second mark keeps the first time and writes nothing.
+    MarkSeenByUser {
+        /// The user marking it (from their token).
+        user_id: UserId,
         /// The actor.
         by: String,
     },
@@ -230,6 +252,9 @@ pub struct Alert {
     pub raised: Option<SecurityAlertRaised>,
     /// When it was acknowledged.
     pub acknowledged_at: Option<DateTime<Utc>>,
+    /// When its user first marked it seen.
+    #[serde(default)]
+    pub seen_by_user_at: Option<DateTime<Utc>>,
 }
 
 /// What an alert's commands need.
@@ -252,19 +277,34 @@ impl Aggregate for Alert {
         services: &AlertServices,
         sink: &EventSink<Self>,
     ) -> Result<(), AlertError> {
-        let AlertCommand::Acknowledge { by } = command;
-        if self.raised.is_none() {
+        let Some(raised) = &self.raised else {
             return Err(AlertError::NotFound);
-        }
-        if self.acknowledged_at.is_some() {
-            return Err(AlertError::AlreadyAcknowledged);
-        }
+        };
         let at = services.clock.now();
-        sink.write(
-            AlertEvent::SecurityAlertAcknowledged(SecurityAlertAcknowledged { by, at }),
-            self,
-        )
-        .await;
+        match command {
+            AlertCommand::Acknowledge { by } => {
+                if self.acknowledged_at.is_some() {
+                    return Err(AlertError::AlreadyAcknowledged);
+                }
+                sink.write(
+                    AlertEvent::SecurityAlertAcknowledged(SecurityAlertAcknowledged { by, at }),
+                    self,
+                )
+                .await;
+            }
+            AlertCommand::MarkSeenByUser { user_id, by } => {
+                if raised.user_id != user_id {
+                    return Err(AlertError::NotFound);
+                }
+                if self.seen_by_user_at.is_none() {
+                    sink.write(
+                        AlertEvent::SecurityAlertSeenByUser(SecurityAlertSeenByUser { by, at }),
+                        self,
+                    )
+                    .await;
+                }
+            }
+        }
         Ok(())
     }
 
@@ -272,6 +312,7 @@ impl Aggregate for Alert {
         match event {
             AlertEvent::SecurityAlertRaised(e) => self.raised = Some(e),
             AlertEvent::SecurityAlertAcknowledged(e) => self.acknowledged_at = Some(e.at),
+            AlertEvent::SecurityAlertSeenByUser(e) => self.seen_by_user_at = Some(e.at),
         }
     }
 }
@@ -328,6 +369,58 @@ mod tests {
             .then_expect_error(AlertError::NotFound);
     }
 
+    #[tokio::test]
+    async fn only_the_alerts_user_marks_it_seen_once_and_it_stays_unacknowledged() {
+        let alice = UserId::for_login("alice");
+        let seen = SecurityAlertSeenByUser {
+            by: "user:alice".into(),
+            at: DateTime::from_timestamp(60, 0).unwrap(),
+        };
+        framework()
+            .given(vec![AlertEvent::SecurityAlertRaised(raised())])
+            .when_async(AlertCommand::MarkSeenByUser {
+                user_id: alice,
+                by: "user:alice".into(),
+            })
+            .await
+            .then_expect_events(vec![AlertEvent::SecurityAlertSeenByUser(seen.clone())]);
+        // Another user's alert is not found: its existence is not told.
+        framework()
+            .given(vec![AlertEvent::SecurityAlertRaised(raised())])
+            .when_async(AlertCommand::MarkSeenByUser {
+                user_id: UserId::for_login("mallory"),
+                by: "user:mallory".into(),
+            })
+            .await
+            .then_expect_error(AlertError::NotFound);
+        framework()
+            .given_no_previous_events()
+            .when_async(AlertCommand::MarkSeenByUser {
+                user_id: alice,
+                by: "user:alice".into(),
+            })
+            .await
+            .then_expect_error(AlertError::NotFound);
+        // A second mark keeps the first time.
+        framework()
+            .given(vec![
+                AlertEvent::SecurityAlertRaised(raised()),
+                AlertEvent::SecurityAlertSeenByUser(seen.clone()),
+            ])
+            .when_async(AlertCommand::MarkSeenByUser {
+                user_id: alice,
+                by: "user:alice".into(),
+            })
+            .await
+            .then_expect_events(vec![]);
+        // Seen by the user, the alert is still the security team's to acknowledge.
+        let mut alert = Alert::default();
+        alert.apply(AlertEvent::SecurityAlertRaised(raised()));
+        alert.apply(AlertEvent::SecurityAlertSeenByUser(seen));
+        assert_eq!(alert.acknowledged_at, None);
+        assert!(alert.seen_by_user_at.is_some());
+    }
+
     #[test]
     fn ids_are_deterministic_per_kind_and_trigger() {
         let trigger = EventRef {
@@ -357,6 +450,14 @@ mod tests {
         assert_eq!(
             AlertEvent::SecurityAlertRaised(raised()).event_type(),
             "SecurityAlertRaised"
+        );
+        assert_eq!(
+            AlertEvent::SecurityAlertSeenByUser(SecurityAlertSeenByUser {
+                by: "user:x".into(),
+                at: DateTime::from_timestamp(0, 0).unwrap(),
+            })
+            .event_type(),
+            "SecurityAlertSeenByUser"
         );
         assert_eq!(<Alert as Aggregate>::TYPE, "Alert");
         assert_eq!(

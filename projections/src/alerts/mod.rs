@@ -482,13 +482,24 @@ async fn on_alert(
     stored: &StoredEvent,
     event: AlertEvent,
 ) -> Result<(), Error> {
-    if let AlertEvent::SecurityAlertAcknowledged(a) = event {
-        sqlx::query("UPDATE security_alerts_v1 SET acknowledged_at = $1, acknowledged_by = $2 WHERE id = $3")
-            .bind(ts(a.at))
-            .bind(a.by)
-            .bind(&stored.aggregate_id)
-            .execute(&mut *conn)
-            .await?;
+    match event {
+        AlertEvent::SecurityAlertAcknowledged(a) => {
+            sqlx::query("UPDATE security_alerts_v1 SET acknowledged_at = $1, acknowledged_by = $2 WHERE id = $3")
+                .bind(ts(a.at))
+                .bind(a.by)
+                .bind(&stored.aggregate_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        // The user's own "seen": `acknowledged_at` (the security team's) stays as it is.
+        AlertEvent::SecurityAlertSeenByUser(a) => {
+            sqlx::query("UPDATE security_alerts_v1 SET seen_by_user_at = $1 WHERE id = $2")
+                .bind(ts(a.at))
+                .bind(&stored.aggregate_id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        AlertEvent::SecurityAlertRaised(_) => {}
     }
     Ok(())
 }
@@ -529,9 +540,12 @@ pub struct AlertRow {
     pub raised_at: String,
     /// RFC 3339.
     pub acknowledged_at: Option<String>,
+    /// RFC 3339: when the alert's user first marked it seen.
+    pub seen_by_user_at: Option<String>,
 }
 
-const ALERT_COLUMNS: &str = "id, user_id, kind, reason, caused_by, raised_at, acknowledged_at";
+const ALERT_COLUMNS: &str =
+    "id, user_id, kind, reason, caused_by, raised_at, acknowledged_at, seen_by_user_at";
 
 impl crate::read_model::Queries {
     /// One alert.

@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tessera_tests::{
-    ADMIN_KEY, TestServer, WsClient, both_stores, error_code,
+    ADMIN_KEY, TestServer, WsClient, both_stores, error_code, error_reason,
     webhook_sink::{HttpSink, Received},
 };
 
@@ -91,7 +91,7 @@ async fn active_totp(s: &TestServer, login: &str) -> (String, String, String) {
 
 async fn all_alerts(s: &TestServer, user: &str) -> Vec<Value> {
     s.ok(
-        "query($u: ID) { securityAlerts(userId: $u) { edges { node { id kind reason userId acknowledgedAt causedBy } } } }",
+        "query($u: ID) { securityAlerts(userId: $u) { edges { node { id kind reason userId acknowledgedAt seenByUserAt causedBy } } } }",
         json!({ "u": user }),
     )
     .await["securityAlerts"]["edges"]
@@ -413,3 +413,94 @@ both_stores!(only_admins_acknowledge_alerts, |store| async move {
         .await;
     assert!(r["acknowledgeSecurityAlert"]["acknowledgedAt"].is_string());
 });
+
+const MARK_SEEN: &str = "mutation($i: ID!) { markSecurityAlertSeen(input: {alertId: $i}) {
+    securityAlert { id seenByUserAt acknowledgedAt } } }";
+
+both_stores!(
+    users_mark_their_own_alerts_seen_without_acknowledging_them,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let user = s.create_full_user("gina", "correct horse battery").await;
+        let (factor, secret) = s.enroll_totp(&user).await;
+        s.activate(&factor, &s.code(&secret, 0)).await;
+        let token = s
+            .mfa_token("gina", "correct horse battery", &factor, &secret)
+            .await;
+        s.create_full_user("hank", "another horse battery").await;
+        let other = s.password_token("hank", "another horse battery").await;
+        for _ in 0..3 {
+            assert_eq!(s.verify(&factor, "000000").await, "REJECTED");
+        }
+        let raised = wait_alerts(&s, &user, 1).await;
+        let id = raised[0]["id"].as_str().unwrap().to_string();
+        let events_before = s.event_types("Alert", &id).await;
+
+        // Another user's alert answers exactly as one that does not exist, and stays as it is.
+        let theirs = s.gql_as(Some(&other), MARK_SEEN, json!({ "i": id })).await;
+        let missing = s
+            .gql_as(
+                Some(&other),
+                MARK_SEEN,
+                json!({ "i": uuid::Uuid::new_v4().to_string() }),
+            )
+            .await;
+        assert_eq!(error_code(&theirs), "NOT_FOUND", "{theirs}");
+        assert_eq!(error_reason(&theirs), "ALERT_NOT_FOUND", "{theirs}");
+        assert_eq!(
+            theirs["errors"][0]["message"], missing["errors"][0]["message"],
+            "{theirs} {missing}"
+        );
+        assert_eq!(error_reason(&missing), "ALERT_NOT_FOUND", "{missing}");
+        // An administrator acknowledges instead; a bad id is refused.
+        let admin = s.gql(MARK_SEEN, json!({ "i": id })).await;
+        assert_eq!(error_code(&admin), "FORBIDDEN", "{admin}");
+        let bad = s
+            .gql_as(Some(&token), MARK_SEEN, json!({ "i": "nope" }))
+            .await;
+        assert_eq!(error_reason(&bad), "INVALID_ID", "{bad}");
+        assert_eq!(s.event_types("Alert", &id).await, events_before);
+        assert!(alerts(&s, &user).await[0]["seenByUserAt"].is_null());
+
+        // Her own: seen, still unacknowledged for the security team.
+        let r = s.gql_as(Some(&token), MARK_SEEN, json!({ "i": id })).await;
+        let seen = &r["data"]["markSecurityAlertSeen"]["securityAlert"];
+        assert_eq!(seen["id"], id.as_str(), "{r}");
+        assert!(seen["seenByUserAt"].is_string(), "{r}");
+        assert!(seen["acknowledgedAt"].is_null(), "{r}");
+        let listed = alerts(&s, &user).await;
+        assert_eq!(listed[0]["seenByUserAt"], seen["seenByUserAt"]);
+        assert!(listed[0]["acknowledgedAt"].is_null());
+        let types = s.event_types("Alert", &id).await;
+        assert_eq!(
+            types,
+            [
+                events_before.clone(),
+                vec!["SecurityAlertSeenByUser".into()]
+            ]
+            .concat()
+        );
+
+        // A second mark keeps the first time and writes nothing.
+        s.clock.advance(chrono::TimeDelta::seconds(5));
+        let again = s.gql_as(Some(&token), MARK_SEEN, json!({ "i": id })).await;
+        assert_eq!(
+            again["data"]["markSecurityAlertSeen"]["securityAlert"]["seenByUserAt"],
+            seen["seenByUserAt"],
+            "{again}"
+        );
+        assert_eq!(s.event_types("Alert", &id).await, types);
+
+        // The security team acknowledges it as before; the user's "seen" stays.
+        let r = s
+            .ok(
+                "mutation($i: ID!) { acknowledgeSecurityAlertV2(input: {alertId: $i}) {
+                    securityAlert { acknowledgedAt seenByUserAt } } }",
+                json!({ "i": id }),
+            )
+            .await;
+        let acked = &r["acknowledgeSecurityAlertV2"]["securityAlert"];
+        assert!(acked["acknowledgedAt"].is_string(), "{r}");
+        assert_eq!(acked["seenByUserAt"], seen["seenByUserAt"]);
+    }
+);

@@ -8,6 +8,7 @@ mod audit;
 mod audit_trace;
 mod auth;
 mod browser;
+mod connection_limits;
 mod connections;
 mod devices;
 mod enrollment;
