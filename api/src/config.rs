@@ -51,6 +51,14 @@ pub struct Config {
     /// (`CLIENT_IP_THROTTLED`) and no password is checked. 0 (the default) turns it off.
     #[arg(long, env = "TESSERA_LOGIN_MAX_PER_IP_PER_MINUTE", default_value_t = 0)]
     pub login_max_per_ip_per_minute: u32,
+    /// argon2 jobs (password and recovery-code hashing and checks) run at once; 0 (the
+    /// default) means one per available core.
+    #[arg(long, env = "TESSERA_HASH_CONCURRENCY", default_value_t = 0)]
+    pub hash_concurrency: usize,
+    /// argon2 jobs that may wait for a free slot; a request whose job finds the queue full is
+    /// answered `RATE_LIMITED` (`HASHING_BUSY`) and writes nothing.
+    #[arg(long, env = "TESSERA_HASH_QUEUE", default_value_t = 64)]
+    pub hash_queue: usize,
     /// `startPasskeyLogin` calls one client address may make in a minute, all nodes together
     /// (each writes a challenge; nobody needs a token to ask); 0 turns the limit off.
     #[arg(
@@ -366,6 +374,8 @@ impl Default for Config {
             trusted_device_days: 30,
             login_max_per_ip_per_minute: 0,
             passkey_login_starts_per_minute: 60,
+            hash_concurrency: 0,
+            hash_queue: 64,
             trusted_proxies: Vec::new(),
             alert_threshold: 3,
             alert_window_seconds: 600,

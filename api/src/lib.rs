@@ -346,6 +346,12 @@ async fn open_store(
         Arc::clone(&users),
         Arc::clone(&clock),
     );
+    let metrics = Arc::<metrics::Metrics>::default();
+    let hashing = Arc::new(app::hashing::HashPool::new(
+        config.hash_concurrency,
+        config.hash_queue,
+        Arc::clone(&metrics),
+    ));
     Ok(AppState {
         config: Arc::new(config),
         users,
@@ -357,7 +363,8 @@ async fn open_store(
         messages,
         policy: Arc::new(policy),
         delivery,
-        metrics: Arc::default(),
+        metrics,
+        hashing,
         tokens,
         queries: Queries::new(db.clone()),
         read_models,

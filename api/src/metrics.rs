@@ -38,6 +38,10 @@ pub struct Metrics {
     http: Family<Labels, Counter>,
     password_throttles: Counter,
     codes_refused: Family<Labels, Counter>,
+    hash_in_flight: Gauge,
+    hash_in_flight_max: Gauge,
+    hash_waiting: Gauge,
+    hash_refused: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -79,6 +83,30 @@ impl Default for Metrics {
             "SMS and e-mail codes not sent because of the resend limits, by channel and reason",
             codes_refused.clone(),
         );
+        let hash_in_flight = Gauge::default();
+        registry.register(
+            "tessera_hash_jobs_in_flight",
+            "argon2 jobs (password and recovery-code hashes and checks) running now",
+            hash_in_flight.clone(),
+        );
+        let hash_in_flight_max = Gauge::default();
+        registry.register(
+            "tessera_hash_jobs_in_flight_max",
+            "The most argon2 jobs that ran at once since the process started",
+            hash_in_flight_max.clone(),
+        );
+        let hash_waiting = Gauge::default();
+        registry.register(
+            "tessera_hash_jobs_waiting",
+            "argon2 jobs waiting for a free slot of the hashing pool",
+            hash_waiting.clone(),
+        );
+        let hash_refused = Counter::default();
+        registry.register(
+            "tessera_hash_jobs_refused",
+            "Requests refused (RATE_LIMITED, HASHING_BUSY) because the hashing queue was full",
+            hash_refused.clone(),
+        );
         Self {
             registry,
             proofs,
@@ -86,6 +114,10 @@ impl Default for Metrics {
             http,
             password_throttles,
             codes_refused,
+            hash_in_flight,
+            hash_in_flight_max,
+            hash_waiting,
+            hash_refused,
         }
     }
 }
@@ -134,6 +166,24 @@ impl Metrics {
     /// A password check refused by the throttle.
     pub fn password_throttled(&self) {
         self.password_throttles.inc();
+    }
+
+    /// argon2 jobs running now (and the most ever).
+    pub fn hash_jobs_in_flight(&self, now: i64) {
+        self.hash_in_flight.set(now);
+        self.hash_in_flight_max
+            .inner()
+            .fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// One more (`1`) or one fewer (`-1`) argon2 job waiting for a slot.
+    pub fn hash_jobs_waiting(&self, change: i64) {
+        self.hash_waiting.inc_by(change);
+    }
+
+    /// A request refused because the hashing queue was full.
+    pub fn hash_job_refused(&self) {
+        self.hash_refused.inc();
     }
 
     /// A code not sent on `channel` (`sms`, `email`) for `reason` (`RESEND_TOO_SOON`, …).

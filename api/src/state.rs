@@ -83,6 +83,8 @@ pub struct AppState {
     pub keyed_hasher: tessera_domain::crypto::KeyedHasher,
     /// Per-login gates and keys of the password throttle.
     pub login_throttles: Arc<LoginThrottles>,
+    /// The bounded pool every argon2 job runs on.
+    pub hashing: Arc<crate::app::hashing::HashPool>,
 }
 
 /// Request context recorded in every event's metadata (not in payloads).

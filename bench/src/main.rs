@@ -77,6 +77,17 @@ struct Args {
     /// Path of the server binary.
     #[arg(long, default_value = "target/release/tessera")]
     server: String,
+    /// Instead of the verifyFactor scenarios: a cheap query's latency idle and during a flood
+    /// of anonymous logins by `--clients` clients, and the server's RSS (the argon2 pool).
+    #[arg(long)]
+    login_flood: bool,
+    /// The server's `TESSERA_HASH_CONCURRENCY` for `--login-flood` (unset: its default, one per
+    /// core; 512 with a huge `--hash-queue` is tokio's unbounded blocking pool of before).
+    #[arg(long)]
+    hash_concurrency: Option<usize>,
+    /// The server's `TESSERA_HASH_QUEUE` for `--login-flood` (unset: its default).
+    #[arg(long)]
+    hash_queue: Option<usize>,
 }
 
 struct Server {
@@ -1096,9 +1107,120 @@ fn summary(pg: bool, f: &Figures, pg_floor_seen: Option<f64>) {
     }
 }
 
+/// One client asking a cheap query (`mfaPolicy`, no argon2) back to back until `deadline`.
+async fn probe(server: &Server, deadline: Instant) -> Vec<Duration> {
+    let mut latencies = Vec::new();
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        let r = server.gql("{ mfaPolicy { mode } }", Value::Null).await;
+        assert!(r["data"]["mfaPolicy"]["mode"].is_string(), "{r}");
+        latencies.push(t.elapsed());
+    }
+    latencies.sort_unstable();
+    latencies
+}
+
+/// `--login-flood`: a cheap query's p50/p99 idle and while `--clients` clients log in as
+/// unknown users with wrong passwords (each a dummy argon2 check), the ratio of the p99s, the
+/// logins answered and refused (`HASHING_BUSY`), and the server's RSS before and at its peak.
+async fn login_flood(args: &Args, store: &str) {
+    let pg = store == "postgres";
+    let url = if pg {
+        fresh_pg(&args.pg, &args.pg_params).await
+    } else {
+        let dir =
+            std::env::temp_dir().join(format!("tessera-bench-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        format!("sqlite://{}/tessera.db", dir.display())
+    };
+    let (concurrency, queue) = (
+        args.hash_concurrency.map(|n| n.to_string()),
+        args.hash_queue.map(|n| n.to_string()),
+    );
+    let mut env = vec![("TESSERA_LOGIN_LOCKOUT_THRESHOLD", "0")];
+    if let Some(n) = &concurrency {
+        env.push(("TESSERA_HASH_CONCURRENCY", n));
+    }
+    if let Some(n) = &queue {
+        env.push(("TESSERA_HASH_QUEUE", n));
+    }
+    let server = Arc::new(Server::start(args, &url, &env).await);
+    println!(
+        "\n== {store}: login flood ({} clients, {} s; TESSERA_HASH_CONCURRENCY {}, TESSERA_HASH_QUEUE {}) ==",
+        args.clients,
+        args.seconds,
+        concurrency.as_deref().unwrap_or("default"),
+        queue.as_deref().unwrap_or("default"),
+    );
+    let seconds = Duration::from_secs(args.seconds);
+    let (rss_idle, _) = server.rss();
+    let idle = probe(&server, Instant::now() + seconds).await;
+    let deadline = Instant::now() + seconds;
+    let flood = (0..args.clients).map(|c| {
+        let server = Arc::clone(&server);
+        tokio::spawn(async move {
+            let mut results: BTreeMap<String, usize> = BTreeMap::new();
+            let mut i = 0usize;
+            while Instant::now() < deadline {
+                let r = server
+                    .gql(
+                        "mutation($l: String!) { login(input: {login: $l, password: \"a wrong guess\"}) { accessToken } }",
+                        json!({ "l": format!("flood-{c}-{i}") }),
+                    )
+                    .await;
+                let reason = r["errors"][0]["extensions"]["reason"]
+                    .as_str()
+                    .unwrap_or("TOKEN")
+                    .to_string();
+                *results.entry(reason).or_default() += 1;
+                i += 1;
+            }
+            results
+        })
+    });
+    let (during, parts) = tokio::join!(probe(&server, deadline), futures::future::join_all(flood));
+    let mut results: BTreeMap<String, usize> = BTreeMap::new();
+    for part in parts {
+        for (k, v) in part.expect("flood client") {
+            *results.entry(k).or_default() += v;
+        }
+    }
+    let (_, rss_peak) = server.rss();
+    let (idle_p50, idle_p99) = (percentile(&idle, 0.5), percentile(&idle, 0.99));
+    let (flood_p50, flood_p99) = (percentile(&during, 0.5), percentile(&during, 0.99));
+    println!(
+        "  cheap query idle                   p50 {idle_p50:>7.2} ms   p99 {idle_p99:>7.2} ms   ({} queries)",
+        idle.len()
+    );
+    println!(
+        "  cheap query during the flood       p50 {flood_p50:>7.2} ms   p99 {flood_p99:>7.2} ms   ({} queries)",
+        during.len()
+    );
+    println!(
+        "  p99 during / idle                  {:.2}x (target <= 2x: {})",
+        flood_p99 / idle_p99.max(f64::EPSILON),
+        verdict(flood_p99 <= 2.0 * idle_p99)
+    );
+    println!(
+        "  logins answered                    {:.0}/s   {results:?}",
+        results.values().sum::<usize>() as f64 / args.seconds as f64
+    );
+    println!("  server RSS                         {rss_idle:.0} MiB idle, peak {rss_peak:.0} MiB");
+}
+
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if args.login_flood {
+        for store in match args.store.as_str() {
+            "postgres" => &["postgres"][..],
+            "sqlite" => &["sqlite"][..],
+            _ => &["postgres", "sqlite"][..],
+        } {
+            login_flood(&args, store).await;
+        }
+        return;
+    }
     let stores: &[&str] = match args.store.as_str() {
         "postgres" => &["postgres"],
         "sqlite" => &["sqlite"],

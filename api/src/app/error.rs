@@ -147,6 +147,7 @@ macro_rules! from_domain_error {
 }
 
 from_domain_error!(
+    tessera_domain::user::UserError,
     tessera_domain::factor::FactorError,
     tessera_domain::challenge::ChallengeError,
     tessera_domain::credential::CredentialError

@@ -137,7 +137,8 @@ async fn login_factors(
 /// that can complete it, or (policy `REQUIRED`, no factor yet) an enrolment-only token.
 ///
 /// # Errors
-/// `InvalidCredentials`; `LOGIN_THROTTLED`; `CLIENT_IP_THROTTLED`; store errors.
+/// `InvalidCredentials`; `LOGIN_THROTTLED`; `CLIENT_IP_THROTTLED`; `HASHING_BUSY` (nothing
+/// checked or counted); store errors.
 pub async fn login(
     state: &AppState,
     call: &Call,
@@ -155,15 +156,16 @@ pub async fn login(
     let stored = user.password_hash.clone().filter(|_| user.exists());
     let password = Secret::new(password);
     let checked = stored.clone();
-    // argon2 takes tens of milliseconds: off the async workers. Unknown users and users
-    // without a password are checked against a dummy hash, so the time taken does not say
-    // which logins exist.
-    let matches = tokio::task::spawn_blocking(move || {
-        let phc = checked.as_deref().unwrap_or_else(|| dummy_password_hash());
-        verify_password(password.expose(), phc) && checked.is_some()
-    })
-    .await
-    .map_err(AppError::internal)?;
+    // On the bounded pool (a full queue refuses here, before anything is counted). Unknown
+    // users and users without a password are checked against a dummy hash, so the time taken
+    // does not say which logins exist.
+    let matches = state
+        .hashing
+        .run(move || {
+            let phc = checked.as_deref().unwrap_or_else(|| dummy_password_hash());
+            verify_password(password.expose(), phc) && checked.is_some()
+        })
+        .await?;
     // A deactivated user's right password answers exactly as a wrong one (after the same
     // argon2 work) and is counted as one, so anonymous callers can tell neither the state nor,
     // from when the throttle starts, which guess was right.

@@ -14,6 +14,7 @@
 //! | [`devices`] | trusted devices: trust after a login, recognise at the next, revoke |
 //! | [`enrol`] | enrol TOTP, SMS and e-mail factors; activate (first recovery codes) |
 //! | [`factors`] | read, remove and unlock factors |
+//! | [`hashing`] | the bounded pool every argon2 hash and check runs on |
 //! | [`history`] | users and factors as they were at a moment, folded from the log |
 //! | [`qr_link`] | the capability link to a pending TOTP factor's QR code (Okta's `qrcode`) |
 //! | [`reauth`] | the fresh proof a user token needs to change how its user authenticates |
@@ -31,6 +32,7 @@ pub mod devices;
 pub mod enrol;
 mod error;
 pub mod factors;
+pub mod hashing;
 pub mod history;
 pub mod login;
 pub mod passkeys;

@@ -18,7 +18,7 @@ use tessera_domain::{
     ids::{ChallengeId, FactorId, UserId},
     proof::{self, ChallengeAnswer},
     secret::{PassCode, Secret},
-    user::{User, UserCommand, recovery_outcome},
+    user::{User, UserCommand, UserError, recovery_outcome},
 };
 use tessera_store::{Committed, Joint, Then, execute_with, unexpected};
 
@@ -499,24 +499,39 @@ async fn answer_with_recovery_code(
 ) -> AppResult<ChallengeProof> {
     let owner = challenge.user_id.ok_or(ChallengeError::NotFound)?;
     let purpose = challenge.purpose.ok_or(ChallengeError::NotFound)?;
+    let canonical = crate::app::recovery::canonical(&code)?;
     let now = state.clock.now();
     let (user_key, challenge_key) = (owner.to_string(), challenge_id.to_string());
-    let then = Then {
-        admit: |c: &Challenge| c.status_at(now) == ChallengeStatus::Issued,
-        follow: |events: &[EventEnvelope<User>], _: &Challenge| {
-            let payloads: Vec<_> = events.iter().map(|e| e.payload.clone()).collect();
-            proof::answer_with_recovery_code(purpose, owner, &payloads)
-        },
-    };
-    let joint = execute_with(
-        (&state.users, &user_key, None),
-        UserCommand::UseRecoveryCode { code },
-        (&state.challenges, &challenge_key, None),
-        then,
-        metadata,
-    )
-    .await?;
-    let (spent, answered) = match joint {
+    let mut joint = None;
+    // The code is checked on the hashing pool against the user as loaded; a check the user's
+    // stream outdated meanwhile (a regenerated set, an unlock) is made again.
+    for _ in 0..crate::app::recovery::CHECK_ATTEMPTS {
+        let loaded = state.users.load(&user_key).await?;
+        let check = crate::app::recovery::check_code(state, &loaded.0, &canonical).await?;
+        let then = Then {
+            admit: |c: &Challenge| c.status_at(now) == ChallengeStatus::Issued,
+            follow: |events: &[EventEnvelope<User>], _: &Challenge| {
+                let payloads: Vec<_> = events.iter().map(|e| e.payload.clone()).collect();
+                proof::answer_with_recovery_code(purpose, owner, &payloads)
+            },
+        };
+        match execute_with(
+            (&state.users, &user_key, Some(loaded)),
+            UserCommand::UseRecoveryCode { check },
+            (&state.challenges, &challenge_key, None),
+            then,
+            metadata,
+        )
+        .await
+        {
+            Err(AggregateError::UserError(UserError::CheckOutdated)) => {}
+            outcome => {
+                joint = Some(outcome?);
+                break;
+            }
+        }
+    }
+    let (spent, answered) = match joint.ok_or(AppError::Conflict)? {
         Joint::Committed(spent, answered) => (spent, answered),
         // Completed or ended by another answer meanwhile: nothing was written. An ended one
         // answers as one found ended on arrival does.

@@ -11,17 +11,24 @@
 //! argon2id hashes) stays in the log until the privacy erasure planned separately, which
 //! needs per-user keys to crypto-shred it.
 
+use cqrs_es::AggregateError;
 use tessera_domain::{
+    crypto::{HashedPassword, verify_password},
     ids::{ChallengeId, UserId},
     proof::AccountChange,
     secret::Secret,
-    user::{Register, SetPassword, UpdateProfile, User, UserCommand, UserError, UserEvent},
+    user::{
+        LoginFailureReason, Register, SetPassword, UpdateProfile, User, UserCommand, UserError,
+        validate_password,
+    },
 };
 
 use tessera_projections::read_model::UserRow;
 
 use crate::{
-    app::{AppError, AppResult, Call, reauth::require_fresh_proof},
+    app::{
+        AppError, AppResult, Call, reauth::require_fresh_proof, recovery::CHECK_ATTEMPTS, throttle,
+    },
     auth::Caller,
     state::AppState,
 };
@@ -53,18 +60,36 @@ pub async fn create(state: &AppState, call: &Call, input: NewUser) -> AppResult<
     call.admin()?;
     let id = UserId::for_login(&input.login);
     let key = id.to_string();
-    let command = UserCommand::Register(Register {
+    let mut register = Register {
         login: input.login,
         email: input.email,
         phone_number: input.phone_number,
         display_name: input.display_name,
         first_name: input.first_name,
         last_name: input.last_name,
-        password: input.password.map(Secret::new),
-    });
+        password_hash: None,
+    };
+    // Bad input is refused before any argon2 work.
+    register.validate()?;
+    if let Some(password) = input.password.map(Secret::new) {
+        validate_password(&password)?;
+        register.password_hash = Some(hash(state, password).await?);
+    }
+    let command = UserCommand::Register(register);
     let committed = state.users.execute(&key, command, &call.metadata()).await?;
     state.settle(&key, &committed).await;
     Ok((id, committed.state))
+}
+
+/// The argon2id hash of `password`, made on the hashing pool.
+///
+/// # Errors
+/// `HASHING_BUSY`.
+async fn hash(state: &AppState, password: Secret<String>) -> AppResult<HashedPassword> {
+    state
+        .hashing
+        .run(move || HashedPassword::of(password.expose()))
+        .await
 }
 
 /// `setPassword`. Admins set any user's; a user token changes its own and must give the
@@ -96,31 +121,73 @@ pub async fn set_password(
             )
         })?),
     };
+    let password = Secret::new(password);
+    validate_password(&password)?;
     let key = user_id.to_string();
-    // A current password is a password guess: it takes its turn with the user's logins and
-    // is refused unchecked while they are throttled (the aggregate decides, on the state this
-    // turn sees); a wrong one counts towards the throttle.
-    let _turn = match current_password {
-        Some(_) => Some(state.login_throttles.turn(user_id).await),
-        None => None,
+    let metadata = call.metadata();
+    let Some(current) = current_password.map(Secret::new) else {
+        let command = UserCommand::SetPassword(SetPassword {
+            password_hash: hash(state, password).await?,
+            current_matched: None,
+        });
+        let committed = state.users.execute(&key, command, &metadata).await?;
+        state.settle(&key, &committed).await;
+        return Ok(committed.state);
     };
-    let command = UserCommand::SetPassword(SetPassword {
-        password: Secret::new(password),
-        current_password: current_password.map(Secret::new),
-    });
-    let committed = state.users.execute(&key, command, &call.metadata()).await?;
-    if committed
-        .payloads()
-        .iter()
-        .any(|e| matches!(e, UserEvent::LoginFailed(_)))
-    {
-        return Err(AppError::bad_input(
-            "WRONG_CURRENT_PASSWORD",
-            "currentPassword is wrong",
-        ));
+    // A current password is a password guess: it takes its turn with the user's logins, is
+    // refused unchecked while they are throttled, and a wrong one is counted like a login's.
+    let _turn = state.login_throttles.turn(user_id).await;
+    for _ in 0..CHECK_ATTEMPTS {
+        let (user, sequence) = state.users.load(&key).await?;
+        if !user.exists() || user.is_deleted() {
+            return Err(UserError::NotFound.into());
+        }
+        throttle::ensure_not_throttled(state, user_id, &user).await?;
+        let stored = user.password_hash.clone();
+        let (checked, current, new) = (stored.clone(), current.clone(), password.clone());
+        // One job: the check, and the new hash only when the check passed.
+        let (matched, password_hash) = state
+            .hashing
+            .run(move || {
+                let matched = checked
+                    .as_deref()
+                    .is_some_and(|phc| verify_password(current.expose(), phc));
+                (matched, matched.then(|| HashedPassword::of(new.expose())))
+            })
+            .await?;
+        let (Some(password_hash), Some(stored)) = (password_hash.filter(|_| matched), stored)
+        else {
+            let reason = if user.password_hash.is_some() {
+                LoginFailureReason::WrongPassword
+            } else {
+                LoginFailureReason::NoPassword
+            };
+            let loaded = Some((user, sequence));
+            throttle::count_failure(state, user_id, loaded, None, reason, &metadata).await?;
+            return Err(AppError::bad_input(
+                "WRONG_CURRENT_PASSWORD",
+                "currentPassword is wrong",
+            ));
+        };
+        let command = UserCommand::SetPassword(SetPassword {
+            password_hash,
+            current_matched: Some(stored),
+        });
+        match state
+            .users
+            .execute_from(&key, Some((user, sequence)), command, &metadata)
+            .await
+        {
+            // The password changed while it was checked (on another node): check again.
+            Err(AggregateError::UserError(UserError::CheckOutdated)) => {}
+            committed => {
+                let committed = committed?;
+                state.settle(&key, &committed).await;
+                return Ok(committed.state);
+            }
+        }
     }
-    state.settle(&key, &committed).await;
-    Ok(committed.state)
+    Err(AppError::Conflict)
 }
 
 /// Refuses a deleted user (`USER_NOT_FOUND`) and a deactivated one with a typed error

@@ -48,6 +48,35 @@ impl KeyedHasher {
     }
 }
 
+/// A password's argon2id hash as a command carries it. Made only by [`HashedPassword::of`],
+/// so a command cannot carry anything else; slow, so the API makes it on its bounded hashing
+/// pool, never inside an aggregate's `handle`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HashedPassword(String);
+
+impl HashedPassword {
+    /// Hashes `password` ([`hash_password`]).
+    pub fn of(password: &str) -> Self {
+        Self(hash_password(password))
+    }
+
+    /// The PHC string.
+    pub fn phc(&self) -> &str {
+        &self.0
+    }
+
+    /// The PHC string, for the event.
+    pub fn into_phc(self) -> String {
+        self.0
+    }
+}
+
+impl std::fmt::Debug for HashedPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HashedPassword(***)")
+    }
+}
+
 /// An argon2id hash (PHC string) with the crate's defaults (19 MiB, t=2, p=1: OWASP's
 /// minimum recommendation).
 pub fn hash_password(password: &str) -> String {

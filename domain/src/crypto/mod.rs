@@ -6,8 +6,8 @@ mod hash;
 
 pub use cipher::{CipherError, EncryptedSecret, SecretCipher};
 pub use hash::{
-    KeyedHasher, dummy_password_hash, hash_password, hash_recovery_code, verify_password,
-    verify_recovery_code,
+    HashedPassword, KeyedHasher, dummy_password_hash, hash_password, hash_recovery_code,
+    verify_password, verify_recovery_code,
 };
 
 use hmac::{Hmac, Mac};

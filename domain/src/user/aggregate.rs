@@ -6,9 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
-    crypto::{hash_password, hash_recovery_code, verify_password, verify_recovery_code},
     ids::{FactorId, normalize_login},
-    secret::Secret,
     services::Clock,
     user::{
         CodeRefused, DeviceRevocationReason, DeviceRevoked, DeviceTrusted, FailuresReset,
@@ -17,7 +15,7 @@ use crate::{
         RevocationReason, SessionsRevoked, SetPassword, SmsBudgetThresholdCrossed,
         TrustedDeviceUsed, UserCommand, UserDeactivated, UserDeleted, UserError, UserEvent,
         UserFailedAttempt, UserFailureReason, UserLockedOut, UserReactivated, UserUnlocked,
-        recovery,
+        recovery::{CodeCheck, HashedCodeSet},
         throttle::{LoginThrottle, ThrottlePolicy},
     },
 };
@@ -181,16 +179,16 @@ impl Aggregate for User {
         match command {
             UserCommand::Register(cmd) => self.register(cmd, services, sink).await,
             UserCommand::GenerateRecoveryCodes {
-                codes,
+                hashes,
                 only_if_none,
             } => {
                 if only_if_none && self.recovery_generation > 0 {
                     return Ok(());
                 }
-                self.generate_recovery_codes(&codes, now, sink).await
+                self.generate_recovery_codes(hashes, now, sink).await
             }
-            UserCommand::UseRecoveryCode { code } => {
-                self.use_recovery_code(&code, services, now, sink).await
+            UserCommand::UseRecoveryCode { check } => {
+                self.use_recovery_code(check, services, now, sink).await
             }
             UserCommand::RecordFactorFailure { factor_id } => {
                 let reason = UserFailureReason::FactorCheckFailed;
@@ -460,8 +458,8 @@ impl User {
             at,
         };
         sink.write(UserEvent::Registered(registered), self).await;
-        if let Some(password) = cmd.password {
-            let password_hash = hash_password(password.expose());
+        if let Some(hashed) = cmd.password_hash {
+            let password_hash = hashed.into_phc();
             sink.write(
                 UserEvent::PasswordSet(PasswordSet { password_hash, at }),
                 self,
@@ -473,22 +471,13 @@ impl User {
 
     async fn generate_recovery_codes(
         &mut self,
-        codes: &[Secret<String>],
+        hashes: HashedCodeSet,
         now: DateTime<Utc>,
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
-        if codes.len() != recovery::CODES_PER_SET {
-            return Err(UserError::InvalidRecoveryCodeSet);
-        }
-        let mut hashes = Vec::with_capacity(codes.len());
-        for code in codes {
-            let canonical =
-                recovery::normalize(code.expose()).ok_or(UserError::InvalidRecoveryCodeSet)?;
-            hashes.push(hash_recovery_code(&canonical));
-        }
         let generated = RecoveryCodesGenerated {
             generation: self.recovery_generation + 1,
-            hashes,
+            hashes: hashes.into_hashes(),
             at: now,
         };
         sink.write(UserEvent::RecoveryCodesGenerated(generated), self)
@@ -498,24 +487,34 @@ impl User {
 
     async fn use_recovery_code(
         &mut self,
-        code: &Secret<String>,
+        check: CodeCheck,
         services: &UserServices,
         now: DateTime<Utc>,
         sink: &EventSink<Self>,
     ) -> Result<(), UserError> {
-        let canonical =
-            recovery::normalize(code.expose()).ok_or(UserError::MalformedRecoveryCode)?;
         if self.second_factor_locked {
             self.refuse_locked(None, now, sink).await;
             return Ok(());
         }
-        let matched = self
-            .recovery_hashes
-            .iter()
-            .zip(&self.recovery_used)
-            .position(|(hash, used)| !used && verify_recovery_code(&canonical, hash));
-        match matched {
-            Some(index) => {
+        // A check of another set, or none because the user was locked when loaded: the
+        // caller checks again against this state.
+        let matched = match check {
+            CodeCheck::Checked {
+                generation,
+                matched,
+            } if generation == self.recovery_generation => matched,
+            CodeCheck::Checked { .. } | CodeCheck::Skipped => {
+                return Err(UserError::CheckOutdated);
+            }
+        };
+        let index = matched.and_then(|i| usize::try_from(i).ok());
+        let spent = match index.map(|i| self.recovery_used.get(i)) {
+            Some(None) => return Err(UserError::CheckOutdated),
+            Some(Some(used)) => *used,
+            None => false,
+        };
+        match index {
+            Some(index) if !spent => {
                 let used = RecoveryUsed {
                     generation: self.recovery_generation,
                     index: u32::try_from(index).unwrap_or(u32::MAX),
@@ -533,12 +532,7 @@ impl User {
             // A spent code of the current set: the answer lost a race to the one that spent
             // it, or repeats it later. Neither is a guess (a guesser cannot tell a spent code
             // from any other), so it is recorded without moving the count, like a replay.
-            None if self
-                .recovery_hashes
-                .iter()
-                .zip(&self.recovery_used)
-                .any(|(hash, used)| *used && verify_recovery_code(&canonical, hash)) =>
-            {
+            Some(_) => {
                 let failed = UserFailedAttempt {
                     reason: UserFailureReason::RecoveryCodeUsed,
                     factor_id: None,
@@ -645,33 +639,22 @@ impl User {
         if !self.exists() {
             return Err(UserError::NotFound);
         }
-        cmd.validate()?;
-        if let Some(current) = &cmd.current_password {
-            let now = services.clock.now();
+        let now = services.clock.now();
+        if let Some(matched) = &cmd.current_matched {
             if let Some(retry_after_seconds) = self.login_throttle.retry_after(now) {
                 return Err(UserError::LoginThrottled {
                     retry_after_seconds,
                 });
             }
-            let matches = self
-                .password_hash
-                .as_deref()
-                .is_some_and(|phc| verify_password(current.expose(), phc));
-            if !matches {
-                let reason = if self.password_hash.is_some() {
-                    LoginFailureReason::WrongPassword
-                } else {
-                    LoginFailureReason::NoPassword
-                };
-                self.record_login_failure(reason, services, sink).await;
-                return Ok(());
+            // Checked against a password that is no longer the user's.
+            if self.password_hash.as_deref() != Some(matched.as_str()) {
+                return Err(UserError::CheckOutdated);
             }
         }
-        let now = services.clock.now();
         // Without a password before there was no login, so no session to end.
         let had_password = self.password_hash.is_some();
         let set = PasswordSet {
-            password_hash: hash_password(cmd.password.expose()),
+            password_hash: cmd.password_hash.into_phc(),
             at: now,
         };
         sink.write(UserEvent::PasswordSet(set), self).await;

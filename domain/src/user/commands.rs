@@ -2,9 +2,13 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::{
+    crypto::HashedPassword,
     ids::{FactorId, normalize_login},
     secret::Secret,
-    user::{DeviceRevocationReason, UserError},
+    user::{
+        DeviceRevocationReason, UserError,
+        recovery::{CodeCheck, HashedCodeSet},
+    },
 };
 
 /// Commands on a user.
@@ -17,18 +21,21 @@ pub enum UserCommand {
     /// End every access token issued so far because an enrolment-only token activated the
     /// factor it was for (the enrolment-only token itself included).
     EndEnrollment,
-    /// Replace the recovery codes with `codes` (drawn by the caller from a CSPRNG). With
-    /// `only_if_none`, does nothing if the user already has a set (first factor activation).
+    /// Replace the recovery codes with a new set (drawn by the caller from a CSPRNG and
+    /// hashed on its hashing pool). With `only_if_none`, does nothing if the user already has
+    /// a set (first factor activation).
     GenerateRecoveryCodes {
-        /// The new codes, in the form shown to the user.
-        codes: Vec<Secret<String>>,
+        /// The new codes' hashes.
+        hashes: HashedCodeSet,
         /// Generate only if the user never had codes.
         only_if_none: bool,
     },
-    /// Spend a recovery code as a proof of possession.
+    /// Spend a recovery code as a proof of possession: the caller checked it against the
+    /// user's set ([`crate::user::recovery::check`], on its hashing pool); the aggregate
+    /// decides what that means on the state it commits against.
     UseRecoveryCode {
-        /// What the user typed.
-        code: Secret<String>,
+        /// What the check found.
+        check: CodeCheck,
     },
     /// Count a failed factor check towards the user's hard-lock budget.
     RecordFactorFailure {
@@ -124,25 +131,17 @@ pub struct TrustDevice {
     pub expires_at: DateTime<Utc>,
 }
 
-/// Sets a password. With `current_password`, the current one must match first (self-service):
-/// it is a password guess like a login's, refused unchecked while the login is throttled, and
-/// a mismatch is recorded as a failed login (counted by the throttle) and nothing else changes.
+/// Sets a password (its length checked with [`validate_password`] before it was hashed).
+/// Self-service gives the current password, a password guess like a login's: the caller
+/// checks it on its hashing pool, records a mismatch as `RecordLoginFailure`, and sends this
+/// command only for a match, naming the stored hash it matched. The aggregate refuses it while
+/// the login is throttled, and asks for a new check if the password changed meanwhile.
 #[derive(Clone, Debug)]
 pub struct SetPassword {
-    /// The new password, 8 to 256 characters; only its argon2id hash is stored.
-    pub password: Secret<String>,
-    /// The current password, when the user changes their own.
-    pub current_password: Option<Secret<String>>,
-}
-
-impl SetPassword {
-    /// Checks the new password's length.
-    ///
-    /// # Errors
-    /// [`UserError::InvalidPassword`].
-    pub fn validate(&self) -> Result<(), UserError> {
-        validate_password(&self.password)
-    }
+    /// The new password's argon2id hash.
+    pub password_hash: HashedPassword,
+    /// Self-service: the stored hash the current password matched.
+    pub current_matched: Option<String>,
 }
 
 /// Why a login was refused.
@@ -245,8 +244,9 @@ pub struct Register {
     pub first_name: Option<String>,
     /// Optional family name.
     pub last_name: Option<String>,
-    /// Optional first-factor password; only its argon2id hash is ever stored.
-    pub password: Option<Secret<String>>,
+    /// Optional first-factor password's argon2id hash (the password checked with
+    /// [`validate_password`] before it was hashed).
+    pub password_hash: Option<HashedPassword>,
 }
 
 const MAX_LOGIN: usize = 256;
@@ -279,14 +279,15 @@ impl Register {
         {
             validate_display_name(name)?;
         }
-        if let Some(password) = &self.password {
-            validate_password(password)?;
-        }
         Ok(())
     }
 }
 
-fn validate_password(password: &Secret<String>) -> Result<(), UserError> {
+/// A password's length: 8 to 256 characters. Checked before it is hashed.
+///
+/// # Errors
+/// [`UserError::InvalidPassword`].
+pub fn validate_password(password: &Secret<String>) -> Result<(), UserError> {
     let n = password.expose().chars().count();
     if (MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
         Ok(())

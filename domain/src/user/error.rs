@@ -42,6 +42,10 @@ pub enum UserError {
     /// No such trusted device of this user.
     #[error("no such trusted device")]
     DeviceNotFound,
+    /// The command carries a check (of a current password, of a recovery code) made against
+    /// a state that changed since: the caller checks again against the new one.
+    #[error("the user changed while the check ran; retry")]
+    CheckOutdated,
     /// Too many wrong passwords: none is checked for a while.
     #[error("too many wrong passwords; try again later")]
     LoginThrottled {
@@ -62,7 +66,9 @@ impl Classify for UserError {
             | Self::InvalidPassword
             | Self::MalformedRecoveryCode
             | Self::InvalidRecoveryCodeSet => ErrorKind::InvalidInput,
-            Self::NotLocked | Self::Deactivated | Self::NotDeactivated => ErrorKind::WrongState,
+            Self::NotLocked | Self::Deactivated | Self::NotDeactivated | Self::CheckOutdated => {
+                ErrorKind::WrongState
+            }
             Self::LoginThrottled { .. } => ErrorKind::RateLimited,
         }
     }
@@ -82,6 +88,7 @@ impl Classify for UserError {
             Self::NotLocked => "USER_NOT_LOCKED",
             Self::Deactivated => "USER_DEACTIVATED",
             Self::NotDeactivated => "USER_NOT_DEACTIVATED",
+            Self::CheckOutdated => "CHECK_OUTDATED",
             Self::LoginThrottled { .. } => "LOGIN_THROTTLED",
         }
     }

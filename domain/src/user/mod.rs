@@ -13,7 +13,7 @@ pub mod throttle;
 pub use aggregate::{TrustedDevice, User, UserServices, UserStatus};
 pub use commands::{
     CodeRefusal, LoginFailureReason, Register, SetPassword, TrustDevice, UpdateProfile,
-    UserCommand, validate_email, validate_phone_number,
+    UserCommand, validate_email, validate_password, validate_phone_number,
 };
 pub use error::UserError;
 pub use events::{

@@ -13,6 +13,7 @@ mod connections;
 mod devices;
 mod enrollment;
 mod graphiql;
+mod hashing;
 mod hostile_input;
 mod http_conventions;
 mod login;
