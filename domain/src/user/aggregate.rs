@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::{
     crypto::{hash_password, hash_recovery_code, verify_password, verify_recovery_code},
-    ids::{FactorId, normalize_login},
+    ids::FactorId,
     secret::Secret,
     services::Clock,
     user::{
@@ -17,6 +17,7 @@ use crate::{
         RevocationReason, SessionsRevoked, SetPassword, SmsBudgetThresholdCrossed,
         TrustedDeviceUsed, UserCommand, UserDeactivated, UserDeleted, UserError, UserEvent,
         UserFailedAttempt, UserFailureReason, UserLockedOut, UserReactivated, UserUnlocked,
+        login::enforce_login,
         recovery,
         throttle::{LoginThrottle, ThrottlePolicy},
     },
@@ -451,7 +452,7 @@ impl User {
         cmd.validate()?;
         let at = services.clock.now();
         let registered = Registered {
-            login: normalize_login(&cmd.login),
+            login: enforce_login(&cmd.login)?,
             email: cmd.email,
             phone_number: cmd.phone_number,
             display_name: cmd.display_name,
