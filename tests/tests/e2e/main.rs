@@ -15,6 +15,7 @@ mod graphiql;
 mod hostile_input;
 mod http_conventions;
 mod login;
+mod logins;
 mod masking;
 mod no_secrets;
 mod notices;
