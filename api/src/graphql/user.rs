@@ -20,7 +20,7 @@ use crate::{
 /// Input of `createUser`.
 #[derive(InputObject)]
 pub struct CreateUserInput {
-    /// Unique login (case-insensitive).
+    /// Unique login, in any width, case or Unicode composition (stored in its enforced form).
     pub login: String,
     /// E-mail address.
     pub email: Option<String>,

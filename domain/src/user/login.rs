@@ -43,7 +43,12 @@ const SCRIPT_SETS: [&[Script]; 3] = [
 /// [`UserError::InvalidLogin`] for what the profile refuses (and empty or too long logins);
 /// [`UserError::MixedScriptLogin`] for a part mixing scripts.
 pub fn enforce_login(login: &str) -> Result<String, UserError> {
-    let enforced = UsernameCaseMapped::enforce(login.trim())
+    let login = login.trim();
+    // Composition shrinks a string by far less than this: a bound on the work for any input.
+    if login.chars().count() > 4 * MAX_LOGIN {
+        return Err(UserError::InvalidLogin);
+    }
+    let enforced = UsernameCaseMapped::enforce(login)
         .map_err(|_| UserError::InvalidLogin)?
         .into_owned();
     if enforced.chars().count() > MAX_LOGIN {
@@ -167,6 +172,12 @@ mod tests {
         assert_eq!(ok(&"a".repeat(MAX_LOGIN)).len(), MAX_LOGIN);
         assert_eq!(
             enforce_login(&"a".repeat(MAX_LOGIN + 1)),
+            Err(UserError::InvalidLogin)
+        );
+        // 256 letters with combining accents (512 code points) compose to 256 and pass.
+        assert_eq!(ok(&"e\u{301}".repeat(MAX_LOGIN)).chars().count(), MAX_LOGIN);
+        assert_eq!(
+            enforce_login(&"y".repeat(1 << 20)),
             Err(UserError::InvalidLogin)
         );
     }
