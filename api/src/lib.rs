@@ -839,6 +839,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
         .map_err(std::io::Error::other)?;
     // Catch up before answering, so reads after a restart are current.
     state.read_models.catch_up().await?;
+    warn_of_legacy_logins(&state).await;
     state.reactor.catch_up().await?;
     state.log_head.refresh().await?;
     let consumers_stop = watch::channel(false).0;
@@ -885,4 +886,28 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
         http,
         consumers,
     })
+}
+
+/// Names (by id) the users registered before the login rules whose logins the rules no
+/// longer accept as they are: they keep logging in with the login as registered, but a
+/// variant finds only the oldest user of a key (see `docs/architecture.md`, "Logins").
+async fn warn_of_legacy_logins(state: &AppState) {
+    match state.queries.legacy_login_conflicts().await {
+        Ok(users) => {
+            for (user_id, _, key) in users {
+                let reason = match key {
+                    None => {
+                        "the login rules refuse its login (only the login as registered finds it)"
+                    }
+                    Some(_) => {
+                        "its login enforces to an older user's login (only the login as registered finds it)"
+                    }
+                };
+                tracing::warn!(user_id, "user registered before the login rules: {reason}");
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not check logins registered before the login rules")
+        }
+    }
 }

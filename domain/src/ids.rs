@@ -1,12 +1,15 @@
-//! Identifiers of aggregates. Users are keyed by their normalised login, so uniqueness of
-//! logins rests on the event table's primary key, not on a racy read model lookup.
+//! Identifiers of aggregates. Users are keyed by their enforced login
+//! ([`crate::user::login`]), so uniqueness of logins rests on the event table's primary key,
+//! not on a racy read model lookup.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Namespace for the name-based user ids (UUIDv5 of the normalised login).
+use crate::user::login::{enforce_login, legacy_login};
+
+/// Namespace for the name-based user ids (UUIDv5 of the enforced login).
 const USER_NAMESPACE: Uuid = Uuid::from_u128(0x7e55_e7a0_5eed_4d1a_9c3b_71a3_0000_0001);
 
 macro_rules! id_type {
@@ -32,7 +35,7 @@ macro_rules! id_type {
 }
 
 id_type!(
-    /// A user: UUIDv5 of the normalised login.
+    /// A user: UUIDv5 of the enforced login.
     UserId
 );
 id_type!(
@@ -45,12 +48,24 @@ id_type!(
 );
 
 impl UserId {
-    /// The id a user with this login has (or would have). Logins compare case-insensitively.
+    /// The id a user with this login has (or would have): of its enforced form
+    /// ([`enforce_login`]), so `alice`, `ALICE` and `ａｌｉｃｅ` are one id. A login the rules
+    /// refuse gets the id of its [`legacy_login`] form, which only a user registered before
+    /// the rules can have.
     pub fn for_login(login: &str) -> Self {
-        Self(Uuid::new_v5(
-            &USER_NAMESPACE,
-            normalize_login(login).as_bytes(),
-        ))
+        let key = enforce_login(login).unwrap_or_else(|_| legacy_login(login));
+        Self::from_key(&key)
+    }
+
+    /// The id a user registered with this login before [`enforce_login`] has: of the trimmed,
+    /// lower-cased form. The same as [`UserId::for_login`] for every login already in its
+    /// enforced form (all-ASCII logins among them).
+    pub fn legacy_for_login(login: &str) -> Self {
+        Self::from_key(&legacy_login(login))
+    }
+
+    fn from_key(key: &str) -> Self {
+        Self(Uuid::new_v5(&USER_NAMESPACE, key.as_bytes()))
     }
 }
 
@@ -66,9 +81,4 @@ impl ChallengeId {
     pub fn generate() -> Self {
         Self(Uuid::now_v7())
     }
-}
-
-/// Trimmed and lower-cased: `Alice@Example.com` and `alice@example.com` are one login.
-pub fn normalize_login(login: &str) -> String {
-    login.trim().to_lowercase()
 }

@@ -147,8 +147,8 @@ pub async fn login(
     device_token: Option<&str>,
 ) -> AppResult<LoginOutcome> {
     let metadata = call.metadata();
-    let user_id = UserId::for_login(login);
     throttle::ensure_ip_budget(state, call).await?;
+    let user_id = crate::app::users::resolve_login(state, login).await?;
     // One check of this login at a time on this node, each after the previous one's count.
     let turn = state.login_throttles.turn(user_id).await;
     let (user, sequence) = state.users.load(&user_id.to_string()).await?;

@@ -413,7 +413,7 @@ pub async fn start_login(
     let webauthn = state.factors.services().relying_party.webauthn();
     let mut passkeys = Vec::new();
     if let Some(login) = login {
-        let user_id = tessera_domain::ids::UserId::for_login(login);
+        let user_id = crate::app::users::resolve_login(state, login).await?;
         for row in state
             .queries
             .factors_of_user(&user_id.to_string())

@@ -19,7 +19,7 @@ use tessera_domain::{
     secret::Secret,
     user::{
         LoginFailureReason, Register, SetPassword, UpdateProfile, User, UserCommand, UserError,
-        validate_password,
+        UserEvent, login::enforce_login, validate_password,
     },
 };
 
@@ -36,7 +36,7 @@ use crate::{
 /// What `createUser` asks for.
 #[derive(Debug)]
 pub struct NewUser {
-    /// Unique login (case-insensitive).
+    /// Unique login, in its enforced form ([`enforce_login`]).
     pub login: String,
     /// E-mail address.
     pub email: Option<String>,
@@ -52,7 +52,8 @@ pub struct NewUser {
     pub password: Option<String>,
 }
 
-/// `createUser` (admins only). A taken login is `CONFLICT`.
+/// `createUser` (admins only). A taken login (in any form enforcing to the same one) is
+/// `LOGIN_TAKEN`; a login the rules refuse is `INVALID_LOGIN` or `MIXED_SCRIPT_LOGIN`.
 ///
 /// # Errors
 /// Not an admin; the user's checks; store errors.
@@ -71,6 +72,14 @@ pub async fn create(state: &AppState, call: &Call, input: NewUser) -> AppResult<
     };
     // Bad input is refused before any argon2 work.
     register.validate()?;
+    // A user registered before the login rules has the id of its old form; its row holds
+    // the enforced form, which stays taken (the aggregate answers for every other case).
+    if let Ok(login_key) = enforce_login(&register.login)
+        && let Some(holder) = state.queries.user_id_by_login_key(&login_key).await?
+        && holder != key
+    {
+        return Err(cqrs_es::AggregateError::UserError(UserError::AlreadyRegistered).into());
+    }
     if let Some(password) = input.password.map(Secret::new) {
         validate_password(&password)?;
         register.password_hash = Some(hash(state, password).await?);
@@ -90,6 +99,40 @@ async fn hash(state: &AppState, password: Secret<String>) -> AppResult<HashedPas
         .hashing
         .run(move || HashedPassword::of(password.expose()))
         .await
+}
+
+/// The user `login` names, typed in any form that enforces to the same login
+/// ([`enforce_login`]: width, case, composition), or the id such a user would have.
+///
+/// In order: the user registered before the login rules with exactly this login (trimmed and
+/// lower-cased, as logins were then), the user with the enforced login's id, the oldest user
+/// whose read-model row holds the enforced form (a user registered before the rules, found by
+/// a variant). The same work is done whether or not a user exists (one load of the enforced
+/// id, one indexed query of the key, one more load when the input is not in enforced form),
+/// so the time taken does not say which logins exist.
+///
+/// # Errors
+/// Store errors.
+pub async fn resolve_login(state: &AppState, login: &str) -> AppResult<UserId> {
+    let id = UserId::for_login(login);
+    let legacy = UserId::legacy_for_login(login);
+    let legacy_exists = legacy != id && registered(state, legacy).await?;
+    let id_exists = registered(state, id).await?;
+    let holder = match enforce_login(login) {
+        Ok(key) => state.queries.user_id_by_login_key(&key).await?,
+        Err(_) => None,
+    };
+    Ok(if legacy_exists {
+        legacy
+    } else if id_exists {
+        id
+    } else {
+        holder.as_deref().and_then(UserId::parse).unwrap_or(id)
+    })
+}
+
+async fn registered(state: &AppState, id: UserId) -> AppResult<bool> {
+    Ok(state.users.load(&id.to_string()).await?.0.exists())
 }
 
 /// `setPassword`. Admins set any user's; a user token changes its own and must give the

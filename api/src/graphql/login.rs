@@ -22,7 +22,7 @@ use crate::{
 /// Input of `login`.
 #[derive(InputObject)]
 pub struct LoginInput {
-    /// The login name (case-insensitive).
+    /// The login name, in any width, case or Unicode composition.
     #[graphql(validator(max_length = 256))]
     pub login: String,
     /// The password.

@@ -288,7 +288,7 @@ impl Challenge {
 pub struct User {
     /// Id.
     pub id: ID,
-    /// Login (normalised: trimmed, lower case).
+    /// Login in its enforced form (PRECIS UsernameCaseMapped; as registered for users from before those rules).
     pub login: String,
     /// E-mail address.
     pub email: Option<String>,

@@ -20,7 +20,7 @@ use crate::{
 /// Input of `createUser`.
 #[derive(InputObject)]
 pub struct CreateUserInput {
-    /// Unique login (case-insensitive).
+    /// Unique login, in any width, case or Unicode composition (stored in its enforced form).
     pub login: String,
     /// E-mail address.
     pub email: Option<String>,
@@ -118,12 +118,12 @@ impl UserQuery {
         &self,
         ctx: &Context<'_>,
         #[graphql(
-            desc = "The login name (case-insensitive).",
+            desc = "The login name, in any width, case or Unicode composition.",
             validator(max_length = 256)
         )]
         login: String,
     ) -> async_graphql::Result<Option<User>> {
-        let id = UserId::for_login(&login);
+        let id = app::users::resolve_login(ctx.state()?, &login).await?;
         if !ctx.caller()?.may_act_on(id) {
             return Err(AppError::Forbidden.into());
         }

@@ -30,9 +30,19 @@ fn text(value: &Value, key: &str) -> Result<Option<String>, OktaError> {
     }
 }
 
-/// The user a path segment names: its id, or else its login (Okta accepts both).
+/// The user a path segment names: its id, or else its login (Okta accepts both), without a
+/// lookup: for ids, and for logins already in their enforced form.
 pub(crate) fn user_ref(segment: &str) -> UserId {
     UserId::parse(segment).unwrap_or_else(|| UserId::for_login(segment))
+}
+
+/// The user a path segment names: its id, or else its login in any form that enforces to
+/// the same one ([`app::users::resolve_login`]).
+async fn find_user(ctx: &Okta, segment: &str) -> Result<UserId, OktaError> {
+    Ok(match UserId::parse(segment) {
+        Some(id) => id,
+        None => app::users::resolve_login(&ctx.app.state, segment).await?,
+    })
 }
 
 fn user_not_found(segment: &str) -> OktaError {
@@ -151,7 +161,7 @@ pub(crate) async fn list(ctx: Okta, Query(query): Query<HashMap<String, String>>
 /// `GET /api/v1/users/{id or login}`.
 pub(crate) async fn get(ctx: Okta, Path(segment): Path<String>) -> Response {
     let result = async {
-        let row = app::users::get(&ctx.app.state, &ctx.call, user_ref(&segment))
+        let row = app::users::get(&ctx.app.state, &ctx.call, find_user(&ctx, &segment).await?)
             .await?
             .ok_or_else(|| user_not_found(&segment))?;
         Ok(json(shapes::user(&ctx.base, &row)?))
@@ -180,7 +190,7 @@ pub(crate) async fn existing_user(
     ctx: &Okta,
     segment: &str,
 ) -> Result<tessera_projections::read_model::UserRow, OktaError> {
-    app::users::get(&ctx.app.state, &ctx.call, user_ref(segment))
+    app::users::get(&ctx.app.state, &ctx.call, find_user(ctx, segment).await?)
         .await?
         .ok_or_else(|| user_not_found(segment))
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::{
-    ids::{FactorId, normalize_login},
+    ids::FactorId,
     services::Clock,
     user::{
         CodeRefused, DeviceRevocationReason, DeviceRevoked, DeviceTrusted, FailuresReset,
@@ -15,6 +15,7 @@ use crate::{
         RevocationReason, SessionsRevoked, SetPassword, SmsBudgetThresholdCrossed,
         TrustedDeviceUsed, UserCommand, UserDeactivated, UserDeleted, UserError, UserEvent,
         UserFailedAttempt, UserFailureReason, UserLockedOut, UserReactivated, UserUnlocked,
+        login::enforce_login,
         recovery::{CodeCheck, HashedCodeSet},
         throttle::{LoginThrottle, ThrottlePolicy},
     },
@@ -449,7 +450,7 @@ impl User {
         cmd.validate()?;
         let at = services.clock.now();
         let registered = Registered {
-            login: normalize_login(&cmd.login),
+            login: enforce_login(&cmd.login)?,
             email: cmd.email,
             phone_number: cmd.phone_number,
             display_name: cmd.display_name,

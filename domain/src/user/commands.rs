@@ -3,10 +3,11 @@ use uuid::Uuid;
 
 use crate::{
     crypto::HashedPassword,
-    ids::{FactorId, normalize_login},
+    ids::FactorId,
     secret::Secret,
     user::{
         DeviceRevocationReason, UserError,
+        login::enforce_login,
         recovery::{CodeCheck, HashedCodeSet},
     },
 };
@@ -232,7 +233,7 @@ fn validate_display_name(name: &str) -> Result<(), UserError> {
 /// Registers a user under a login that no other user has.
 #[derive(Clone, Debug)]
 pub struct Register {
-    /// Login name, unique case-insensitively.
+    /// Login name, unique in its enforced form ([`enforce_login`]).
     pub login: String,
     /// Optional e-mail address.
     pub email: Option<String>,
@@ -249,7 +250,6 @@ pub struct Register {
     pub password_hash: Option<HashedPassword>,
 }
 
-const MAX_LOGIN: usize = 256;
 const MAX_DISPLAY_NAME: usize = 256;
 const MIN_PASSWORD: usize = 8;
 const MAX_PASSWORD: usize = 256;
@@ -260,13 +260,7 @@ impl Register {
     /// # Errors
     /// The `Invalid*` variant of [`UserError`] naming the bad field.
     pub fn validate(&self) -> Result<(), UserError> {
-        let login = normalize_login(&self.login);
-        if login.is_empty()
-            || login.chars().count() > MAX_LOGIN
-            || login.chars().any(|c| c.is_control() || c.is_whitespace())
-        {
-            return Err(UserError::InvalidLogin);
-        }
+        enforce_login(&self.login)?;
         if let Some(email) = &self.email {
             validate_email(email)?;
         }

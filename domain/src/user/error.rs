@@ -9,9 +9,17 @@ pub enum UserError {
     /// The user does not exist.
     #[error("user not found")]
     NotFound,
-    /// Empty, too long, or containing whitespace or control characters.
-    #[error("login must be 1 to 256 characters without whitespace")]
+    /// Empty, too long, or refused by the PRECIS UsernameCaseMapped profile (whitespace,
+    /// control or format characters such as a zero-width space or a direction override,
+    /// symbols, unassigned code points).
+    #[error(
+        "login must be 1 to 256 letters, digits or punctuation, without spaces, invisible or direction characters"
+    )]
     InvalidLogin,
+    /// A part of the login (between `@` and `.`) mixes scripts, such as a Cyrillic `а` among
+    /// Latin letters.
+    #[error("login must not mix letters of different scripts, such as Latin and Cyrillic")]
+    MixedScriptLogin,
     /// Not an e-mail address.
     #[error("email is not a valid address")]
     InvalidEmail,
@@ -60,6 +68,7 @@ impl Classify for UserError {
             Self::AlreadyRegistered => ErrorKind::WrongState,
             Self::NotFound | Self::DeviceNotFound => ErrorKind::NotFound,
             Self::InvalidLogin
+            | Self::MixedScriptLogin
             | Self::InvalidEmail
             | Self::InvalidPhoneNumber
             | Self::InvalidDisplayName
@@ -79,6 +88,7 @@ impl Classify for UserError {
             Self::NotFound => "USER_NOT_FOUND",
             Self::DeviceNotFound => "DEVICE_NOT_FOUND",
             Self::InvalidLogin => "INVALID_LOGIN",
+            Self::MixedScriptLogin => "MIXED_SCRIPT_LOGIN",
             Self::InvalidEmail => "INVALID_EMAIL",
             Self::InvalidPhoneNumber => "INVALID_PHONE_NUMBER",
             Self::InvalidDisplayName => "INVALID_DISPLAY_NAME",

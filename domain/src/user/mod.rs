@@ -5,6 +5,7 @@ pub mod code_limits;
 mod commands;
 mod error;
 mod events;
+pub mod login;
 pub mod recovery;
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,5 @@
 use sqlx::FromRow;
-use tessera_domain::user::UserEvent;
+use tessera_domain::user::{UserEvent, login::enforce_login};
 
 use crate::{
     Error, StoredEvent,
@@ -37,6 +37,9 @@ pub struct UserRow {
     pub recovery_codes_remaining: i64,
     /// 1 while the user's second factor is hard-locked.
     pub second_factor_locked: i64,
+    /// The login's enforced form (`enforce_login`), `None` when the rules refuse a login
+    /// registered before them. Equal to `login` for every user registered since.
+    pub login_key: Option<String>,
 }
 
 /// Folds one event into the rows of a batch. Mirrors what one SQL statement per event would
@@ -48,6 +51,7 @@ pub(super) fn fold(rows: &mut Rows<UserRow>, stored: &StoredEvent, event: UserEv
     match event {
         UserEvent::Registered(e) => rows.create(UserRow {
             id: id.to_string(),
+            login_key: enforce_login(&e.login).ok(),
             login: e.login,
             email: e.email,
             phone_number: e.phone_number,
@@ -121,6 +125,7 @@ impl super::Row for UserRow {
         "last_seq",
         "recovery_codes_remaining",
         "second_factor_locked",
+        "login_key",
     ];
 
     fn id(&self) -> &str {
@@ -148,12 +153,13 @@ impl super::Row for UserRow {
             .bind(self.last_seq)
             .bind(self.recovery_codes_remaining)
             .bind(self.second_factor_locked)
+            .bind(&self.login_key)
     }
 }
 
 const COLUMNS: &str = "id, login, email, phone_number, display_name, first_name, last_name, \
      status, created_at, last_seq, \
-     recovery_codes_remaining, second_factor_locked";
+     recovery_codes_remaining, second_factor_locked, login_key";
 
 impl Queries {
     /// One user by id.
@@ -188,6 +194,41 @@ impl Queries {
         .bind(at)
         .bind(id)
         .bind(limit)
+        .fetch_all(&self.db.pool)
+        .await?)
+    }
+
+    /// The oldest user (deleted ones included: their logins stay taken) whose login enforces
+    /// to `key`, whatever form it was registered in.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn user_id_by_login_key(&self, key: &str) -> Result<Option<String>, Error> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM users_v1 WHERE login_key = $1 ORDER BY created_at, id LIMIT 1",
+        )
+        .bind(key)
+        .fetch_optional(&self.db.pool)
+        .await?)
+    }
+
+    /// Users whose logins the login rules no longer accept as they are: refused outright
+    /// (no key), or enforcing to the key of an older user (a variant of its login). They
+    /// keep logging in with their login as registered; a variant finds the oldest.
+    /// `(id, login, key)`, oldest first.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn legacy_login_conflicts(
+        &self,
+    ) -> Result<Vec<(String, String, Option<String>)>, Error> {
+        Ok(sqlx::query_as(
+            "SELECT u.id, u.login, u.login_key FROM users_v1 u WHERE u.login_key IS NULL \
+             OR EXISTS (SELECT 1 FROM users_v1 o WHERE o.login_key = u.login_key \
+                        AND (o.created_at < u.created_at \
+                             OR (o.created_at = u.created_at AND o.id < u.id))) \
+             ORDER BY u.created_at, u.id",
+        )
         .fetch_all(&self.db.pool)
         .await?)
     }

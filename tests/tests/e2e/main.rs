@@ -17,6 +17,7 @@ mod hashing;
 mod hostile_input;
 mod http_conventions;
 mod login;
+mod logins;
 mod masking;
 mod no_secrets;
 mod notices;
