@@ -19,7 +19,7 @@ use tessera_domain::{
     secret::Secret,
     user::{
         LoginFailureReason, Register, SetPassword, UpdateProfile, User, UserCommand, UserError,
-        UserEvent, login::enforce_login, validate_password,
+        login::enforce_login, validate_password,
     },
 };
 
