@@ -20,7 +20,7 @@
 
 use std::{process::ExitCode, sync::Arc};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tessera_api::{
     Config, Create,
     cli::{self, ExportArgs},
@@ -173,7 +173,18 @@ enum ApiKeyCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // A bad value of a `TESSERA_*` variable names the variable, not only the flag.
+            eprint!(
+                "{}",
+                tessera_api::config::explain_parse_error(&e, &Cli::command())
+            );
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+        Err(e) => e.exit(),
+    };
     let filter = tracing_subscriber::EnvFilter::new(&cli.log);
     match cli.log_format {
         LogFormat::Json => tracing_subscriber::fmt()
