@@ -21,6 +21,15 @@ pub struct Config {
     /// Base64 of 32 bytes; on SQLite, generated into a key file beside the database if unset.
     #[arg(long, env = "TESSERA_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
+    /// Older master keys (base64, comma-separated) after a rotation: they open the secrets
+    /// they sealed until those are re-sealed under `TESSERA_MASTER_KEY`; they seal nothing.
+    #[arg(
+        long,
+        env = "TESSERA_PREVIOUS_MASTER_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub previous_master_keys: Vec<String>,
     /// Accepted as an admin API key (first start, tests).
     #[arg(long, env = "TESSERA_BOOTSTRAP_API_KEY", hide_env_values = true)]
     pub bootstrap_api_key: Option<String>,
@@ -246,6 +255,14 @@ pub struct KeyedStoreArgs {
     /// database if unset.
     #[arg(long, env = "TESSERA_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
+    /// Older master keys (base64, comma-separated) that open what they sealed.
+    #[arg(
+        long,
+        env = "TESSERA_PREVIOUS_MASTER_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub previous_master_keys: Vec<String>,
 }
 
 impl KeyedStoreArgs {
@@ -253,6 +270,7 @@ impl KeyedStoreArgs {
     pub fn config(self) -> Config {
         Config {
             master_key: self.master_key,
+            previous_master_keys: self.previous_master_keys,
             ..self.store.config()
         }
     }
@@ -340,6 +358,7 @@ impl Default for Config {
             database_url: DEFAULT_DATABASE_URL.into(),
             listen: ListenAddr::from(SocketAddr::from(([127, 0, 0, 1], 8080))),
             master_key: None,
+            previous_master_keys: Vec::new(),
             bootstrap_api_key: None,
             totp_skew_steps: 1,
             lockout_threshold: 5,
