@@ -101,10 +101,10 @@ async fn log_db(config: &Config) -> Result<Db, CliError> {
 /// Key material; database errors.
 pub async fn rotate_signing_key(config: &Config) -> Result<(i64, String), CliError> {
     let db = log_db(config).await?;
-    let master = crate::keys::load_master_key(config, &db)
+    let keys = crate::keys::load_keys(config, &db)
         .await
         .map_err(StartError::from)?;
-    let deriver = crate::signing::KeyDeriver::new(&master);
+    let deriver = crate::signing::KeyDeriver::new(&keys.root);
     let key = crate::signing::rotate(&db, &deriver, Utc::now()).await?;
     Ok((key.generation, key.kid))
 }
@@ -248,48 +248,145 @@ pub async fn verify_log(config: &Config, out: &mut dyn Write) -> Result<Report, 
 /// What `tessera key check` found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyReport {
-    /// The key id the store recorded (none: a store from before key records, or never started).
-    pub expected: Option<String>,
-    /// The configured key's id (none: no key configured and no key file).
-    pub configured: Option<String>,
+    /// The key ids the store recorded, oldest first (empty: never started, or a store from
+    /// before key records).
+    pub expected: Vec<String>,
+    /// The configured keys' ids, the active one first (empty: no key configured, no key file).
+    pub configured: Vec<String>,
+    /// Factors whose secret is sealed under each key id, by key id.
+    pub sealed_under: std::collections::BTreeMap<String, usize>,
 }
 
 impl KeyReport {
-    /// Whether the configured key is the store's.
+    /// Whether the configured ring fits the store: one of its keys is the store's (or the
+    /// store has no record yet), and it holds every key a stored secret needs.
     pub fn matches(&self) -> bool {
-        self.configured.is_some() && (self.expected.is_none() || self.expected == self.configured)
+        !self.configured.is_empty()
+            && (self.expected.is_empty()
+                || self.configured.iter().any(|c| self.expected.contains(c)))
+            && self.lacking().is_empty()
+    }
+
+    /// Key ids stored secrets are sealed under that the ring lacks.
+    pub fn lacking(&self) -> Vec<&str> {
+        self.sealed_under
+            .keys()
+            .filter(|id| !self.configured.contains(id))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Factors sealed under a key other than the active one (re-sealed on their next write).
+    pub fn stale(&self) -> usize {
+        self.sealed_under
+            .iter()
+            .filter(|(id, _)| self.configured.first() != Some(*id))
+            .map(|(_, n)| n)
+            .sum()
     }
 }
 
-/// `tessera key check`: which master key the store expects, and whether the configured one
-/// (`TESSERA_MASTER_KEY` or the key file) is it. Writes nothing to the store.
+/// The key id each live factor's secret is sealed under (`Enrolled`, then `SecretResealed`;
+/// removed factors are left out: nothing opens their secret again), by factor id. Reads the
+/// log, never a secret.
+///
+/// # Errors
+/// Database errors.
+pub async fn sealed_secrets(
+    db: &Db,
+) -> Result<std::collections::BTreeMap<String, String>, CliError> {
+    use sqlx::Row;
+    let sql = format!(
+        "SELECT aggregate_id, event_type, {} AS payload FROM events \
+         WHERE aggregate_type = 'Factor' AND event_type IN ('Enrolled', 'SecretResealed', 'Removed') \
+         ORDER BY aggregate_id, sequence",
+        db.dialect.json_text("payload")
+    );
+    let rows = sqlx::query(&sql).fetch_all(&db.pool).await?;
+    let mut sealed = std::collections::BTreeMap::new();
+    for row in rows {
+        let id: String = row.try_get("aggregate_id")?;
+        let event_type: String = row.try_get("event_type")?;
+        let payload: String = row.try_get("payload")?;
+        let payload: serde_json::Value = serde_json::from_str(&payload).unwrap_or_default();
+        let key_id = match event_type.as_str() {
+            "Enrolled" => payload["Enrolled"]["totp"]["secret"]["key_id"].as_str(),
+            "SecretResealed" => payload["SecretResealed"]["secret"]["key_id"].as_str(),
+            _ => {
+                sealed.remove(&id);
+                continue;
+            }
+        };
+        if let Some(key_id) = key_id {
+            sealed.insert(id, key_id.to_string());
+        }
+    }
+    Ok(sealed)
+}
+
+/// `tessera key check`: which master keys the store expects, whether the configured ring
+/// (`TESSERA_MASTER_KEY` and `TESSERA_PREVIOUS_MASTER_KEYS`, or the key file) fits it, and
+/// which key ids the stored secrets are sealed under, naming any the ring lacks. Writes
+/// nothing to the store and shows no key material.
 ///
 /// # Errors
 /// No store; an unreadable key; database or output errors.
 pub async fn key_check(config: &Config, out: &mut dyn Write) -> Result<KeyReport, CliError> {
     let db = log_db(config).await?;
-    let expected = crate::keys::recorded_check(&db).await?.map(|c| c.key_id);
-    let configured = crate::keys::configured_key(config).map_err(StartError::from)?;
-    match &expected {
-        Some(id) => writeln!(out, "the store expects master key {id}")?,
-        None => writeln!(
+    let expected: Vec<String> = crate::keys::recorded_checks(&db)
+        .await?
+        .into_iter()
+        .map(|c| c.key_id)
+        .collect();
+    let configured = crate::keys::configured_ring(config).map_err(StartError::from)?;
+    let mut sealed_under = std::collections::BTreeMap::new();
+    for key_id in sealed_secrets(&db).await?.into_values() {
+        *sealed_under.entry(key_id).or_insert(0) += 1;
+    }
+    if expected.is_empty() {
+        writeln!(
             out,
             "the store has no key record yet (it records its key on the next `tessera serve`)"
-        )?,
+        )?;
+    } else {
+        writeln!(
+            out,
+            "the store expects master key {}",
+            expected.join(" or ")
+        )?;
     }
     let report = KeyReport {
         expected,
-        configured: configured.as_ref().map(|(k, _)| k.check().key_id),
+        configured: configured
+            .as_ref()
+            .map(|(ring, _)| ring.keys().map(|k| k.check().key_id).collect())
+            .unwrap_or_default(),
+        sealed_under,
     };
     match &configured {
-        Some((key, source)) => {
-            let id = key.check().key_id;
-            let verdict = if report.matches() {
+        Some((_, source)) => {
+            let fits = report.configured.is_empty()
+                || report.expected.is_empty()
+                || report
+                    .configured
+                    .iter()
+                    .any(|c| report.expected.contains(c));
+            let verdict = if fits {
                 "OK: it matches"
             } else {
                 "MISMATCH: the server will refuse to start with it"
             };
-            writeln!(out, "{source} holds master key {id}: {verdict}")?;
+            let ids = &report.configured;
+            let older = if ids.len() > 1 {
+                format!(" (older, opening only: {})", ids[1..].join(", "))
+            } else {
+                String::new()
+            };
+            writeln!(
+                out,
+                "{source} holds master key {}{older}: {verdict}",
+                ids[0]
+            )?;
         }
         None => writeln!(
             out,
@@ -300,7 +397,120 @@ pub async fn key_check(config: &Config, out: &mut dyn Write) -> Result<KeyReport
                 .unwrap_or_default()
         )?,
     }
+    for (key_id, n) in &report.sealed_under {
+        writeln!(out, "{n} factor secret(s) sealed under master key {key_id}")?;
+    }
+    for key_id in report.lacking() {
+        writeln!(
+            out,
+            "MISSING KEY: secrets are sealed under master key {key_id}, which is not configured: they cannot be verified (SECRET_UNAVAILABLE) until it is back"
+        )?;
+    }
+    if report.lacking().is_empty() && report.stale() > 0 {
+        writeln!(
+            out,
+            "{} factor secret(s) under older keys: re-sealed on their next verification, or now with `tessera key reseal`",
+            report.stale()
+        )?;
+    } else if report.lacking().is_empty() && report.configured.len() > 1 {
+        writeln!(out, "no secret needs the older keys: they can be removed")?;
+    }
     Ok(report)
+}
+
+/// What `tessera key rotate` did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rotated {
+    /// SQLite: the key file holds a new active key (its id), the old ones behind it.
+    KeyFile {
+        /// The new key's id.
+        key_id: String,
+        /// The key file.
+        path: std::path::PathBuf,
+    },
+    /// PostgreSQL (or `TESSERA_MASTER_KEY` set): nothing changed; how to rotate.
+    Instructions(String),
+}
+
+/// `tessera key rotate`: on SQLite with a key file, a new master key becomes the active one
+/// in the file (the old ones stay, and open what they sealed); it is recorded in the store and
+/// takes effect on the next start. With `TESSERA_MASTER_KEY` (PostgreSQL), keys are the
+/// operator's: the answer says how (and `print` adds a fresh key to the answer).
+///
+/// # Errors
+/// No store; a key that does not fit it; I/O or database errors.
+pub async fn rotate_key(config: &Config, print: bool) -> Result<Rotated, CliError> {
+    let db = log_db(config).await?;
+    // The current ring must fit the store before anything changes.
+    crate::keys::load_keys(config, &db)
+        .await
+        .map_err(StartError::from)?;
+    if config.master_key.is_some() {
+        let mut how = "the master key comes from TESSERA_MASTER_KEY: generate a key (`openssl rand -base64 32`, or `tessera key rotate --print`), set it as TESSERA_MASTER_KEY and put the old one first in TESSERA_PREVIOUS_MASTER_KEYS (comma-separated) on every node, restart them, then `tessera key reseal`; remove the old key once `tessera key check` says no secret needs it".to_string();
+        if print {
+            how = format!("{how}\n{}", crate::keys::new_key_b64());
+        }
+        return Ok(Rotated::Instructions(how));
+    }
+    let ring = crate::keys::rotate_key_file(config).map_err(StartError::from)?;
+    let path = config
+        .sqlite_path()
+        .map(|p| crate::keys::key_file_for(&std::path::absolute(&p).unwrap_or(p)))
+        .unwrap_or_default();
+    // Recorded now (with the root sealed under it), so the store knows the new key at once.
+    crate::keys::load_keys(config, &db)
+        .await
+        .map_err(StartError::from)?;
+    Ok(Rotated::KeyFile {
+        key_id: ring.active().check().key_id,
+        path,
+    })
+}
+
+/// `tessera key reseal`: every live factor whose secret is sealed under an older key gets
+/// `SecretResealed` under the active one (recorded by `operator:cli`), so the old key can be
+/// retired. Returns how many were re-sealed; a factor whose key is not configured is reported
+/// and skipped.
+///
+/// # Errors
+/// Opening the store; store errors.
+pub async fn reseal(config: Config, out: &mut dyn Write) -> Result<usize, CliError> {
+    let state = open(config, Arc::new(SystemClock)).await?;
+    let active = crate::keys::load_keys(&state.config, &state.db)
+        .await
+        .map_err(StartError::from)?
+        .ring
+        .totp_cipher();
+    let metadata = Call::operator().metadata();
+    let mut resealed = 0;
+    for (factor, key_id) in sealed_secrets(&state.db).await? {
+        if key_id == active.key_id() {
+            continue;
+        }
+        if !active.holds(&key_id) {
+            writeln!(
+                out,
+                "factor {factor}: sealed under master key {key_id}, which is not configured; left as it is"
+            )?;
+            continue;
+        }
+        state
+            .factors
+            .execute(
+                &factor,
+                tessera_domain::factor::FactorCommand::ResealSecret,
+                &metadata,
+            )
+            .await
+            .map_err(|e| CliError::Input(format!("factor {factor}: {e}")))?;
+        resealed += 1;
+    }
+    writeln!(
+        out,
+        "re-sealed {resealed} factor secret(s) under master key {}",
+        active.key_id()
+    )?;
+    Ok(resealed)
 }
 
 /// Scopes as `api-key create --scope` spells them.

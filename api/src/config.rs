@@ -21,6 +21,15 @@ pub struct Config {
     /// Base64 of 32 bytes; on SQLite, generated into a key file beside the database if unset.
     #[arg(long, env = "TESSERA_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
+    /// Older master keys (base64, comma-separated) after a rotation: they open the secrets
+    /// they sealed until those are re-sealed under `TESSERA_MASTER_KEY`; they seal nothing.
+    #[arg(
+        long,
+        env = "TESSERA_PREVIOUS_MASTER_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub previous_master_keys: Vec<String>,
     /// Accepted as an admin API key (first start, tests).
     #[arg(long, env = "TESSERA_BOOTSTRAP_API_KEY", hide_env_values = true)]
     pub bootstrap_api_key: Option<String>,
@@ -91,7 +100,7 @@ pub struct Config {
     #[arg(long, env = "TESSERA_ALERT_WINDOW_SECONDS", default_value_t = 600)]
     pub alert_window_seconds: i64,
     /// Where security alerts are POSTed (Standard Webhooks).
-    #[arg(long, env = "TESSERA_ALERT_WEBHOOK_URL")]
+    #[arg(long, env = "TESSERA_ALERT_WEBHOOK_URL", value_parser = parse_http_url)]
     pub alert_webhook_url: Option<String>,
     /// `whsec_` + base64 key signing alert webhooks.
     #[arg(long, env = "TESSERA_ALERT_WEBHOOK_SECRET", hide_env_values = true)]
@@ -133,7 +142,7 @@ pub struct Config {
     pub aggregate_cache: usize,
     /// SMTP relay for e-mail codes: `smtp://host:port` (plain) or `smtps://user:pass@host:465`.
     /// Unset: e-mail goes to the development outbox file.
-    #[arg(long, env = "TESSERA_SMTP_URL", hide_env_values = true)]
+    #[arg(long, env = "TESSERA_SMTP_URL", hide_env_values = true, value_parser = parse_smtp_url)]
     pub smtp_url: Option<String>,
     /// Sender of e-mail.
     #[arg(
@@ -144,7 +153,8 @@ pub struct Config {
     pub mail_from: String,
     /// SMS gateway: Tessera POSTs `{"to": "+E164", "body": "text"}` as JSON. Unset: text
     /// messages go to the development outbox file.
-    #[arg(long, env = "TESSERA_SMS_WEBHOOK_URL", hide_env_values = true)]
+    #[arg(long, env = "TESSERA_SMS_WEBHOOK_URL", hide_env_values = true,
+          value_parser = parse_http_url)]
     pub sms_webhook_url: Option<String>,
     /// `whsec_` + base64 key signing the SMS gateway's requests (Standard Webhooks headers).
     /// Unset: requests are unsigned.
@@ -270,6 +280,14 @@ pub struct KeyedStoreArgs {
     /// database if unset.
     #[arg(long, env = "TESSERA_MASTER_KEY", hide_env_values = true)]
     pub master_key: Option<String>,
+    /// Older master keys (base64, comma-separated) that open what they sealed.
+    #[arg(
+        long,
+        env = "TESSERA_PREVIOUS_MASTER_KEYS",
+        hide_env_values = true,
+        value_delimiter = ','
+    )]
+    pub previous_master_keys: Vec<String>,
 }
 
 impl KeyedStoreArgs {
@@ -277,6 +295,7 @@ impl KeyedStoreArgs {
     pub fn config(self) -> Config {
         Config {
             master_key: self.master_key,
+            previous_master_keys: self.previous_master_keys,
             ..self.store.config()
         }
     }
@@ -364,6 +383,7 @@ impl Default for Config {
             database_url: DEFAULT_DATABASE_URL.into(),
             listen: ListenAddr::from(SocketAddr::from(([127, 0, 0, 1], 8080))),
             master_key: None,
+            previous_master_keys: Vec::new(),
             bootstrap_api_key: None,
             totp_skew_steps: 1,
             lockout_threshold: 5,
@@ -554,6 +574,133 @@ pub fn redacted_url(url: &str) -> String {
         _ if url.contains('@') => "the configured URL".into(),
         _ => url.to_string(),
     }
+}
+
+/// A command-line error, with every value error of a setting read from its variable naming
+/// the variable beside the flag, and what the setting accepts: clap alone says
+/// `invalid value 'abc' for '--lockout-threshold <N>'`, which an operator who set
+/// `TESSERA_LOCKOUT_THRESHOLD=abc` in a unit file does not recognise. `command` is the whole
+/// command tree (`Cli::command()`); other errors (and `--help`) are clap's own text.
+pub fn explain_parse_error(error: &clap::Error, command: &clap::Command) -> String {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    let rendered = error.render().to_string();
+    if !matches!(
+        error.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue | ErrorKind::InvalidUtf8
+    ) {
+        return rendered;
+    }
+    let (Some(ContextValue::String(shown)), Some(ContextValue::String(value))) = (
+        error.get(ContextKind::InvalidArg),
+        error.get(ContextKind::InvalidValue),
+    ) else {
+        return rendered;
+    };
+    let Some(arg) = find_arg(command, shown) else {
+        return rendered;
+    };
+    let Some(var) = arg.get_env() else {
+        return rendered;
+    };
+    // Named only when the bad value is the variable's (a flag given on the command line wins).
+    let from_variable = std::env::var_os(var).is_some_and(|v| {
+        let v = v.to_string_lossy();
+        v == value.as_str() || v.split(',').any(|part| part == value.as_str())
+    });
+    if !from_variable {
+        return rendered;
+    }
+    let var = var.to_string_lossy();
+    let mut text = rendered.replacen(&format!("'{shown}'"), &format!("{var} ({shown})"), 1);
+    if arg.is_hide_env_values_set() {
+        // A URL with a password in it, a secret: never echoed.
+        text = text.replacen(&format!("'{value}'"), "'***'", 1);
+    }
+    if !text.contains("is not in") && !text.contains("possible values") {
+        let accepts = accepted(arg);
+        if let Some(accepts) = accepts {
+            let at = text.find('\n').unwrap_or(text.len());
+            text.insert_str(at, &format!("\n  {var} accepts {accepts}"));
+        }
+    }
+    text
+}
+
+/// The argument clap shows as `shown` (`--name <VALUE>`), anywhere in the command tree.
+fn find_arg<'a>(command: &'a clap::Command, shown: &str) -> Option<&'a clap::Arg> {
+    let named = |arg: &&clap::Arg| {
+        arg.get_long().is_some_and(|long| {
+            shown
+                .strip_prefix("--")
+                .and_then(|s| s.strip_prefix(long))
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '=']))
+        })
+    };
+    command
+        .get_arguments()
+        .find(named)
+        .or_else(|| command.get_subcommands().find_map(|c| find_arg(c, shown)))
+}
+
+/// What `arg` accepts when clap's message does not say: its possible values, else the range
+/// of a number (found by offering the parser the extreme values: a ranged parser answers
+/// `N is not in A..=B`), else nothing.
+fn accepted(arg: &clap::Arg) -> Option<String> {
+    let values: Vec<String> = arg
+        .get_possible_values()
+        .iter()
+        .filter(|v| !v.is_hide_set())
+        .map(|v| v.get_name().to_string())
+        .collect();
+    if !values.is_empty() {
+        return Some(format!("one of: {}", values.join(", ")));
+    }
+    let long = arg.get_long()?;
+    for probe in [i64::MIN.to_string(), u64::MAX.to_string()] {
+        let probe_arg = arg.clone().env(None).required(false).default_value(None);
+        let outcome = clap::Command::new("probe")
+            .no_binary_name(true)
+            .arg(probe_arg)
+            .try_get_matches_from([format!("--{long}={probe}")]);
+        if let Err(e) = outcome {
+            let message = e.render().to_string();
+            if let Some((_, range)) = message.split_once("is not in ") {
+                let range = range.lines().next().unwrap_or_default().trim();
+                return Some(format!("a whole number in {range}"));
+            }
+        }
+    }
+    None
+}
+
+/// An `http://` or `https://` URL with a host. The message never repeats the value (it may
+/// hold a credential).
+fn parse_http_url(s: &str) -> Result<String, String> {
+    parse_url(s, &["http", "https"], "https://hooks.example.com/tessera")
+}
+
+/// An `smtp://` or `smtps://` URL with a host; the message never repeats the value.
+fn parse_smtp_url(s: &str) -> Result<String, String> {
+    parse_url(
+        s,
+        &["smtp", "smtps"],
+        "smtps://user:pass@mail.example.com:465",
+    )
+}
+
+fn parse_url(s: &str, schemes: &[&str], example: &str) -> Result<String, String> {
+    let wanted = || {
+        let schemes: Vec<String> = schemes.iter().map(|s| format!("{s}://")).collect();
+        format!(
+            "not a URL: expected {} (e.g. {example})",
+            schemes.join(" or ")
+        )
+    };
+    let url = reqwest::Url::parse(s.trim()).map_err(|_| wanted())?;
+    if !schemes.contains(&url.scheme()) || url.host_str().is_none_or(str::is_empty) {
+        return Err(wanted());
+    }
+    Ok(s.trim().to_string())
 }
 
 #[cfg(test)]

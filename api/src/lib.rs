@@ -241,7 +241,8 @@ async fn open_store(
     // subject) are refused before anything is created.
     let delivery = Arc::new(delivery::Delivery::from_config(&config)?);
     let db = connect_store(&config, create).await?;
-    let master = keys::load_master_key(&config, &db).await?;
+    // Secrets at rest under the ring; keyed hashes and signing keys under the store's root.
+    let keys::Keys { ring, root: master } = keys::load_keys(&config, &db).await?;
     // A user under attack collects a failure event per wrong code on any of its factors (the
     // hard-lock count): snapshotted like factors, so its load stays short too.
     let users = Store::with_snapshots(
@@ -260,7 +261,7 @@ async fn open_store(
         &db,
         FactorServices {
             clock: Arc::clone(&clock),
-            cipher: master.totp_cipher(),
+            cipher: ring.totp_cipher(),
             hasher: master.keyed_hasher(),
             policy: config.factor_policy(),
             relying_party,
@@ -315,7 +316,7 @@ async fn open_store(
     let challenges = Arc::new(challenges);
     let messages = delivery::queue::MessageQueue::new(
         db.clone(),
-        master.message_cipher(),
+        ring.message_cipher(),
         Arc::clone(&delivery),
         Arc::clone(&challenges),
     );
@@ -375,7 +376,7 @@ async fn open_store(
         db,
         auth: Arc::new(auth),
         clock,
-        qr_links: master.qr_link_cipher(),
+        qr_links: ring.qr_link_cipher(),
         shutdown: watch::channel(false).0,
         sessions: Arc::default(),
         keyed_hasher: master.keyed_hasher(),

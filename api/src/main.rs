@@ -11,7 +11,9 @@
 //! tessera api-key list               # every key: id, scope, status, expiry (never a secret)
 //! tessera api-key revoke ID          # refuse a key from now on, on every node
 //! tessera signing-key rotate         # add the next access-token signing key
-//! tessera key check                  # which master key the store expects; is it configured
+//! tessera key check                  # which master keys the store expects; which secrets need which
+//! tessera key rotate                 # a new active master key (SQLite key file; else: how)
+//! tessera key reseal                 # re-seal every secret under the active master key
 //! tessera backup --to PATH           # consistent copy of the live SQLite store (0600)
 //! tessera restore --from PATH        # put a backup in place as a new store
 //! ```
@@ -20,7 +22,7 @@
 
 use std::{process::ExitCode, sync::Arc};
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use tessera_api::{
     Config, Create,
     cli::{self, ExportArgs},
@@ -140,9 +142,24 @@ enum Command {
 
 #[derive(Subcommand)]
 enum KeyCommand {
-    /// Say which master key the store expects and whether the configured one
-    /// (TESSERA_MASTER_KEY or the key file) is it; exit 1 if not.
+    /// Say which master keys the store expects, whether the configured ones
+    /// (TESSERA_MASTER_KEY and TESSERA_PREVIOUS_MASTER_KEYS, or the key file) fit it, and
+    /// which keys the stored secrets are sealed under; exit 1 if a needed key is missing.
     Check(#[command(flatten)] KeyedStoreArgs),
+    /// Rotate the master key. SQLite key file: a new key becomes the active one (printed by
+    /// id; the old ones stay in the file and open what they sealed), in effect on the next
+    /// start. With TESSERA_MASTER_KEY (PostgreSQL): says how. Secrets move to the new key on
+    /// their next verification, or at once with `tessera key reseal`.
+    Rotate {
+        /// With TESSERA_MASTER_KEY: also print a fresh key (base64) to set as the new one.
+        #[arg(long)]
+        print: bool,
+        #[command(flatten)]
+        store: KeyedStoreArgs,
+    },
+    /// Re-seal every factor secret sealed under an older master key under the active one,
+    /// so an old key can be removed (`tessera key check` then says no secret needs it).
+    Reseal(#[command(flatten)] KeyedStoreArgs),
 }
 
 #[derive(Subcommand)]
@@ -173,7 +190,18 @@ enum ApiKeyCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.use_stderr() => {
+            // A bad value of a `TESSERA_*` variable names the variable, not only the flag.
+            eprint!(
+                "{}",
+                tessera_api::config::explain_parse_error(&e, &Cli::command())
+            );
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
+        Err(e) => e.exit(),
+    };
     let filter = tracing_subscriber::EnvFilter::new(&cli.log);
     match cli.log_format {
         LogFormat::Json => tracing_subscriber::fmt()
@@ -310,6 +338,23 @@ async fn run(command: Command) -> Result<ExitCode, Box<dyn std::error::Error>> {
             if !report.matches() {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        Command::Key {
+            command: KeyCommand::Rotate { print, store },
+        } => match cli::rotate_key(&store.config(), print).await? {
+            cli::Rotated::KeyFile { key_id, path } => {
+                eprintln!(
+                    "added master key {key_id} to {} as the active key; the old ones stay and open what they sealed. Restart the server to seal with it; `tessera key reseal` moves every secret to it now",
+                    path.display()
+                );
+                println!("{key_id}");
+            }
+            cli::Rotated::Instructions(how) => println!("{how}"),
+        },
+        Command::Key {
+            command: KeyCommand::Reseal(store),
+        } => {
+            cli::reseal(store.config(), &mut std::io::stdout()).await?;
         }
         Command::SigningKey {
             command: SigningKeyCommand::Rotate(config),

@@ -55,7 +55,10 @@ fn readme_variables() -> Vec<String> {
 fn each_command_lists_only_its_own_options() {
     for (command, own) in [
         (&["migrate"][..], &["database-url"][..]),
-        (&["rebuild-projections"], &["database-url", "master-key"]),
+        (
+            &["rebuild-projections"],
+            &["database-url", "master-key", "previous-master-keys"],
+        ),
         (
             &["export-events"],
             &["from", "to", "after", "format", "database-url"],
@@ -64,11 +67,27 @@ fn each_command_lists_only_its_own_options() {
         (&["schema"], &[]),
         (
             &["api-key", "create"],
-            &["name", "scope", "expires", "database-url", "master-key"],
+            &[
+                "name",
+                "scope",
+                "expires",
+                "database-url",
+                "master-key",
+                "previous-master-keys",
+            ],
         ),
-        (&["api-key", "list"], &["database-url", "master-key"]),
-        (&["api-key", "revoke"], &["database-url", "master-key"]),
-        (&["key", "check"], &["database-url", "master-key"]),
+        (
+            &["api-key", "list"],
+            &["database-url", "master-key", "previous-master-keys"],
+        ),
+        (
+            &["api-key", "revoke"],
+            &["database-url", "master-key", "previous-master-keys"],
+        ),
+        (
+            &["key", "check"],
+            &["database-url", "master-key", "previous-master-keys"],
+        ),
         (&["backup"], &["to", "database-url"]),
         (&["restore"], &["from", "database-url"]),
     ] {

@@ -241,6 +241,84 @@ fn misconfigurations_are_refused_with_what_is_wrong() {
             vec![("TESSERA_LISTEN", "localhost")],
             vec!["--listen".into(), "HOST:PORT".into()],
         ),
+        // Every value error of a variable names the variable (and the flag) and what it takes.
+        // A number out of range:
+        (
+            &["serve"],
+            vec![("TESSERA_OOB_CODE_TTL_SECONDS", "5")],
+            vec![
+                "TESSERA_OOB_CODE_TTL_SECONDS (--oob-code-ttl-seconds".into(),
+                "5 is not in 30..=3600".into(),
+            ],
+        ),
+        // Not a number, for a ranged setting and for a plain one:
+        (
+            &["serve"],
+            vec![("TESSERA_OOB_CODE_TTL_SECONDS", "abc")],
+            vec![
+                "TESSERA_OOB_CODE_TTL_SECONDS (--oob-code-ttl-seconds".into(),
+                "accepts a whole number in 30..=3600".into(),
+            ],
+        ),
+        (
+            &["serve"],
+            vec![("TESSERA_LOCKOUT_THRESHOLD", "many")],
+            vec![
+                "TESSERA_LOCKOUT_THRESHOLD (--lockout-threshold".into(),
+                "'many'".into(),
+                "accepts a whole number in 0..=4294967295".into(),
+            ],
+        ),
+        // Not an address:
+        (
+            &["serve"],
+            vec![("TESSERA_LISTEN", "nonsense")],
+            vec!["TESSERA_LISTEN (--listen".into(), "HOST:PORT".into()],
+        ),
+        // A bad enum value, on a global option and on `serve`'s own:
+        (
+            &["migrate"],
+            vec![("TESSERA_LOG_FORMAT", "xml")],
+            vec![
+                "TESSERA_LOG_FORMAT (--log-format".into(),
+                "[possible values: text, json]".into(),
+            ],
+        ),
+        (
+            &["serve"],
+            vec![("TESSERA_GRAPHIQL", "maybe")],
+            vec![
+                "TESSERA_GRAPHIQL (--graphiql".into(),
+                "[possible values: true, false]".into(),
+            ],
+        ),
+        // One bad item of a list:
+        (
+            &["serve"],
+            vec![("TESSERA_TRUSTED_PROXIES", "10.0.0.0/8,bad")],
+            vec![
+                "TESSERA_TRUSTED_PROXIES (--trusted-proxies".into(),
+                "neither an IP address nor a CIDR network".into(),
+            ],
+        ),
+        // A bad URL, refused before a store is made; one that may hold a password is not
+        // repeated.
+        (
+            &["serve"],
+            vec![("TESSERA_ALERT_WEBHOOK_URL", "nonsense")],
+            vec![
+                "TESSERA_ALERT_WEBHOOK_URL (--alert-webhook-url".into(),
+                "expected http:// or https://".into(),
+            ],
+        ),
+        (
+            &["serve"],
+            vec![("TESSERA_SMTP_URL", "ftp://mailer:hunter2@mail")],
+            vec![
+                "TESSERA_SMTP_URL (--smtp-url".into(),
+                "expected smtp:// or smtps://".into(),
+            ],
+        ),
     ];
     for (args, env, says) in cases {
         let out = tessera(&dir.0, args, &env);
@@ -252,6 +330,10 @@ fn misconfigurations_are_refused_with_what_is_wrong() {
                 "{env:?} should say {s:?}: {shown}"
             );
         }
+        assert!(
+            !shown.contains("hunter2"),
+            "{env:?} showed a password: {shown}"
+        );
         assert_eq!(dir.files(), Vec::<String>::new(), "{env:?} created files");
     }
 }

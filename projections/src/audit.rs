@@ -715,6 +715,11 @@ mod tests {
                 passkey: json!({ "cred": { "cred_id": "AAEC" } }),
                 at,
             }),
+            FactorEvent::SecretResealed(factor::SecretResealed {
+                secret: sealed.clone(),
+                previous_key_id: "0011223344556677".into(),
+                at,
+            }),
         ];
         // A new variant must be added above (and looked at for secrets).
         for e in &factor_events {
@@ -731,7 +736,8 @@ mod tests {
                 | FactorEvent::RegistrationRequested(_)
                 | FactorEvent::CredentialRegistered(_)
                 | FactorEvent::AssertionRequested(_)
-                | FactorEvent::CredentialUsed(_) => {}
+                | FactorEvent::CredentialUsed(_)
+                | FactorEvent::SecretResealed(_) => {}
             }
         }
         let user_events = [

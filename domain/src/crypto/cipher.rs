@@ -32,40 +32,77 @@ pub enum CipherError {
     Corrupt,
 }
 
-/// AES-256-GCM under one key.
+/// AES-256-GCM under a ring of keys: the first (active) one seals, and each opens what it
+/// sealed, chosen by the ciphertext's key id. Keys are rotated by putting a new one first and
+/// keeping the old ones until nothing sealed under them is left.
 #[derive(Clone)]
 pub struct SecretCipher {
-    cipher: Aes256Gcm,
-    key_id: String,
+    /// Active first; never empty.
+    keys: Vec<(String, Aes256Gcm)>,
 }
 
 impl std::fmt::Debug for SecretCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SecretCipher({})", self.key_id)
+        write!(f, "SecretCipher({})", self.key_ids().join(", "))
     }
 }
 
+/// The id of a key: the first 8 bytes (hex) of its SHA-256.
+fn key_id_of(key: &[u8; 32]) -> String {
+    let digest = Sha256::digest(key);
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 impl SecretCipher {
-    /// A cipher under `key`.
+    /// A cipher under `key` alone.
     pub fn new(key: [u8; 32]) -> Self {
-        let digest = Sha256::digest(key);
-        let key_id = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
         Self {
-            cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key)),
-            key_id,
+            keys: vec![(
+                key_id_of(&key),
+                Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key)),
+            )],
         }
     }
 
-    /// The id stored beside every ciphertext.
+    /// This cipher, also opening what `older` keys sealed (they never seal).
+    #[must_use]
+    pub fn with_previous(mut self, older: impl IntoIterator<Item = [u8; 32]>) -> Self {
+        for key in older {
+            let id = key_id_of(&key);
+            if !self.holds(&id) {
+                self.keys
+                    .push((id, Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key))));
+            }
+        }
+        self
+    }
+
+    /// The id stored beside every ciphertext this cipher seals: the active key's.
     pub fn key_id(&self) -> &str {
-        &self.key_id
+        &self.keys[0].0
+    }
+
+    /// The ids of every key it holds, the active one first.
+    pub fn key_ids(&self) -> Vec<&str> {
+        self.keys.iter().map(|(id, _)| id.as_str()).collect()
+    }
+
+    /// Whether it holds the key `key_id`.
+    pub fn holds(&self, key_id: &str) -> bool {
+        self.keys.iter().any(|(id, _)| id == key_id)
+    }
+
+    /// Whether `sealed` was sealed under an older key than the active one (a candidate for
+    /// re-sealing).
+    pub fn is_stale(&self, sealed: &EncryptedSecret) -> bool {
+        sealed.key_id != self.key_id()
     }
 
     /// Seals `secret`, bound to `aad` (the owning aggregate's id).
     pub fn seal(&self, secret: &SecretBytes, aad: &str) -> EncryptedSecret {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let ciphertext = self
-            .cipher
+        let (key_id, cipher) = &self.keys[0];
+        let ciphertext = cipher
             .encrypt(
                 &nonce,
                 Payload {
@@ -75,7 +112,7 @@ impl SecretCipher {
             )
             .expect("AES-GCM encryption of a short secret cannot fail");
         EncryptedSecret {
-            key_id: self.key_id.clone(),
+            key_id: key_id.clone(),
             nonce: B64.encode(nonce),
             ciphertext: B64.encode(ciphertext),
         }
@@ -84,12 +121,12 @@ impl SecretCipher {
     /// Opens a sealed secret.
     ///
     /// # Errors
-    /// [`CipherError::UnknownKey`] if sealed under another key, [`CipherError::Corrupt`] if it
-    /// fails authentication (tampering, wrong `aad`).
+    /// [`CipherError::UnknownKey`] if sealed under a key it does not hold,
+    /// [`CipherError::Corrupt`] if it fails authentication (tampering, wrong `aad`).
     pub fn open(&self, sealed: &EncryptedSecret, aad: &str) -> Result<SecretBytes, CipherError> {
-        if sealed.key_id != self.key_id {
+        let Some((_, cipher)) = self.keys.iter().find(|(id, _)| *id == sealed.key_id) else {
             return Err(CipherError::UnknownKey(sealed.key_id.clone()));
-        }
+        };
         let nonce = B64
             .decode(&sealed.nonce)
             .map_err(|_| CipherError::Corrupt)?;
@@ -99,7 +136,7 @@ impl SecretCipher {
         let ciphertext = B64
             .decode(&sealed.ciphertext)
             .map_err(|_| CipherError::Corrupt)?;
-        self.cipher
+        cipher
             .decrypt(
                 Nonce::from_slice(&nonce),
                 Payload {
@@ -134,6 +171,30 @@ mod tests {
         bytes[0] ^= 1;
         tampered.ciphertext = B64.encode(bytes);
         assert_eq!(c.open(&tampered, "factor-a"), Err(CipherError::Corrupt));
+    }
+
+    #[test]
+    fn a_ring_seals_under_its_active_key_and_opens_under_any() {
+        let old = SecretCipher::new([7; 32]);
+        let s = SecretBytes::new(b"12345678901234567890".to_vec());
+        let sealed_old = old.seal(&s, "f");
+        let ring = SecretCipher::new([8; 32]).with_previous([[7; 32]]);
+        assert_eq!(ring.key_ids(), vec![ring.key_id(), old.key_id()]);
+        assert_eq!(ring.open(&sealed_old, "f").unwrap(), s);
+        assert!(ring.is_stale(&sealed_old));
+        let sealed_new = ring.seal(&s, "f");
+        assert_ne!(sealed_new.key_id, old.key_id());
+        assert!(!ring.is_stale(&sealed_new));
+        assert_eq!(ring.open(&sealed_new, "f").unwrap(), s);
+        // Without the old key, what it sealed is an unknown key, never garbage.
+        assert_eq!(
+            old.open(&sealed_new, "f"),
+            Err(CipherError::UnknownKey(sealed_new.key_id.clone()))
+        );
+        assert_eq!(
+            SecretCipher::new([8; 32]).open(&sealed_old, "f"),
+            Err(CipherError::UnknownKey(old.key_id().to_string()))
+        );
     }
 
     #[test]

@@ -13,8 +13,8 @@ use crate::{
         Activated, AssertionRequest, AssertionRequested, CodeIssued, CredentialRegistered,
         CredentialUsed, Enroll, Enrolled, EnrollmentExpired, FactorCommand, FactorError,
         FactorEvent, FactorStatus, FactorType, FailedAttempt, FailureReason, LockedOut, NewCode,
-        OOB_CODE_DIGITS, OobEnrollment, RegistrationRequested, Removed, TotpEnrollment, Unlocked,
-        Verified,
+        OOB_CODE_DIGITS, OobEnrollment, RegistrationRequested, Removed, SecretResealed,
+        TotpEnrollment, Unlocked, Verified,
         commands::MAX_LABEL,
         effective_status, lockout, totp,
         webauthn::{self, RelyingParty, Unreadable},
@@ -262,6 +262,12 @@ impl Aggregate for Factor {
             }
             FactorCommand::Remove => self.remove(now, sink).await,
             FactorCommand::Unlock => self.unlock(now, sink).await,
+            FactorCommand::ResealSecret => {
+                if self.state == FactorState::Unenrolled {
+                    return Err(FactorError::NotFound);
+                }
+                self.reseal_if_stale(services, now, sink).await
+            }
         }
     }
 
@@ -361,6 +367,11 @@ impl Aggregate for Factor {
             FactorEvent::Unlocked(_) => {
                 self.locked_until = None;
                 self.consecutive_failures = 0;
+            }
+            FactorEvent::SecretResealed(e) => {
+                if let Some(totp) = &mut self.totp {
+                    totp.secret = e.secret;
+                }
             }
             FactorEvent::Removed(_) => self.state = FactorState::Removed,
             FactorEvent::EnrollmentExpired(_) => self.state = FactorState::Expired,
@@ -543,6 +554,36 @@ impl Factor {
             .await
     }
 
+    /// After a key rotation: a TOTP secret sealed under an older key is sealed again under
+    /// the active one (`SecretResealed`), so the old key can be retired. The services' cipher
+    /// seals; a removed factor's secret is left as it is (nothing will open it again).
+    async fn reseal_if_stale(
+        &mut self,
+        services: &FactorServices,
+        now: DateTime<Utc>,
+        sink: &EventSink<Self>,
+    ) -> Result<(), FactorError> {
+        let (Some(enrollment), Some(id)) = (&self.totp, self.id) else {
+            return Ok(());
+        };
+        if self.state == FactorState::Removed || !services.cipher.is_stale(&enrollment.secret) {
+            return Ok(());
+        }
+        let aad = id.to_string();
+        let secret = services
+            .cipher
+            .open(&enrollment.secret, &aad)
+            .map_err(|_| FactorError::SecretUnavailable)?;
+        let resealed = SecretResealed {
+            secret: services.cipher.seal(&secret, &aad),
+            previous_key_id: enrollment.secret.key_id.clone(),
+            at: now,
+        };
+        sink.write(FactorEvent::SecretResealed(resealed), self)
+            .await;
+        Ok(())
+    }
+
     /// Only an active factor proves: an unknown one is `NotFound`, a removed one `Removed`, a
     /// pending or expired one `NotActive`.
     fn ensure_active(&self) -> Result<(), FactorError> {
@@ -595,6 +636,8 @@ impl Factor {
         let (judgement, challenge_id) = self.judge(pass_code, for_challenge, services, now)?;
         if let Judgement::Accepted(step) = judgement {
             sink.write(accepted(step, challenge_id, now), self).await;
+            // Re-seal on the next write: the secret was just opened, under an older key.
+            self.reseal_if_stale(services, now, sink).await?;
         } else {
             self.record_failure(judgement, challenge_id, services, now, sink)
                 .await;

@@ -47,6 +47,9 @@ pub enum FactorCommand {
     Remove,
     /// Lift a lockout before its time (administrators).
     Unlock,
+    /// Seal a TOTP secret sealed under an older master key again under the active one
+    /// (`tessera key reseal`); nothing happens if it is sealed under the active key already.
+    ResealSecret,
 }
 
 /// Enrols a factor. The caller draws the random secret or code, so the aggregate stays
@@ -140,6 +143,7 @@ impl crate::versioning::CommandName for FactorCommand {
             Self::VerifyWebAuthn { .. } => "VerifyWebAuthn",
             Self::Remove => "Remove",
             Self::Unlock => "Unlock",
+            Self::ResealSecret => "ResealSecret",
         }
     }
 }

@@ -39,6 +39,21 @@ pub enum FactorEvent {
     AssertionRequested(AssertionRequested),
     /// A WebAuthn credential answered: its new counter and backup flags (with `Verified`).
     CredentialUsed(CredentialUsed),
+    /// A TOTP secret sealed under an older master key, sealed again under the active one
+    /// (after a key rotation, with the next `Verified` or `Activated`, or by `tessera key
+    /// reseal`). The secret itself is unchanged.
+    SecretResealed(SecretResealed),
+}
+
+/// Payload of [`FactorEvent::SecretResealed`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SecretResealed {
+    /// The same secret under the active key (its `key_id` names it).
+    pub secret: EncryptedSecret,
+    /// The key id it was sealed under before.
+    pub previous_key_id: String,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 /// Payload of [`FactorEvent::Enrolled`].
@@ -338,6 +353,7 @@ impl DomainEvent for FactorEvent {
             Self::CredentialRegistered(_) => "CredentialRegistered",
             Self::AssertionRequested(_) => "AssertionRequested",
             Self::CredentialUsed(_) => "CredentialUsed",
+            Self::SecretResealed(_) => "SecretResealed",
         }
         .to_string()
     }
@@ -364,7 +380,8 @@ impl Versioned for FactorEvent {
             | "RegistrationRequested"
             | "CredentialRegistered"
             | "AssertionRequested"
-            | "CredentialUsed" => "1.0",
+            | "CredentialUsed"
+            | "SecretResealed" => "1.0",
             _ => return None,
         })
     }

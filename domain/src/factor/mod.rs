@@ -24,7 +24,7 @@ pub use error::FactorError;
 pub use events::{
     Activated, AssertionRequested, CodeIssued, CredentialRegistered, CredentialUsed, Enrolled,
     EnrollmentExpired, FactorEvent, FailedAttempt, FailureReason, LockedOut, OobEnrollment,
-    RegistrationRequested, Removed, TotpEnrollment, Unlocked, Verified,
+    RegistrationRequested, Removed, SecretResealed, TotpEnrollment, Unlocked, Verified,
 };
 
 use serde::{Deserialize, Serialize};

@@ -1748,3 +1748,124 @@ fn events_written_before_challenge_ids_existed_still_load() {
     let event: FactorEvent = crate::versioning::decode("FailedAttempt", "1.0", old).unwrap();
     assert_eq!(event.challenge_id(), None);
 }
+
+// ----- key rotation ---------------------------------------------------------------------
+
+/// Services whose cipher is a ring: a new active key, the test cipher's key as the old one.
+fn rotated_framework() -> TestFramework<Factor> {
+    TestFramework::with(FactorServices {
+        clock: Arc::new(FixedClock::at(now())),
+        cipher: rotated_cipher(),
+        hasher: hasher(),
+        policy: policy(),
+        relying_party: relying_party(),
+    })
+}
+
+fn rotated_cipher() -> SecretCipher {
+    SecretCipher::new([8u8; 32]).with_previous([[7u8; 32]])
+}
+
+#[tokio::test]
+async fn a_verification_after_rotation_reseals_the_secret_under_the_active_key() {
+    let events = rotated_framework()
+        .given(active())
+        .when_async(verify(code(step_of(now()))))
+        .await
+        .inspect_result()
+        .unwrap();
+    let [
+        FactorEvent::Verified(_),
+        FactorEvent::SecretResealed(resealed),
+    ] = events.as_slice()
+    else {
+        panic!("expected Verified then SecretResealed, got {events:?}");
+    };
+    assert_eq!(resealed.previous_key_id, cipher().key_id());
+    assert_eq!(resealed.secret.key_id, rotated_cipher().key_id());
+    assert_ne!(resealed.secret.key_id, cipher().key_id());
+    // The same secret, bound to the same factor, opened by the new key alone.
+    let opened = SecretCipher::new([8u8; 32])
+        .open(&resealed.secret, &fid().to_string())
+        .unwrap();
+    assert_eq!(opened.expose().as_slice(), SECRET);
+    let json = serde_json::to_string(&events).unwrap();
+    assert!(!json.contains(SECRET_BASE32) && !json.contains(SECRET_BASE64));
+
+    // Once resealed, a further verification writes no second re-seal; the old key is not needed.
+    let mut given = active();
+    given.extend(events.clone());
+    let later = TestFramework::<Factor>::with(FactorServices {
+        clock: Arc::new(FixedClock::at(now() + secs(60))),
+        cipher: SecretCipher::new([8u8; 32]),
+        hasher: hasher(),
+        policy: policy(),
+        relying_party: relying_party(),
+    })
+    .given(given)
+    .when_async(verify(code(step_of(now() + secs(60)))))
+    .await
+    .inspect_result()
+    .unwrap();
+    assert!(
+        matches!(later.as_slice(), [FactorEvent::Verified(_)]),
+        "{later:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_code_after_rotation_reseals_nothing() {
+    let events = rotated_framework()
+        .given(active())
+        .when_async(verify(wrong_code(step_of(now()))))
+        .await
+        .inspect_result()
+        .unwrap();
+    assert!(
+        events
+            .iter()
+            .all(|e| !matches!(e, FactorEvent::SecretResealed(_))),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn reseal_secret_seals_a_stale_secret_once_and_refuses_an_unknown_factor() {
+    let events = rotated_framework()
+        .given(active())
+        .when_async(FactorCommand::ResealSecret)
+        .await
+        .inspect_result()
+        .unwrap();
+    assert!(
+        matches!(events.as_slice(), [FactorEvent::SecretResealed(r)] if r.secret.key_id == rotated_cipher().key_id()),
+        "{events:?}"
+    );
+    let mut given = active();
+    given.extend(events);
+    rotated_framework()
+        .given(given)
+        .when_async(FactorCommand::ResealSecret)
+        .await
+        .then_expect_events(vec![]);
+    rotated_framework()
+        .given_no_previous_events()
+        .when_async(FactorCommand::ResealSecret)
+        .await
+        .then_expect_error(FactorError::NotFound);
+}
+
+#[tokio::test]
+async fn a_secret_whose_key_left_the_ring_is_unavailable_not_garbage() {
+    TestFramework::<Factor>::with(FactorServices {
+        clock: Arc::new(FixedClock::at(now())),
+        cipher: SecretCipher::new([8u8; 32]),
+        hasher: hasher(),
+        policy: policy(),
+        relying_party: relying_party(),
+    })
+    .given(active())
+    .when_async(verify(code(step_of(now()))))
+    .await
+    .then_expect_error(FactorError::SecretUnavailable);
+}

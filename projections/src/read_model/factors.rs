@@ -126,7 +126,8 @@ pub(super) fn fold(rows: &mut Rows<FactorRow>, stored: &StoredEvent, event: Fact
         // Only the hash of a code, or a ceremony's state: nothing a read model shows.
         FactorEvent::CodeIssued(_)
         | FactorEvent::RegistrationRequested(_)
-        | FactorEvent::AssertionRequested(_) => rows.update(id, seq, |_| {}),
+        | FactorEvent::AssertionRequested(_)
+        | FactorEvent::SecretResealed(_) => rows.update(id, seq, |_| {}),
         FactorEvent::CredentialRegistered(e) => rows.update(id, seq, |r| {
             r.credential_id = Some(e.credential_id);
             r.aaguid = e.aaguid.map(|a| a.to_string());
