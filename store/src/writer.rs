@@ -23,7 +23,7 @@
 //! has ended (see [`crate::log`]).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -266,17 +266,61 @@ fn bind<'q>(
     query
 }
 
-/// The batch in one statement; on a unique violation, each job in its own.
+/// The batch (each job all or none), answered in order.
 async fn postgres_batch(
     conn: &mut AnyConnection,
     batch: &[Job],
+) -> Result<Vec<Appended>, sqlx::Error> {
+    // Two commands of the batch that claim the same row (two requests on one stream that
+    // loaded the same state) cannot both commit: the later one loses here, in memory, so the
+    // race costs no failed statement and does not send the batch back one by one.
+    let mut claimed: HashSet<(&str, &str, i64)> = HashSet::new();
+    let mut lost = vec![false; batch.len()];
+    for (i, job) in batch.iter().enumerate() {
+        if job.rows.iter().any(|r| claimed.contains(&key(r))) {
+            lost[i] = true;
+        } else {
+            claimed.extend(job.rows.iter().map(key));
+        }
+    }
+    let pending: Vec<&Job> = batch
+        .iter()
+        .zip(&lost)
+        .filter(|(_, lost)| !**lost)
+        .map(|(job, _)| job)
+        .collect();
+    let mut answers = postgres_insert(conn, &pending).await?.into_iter();
+    Ok(lost
+        .iter()
+        .map(|lost| {
+            if *lost {
+                Appended::Conflict
+            } else {
+                answers.next().unwrap_or(Appended::Conflict)
+            }
+        })
+        .collect())
+}
+
+fn key(row: &Row) -> (&str, &str, i64) {
+    (
+        row.aggregate_type.as_str(),
+        row.aggregate_id.as_str(),
+        row.sequence,
+    )
+}
+
+/// `batch` in one statement; on a unique violation, each job in its own.
+async fn postgres_insert(
+    conn: &mut AnyConnection,
+    batch: &[&Job],
 ) -> Result<Vec<Appended>, sqlx::Error> {
     let rows = batch.iter().map(|j| j.rows.len()).sum();
     let mut sql = insert_sql(Dialect::Postgres, rows, Conflict::Fail, false);
     sql.push_str(
         " RETURNING aggregate_type, aggregate_id, sequence, tx_id::text::bigint, global_position",
     );
-    let written = match bind(&sql, batch.iter().flat_map(|j| &j.rows))
+    let written = match bind(&sql, batch.iter().flat_map(|j| j.rows.iter()))
         .fetch_all(&mut *conn)
         .await
     {
@@ -290,14 +334,7 @@ async fn postgres_batch(
     let mut owner: HashMap<(&str, &str, i64), usize> = HashMap::with_capacity(rows);
     for (i, job) in batch.iter().enumerate() {
         for row in &job.rows {
-            owner.insert(
-                (
-                    row.aggregate_type.as_str(),
-                    row.aggregate_id.as_str(),
-                    row.sequence,
-                ),
-                i,
-            );
+            owner.insert(key(row), i);
         }
     }
     let mut last: Vec<Option<Cursor>> = vec![None; batch.len()];
@@ -315,7 +352,10 @@ async fn postgres_batch(
 }
 
 /// After a conflict in a batch: each job alone, so only the conflicting ones fail.
-async fn one_by_one(conn: &mut AnyConnection, batch: &[Job]) -> Result<Vec<Appended>, sqlx::Error> {
+async fn one_by_one(
+    conn: &mut AnyConnection,
+    batch: &[&Job],
+) -> Result<Vec<Appended>, sqlx::Error> {
     let mut answers = Vec::with_capacity(batch.len());
     for job in batch {
         let sql = insert_sql(Dialect::Postgres, job.rows.len(), Conflict::Fail, true);
