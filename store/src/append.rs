@@ -118,7 +118,12 @@ fn classify(e: sqlx::Error) -> AppendError {
     }
 }
 
-fn insert_sql(dialect: Dialect, n: usize, on_conflict: Conflict, returning: bool) -> String {
+pub(crate) fn insert_sql(
+    dialect: Dialect,
+    n: usize,
+    on_conflict: Conflict,
+    returning: bool,
+) -> String {
     let json = dialect.json_type();
     let mut sql = String::from(
         "INSERT INTO events \

@@ -10,6 +10,11 @@ use sqlx::{
     migrate::{MigrateError, Migrator},
 };
 
+use crate::{
+    append::{AppendError, NewEvent, append_returning},
+    writer::{Appended, Row, Writer, WriterCounts},
+};
+
 /// The embedded migrations of each store (the two dialects need their own files, with the same
 /// numbers).
 static PG_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
@@ -60,13 +65,29 @@ impl Dialect {
 }
 
 /// A pool on either store: the one pool of a process, shared by the write side, the
-/// consumers and the readers.
+/// consumers and the readers; and the store's one writer ([`crate::writer`]), which commits
+/// the commands' appends in batches on a connection of its own.
 #[derive(Clone, Debug)]
 pub struct Db {
     /// The pool.
     pub pool: AnyPool,
     /// Which store.
     pub dialect: Dialect,
+    /// The group commit; `None` on an in-memory SQLite store, whose pool connections are the
+    /// only way to its data (commands then append through the pool).
+    writer: Option<Writer>,
+}
+
+/// What every connection runs once opened: PostgreSQL durable commits; SQLite WAL, durable
+/// commits, a busy timeout and foreign keys.
+fn session_setup(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => {
+            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+             PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
+        }
+        Dialect::Postgres => "SET synchronous_commit = on",
+    }
 }
 
 /// Most connections per SQLite pool, whatever `TESSERA_DB_POOL_SIZE` says. SQLite lets one
@@ -108,6 +129,8 @@ impl Db {
                 })??;
             let _ = probe.close().await;
         }
+        let options = AnyConnectOptions::from_str(url)?
+            .log_slow_statements(log::LevelFilter::Warn, SLOW_STATEMENT);
         let pool = AnyPoolOptions::new()
             .max_connections(match dialect {
                 Dialect::Postgres => max_connections,
@@ -119,23 +142,49 @@ impl Db {
             .test_before_acquire(false)
             .after_connect(move |conn, _| {
                 Box::pin(async move {
-                    let setup = match dialect {
-                        Dialect::Sqlite => {
-                            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-                             PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
-                        }
-                        Dialect::Postgres => "SET synchronous_commit = on",
-                    };
-                    conn.execute(setup).await?;
+                    conn.execute(session_setup(dialect)).await?;
                     Ok(())
                 })
             })
-            .connect_with(
-                AnyConnectOptions::from_str(url)?
-                    .log_slow_statements(log::LevelFilter::Warn, SLOW_STATEMENT),
-            )
+            .connect_with(options.clone())
             .await?;
-        Ok(Self { pool, dialect })
+        let writer = (dialect == Dialect::Postgres || sqlite_path(url).is_some())
+            .then(|| Writer::spawn(options, dialect, session_setup(dialect)));
+        Ok(Self {
+            pool,
+            dialect,
+            writer,
+        })
+    }
+
+    /// What the store's writer has done so far (`None`: no writer, an in-memory store).
+    pub fn writer_counts(&self) -> Option<WriterCounts> {
+        self.writer.as_ref().map(Writer::counts)
+    }
+
+    /// Appends the rows of one command (of any streams), all or none, through the store's
+    /// writer: committed in the next batch, answered once that batch is durable.
+    pub async fn append_command(&self, rows: Vec<Row>) -> Appended {
+        if let Some(writer) = &self.writer {
+            return writer.append(rows).await;
+        }
+        let events: Vec<NewEvent<'_>> = rows
+            .iter()
+            .map(|r| NewEvent {
+                aggregate_type: &r.aggregate_type,
+                aggregate_id: &r.aggregate_id,
+                sequence: r.sequence,
+                event_type: &r.event_type,
+                event_version: &r.event_version,
+                payload: r.payload.clone(),
+                metadata: r.metadata.clone(),
+            })
+            .collect();
+        match append_returning(&self.pool, self.dialect, &events).await {
+            Ok(cursor) => Appended::Done(cursor),
+            Err(AppendError::Conflict) => Appended::Conflict,
+            Err(AppendError::Db(e)) => Appended::Failed(std::sync::Arc::new(e)),
+        }
     }
 
     /// Applies pending migrations (PostgreSQL takes an advisory lock, so nodes may race).

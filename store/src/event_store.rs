@@ -31,8 +31,8 @@ use tessera_domain::versioning::{self, CommandName, Versioned};
 
 use crate::{
     Db,
-    append::{AppendError, NewEvent, append_returning},
     log::Cursor,
+    writer::{Appended, Row},
 };
 
 /// A stream as stored: `(last_sequence, number, payload)` of its newest snapshot, and
@@ -135,29 +135,29 @@ async fn save_snapshot(
     tx.commit().await
 }
 
-/// Appends the rows of decided commands (of any streams) in one statement; returns where the
-/// last of them sits in the log, if the store says so in the same statement (PostgreSQL).
+/// Appends the rows of decided commands (of any streams) through the store's writer, in the
+/// next batch; returns where the last of them sits in the log, if the store says so in the
+/// same statement (PostgreSQL).
 async fn append_decided(
     db: &Db,
     rows: &[(&'static str, &SerializedEvent)],
 ) -> Result<Option<Cursor>, PersistenceError> {
-    let sequence = |e: &SerializedEvent| i64::try_from(e.sequence).unwrap_or(i64::MAX);
-    let rows: Vec<NewEvent<'_>> = rows
+    let rows: Vec<Row> = rows
         .iter()
-        .map(|(aggregate_type, e)| NewEvent {
-            aggregate_type,
-            aggregate_id: &e.aggregate_id,
-            sequence: sequence(e),
-            event_type: &e.event_type,
-            event_version: &e.event_version,
+        .map(|(aggregate_type, e)| Row {
+            aggregate_type: (*aggregate_type).to_string(),
+            aggregate_id: e.aggregate_id.clone(),
+            sequence: i64::try_from(e.sequence).unwrap_or(i64::MAX),
+            event_type: e.event_type.clone(),
+            event_version: e.event_version.clone(),
             payload: e.payload.to_string(),
             metadata: e.metadata.to_string(),
         })
         .collect();
-    match append_returning(&db.pool, db.dialect, &rows).await {
-        Ok(cursor) => Ok(cursor),
-        Err(AppendError::Conflict) => Err(PersistenceError::OptimisticLockError),
-        Err(AppendError::Db(e)) => Err(PersistenceError::ConnectionError(Box::new(e))),
+    match db.append_command(rows).await {
+        Appended::Done(cursor) => Ok(cursor),
+        Appended::Conflict => Err(PersistenceError::OptimisticLockError),
+        Appended::Failed(e) => Err(PersistenceError::ConnectionError(Box::new(e))),
     }
 }
 

@@ -19,6 +19,7 @@ pub mod limits;
 pub mod log;
 pub mod runner;
 pub mod worker;
+pub mod writer;
 
 pub use append::{AppendError, Conflict, NewEvent, append};
 pub use db::{Db, Dialect};
