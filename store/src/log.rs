@@ -280,16 +280,19 @@ impl LogHead {
         Ok(now)
     }
 
-    /// Polls every `poll` (and when nudged) until `shutdown` turns true.
+    /// Polls every `poll` (and when nudged, at most once every `pace`: under load one read of
+    /// the head serves many commits) until `shutdown` turns true.
     pub fn spawn(
         self: &Arc<Self>,
         poll: Duration,
+        pace: Duration,
         shutdown: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
-        crate::worker::spawn(
+        crate::worker::spawn_paced(
             Arc::clone(self),
             "log head",
             poll,
+            crate::worker::Pace { every: pace, hurry: None },
             shutdown,
             |h| &h.wake,
             |h| async move { h.refresh().await.map(|_| ()) },

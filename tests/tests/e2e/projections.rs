@@ -252,3 +252,22 @@ both_stores!(the_tail_peek_is_an_index_probe, |store| async move {
         }
     }
 });
+
+both_stores!(
+    a_mutation_reads_back_its_write_however_long_the_consumers_pace,
+    |store| async move {
+        // A pace far longer than the read-your-writes wait: only a hurried wake-up can make
+        // each mutation's write visible before it answers.
+        let s = TestServer::start_with(store, |c| c.consumer_pace_ms = 60_000).await;
+        let state = &s.server().state;
+        for login in ["pace1", "pace2", "pace3"] {
+            let id = s.create_user(login).await;
+            let row = state.queries.user(&id).await.unwrap();
+            assert_eq!(
+                row.map(|r| r.login),
+                Some(login.to_string()),
+                "{login} is in the read model when createUser answers"
+            );
+        }
+    }
+);
