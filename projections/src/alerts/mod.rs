@@ -124,7 +124,7 @@ struct Batch {
     /// User → the earliest window start of its failures in the batch: older rows are pruned.
     prune: HashMap<String, DateTime<Utc>>,
     /// User → the rows of `alert_failures` (written before this batch) after a window start.
-    windows: HashMap<String, (DateTime<Utc>, Vec<(String, FailureRow)>)>,
+    windows: HashMap<String, (DateTime<Utc>, Vec<FailureRow>)>,
 }
 
 /// Ids per `IN (..)` list and rows per multi-row statement: far under both stores' limits on
@@ -238,7 +238,10 @@ impl Batch {
         start: DateTime<Utc>,
         at: DateTime<Utc>,
     ) -> Result<Vec<FailureRow>, Error> {
-        let cached = self.windows.get(user).is_some_and(|(from, _)| *from <= start);
+        let cached = self
+            .windows
+            .get(user)
+            .is_some_and(|(from, _)| *from <= start);
         if !cached {
             let rows: Vec<FailureRow> = sqlx::query_as(
                 "SELECT aggregate_type, aggregate_id, sequence, event_type, at FROM alert_failures \
@@ -248,15 +251,14 @@ impl Batch {
             .bind(ts(start))
             .fetch_all(&mut *conn)
             .await?;
-            let rows = rows.into_iter().map(|r| (r.at.clone(), r)).collect();
             self.windows.insert(user.to_string(), (start, rows));
         }
         let (start, at) = (ts(start), ts(at));
         let mut seen = BTreeSet::new();
         let mut rows: Vec<FailureRow> = Vec::new();
         let stored = self.windows.get(user).map(|(_, rows)| rows.as_slice());
-        for (t, row) in stored.unwrap_or_default() {
-            if *t > start && *t <= at && seen.insert(row.key()) {
+        for row in stored.unwrap_or_default() {
+            if row.at > start && row.at <= at && seen.insert(row.key()) {
                 rows.push(row.clone());
             }
         }
@@ -301,8 +303,11 @@ impl Batch {
             }
             query.execute(&mut *conn).await?;
         }
-        let prune: Vec<(&String, String)> =
-            self.prune.iter().map(|(user, start)| (user, ts(*start))).collect();
+        let prune: Vec<(&String, String)> = self
+            .prune
+            .iter()
+            .map(|(user, start)| (user, ts(*start)))
+            .collect();
         for chunk in prune.chunks(CHUNK) {
             let terms: Vec<String> = (0..chunk.len())
                 .map(|i| format!("(user_id = ${} AND at <= ${})", 2 * i + 1, 2 * i + 2))
@@ -787,7 +792,6 @@ impl FailureRow {
             self.sequence,
         )
     }
-
 
     fn into_ref(self) -> EventRef {
         EventRef {

@@ -496,7 +496,11 @@ both_stores!(
         }
         let reason = format!("3 failed proofs of possession within {window} s");
         let expected = vec![
-            ("REPEATED_FAILURES".to_string(), reason.clone(), vec![0, 1, 2]),
+            (
+                "REPEATED_FAILURES".to_string(),
+                reason.clone(),
+                vec![0, 1, 2],
+            ),
             ("REPEATED_FAILURES".to_string(), reason, vec![4, 5, 6]),
         ];
         assert_eq!(shapes[1], expected, "one failure per batch");
