@@ -140,6 +140,12 @@ pub struct Config {
     /// after that. Every load still asks the database, so nodes never act on a stale state.
     #[arg(long, env = "TESSERA_AGGREGATE_CACHE", default_value_t = 16_384)]
     pub aggregate_cache: usize,
+    /// Least milliseconds between two batches of a consumer (read models, alert reactor, log
+    /// seal, log head) woken by commits: under load one batch, one transaction, gathers every
+    /// commit of that time instead of one each. An idle consumer answers a wake-up at once, and
+    /// a request waiting for the read models skips the pause. 0 turns pacing off.
+    #[arg(long, env = "TESSERA_CONSUMER_PACE_MS", default_value_t = 20)]
+    pub consumer_pace_ms: u64,
     /// SMTP relay for e-mail codes: `smtp://host:port` (plain) or `smtps://user:pass@host:465`.
     /// Unset: e-mail goes to the development outbox file.
     #[arg(long, env = "TESSERA_SMTP_URL", hide_env_values = true, value_parser = parse_smtp_url)]
@@ -410,6 +416,7 @@ impl Default for Config {
             db_pool_size: 16,
             factor_snapshot_every: 25,
             aggregate_cache: 16_384,
+            consumer_pace_ms: 20,
             smtp_url: None,
             mail_from: "Tessera <tessera@localhost>".into(),
             sms_webhook_url: None,

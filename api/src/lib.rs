@@ -845,9 +845,10 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
     state.log_head.refresh().await?;
     let consumers_stop = watch::channel(false).0;
     let rx = consumers_stop.subscribe();
+    let pace = Duration::from_millis(state.config.consumer_pace_ms);
     let consumers = vec![
-        state.read_models.spawn(PROJECTION_POLL, rx.clone()),
-        state.reactor.spawn(PROJECTION_POLL, rx.clone()),
+        state.read_models.spawn(PROJECTION_POLL, pace, rx.clone()),
+        state.reactor.spawn(PROJECTION_POLL, pace, rx.clone()),
         state.deliverer.spawn(PROJECTION_POLL, rx.clone()),
         tessera_store::worker::spawn(
             Arc::clone(&state.messages),
@@ -857,8 +858,8 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<S
             delivery::queue::MessageQueue::waker,
             |q| async move { q.drain().await },
         ),
-        state.sealer.spawn(PROJECTION_POLL, rx.clone()),
-        state.log_head.spawn(PROJECTION_POLL, rx.clone()),
+        state.sealer.spawn(PROJECTION_POLL, pace, rx.clone()),
+        state.log_head.spawn(PROJECTION_POLL, pace, rx.clone()),
         Arc::clone(&state.tokens).spawn(rx),
     ];
     let router = app(state.clone());

@@ -122,6 +122,20 @@ pub async fn read_after(
     read_page(conn, dialect, after, limit, Visibility::Final).await
 }
 
+/// The page read of [`read_page`] on PostgreSQL (`$1`, `$2`: the cursor; `$3`: the limit). A
+/// consumer's tick starts with it, so it must be an index probe as [`PG_PEEK`] is.
+pub fn pg_page(visibility: Visibility) -> String {
+    let below_xmin = match visibility {
+        Visibility::Final => "AND tx_id < pg_snapshot_xmin(pg_current_snapshot())",
+        Visibility::Written => "",
+    };
+    format!(
+        "SELECT {PG_COLUMNS} FROM events \
+         WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) {below_xmin} \
+         ORDER BY tx_id, global_position LIMIT $3"
+    )
+}
+
 /// Reads up to `limit` events after `after`, in tailing order, of the given visibility.
 ///
 /// # Errors
@@ -135,15 +149,7 @@ pub async fn read_page(
 ) -> Result<Vec<StoredEvent>, Error> {
     let rows = match dialect {
         Dialect::Postgres => {
-            let below_xmin = match visibility {
-                Visibility::Final => "AND tx_id < pg_snapshot_xmin(pg_current_snapshot())",
-                Visibility::Written => "",
-            };
-            let sql = format!(
-                "SELECT {PG_COLUMNS} FROM events \
-                 WHERE (tx_id, global_position) > ($1::bigint::text::xid8, $2) {below_xmin} \
-                 ORDER BY tx_id, global_position LIMIT $3"
-            );
+            let sql = pg_page(visibility);
             sqlx::query(&sql)
                 .bind(after.tx)
                 .bind(after.pos)
@@ -280,16 +286,22 @@ impl LogHead {
         Ok(now)
     }
 
-    /// Polls every `poll` (and when nudged) until `shutdown` turns true.
+    /// Polls every `poll` (and when nudged, at most once every `pace`: under load one read of
+    /// the head serves many commits) until `shutdown` turns true.
     pub fn spawn(
         self: &Arc<Self>,
         poll: Duration,
+        pace: Duration,
         shutdown: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
-        crate::worker::spawn(
+        crate::worker::spawn_paced(
             Arc::clone(self),
             "log head",
             poll,
+            crate::worker::Pace {
+                every: pace,
+                hurry: None,
+            },
             shutdown,
             |h| &h.wake,
             |h| async move { h.refresh().await.map(|_| ()) },

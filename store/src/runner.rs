@@ -18,6 +18,18 @@ use crate::{
 /// How long a runner leaves SQLite's write lock free between two batches of a backlog.
 const SQLITE_YIELD: Duration = Duration::from_millis(120);
 
+/// Events per live batch: what one tick usually finds is far less.
+const LIVE_BATCH: i64 = 500;
+
+/// Events per batch once a batch came back full (the consumer is behind: catch-up after a
+/// restart, a burst from another node): fewer, larger transactions drain the backlog faster.
+const BACKLOG_BATCH: i64 = 2_000;
+
+/// The default least time between the starts of two ticks of a runner's loop (see
+/// [`crate::worker`]): under load a tick gathers every commit of the last few milliseconds into
+/// one transaction; far inside a one-second lag budget.
+pub const DEFAULT_PACE: Duration = Duration::from_millis(20);
+
 /// Events per batch in a rebuild: large, since one transaction holds them all anyway and a
 /// projection that writes in bulk ([`Projection::apply_batch`]) gains with every event.
 const REBUILD_BATCH: i64 = 5_000;
@@ -63,6 +75,7 @@ pub struct Runner<P> {
     batch: i64,
     applied: watch::Sender<Cursor>,
     wake: Notify,
+    hurry: Notify,
 }
 
 impl<P: Projection> Runner<P> {
@@ -88,9 +101,10 @@ impl<P: Projection> Runner<P> {
         Ok(Arc::new(Self {
             db,
             projection,
-            batch: 500,
+            batch: LIVE_BATCH,
             applied: watch::channel(cursor).0,
             wake: Notify::new(),
+            hurry: Notify::new(),
         }))
     }
 
@@ -129,8 +143,18 @@ impl<P: Projection> Runner<P> {
         size: i64,
     ) -> Result<(usize, Cursor), Error> {
         let events = log::read_after(conn, self.db.dialect, from, size).await?;
+        self.apply_events(conn, from, &events).await
+    }
+
+    /// Applies `events` (read after `from`) and moves the checkpoint to the last of them.
+    async fn apply_events(
+        &self,
+        conn: &mut AnyConnection,
+        from: Cursor,
+        events: &[StoredEvent],
+    ) -> Result<(usize, Cursor), Error> {
         self.projection
-            .apply_batch(conn, self.db.dialect, &events)
+            .apply_batch(conn, self.db.dialect, events)
             .await?;
         let last = events.last().map_or(from, |e| e.cursor);
         if last != from {
@@ -161,26 +185,59 @@ impl<P: Projection> Runner<P> {
     /// # Errors
     /// Database or decoding errors; nothing of the batch is kept then.
     pub async fn run_batch(&self) -> Result<usize, Error> {
+        self.run_batch_of(self.batch).await
+    }
+
+    async fn run_batch_of(&self, size: i64) -> Result<usize, Error> {
         let mut tx = self.db.pool.begin().await?;
-        let from = self.lock_checkpoint(&mut tx).await?;
-        let (n, last) = self.apply_batch(&mut tx, from, self.batch).await?;
+        let (n, last) = match self.db.dialect {
+            // Read first, lock after: a tick that finds nothing commits a read-only transaction
+            // (no checkpoint write, no WAL flush), and one that finds events needs no separate
+            // peek. The checkpoint in the database is never behind the one this process saw, so
+            // nothing after `seen` means nothing to do; if another node moved it meanwhile,
+            // the lock returns where it stands now and the batch is read again from there.
+            Dialect::Postgres => {
+                let seen = self.checkpoint();
+                let events = log::read_after(&mut tx, self.db.dialect, seen, size).await?;
+                if events.is_empty() {
+                    tx.commit().await?;
+                    return Ok(0);
+                }
+                let from = self.lock_checkpoint(&mut tx).await?;
+                if from == seen {
+                    self.apply_events(&mut tx, from, &events).await?
+                } else {
+                    drop(events);
+                    self.apply_batch(&mut tx, from, size).await?
+                }
+            }
+            // SQLite takes its write lock with the first statement (see `lock_checkpoint`);
+            // the loop peeks before it opens the transaction.
+            Dialect::Sqlite => {
+                let from = self.lock_checkpoint(&mut tx).await?;
+                self.apply_batch(&mut tx, from, size).await?
+            }
+        };
         tx.commit().await?;
         self.publish(last);
         Ok(n)
     }
 
-    /// Applies batches until the log is drained; returns how many events were applied.
+    /// Applies batches until the log is drained; returns how many events were applied. After
+    /// a full batch the next ones are larger ([`BACKLOG_BATCH`]): the consumer is behind.
     ///
     /// # Errors
     /// As [`Runner::run_batch`].
     pub async fn catch_up(&self) -> Result<usize, Error> {
         let mut total = 0;
+        let mut size = self.batch;
         loop {
-            let n = self.run_batch().await?;
+            let n = self.run_batch_of(size).await?;
             total += n;
-            if i64::try_from(n).unwrap_or(i64::MAX) < self.batch {
+            if i64::try_from(n).unwrap_or(i64::MAX) < size {
                 return Ok(total);
             }
+            size = BACKLOG_BATCH.max(self.batch);
             // SQLite has one write lock and no queue: a runner that starts its next batch at
             // once can starve a command waiting in its busy handler (seen in the benchmark as
             // a 10 s `database is locked` while a 100k-event backlog was applied). Between
@@ -225,9 +282,16 @@ impl<P: Projection> Runner<P> {
         Ok(total)
     }
 
-    /// Wakes the background loop now (after a local commit).
+    /// Wakes the background loop (after a local commit); a paced loop may wait out its pace
+    /// first, to gather more commits into the batch.
     pub fn nudge(&self) {
         self.wake.notify_one();
+    }
+
+    /// Wakes the background loop now, past its pace: someone waits for the result.
+    pub fn hurry(&self) {
+        self.wake.notify_one();
+        self.hurry.notify_one();
     }
 
     /// Waits until the projection has applied the event at `target`, nudging the loop.
@@ -239,7 +303,7 @@ impl<P: Projection> Runner<P> {
                 if *rx.borrow_and_update() >= target {
                     return;
                 }
-                self.nudge();
+                self.hurry();
                 if rx.changed().await.is_err() {
                     return;
                 }
@@ -275,17 +339,23 @@ impl<P: Projection> Runner<P> {
         })
     }
 
-    /// Runs the loop until `shutdown` turns true: a cheap read-only peek every `poll` (events
-    /// from other nodes), a full batch when something is there or when nudged.
+    /// Runs the loop until `shutdown` turns true: a cheap read-only look every `poll` (events
+    /// from other nodes), a batch when something is there or when nudged, ticks at least
+    /// `pace` apart unless hurried ([`crate::worker::spawn_paced`]).
     pub fn spawn(
         self: &Arc<Self>,
         poll: Duration,
+        pace: Duration,
         shutdown: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
-        crate::worker::spawn(
+        crate::worker::spawn_paced(
             Arc::clone(self),
             self.projection.name(),
             poll,
+            crate::worker::Pace {
+                every: pace,
+                hurry: Some(|r: &Self| &r.hurry),
+            },
             shutdown,
             |r| &r.wake,
             |r| async move { r.tick().await },
@@ -293,12 +363,16 @@ impl<P: Projection> Runner<P> {
     }
 
     async fn tick(&self) -> Result<(), Error> {
-        let mut conn = self.db.pool.acquire().await?;
-        let pending = log::has_after(&mut conn, self.db.dialect, self.checkpoint()).await?;
-        drop(conn);
-        if pending {
-            self.catch_up().await?;
+        // PostgreSQL: the batch's own read is the look (see `run_batch_of`).
+        if self.db.dialect == Dialect::Sqlite {
+            let mut conn = self.db.pool.acquire().await?;
+            let pending = log::has_after(&mut conn, self.db.dialect, self.checkpoint()).await?;
+            drop(conn);
+            if !pending {
+                return Ok(());
+            }
         }
+        self.catch_up().await?;
         Ok(())
     }
 }

@@ -6,6 +6,8 @@
 
 pub mod rules;
 
+use std::collections::{BTreeSet, HashMap};
+
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::{AnyConnection, FromRow, Row};
@@ -50,12 +52,289 @@ impl Projection for AlertReactor {
         dialect: Dialect,
         event: &StoredEvent,
     ) -> Result<(), Error> {
-        match event.aggregate_type.as_str() {
-            "Factor" => self.on_factor(conn, dialect, event, event.decode()?).await,
-            "User" => self.on_user(conn, dialect, event, event.decode()?).await,
-            "Alert" => on_alert(conn, event, event.decode()?).await,
-            _ => Ok(()),
+        self.apply_batch(conn, dialect, std::slice::from_ref(event))
+            .await
+    }
+
+    /// Set-based: the owners of the batch's factors and the users' last repeated-failures
+    /// alerts are read in one query each, the failures are written in one multi-row INSERT and
+    /// pruned in one DELETE at the end, and a user's window is read only where the rule can
+    /// fire (once per user and batch, the batch's own failures added from memory). The events
+    /// are still judged one by one, in log order, with the same results as one at a time.
+    async fn apply_batch(
+        &self,
+        conn: &mut AnyConnection,
+        dialect: Dialect,
+        events: &[StoredEvent],
+    ) -> Result<(), Error> {
+        let mut decoded = Vec::with_capacity(events.len());
+        for event in events {
+            match event.aggregate_type.as_str() {
+                "Factor" => decoded.push(Decoded::Factor(event, event.decode()?)),
+                "User" => decoded.push(Decoded::User(event, event.decode()?)),
+                "Alert" => decoded.push(Decoded::Alert(event, event.decode()?)),
+                _ => {}
+            }
         }
+        let mut batch = Batch::default();
+        batch.load_owners(conn, &decoded).await?;
+        batch.load_last_alerts(conn, &decoded).await?;
+        for d in decoded {
+            match d {
+                Decoded::Factor(stored, event) => {
+                    self.on_factor(conn, dialect, &mut batch, stored, event)
+                        .await?;
+                }
+                Decoded::User(stored, event) => {
+                    self.on_user(conn, dialect, &mut batch, stored, event)
+                        .await?;
+                }
+                Decoded::Alert(stored, event) => on_alert(conn, stored, event).await?,
+            }
+        }
+        batch.flush(conn).await
+    }
+}
+
+enum Decoded<'a> {
+    Factor(&'a StoredEvent, FactorEvent),
+    User(&'a StoredEvent, UserEvent),
+    Alert(&'a StoredEvent, AlertEvent),
+}
+
+/// A failure the batch records in `alert_failures`.
+struct Failure {
+    key: (String, String, i64),
+    event_type: String,
+    user: String,
+    at: String,
+}
+
+/// What one batch knows and has still to write.
+#[derive(Default)]
+struct Batch {
+    /// Factor id → owner: the table's rows for the batch's factors, and the batch's enrolments.
+    owners: HashMap<String, String>,
+    /// Enrolments to record.
+    new_owners: Vec<(String, String)>,
+    /// User → when its last repeated-failures alert was raised (`None`: never).
+    last_alert: HashMap<String, Option<DateTime<Utc>>>,
+    /// The batch's failures, in log order.
+    failures: Vec<Failure>,
+    /// User → the earliest window start of its failures in the batch: older rows are pruned.
+    prune: HashMap<String, DateTime<Utc>>,
+    /// User → the rows of `alert_failures` (written before this batch) after a window start.
+    windows: HashMap<String, (DateTime<Utc>, Vec<FailureRow>)>,
+}
+
+/// Ids per `IN (..)` list and rows per multi-row statement: far under both stores' limits on
+/// bound parameters.
+const CHUNK: usize = 500;
+
+fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Batch {
+    async fn load_owners(
+        &mut self,
+        conn: &mut AnyConnection,
+        decoded: &[Decoded<'_>],
+    ) -> Result<(), Error> {
+        let ids: BTreeSet<&str> = decoded
+            .iter()
+            .filter_map(|d| match d {
+                Decoded::Factor(e, event) if !matches!(event, FactorEvent::Enrolled(_)) => {
+                    Some(e.aggregate_id.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        let ids: Vec<&str> = ids.into_iter().collect();
+        for chunk in ids.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT factor_id, user_id FROM alert_factor_owners WHERE factor_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                self.owners
+                    .insert(row.try_get("factor_id")?, row.try_get("user_id")?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the last repeated-failures alert of every user the batch may count a failure of.
+    async fn load_last_alerts(
+        &mut self,
+        conn: &mut AnyConnection,
+        decoded: &[Decoded<'_>],
+    ) -> Result<(), Error> {
+        let users: BTreeSet<String> = decoded
+            .iter()
+            .filter_map(|d| match d {
+                Decoded::Factor(e, FactorEvent::FailedAttempt(_)) => {
+                    self.owners.get(&e.aggregate_id).cloned()
+                }
+                Decoded::Factor(_, FactorEvent::Enrolled(en)) => Some(en.user_id.to_string()),
+                Decoded::User(e, UserEvent::FailedAttempt(_)) => Some(e.aggregate_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let users: Vec<String> = users.into_iter().collect();
+        self.load_last_alerts_of(conn, &users).await
+    }
+
+    async fn load_last_alerts_of(
+        &mut self,
+        conn: &mut AnyConnection,
+        users: &[String],
+    ) -> Result<(), Error> {
+        for chunk in users.chunks(CHUNK) {
+            let sql = format!(
+                "SELECT user_id, MAX(raised_at) AS last FROM security_alerts_v1 \
+                 WHERE kind = $1 AND user_id IN ({}) GROUP BY user_id",
+                placeholders(2, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(AlertKind::RepeatedFailures.as_str());
+            for user in chunk {
+                query = query.bind(user);
+                self.last_alert.insert(user.clone(), None);
+            }
+            for row in query.fetch_all(&mut *conn).await? {
+                let user: String = row.try_get("user_id")?;
+                let last: Option<String> = row.try_get("last")?;
+                self.last_alert
+                    .insert(user, last.as_deref().and_then(parse_ts));
+            }
+        }
+        Ok(())
+    }
+
+    async fn last_alert(
+        &mut self,
+        conn: &mut AnyConnection,
+        user: &str,
+    ) -> Result<Option<DateTime<Utc>>, Error> {
+        if !self.last_alert.contains_key(user) {
+            self.load_last_alerts_of(conn, &[user.to_string()]).await?;
+        }
+        Ok(self.last_alert.get(user).copied().flatten())
+    }
+
+    /// The user's failures in `(start, at]`, as `alert_failures` would hold them had every
+    /// failure of the batch so far been written: ordered by time, stream and sequence.
+    async fn window(
+        &mut self,
+        conn: &mut AnyConnection,
+        user: &str,
+        start: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<FailureRow>, Error> {
+        let cached = self
+            .windows
+            .get(user)
+            .is_some_and(|(from, _)| *from <= start);
+        if !cached {
+            let rows: Vec<FailureRow> = sqlx::query_as(
+                "SELECT aggregate_type, aggregate_id, sequence, event_type, at FROM alert_failures \
+                 WHERE user_id = $1 AND at > $2",
+            )
+            .bind(user)
+            .bind(ts(start))
+            .fetch_all(&mut *conn)
+            .await?;
+            self.windows.insert(user.to_string(), (start, rows));
+        }
+        let (start, at) = (ts(start), ts(at));
+        let mut seen = BTreeSet::new();
+        let mut rows: Vec<FailureRow> = Vec::new();
+        let stored = self.windows.get(user).map(|(_, rows)| rows.as_slice());
+        for row in stored.unwrap_or_default() {
+            if row.at > start && row.at <= at && seen.insert(row.key()) {
+                rows.push(row.clone());
+            }
+        }
+        for f in self.failures.iter().filter(|f| f.user == user) {
+            if f.at > start && f.at <= at && seen.insert(f.key.clone()) {
+                rows.push(FailureRow {
+                    aggregate_type: f.key.0.clone(),
+                    aggregate_id: f.key.1.clone(),
+                    sequence: f.key.2,
+                    event_type: f.event_type.clone(),
+                    at: f.at.clone(),
+                });
+            }
+        }
+        rows.sort_by(|a, b| {
+            (&a.at, &a.aggregate_id, a.sequence).cmp(&(&b.at, &b.aggregate_id, b.sequence))
+        });
+        Ok(rows)
+    }
+
+    /// Writes what the batch recorded: failures, pruning of failures out of every window,
+    /// owners.
+    async fn flush(self, conn: &mut AnyConnection) -> Result<(), Error> {
+        for chunk in self.failures.chunks(CHUNK) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(i * 6 + 1, 6)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO alert_failures (aggregate_type, aggregate_id, sequence, event_type, \
+                 user_id, at) VALUES {} ON CONFLICT DO NOTHING",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for f in chunk {
+                query = query
+                    .bind(&f.key.0)
+                    .bind(&f.key.1)
+                    .bind(f.key.2)
+                    .bind(&f.event_type)
+                    .bind(&f.user)
+                    .bind(&f.at);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        let prune: Vec<(&String, String)> = self
+            .prune
+            .iter()
+            .map(|(user, start)| (user, ts(*start)))
+            .collect();
+        for chunk in prune.chunks(CHUNK) {
+            let terms: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(user_id = ${} AND at <= ${})", 2 * i + 1, 2 * i + 2))
+                .collect();
+            let sql = format!("DELETE FROM alert_failures WHERE {}", terms.join(" OR "));
+            let mut query = sqlx::query(&sql);
+            for (user, start) in chunk {
+                query = query.bind(*user).bind(start);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        for chunk in self.new_owners.chunks(CHUNK) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("({})", placeholders(i * 2 + 1, 2)))
+                .collect();
+            let sql = format!(
+                "INSERT INTO alert_factor_owners (factor_id, user_id) VALUES {} \
+                 ON CONFLICT (factor_id) DO NOTHING",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for (factor, user) in chunk {
+                query = query.bind(factor).bind(user);
+            }
+            query.execute(&mut *conn).await?;
+        }
+        Ok(())
     }
 }
 
@@ -68,37 +347,26 @@ fn event_ref(e: &StoredEvent) -> EventRef {
     }
 }
 
-async fn owner_of(conn: &mut AnyConnection, factor_id: &str) -> Result<Option<String>, Error> {
-    let row = sqlx::query("SELECT user_id FROM alert_factor_owners WHERE factor_id = $1")
-        .bind(factor_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    Ok(match row {
-        Some(r) => Some(r.try_get("user_id")?),
-        None => None,
-    })
-}
-
 impl AlertReactor {
     async fn on_factor(
         &self,
         conn: &mut AnyConnection,
         dialect: Dialect,
+        batch: &mut Batch,
         stored: &StoredEvent,
         event: FactorEvent,
     ) -> Result<(), Error> {
         if let FactorEvent::Enrolled(e) = &event {
-            sqlx::query(
-                "INSERT INTO alert_factor_owners (factor_id, user_id) VALUES ($1, $2) \
-                 ON CONFLICT (factor_id) DO NOTHING",
-            )
-            .bind(&stored.aggregate_id)
-            .bind(e.user_id.to_string())
-            .execute(&mut *conn)
-            .await?;
+            // The first owner recorded stays (as `ON CONFLICT DO NOTHING` keeps it).
+            let user = e.user_id.to_string();
+            batch
+                .owners
+                .entry(stored.aggregate_id.clone())
+                .or_insert_with(|| user.clone());
+            batch.new_owners.push((stored.aggregate_id.clone(), user));
             return Ok(());
         }
-        let Some(user) = owner_of(conn, &stored.aggregate_id).await? else {
+        let Some(user) = batch.owners.get(&stored.aggregate_id).cloned() else {
             return Ok(());
         };
         match event {
@@ -121,11 +389,13 @@ impl AlertReactor {
                     f.at,
                 )
                 .await?;
-                self.on_failure(conn, dialect, stored, &user, f.at).await
+                self.on_failure(conn, dialect, batch, stored, &user, f.at)
+                    .await
             }
             // Attempts refused unchecked while locked are not new guesses.
             FactorEvent::FailedAttempt(f) if f.reason != FailureReason::Locked => {
-                self.on_failure(conn, dialect, stored, &user, f.at).await
+                self.on_failure(conn, dialect, batch, stored, &user, f.at)
+                    .await
             }
             FactorEvent::LockedOut(l) => {
                 let reason = format!(
@@ -184,6 +454,7 @@ impl AlertReactor {
         &self,
         conn: &mut AnyConnection,
         dialect: Dialect,
+        batch: &mut Batch,
         stored: &StoredEvent,
         event: UserEvent,
     ) -> Result<(), Error> {
@@ -191,7 +462,8 @@ impl AlertReactor {
         match event {
             // Factor-check failures are counted from the factor's own event.
             UserEvent::FailedAttempt(f) if f.reason == UserFailureReason::WrongRecoveryCode => {
-                self.on_failure(conn, dialect, stored, &user, f.at).await
+                self.on_failure(conn, dialect, batch, stored, &user, f.at)
+                    .await
             }
             UserEvent::LockedOut(l) => {
                 let reason = format!(
@@ -316,37 +588,28 @@ impl AlertReactor {
         &self,
         conn: &mut AnyConnection,
         dialect: Dialect,
+        batch: &mut Batch,
         stored: &StoredEvent,
         user: &str,
         at: DateTime<Utc>,
     ) -> Result<(), Error> {
-        sqlx::query(
-            "INSERT INTO alert_failures (aggregate_type, aggregate_id, sequence, event_type, user_id, at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-        )
-        .bind(&stored.aggregate_type)
-        .bind(&stored.aggregate_id)
-        .bind(stored.sequence)
-        .bind(&stored.event_type)
-        .bind(user)
-        .bind(ts(at))
-        .execute(&mut *conn)
-        .await?;
-        let start = ts(self.rule.window_start(at));
-        sqlx::query("DELETE FROM alert_failures WHERE user_id = $1 AND at <= $2")
-            .bind(user)
-            .bind(&start)
-            .execute(&mut *conn)
-            .await?;
-        let last: Option<String> = sqlx::query(
-            "SELECT MAX(raised_at) AS last FROM security_alerts_v1 WHERE user_id = $1 AND kind = $2",
-        )
-        .bind(user)
-        .bind(AlertKind::RepeatedFailures.as_str())
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get("last")?;
-        let last = last.as_deref().and_then(parse_ts);
+        batch.failures.push(Failure {
+            key: (
+                stored.aggregate_type.clone(),
+                stored.aggregate_id.clone(),
+                stored.sequence,
+            ),
+            event_type: stored.event_type.clone(),
+            user: user.to_string(),
+            at: ts(at),
+        });
+        let start = self.rule.window_start(at);
+        batch
+            .prune
+            .entry(user.to_string())
+            .and_modify(|s| *s = (*s).min(start))
+            .or_insert(start);
+        let last = batch.last_alert(conn, user).await?;
         // Inside the window of the last alert no count can fire: do not read the window. Under
         // a sustained attack it holds every failure of the last window, and reading it for
         // each new failure made the reactor quadratic (100k failures: hours; SQLite writers
@@ -354,15 +617,7 @@ impl AlertReactor {
         if !self.rule.fires(usize::MAX, at, last) {
             return Ok(());
         }
-        let recent: Vec<FailureRow> = sqlx::query_as(
-            "SELECT aggregate_type, aggregate_id, sequence, event_type FROM alert_failures \
-             WHERE user_id = $1 AND at > $2 AND at <= $3 ORDER BY at, aggregate_id, sequence",
-        )
-        .bind(user)
-        .bind(&start)
-        .bind(ts(at))
-        .fetch_all(&mut *conn)
-        .await?;
+        let recent = batch.window(conn, user, start, at).await?;
         if !self.rule.fires(recent.len(), at, last) {
             return Ok(());
         }
@@ -372,21 +627,29 @@ impl AlertReactor {
             self.rule.window.num_seconds()
         );
         let cause = recent.into_iter().map(FailureRow::into_ref).collect();
-        self.raise(
-            conn,
-            dialect,
-            AlertKind::RepeatedFailures,
-            user,
-            reason,
-            cause,
-            at,
-        )
-        .await
+        let raised = self
+            .raise_once(
+                conn,
+                dialect,
+                AlertKind::RepeatedFailures,
+                user,
+                reason,
+                cause,
+                at,
+            )
+            .await?;
+        if raised {
+            // As `MAX(raised_at)` would read it back.
+            let shown = parse_ts(&ts(at));
+            let last = batch.last_alert.entry(user.to_string()).or_default();
+            if shown > *last {
+                *last = shown;
+            }
+        }
+        Ok(())
     }
 
-    /// Appends `SecurityAlertRaised` to the log, shows it in `security_alerts_v1` and queues
-    /// its deliveries. The last element of `caused_by` is the trigger the id derives from;
-    /// a repeat of the same trigger inserts nothing anywhere.
+    /// [`AlertReactor::raise_once`], for callers that need not know whether it raised.
     #[allow(clippy::too_many_arguments)]
     async fn raise(
         &self,
@@ -398,8 +661,27 @@ impl AlertReactor {
         caused_by: Vec<EventRef>,
         at: DateTime<Utc>,
     ) -> Result<(), Error> {
+        self.raise_once(conn, dialect, kind, user, reason, caused_by, at)
+            .await
+            .map(|_| ())
+    }
+
+    /// Appends `SecurityAlertRaised` to the log, shows it in `security_alerts_v1` and queues
+    /// its deliveries. The last element of `caused_by` is the trigger the id derives from;
+    /// a repeat of the same trigger inserts nothing anywhere. Whether it raised the alert now.
+    #[allow(clippy::too_many_arguments)]
+    async fn raise_once(
+        &self,
+        conn: &mut AnyConnection,
+        dialect: Dialect,
+        kind: AlertKind,
+        user: &str,
+        reason: String,
+        caused_by: Vec<EventRef>,
+        at: DateTime<Utc>,
+    ) -> Result<bool, Error> {
         let (Some(trigger), Some(user_id)) = (caused_by.last(), UserId::parse(user)) else {
-            return Ok(());
+            return Ok(false);
         };
         let id = alert_id(kind, trigger);
         let raised = SecurityAlertRaised {
@@ -442,7 +724,7 @@ impl AlertReactor {
             Err(AppendError::Conflict) => 0,
         };
         if inserted == 0 {
-            return Ok(());
+            return Ok(false);
         }
         let caused_by = serde_json::to_string(&caused_by)
             .map_err(|e| Error::Db(sqlx::Error::Encode(Box::new(e))))?;
@@ -473,7 +755,7 @@ impl AlertReactor {
             .execute(&mut *conn)
             .await?;
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -504,15 +786,24 @@ async fn on_alert(
     Ok(())
 }
 
-#[derive(FromRow)]
+#[derive(Clone, FromRow)]
 struct FailureRow {
     aggregate_type: String,
     aggregate_id: String,
     sequence: i64,
     event_type: String,
+    at: String,
 }
 
 impl FailureRow {
+    fn key(&self) -> (String, String, i64) {
+        (
+            self.aggregate_type.clone(),
+            self.aggregate_id.clone(),
+            self.sequence,
+        )
+    }
+
     fn into_ref(self) -> EventRef {
         EventRef {
             aggregate_type: self.aggregate_type,

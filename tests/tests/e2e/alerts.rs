@@ -504,3 +504,97 @@ both_stores!(
         assert_eq!(acked["seenByUserAt"], seen["seenByUserAt"]);
     }
 );
+
+/// Appends `FailedAttempt`s at `offsets` (seconds after `t0`) to `factor` from sequence
+/// `first`: all in one transaction (the reactor reads them as one batch), or each in its own
+/// with the reactor caught up after each (one event per batch).
+async fn append_failures(
+    s: &TestServer,
+    factor: &str,
+    first: i64,
+    t0: chrono::DateTime<chrono::Utc>,
+    offsets: &[i64],
+    one_batch: bool,
+) {
+    use tessera_domain::factor::{FactorEvent, FailedAttempt, FailureReason};
+    let state = &s.server().state;
+    let payload = |i: usize, offset: i64| {
+        serde_json::to_value(FactorEvent::FailedAttempt(FailedAttempt {
+            reason: FailureReason::WrongCode,
+            counted: true,
+            consecutive_failures: u32::try_from(i + 1).unwrap(),
+            challenge_id: None,
+            at: t0 + chrono::TimeDelta::seconds(offset),
+        }))
+        .unwrap()
+    };
+    let mut tx = state.db.pool.begin().await.unwrap();
+    for (i, offset) in offsets.iter().enumerate() {
+        let seq = first + i64::try_from(i).unwrap();
+        tessera_tests::raw::append_one(
+            &mut tx,
+            state.db.dialect,
+            ("Factor", factor, seq),
+            "FailedAttempt",
+            payload(i, *offset),
+        )
+        .await;
+        if !one_batch {
+            tx.commit().await.unwrap();
+            state.reactor.catch_up().await.unwrap();
+            tx = state.db.pool.begin().await.unwrap();
+        }
+    }
+    tx.commit().await.unwrap();
+    state.reactor.catch_up().await.unwrap();
+}
+
+both_stores!(
+    a_batch_of_failures_raises_what_one_failure_at_a_time_raises,
+    |store| async move {
+        let s = TestServer::start(store).await;
+        let window = s.server().state.config.alert_window_seconds;
+        // Failures a day ahead, so real ones of these users stay out of their windows: an
+        // incident of three, a fourth inside its window, then three more once the window of
+        // the first alert has passed (a second incident).
+        let t0 = chrono::Utc::now() + chrono::TimeDelta::days(1);
+        let offsets = [0, 1, 2, 3, window + 5, window + 6, window + 7];
+        let mut shapes = Vec::new();
+        for (login, one_batch) in [("batched", true), ("one_by_one", false)] {
+            let (user, factor, _) = s.active_totp(login).await;
+            let first = i64::try_from(s.events_of(&factor).await.len()).unwrap() + 1;
+            append_failures(&s, &factor, first, t0, &offsets, one_batch).await;
+            let rows = s
+                .server()
+                .state
+                .queries
+                .alerts_after(Some(&user), None, 100)
+                .await
+                .unwrap();
+            let shape: Vec<(String, String, Vec<i64>)> = rows
+                .into_iter()
+                .filter(|a| a.kind == "REPEATED_FAILURES")
+                .map(|a| {
+                    let causes: Vec<Value> = serde_json::from_str(&a.caused_by).unwrap();
+                    let seqs = causes
+                        .iter()
+                        .map(|c| c["sequence"].as_i64().unwrap() - first)
+                        .collect();
+                    (a.kind, a.reason, seqs)
+                })
+                .collect();
+            shapes.push(shape);
+        }
+        let reason = format!("3 failed proofs of possession within {window} s");
+        let expected = vec![
+            (
+                "REPEATED_FAILURES".to_string(),
+                reason.clone(),
+                vec![0, 1, 2],
+            ),
+            ("REPEATED_FAILURES".to_string(), reason, vec![4, 5, 6]),
+        ];
+        assert_eq!(shapes[1], expected, "one failure per batch");
+        assert_eq!(shapes[0], expected, "all failures in one batch");
+    }
+);

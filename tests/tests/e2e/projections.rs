@@ -174,8 +174,9 @@ both_stores!(
 );
 
 both_stores!(the_tail_peek_is_an_index_probe, |store| async move {
-    // Every consumer peeks after each local commit; a peek that scans the log costs time in
-    // proportion to its length when nothing is pending, i.e. nearly always.
+    // Every consumer reads the tail after each local commit (SQLite: a peek; PostgreSQL: the
+    // page read its batch starts with); a read that scans the log costs time in proportion to
+    // its length when nothing is pending, i.e. nearly always.
     let s = TestServer::start(store).await;
     let state = &s.server().state;
     let pg = &state.db.pool;
@@ -219,20 +220,29 @@ both_stores!(the_tail_peek_is_an_index_probe, |store| async move {
             for sql in [
                 "SET plan_cache_mode = force_generic_plan".to_string(),
                 format!("PREPARE peek(bigint, bigint) AS {}", log::PG_PEEK),
+                format!(
+                    "PREPARE page(bigint, bigint, bigint) AS {}",
+                    log::pg_page(log::Visibility::Final)
+                ),
             ] {
                 sqlx::raw_sql(&sql).execute(&mut *conn).await.unwrap();
             }
-            let plan: Vec<(String,)> =
-                sqlx::query_as(&format!("EXPLAIN EXECUTE peek({tx}, {pos})"))
+            // The peek, and the page read a consumer's tick starts with.
+            for execute in [
+                format!("EXECUTE peek({tx}, {pos})"),
+                format!("EXECUTE page({tx}, {pos}, 500)"),
+            ] {
+                let plan: Vec<(String,)> = sqlx::query_as(&format!("EXPLAIN {execute}"))
                     .fetch_all(&mut *conn)
                     .await
                     .unwrap();
-            let plan: Vec<String> = plan.into_iter().map(|(line,)| line).collect();
-            assert!(
-                plan.iter().any(|l| l.contains("Index"))
-                    && !plan.iter().any(|l| l.contains("Seq Scan")),
-                "{plan:#?}"
-            );
+                let plan: Vec<String> = plan.into_iter().map(|(line,)| line).collect();
+                assert!(
+                    plan.iter().any(|l| l.contains("Index"))
+                        && !plan.iter().any(|l| l.contains("Seq Scan")),
+                    "{execute}: {plan:#?}"
+                );
+            }
         }
         Dialect::Sqlite => {
             let lite = pg;
@@ -252,3 +262,22 @@ both_stores!(the_tail_peek_is_an_index_probe, |store| async move {
         }
     }
 });
+
+both_stores!(
+    a_mutation_reads_back_its_write_however_long_the_consumers_pace,
+    |store| async move {
+        // A pace far longer than the read-your-writes wait: only a hurried wake-up can make
+        // each mutation's write visible before it answers.
+        let s = TestServer::start_with(store, |c| c.consumer_pace_ms = 60_000).await;
+        let state = &s.server().state;
+        for login in ["pace1", "pace2", "pace3"] {
+            let id = s.create_user(login).await;
+            let row = state.queries.user(&id).await.unwrap();
+            assert_eq!(
+                row.map(|r| r.login),
+                Some(login.to_string()),
+                "{login} is in the read model when createUser answers"
+            );
+        }
+    }
+);
