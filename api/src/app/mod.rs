@@ -8,6 +8,7 @@
 //! | module | use cases |
 //! |---|---|
 //! | [`activity`] | a user's security activity, read from the log and redacted |
+//! | [`alerts`] | acknowledge a security alert (the security team), mark it seen (its user) |
 //! | [`api_keys`] | create (scope, expiry), list and revoke API keys |
 //! | [`prove`] | verify, activate, answer a step-up or login challenge, the hard-lock policy |
 //! | [`codes`] | draw, record and send SMS/e-mail codes (`challengeFactor`) |
@@ -26,6 +27,7 @@
 //! | [`users`] | create, read, list, update, deactivate, reactivate and delete users; set passwords |
 
 pub mod activity;
+pub mod alerts;
 pub mod api_keys;
 pub mod codes;
 pub mod devices;

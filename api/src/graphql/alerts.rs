@@ -6,15 +6,14 @@ use async_graphql::{Context, ID, InputObject, Json, Object, SimpleObject, Subscr
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use tessera_domain::{
-    alert::{AlertCommand, AlertEvent},
+    alert::{Alert, AlertEvent},
     ids::UserId,
 };
 use tessera_projections::{alerts::AlertRow, audit::Filter};
 use tessera_store::parse_ts;
-use uuid::Uuid;
 
 use crate::{
-    app::{AppError, AppResult},
+    app::{self, AppError, AppResult},
     auth::Caller,
     graphql::{
         ContextExt,
@@ -50,6 +49,15 @@ pub struct SecurityAlert {
 }
 
 impl SecurityAlert {
+    /// The alert as its row shows it, with the acknowledgement and the user's "seen" as the
+    /// command that just ran left them (the row may not show them yet).
+    fn after(row: AlertRow, alert: &Alert) -> AppResult<Self> {
+        let mut shown = Self::from_row(row)?;
+        shown.acknowledged_at = alert.acknowledged_at;
+        shown.seen_by_user_at = alert.seen_by_user_at;
+        Ok(shown)
+    }
+
     fn from_row(row: AlertRow) -> AppResult<Self> {
         let bad = || AppError::internal(format!("malformed security_alerts_v1 row {}", row.id));
         Ok(Self {
@@ -138,29 +146,8 @@ pub struct AcknowledgeSecurityAlertPayload {
 }
 
 async fn acknowledge(ctx: &Context<'_>, id: &str) -> AppResult<SecurityAlert> {
-    let state = ctx.state()?;
-    let call = ctx.call();
-    // Only the security team acknowledges: a user (or whoever holds their token) must not
-    // hide their own alerts from it.
-    let caller = call.admin()?;
-    let alert_id = Uuid::parse_str(id)
-        .map_err(|_| AppError::bad_input("INVALID_ID", "id is not a valid alert id"))?
-        .to_string();
-    let row = state
-        .queries
-        .alert(&alert_id)
-        .await?
-        .ok_or_else(|| AppError::not_found("ALERT_NOT_FOUND", "security alert not found"))?;
-    let command = AlertCommand::Acknowledge { by: caller.actor() };
-    let committed = state
-        .alerts
-        .execute(&alert_id, command, &call.metadata())
-        .await?;
-    state.settle_alert(&alert_id, &committed).await;
-    let mut alert = SecurityAlert::from_row(row)?;
-    alert.acknowledged_at = committed.state.acknowledged_at;
-    alert.seen_by_user_at = committed.state.seen_by_user_at;
-    Ok(alert)
+    let (row, alert) = app::alerts::acknowledge(ctx.state()?, &ctx.call(), id).await?;
+    SecurityAlert::after(row, &alert)
 }
 
 /// Input of `markSecurityAlertSeen`.
@@ -178,37 +165,8 @@ pub struct MarkSecurityAlertSeenPayload {
 }
 
 async fn mark_seen(ctx: &Context<'_>, id: &str) -> AppResult<SecurityAlert> {
-    let state = ctx.state()?;
-    let call = ctx.call();
-    // A user token, for its own alerts: an administrator acknowledges instead.
-    let Caller::User { user_id, .. } = call.caller()? else {
-        return Err(AppError::Forbidden);
-    };
-    let user_id = *user_id;
-    let not_found = || AppError::not_found("ALERT_NOT_FOUND", "security alert not found");
-    let alert_id = Uuid::parse_str(id)
-        .map_err(|_| AppError::bad_input("INVALID_ID", "id is not a valid alert id"))?
-        .to_string();
-    // Another user's alert answers as one that does not exist.
-    let row = state
-        .queries
-        .alert(&alert_id)
-        .await?
-        .filter(|row| row.user_id == user_id.to_string())
-        .ok_or_else(not_found)?;
-    let command = AlertCommand::MarkSeenByUser {
-        user_id,
-        by: call.actor(),
-    };
-    let committed = state
-        .alerts
-        .execute(&alert_id, command, &call.metadata())
-        .await?;
-    state.settle_alert(&alert_id, &committed).await;
-    let mut alert = SecurityAlert::from_row(row)?;
-    alert.seen_by_user_at = committed.state.seen_by_user_at;
-    alert.acknowledged_at = committed.state.acknowledged_at;
-    Ok(alert)
+    let (row, alert) = app::alerts::mark_seen(ctx.state()?, &ctx.call(), id).await?;
+    SecurityAlert::after(row, &alert)
 }
 
 #[derive(Default)]
