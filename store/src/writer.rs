@@ -34,11 +34,7 @@ use std::{
 use sqlx::{Any, AnyConnection, ConnectOptions, Executor, Row as _, any::AnyConnectOptions};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{
-    Conflict, Dialect,
-    append::{insert_sql, last_position},
-    log::Cursor,
-};
+use crate::{Conflict, Dialect, append::insert_sql, log::Cursor};
 
 /// Most rows per batch: a bound on the statement's size (7 bind parameters per row, and
 /// PostgreSQL allows 65,535). A larger single command still goes alone.
@@ -364,7 +360,17 @@ async fn one_by_one(
     for job in batch {
         let sql = insert_sql(Dialect::Postgres, job.rows.len(), Conflict::Fail, true);
         match bind(&sql, job.rows.iter()).fetch_all(&mut *conn).await {
-            Ok(written) => answers.push(Appended::Done(last_position(&written)?)),
+            Ok(written) => {
+                let mut last: Option<Cursor> = None;
+                for row in written {
+                    let cursor = Cursor {
+                        tx: row.try_get(0)?,
+                        pos: row.try_get(1)?,
+                    };
+                    last = Some(last.map_or(cursor, |l| l.max(cursor)));
+                }
+                answers.push(Appended::Done(last));
+            }
             Err(e) if is_conflict(&e) => answers.push(Appended::Conflict),
             Err(e) => {
                 // The jobs before committed and are answered so; this one and the rest not.
