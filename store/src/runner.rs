@@ -18,6 +18,10 @@ use crate::{
 /// How long a runner leaves SQLite's write lock free between two batches of a backlog.
 const SQLITE_YIELD: Duration = Duration::from_millis(120);
 
+/// How often a reader waiting for an event hurries the loop again while nothing new is applied
+/// (see [`Runner::wait_for`]): each hurry costs one read-only look at the log.
+const REHURRY: Duration = Duration::from_millis(10);
+
 /// Events per live batch: what one tick usually finds is far less.
 const LIVE_BATCH: i64 = 500;
 
@@ -294,8 +298,13 @@ impl<P: Projection> Runner<P> {
         self.hurry.notify_one();
     }
 
-    /// Waits until the projection has applied the event at `target`, nudging the loop.
+    /// Waits until the projection has applied the event at `target`, hurrying the loop.
     /// Returns `false` if `timeout` passed first.
+    ///
+    /// One hurry is not enough: on PostgreSQL a committed event is read only once every older
+    /// transaction of the cluster has ended, so the tick the hurry starts may find nothing yet,
+    /// and the paced loop would then sleep out its pace (or its poll). While nothing new is
+    /// applied the wait hurries again, at most every [`REHURRY`].
     pub async fn wait_for(&self, target: Cursor, timeout: Duration) -> bool {
         let mut rx = self.applied.subscribe();
         let wait = async {
@@ -304,7 +313,8 @@ impl<P: Projection> Runner<P> {
                     return;
                 }
                 self.hurry();
-                if rx.changed().await.is_err() {
+                // A timeout (nothing applied yet) loops to hurry again; a closed channel ends.
+                if let Ok(Err(_)) = tokio::time::timeout(REHURRY, rx.changed()).await {
                     return;
                 }
             }
