@@ -146,6 +146,12 @@ pub struct Config {
     /// a request waiting for the read models skips the pause. 0 turns pacing off.
     #[arg(long, env = "TESSERA_CONSUMER_PACE_MS", default_value_t = 20)]
     pub consumer_pace_ms: u64,
+    /// Most milliseconds a mutation waits for the read models (and, after an alert's change,
+    /// the alert reactor) to show what it wrote before it answers anyway. On PostgreSQL the
+    /// consumers read only what every older transaction of the cluster has finished with, so a
+    /// long transaction elsewhere on the cluster can hold them back for as long as it runs.
+    #[arg(long, env = "TESSERA_READ_YOUR_WRITES_MS", default_value_t = 5_000)]
+    pub read_your_writes_ms: u64,
     /// SMTP relay for e-mail codes: `smtp://host:port` (plain) or `smtps://user:pass@host:465`.
     /// Unset: e-mail goes to the development outbox file.
     #[arg(long, env = "TESSERA_SMTP_URL", hide_env_values = true, value_parser = parse_smtp_url)]
@@ -417,6 +423,7 @@ impl Default for Config {
             factor_snapshot_every: 25,
             aggregate_cache: 16_384,
             consumer_pace_ms: 20,
+            read_your_writes_ms: 5_000,
             smtp_url: None,
             mail_from: "Tessera <tessera@localhost>".into(),
             sms_webhook_url: None,

@@ -25,9 +25,6 @@ use crate::{
     tokens::TokenIssuer,
 };
 
-/// How long a mutation waits for the read models to show what it wrote.
-const READ_YOUR_WRITES: Duration = Duration::from_secs(5);
-
 /// Shared application state.
 #[derive(Clone)]
 pub struct AppState {
@@ -161,6 +158,11 @@ impl RequestMeta {
 }
 
 impl AppState {
+    /// How long a mutation waits for the read models to show what it wrote.
+    fn read_your_writes(&self) -> Duration {
+        Duration::from_millis(self.config.read_your_writes_ms)
+    }
+
     /// After a commit nobody needs to read back at once: wake the consumers, do not wait.
     pub fn nudge(&self) {
         self.read_models.nudge();
@@ -178,10 +180,10 @@ impl AppState {
         };
         let seq = i64::try_from(seq).unwrap_or(i64::MAX);
         let applied = match committed.cursor {
-            Some(cursor) => Ok(self.reactor.wait_for(cursor, READ_YOUR_WRITES).await),
+            Some(cursor) => Ok(self.reactor.wait_for(cursor, self.read_your_writes()).await),
             None => {
                 self.reactor
-                    .wait_for_event(A::TYPE, id, seq, READ_YOUR_WRITES)
+                    .wait_for_event(A::TYPE, id, seq, self.read_your_writes())
                     .await
             }
         };
@@ -204,10 +206,13 @@ impl AppState {
         let seq = i64::try_from(seq).unwrap_or(i64::MAX);
         // The append told where its rows sit (PostgreSQL): no query to look the event up.
         let applied = match committed.cursor {
-            Some(cursor) => Ok(self.read_models.wait_for(cursor, READ_YOUR_WRITES).await),
+            Some(cursor) => Ok(self
+                .read_models
+                .wait_for(cursor, self.read_your_writes())
+                .await),
             None => {
                 self.read_models
-                    .wait_for_event(A::TYPE, id, seq, READ_YOUR_WRITES)
+                    .wait_for_event(A::TYPE, id, seq, self.read_your_writes())
                     .await
             }
         };

@@ -38,6 +38,12 @@ impl FreshStore {
             db_pool_size: 8,
             outbox_path: Some(outbox.clone()),
             webauthn_origins: vec![crate::passkeys::ORIGIN.into()],
+            // Every PostgreSQL test shares one cluster, whose oldest open transaction holds back
+            // every database's consumers (the tailer reads below the cluster's snapshot xmin):
+            // under a loaded run another test's transaction can stay open for seconds. The
+            // tests assert that a mutation's write is visible when it answers; this bound only
+            // says how long that may take before the test fails.
+            read_your_writes_ms: 30_000,
             ..Config::default()
         };
         match store {

@@ -168,7 +168,18 @@ both_stores!(
         assert_ne!(wide, UserId::for_login("alice").to_string());
         register_before_the_rules(&s, &wide, "ａｌｉｃｅ").await;
         register_before_the_rules(&s, &hidden, "bob\u{200b}").await;
-        s.server().state.read_models.catch_up().await.unwrap();
+        // Logins resolve through the read model; on PostgreSQL another test's open transaction
+        // can hold the tailer back for a while, so wait for the two events rather than one pass.
+        for id in [&wide, &hidden] {
+            let applied = s
+                .server()
+                .state
+                .read_models
+                .wait_for_event("User", id, 1, std::time::Duration::from_secs(60))
+                .await
+                .unwrap();
+            assert!(applied, "the read models applied {id}'s registration");
+        }
         for id in [&wide, &hidden] {
             s.ok(
                 "mutation($u: ID!, $p: String!) { setPassword(input: {userId: $u, password: $p}) { id } }",
