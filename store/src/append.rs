@@ -96,19 +96,23 @@ where
     }
     let sql = insert_sql(dialect, rows.len(), Conflict::Fail, true);
     match bind(&sql, rows).fetch_all(executor).await {
-        Ok(written) => {
-            let mut last: Option<Cursor> = None;
-            for row in written {
-                let cursor = Cursor {
-                    tx: row.try_get(0)?,
-                    pos: row.try_get(1)?,
-                };
-                last = Some(last.map_or(cursor, |l| l.max(cursor)));
-            }
-            Ok(last)
-        }
+        Ok(written) => Ok(last_position(&written)?),
         Err(e) => Err(classify(e)),
     }
+}
+
+/// The furthest log position among the rows an `INSERT … RETURNING tx_id, global_position`
+/// ([`insert_sql`] with `returning`) gave back, if it gave any.
+pub(crate) fn last_position(written: &[sqlx::any::AnyRow]) -> Result<Option<Cursor>, sqlx::Error> {
+    let mut last: Option<Cursor> = None;
+    for row in written {
+        let cursor = Cursor {
+            tx: row.try_get(0)?,
+            pos: row.try_get(1)?,
+        };
+        last = Some(last.map_or(cursor, |l| l.max(cursor)));
+    }
+    Ok(last)
 }
 
 fn classify(e: sqlx::Error) -> AppendError {

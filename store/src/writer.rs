@@ -34,7 +34,11 @@ use std::{
 use sqlx::{Any, AnyConnection, ConnectOptions, Executor, Row as _, any::AnyConnectOptions};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Conflict, Dialect, append::insert_sql, log::Cursor};
+use crate::{
+    Conflict, Dialect,
+    append::{insert_sql, last_position},
+    log::Cursor,
+};
 
 /// Most rows per batch: a bound on the statement's size (7 bind parameters per row, and
 /// PostgreSQL allows 65,535). A larger single command still goes alone.
@@ -360,17 +364,7 @@ async fn one_by_one(
     for job in batch {
         let sql = insert_sql(Dialect::Postgres, job.rows.len(), Conflict::Fail, true);
         match bind(&sql, job.rows.iter()).fetch_all(&mut *conn).await {
-            Ok(written) => {
-                let mut last: Option<Cursor> = None;
-                for row in written {
-                    let cursor = Cursor {
-                        tx: row.try_get(0)?,
-                        pos: row.try_get(1)?,
-                    };
-                    last = Some(last.map_or(cursor, |l| l.max(cursor)));
-                }
-                answers.push(Appended::Done(last));
-            }
+            Ok(written) => answers.push(Appended::Done(last_position(&written)?)),
             Err(e) if is_conflict(&e) => answers.push(Appended::Conflict),
             Err(e) => {
                 // The jobs before committed and are answered so; this one and the rest not.
