@@ -15,9 +15,6 @@ use crate::{
     ts,
 };
 
-/// How long a runner leaves SQLite's write lock free between two batches of a backlog.
-const SQLITE_YIELD: Duration = Duration::from_millis(120);
-
 /// Events per live batch: what one tick usually finds is far less.
 const LIVE_BATCH: i64 = 500;
 
@@ -84,12 +81,14 @@ impl<P: Projection> Runner<P> {
     /// # Errors
     /// Database errors.
     pub async fn new(db: Db, projection: P) -> Result<Arc<Self>, Error> {
+        let turn = db.write_turn().await;
         sqlx::query(
             "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
         )
         .bind(projection.name())
         .execute(&db.pool)
         .await?;
+        drop(turn);
         let row = sqlx::query("SELECT tx_id, position FROM projection_checkpoints WHERE name = $1")
             .bind(projection.name())
             .fetch_one(&db.pool)
@@ -189,7 +188,8 @@ impl<P: Projection> Runner<P> {
     }
 
     async fn run_batch_of(&self, size: i64) -> Result<usize, Error> {
-        let mut tx = self.db.pool.begin().await?;
+        // SQLite: `BEGIN IMMEDIATE` in the process's turn at the write lock.
+        let mut tx = self.db.begin_write().await?;
         let (n, last) = match self.db.dialect {
             // Read first, lock after: a tick that finds nothing commits a read-only transaction
             // (no checkpoint write, no WAL flush), and one that finds events needs no separate
@@ -211,8 +211,8 @@ impl<P: Projection> Runner<P> {
                     self.apply_batch(&mut tx, from, size).await?
                 }
             }
-            // SQLite takes its write lock with the first statement (see `lock_checkpoint`);
-            // the loop peeks before it opens the transaction.
+            // SQLite holds the write lock from `BEGIN IMMEDIATE`; the loop peeks before it
+            // opens the transaction.
             Dialect::Sqlite => {
                 let from = self.lock_checkpoint(&mut tx).await?;
                 self.apply_batch(&mut tx, from, size).await?
@@ -237,14 +237,10 @@ impl<P: Projection> Runner<P> {
             if i64::try_from(n).unwrap_or(i64::MAX) < size {
                 return Ok(total);
             }
+            // No pause between batches on SQLite either: each batch queues for its turn at
+            // the write lock behind the writes already waiting (FIFO), so a backlog cannot
+            // starve the commands.
             size = BACKLOG_BATCH.max(self.batch);
-            // SQLite has one write lock and no queue: a runner that starts its next batch at
-            // once can starve a command waiting in its busy handler (seen in the benchmark as
-            // a 10 s `database is locked` while a 100k-event backlog was applied). Between
-            // batches, step aside for longer than the busy handler's longest sleep.
-            if self.db.dialect == Dialect::Sqlite {
-                tokio::time::sleep(SQLITE_YIELD).await;
-            }
         }
     }
 
@@ -254,7 +250,7 @@ impl<P: Projection> Runner<P> {
     /// # Errors
     /// As [`Runner::run_batch`]; the old tables stay then.
     pub async fn rebuild(&self) -> Result<usize, Error> {
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         self.lock_checkpoint(&mut tx).await?;
         for table in self.projection.tables() {
             sqlx::query(&format!("DELETE FROM {table}"))

@@ -34,7 +34,7 @@ use std::{
 use sqlx::{Any, AnyConnection, ConnectOptions, Executor, Row as _, any::AnyConnectOptions};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Conflict, Dialect, append::insert_sql, log::Cursor};
+use crate::{Conflict, Dialect, append::insert_sql, db::Gate, log::Cursor};
 
 /// Most rows per batch: a bound on the statement's size (7 bind parameters per row, and
 /// PostgreSQL allows 65,535). A larger single command still goes alone.
@@ -109,11 +109,17 @@ pub struct WriterCounts {
 
 impl Writer {
     /// Starts the writer task on the current runtime. It connects with `options` (and
-    /// `setup`, the session settings every pool connection gets) at its first batch.
-    pub fn spawn(options: AnyConnectOptions, dialect: Dialect, setup: &'static str) -> Self {
+    /// `setup`, the session settings every pool connection gets) at its first batch, and
+    /// takes a turn at `gate` (SQLite: the process's write lock queue) for each batch.
+    pub(crate) fn spawn(
+        options: AnyConnectOptions,
+        dialect: Dialect,
+        setup: Arc<str>,
+        gate: Option<Gate>,
+    ) -> Self {
         let (queue, jobs) = mpsc::unbounded_channel();
         let counts = Arc::new(Counts::default());
-        tokio::spawn(run(options, dialect, setup, jobs, Arc::clone(&counts)));
+        tokio::spawn(run(options, dialect, setup, gate, jobs, Arc::clone(&counts)));
         Self { queue, counts }
     }
 
@@ -147,7 +153,8 @@ impl Writer {
 async fn run(
     options: AnyConnectOptions,
     dialect: Dialect,
-    setup: &'static str,
+    setup: Arc<str>,
+    gate: Option<Gate>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     counts: Arc<Counts>,
 ) {
@@ -161,9 +168,16 @@ async fn run(
                 None => return,
             },
         };
+        // SQLite: the batch waits its turn behind the other writes of the process (the
+        // consumers' transactions), and gathers whatever arrives meanwhile.
+        let turn = match &gate {
+            Some(gate) => Some(gate.turn().await),
+            None => None,
+        };
         let mut rows = first.rows.len();
         let mut batch = vec![first];
-        // Whatever arrived while the previous batch was being committed, and no more.
+        // Whatever arrived while the previous batch was being committed (or waited for its
+        // turn), and no more.
         while let Ok(job) = jobs.try_recv() {
             if rows + job.rows.len() > MAX_BATCH_ROWS {
                 held = Some(job);
@@ -173,7 +187,8 @@ async fn run(
             batch.push(job);
         }
         counts.started.fetch_add(1, Ordering::SeqCst);
-        let answers = flush(&mut conn, &options, dialect, setup, &batch).await;
+        let answers = flush(&mut conn, &options, dialect, &setup, &batch).await;
+        drop(turn);
         counts.batches.fetch_add(1, Ordering::SeqCst);
         counts
             .answered
@@ -190,7 +205,7 @@ async fn flush(
     conn: &mut Option<AnyConnection>,
     options: &AnyConnectOptions,
     dialect: Dialect,
-    setup: &'static str,
+    setup: &str,
     batch: &[Job],
 ) -> Vec<Appended> {
     let connection = match conn {
@@ -230,7 +245,7 @@ fn failed(batch: &[Job], e: sqlx::Error) -> Vec<Appended> {
 
 async fn open(
     options: &AnyConnectOptions,
-    setup: &'static str,
+    setup: &str,
 ) -> Result<AnyConnection, sqlx::Error> {
     let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
         .await
