@@ -188,15 +188,14 @@ impl<P: Projection> Runner<P> {
     }
 
     async fn run_batch_of(&self, size: i64) -> Result<usize, Error> {
-        // SQLite: `BEGIN IMMEDIATE` in the process's turn at the write lock.
-        let mut tx = self.db.begin_write().await?;
-        let (n, last) = match self.db.dialect {
+        let (tx, (n, last)) = match self.db.dialect {
             // Read first, lock after: a tick that finds nothing commits a read-only transaction
             // (no checkpoint write, no WAL flush), and one that finds events needs no separate
             // peek. The checkpoint in the database is never behind the one this process saw, so
             // nothing after `seen` means nothing to do; if another node moved it meanwhile,
             // the lock returns where it stands now and the batch is read again from there.
             Dialect::Postgres => {
+                let mut tx = self.db.begin_write().await?;
                 let seen = self.checkpoint();
                 let events = log::read_after(&mut tx, self.db.dialect, seen, size).await?;
                 if events.is_empty() {
@@ -204,18 +203,35 @@ impl<P: Projection> Runner<P> {
                     return Ok(0);
                 }
                 let from = self.lock_checkpoint(&mut tx).await?;
-                if from == seen {
+                let applied = if from == seen {
                     self.apply_events(&mut tx, from, &events).await?
                 } else {
                     drop(events);
                     self.apply_batch(&mut tx, from, size).await?
-                }
+                };
+                (tx, applied)
             }
-            // SQLite holds the write lock from `BEGIN IMMEDIATE`; the loop peeks before it
-            // opens the transaction.
+            // SQLite: the same order, but the page is read before the write turn, on a
+            // connection of its own (a read is never blocked by the writer), so the process's
+            // one write lock is held only for applying; a tick that finds nothing takes no
+            // turn. The transaction is `BEGIN IMMEDIATE`, in the turn.
             Dialect::Sqlite => {
+                let seen = self.checkpoint();
+                let mut conn = self.db.pool.acquire().await?;
+                let events = log::read_after(&mut conn, self.db.dialect, seen, size).await?;
+                drop(conn);
+                if events.is_empty() {
+                    return Ok(0);
+                }
+                let mut tx = self.db.begin_write().await?;
                 let from = self.lock_checkpoint(&mut tx).await?;
-                self.apply_batch(&mut tx, from, size).await?
+                let applied = if from == seen {
+                    self.apply_events(&mut tx, from, &events).await?
+                } else {
+                    drop(events);
+                    self.apply_batch(&mut tx, from, size).await?
+                };
+                (tx, applied)
             }
         };
         tx.commit().await?;
@@ -359,15 +375,7 @@ impl<P: Projection> Runner<P> {
     }
 
     async fn tick(&self) -> Result<(), Error> {
-        // PostgreSQL: the batch's own read is the look (see `run_batch_of`).
-        if self.db.dialect == Dialect::Sqlite {
-            let mut conn = self.db.pool.acquire().await?;
-            let pending = log::has_after(&mut conn, self.db.dialect, self.checkpoint()).await?;
-            drop(conn);
-            if !pending {
-                return Ok(());
-            }
-        }
+        // The batch's own read is the look (see `run_batch_of`).
         self.catch_up().await?;
         Ok(())
     }
