@@ -183,8 +183,8 @@ fn session_setup(dialect: Dialect, busy_timeout_ms: u32) -> String {
 }
 
 /// Most connections per SQLite pool, whatever `TESSERA_DB_POOL_SIZE` says. SQLite lets one
-/// writer in at a time; more connections only wait in its busy handler, whose sleeps grow to
-/// 100 ms (see `docs/architecture.md` for the measurements behind the figure).
+/// writer in at a time; more connections would only wait for it (see `docs/architecture.md`
+/// for the measurements behind the figure).
 pub const SQLITE_MAX_CONNECTIONS: u32 = 8;
 
 /// A statement that takes longer is logged as a warning (`slow statement`, with its text and

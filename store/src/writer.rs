@@ -14,7 +14,9 @@
 //!   commit.
 //! - SQLite: one `BEGIN IMMEDIATE … COMMIT` per batch with a `SAVEPOINT` per command; a
 //!   conflicting command's savepoint rolls back, the others commit. The commands no longer
-//!   wait for each other in SQLite's busy handler: only this connection writes their events.
+//!   wait for each other in SQLite's busy handler: only this connection writes their events,
+//!   and each batch takes its turn at the process's write gate ([`crate::Db::begin_write`])
+//!   with the other writes of the process, first come first served.
 //!
 //! A database failure answers every caller of the batch with the error (nothing is
 //! acknowledged that is not durable) and drops the connection; the next batch opens a new one,
@@ -119,7 +121,14 @@ impl Writer {
     ) -> Self {
         let (queue, jobs) = mpsc::unbounded_channel();
         let counts = Arc::new(Counts::default());
-        tokio::spawn(run(options, dialect, setup, gate, jobs, Arc::clone(&counts)));
+        tokio::spawn(run(
+            options,
+            dialect,
+            setup,
+            gate,
+            jobs,
+            Arc::clone(&counts),
+        ));
         Self { queue, counts }
     }
 
@@ -243,10 +252,7 @@ fn failed(batch: &[Job], e: sqlx::Error) -> Vec<Appended> {
         .collect()
 }
 
-async fn open(
-    options: &AnyConnectOptions,
-    setup: &str,
-) -> Result<AnyConnection, sqlx::Error> {
+async fn open(options: &AnyConnectOptions, setup: &str) -> Result<AnyConnection, sqlx::Error> {
     let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
         .await
         .map_err(|_| {

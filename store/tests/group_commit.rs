@@ -385,12 +385,7 @@ impl Projection for Checkpointed {
         &[]
     }
 
-    async fn apply(
-        &self,
-        _: &mut AnyConnection,
-        _: Dialect,
-        _: &StoredEvent,
-    ) -> Result<(), Error> {
+    async fn apply(&self, _: &mut AnyConnection, _: Dialect, _: &StoredEvent) -> Result<(), Error> {
         Ok(())
     }
 }
@@ -470,9 +465,17 @@ async fn the_process_writes_take_turns(dialect: Dialect) {
     }
 
     for s in 0..STREAMS {
-        assert_eq!(stored(db, "Gate", &format!("g{s}")).await.len(), EACH, "stream {s}");
+        assert_eq!(
+            stored(db, "Gate", &format!("g{s}")).await.len(),
+            EACH,
+            "stream {s}"
+        );
     }
-    assert_eq!(applied, STREAMS * EACH, "the consumer applied every event once");
+    assert_eq!(
+        applied,
+        STREAMS * EACH,
+        "the consumer applied every event once"
+    );
     counts.sort_unstable();
     let expected: Vec<i64> = (1..=i64::try_from(HITTERS * HITS).unwrap()).collect();
     assert_eq!(counts, expected, "each hit counted once, in turn");
