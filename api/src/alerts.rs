@@ -138,6 +138,7 @@ impl Deliverer {
                  AND next_attempt_at <= $2 ORDER BY next_attempt_at LIMIT 20"
             }
         };
+        let _turn = self.db.write_turn().await;
         sqlx::query_as(&format!(
             "UPDATE alert_deliveries SET next_attempt_at = $1 \
              WHERE (alert_id, channel) IN ({pick}) RETURNING alert_id, channel, attempts"
@@ -224,6 +225,7 @@ impl Deliverer {
 
     async fn record(&self, due: &Due, result: Result<(), String>) -> Result<(), sqlx::Error> {
         let attempts = due.attempts + 1;
+        let _turn = self.db.write_turn().await;
         match result {
             Ok(()) => {
                 tracing::info!(alert = %due.alert_id, channel = %due.channel, attempts, "alert delivered");

@@ -248,6 +248,7 @@ impl Authenticator {
         key: &MintedKey,
         created: &ApiKeyCreated,
     ) -> Result<(), sqlx::Error> {
+        let _turn = self.db.write_turn().await;
         sqlx::query(
             "INSERT INTO api_keys (id, name, key_hash, created_at, scope, expires_at, created_by) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -275,6 +276,7 @@ impl Authenticator {
         by: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, sqlx::Error> {
+        let _turn = self.db.write_turn().await;
         let done = sqlx::query(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2), \
              revoked_by = COALESCE(revoked_by, $3) WHERE id = $1",

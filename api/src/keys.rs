@@ -306,6 +306,7 @@ pub async fn load_keys(config: &Config, db: &Db) -> Result<Keys, KeyError> {
     }
     if !known(&records, ring.active()) {
         let mine = ring.active().check();
+        let turn = db.write_turn().await;
         sqlx::query(
             "INSERT INTO master_key_check (key_id, mac, recorded_at) VALUES ($1, $2, $3) \
              ON CONFLICT (key_id) DO NOTHING",
@@ -315,6 +316,7 @@ pub async fn load_keys(config: &Config, db: &Db) -> Result<Keys, KeyError> {
         .bind(Utc::now().to_rfc3339())
         .execute(&db.pool)
         .await?;
+        drop(turn);
         let first = records.is_empty();
         records = recorded_checks(db).await?;
         // Two nodes may race on a first start: whichever record won is the store's key.
@@ -343,6 +345,7 @@ pub async fn load_keys(config: &Config, db: &Db) -> Result<Keys, KeyError> {
     if root.check().key_id != ring.active().check().key_id {
         let sealed = serde_json::to_string(&root.seal_under(ring.active()))
             .expect("a sealed key serialises");
+        let _turn = db.write_turn().await;
         sqlx::query(
             "INSERT INTO master_key_roots (key_id, sealed, recorded_at) VALUES ($1, $2, $3) \
              ON CONFLICT (key_id) DO NOTHING",

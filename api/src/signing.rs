@@ -187,6 +187,7 @@ async fn insert(
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let key = deriver.key(generation, now);
+    let _turn = db.write_turn().await;
     let inserted = sqlx::query(
         "INSERT INTO signing_keys (generation, kid, algorithm, created_at) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (generation) DO NOTHING",

@@ -2,13 +2,23 @@
 //! dialect both stores share (`$n` parameters, `ON CONFLICT`, `RETURNING`); what differs is
 //! asked of [`Dialect`], the one place that knows the two apart.
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{
+    ops::{Deref, DerefMut},
+    path::Path,
+    str::FromStr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use sqlx::{
-    AnyConnection, AnyPool, ConnectOptions, Connection, Executor,
+    Any, AnyConnection, AnyPool, ConnectOptions, Connection, Executor, Transaction,
     any::{AnyConnectOptions, AnyPoolOptions, install_default_drivers},
     migrate::{MigrateError, Migrator},
 };
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::{
     append::{AppendError, NewEvent, append_returning},
@@ -67,6 +77,10 @@ impl Dialect {
 /// A pool on either store: the one pool of a process, shared by the write side, the
 /// consumers and the readers; and the store's one writer ([`crate::writer`]), which commits
 /// the commands' appends in batches on a connection of its own.
+///
+/// On SQLite every write of the process takes its turn at the one write lock through a FIFO
+/// gate ([`Db::begin_write`], [`Db::write_turn`]), the writer's batches included, instead of
+/// racing for it in SQLite's busy handler (sleep and retry, first come not first served).
 #[derive(Clone, Debug)]
 pub struct Db {
     /// The pool.
@@ -76,23 +90,101 @@ pub struct Db {
     /// The group commit; `None` on an in-memory SQLite store, whose pool connections are the
     /// only way to its data (commands then append through the pool).
     writer: Option<Writer>,
+    /// SQLite: the process's turn at the write lock; `None` on PostgreSQL, whose row locks
+    /// need no queue.
+    gate: Option<Gate>,
 }
+
+/// The FIFO queue for SQLite's write lock (tokio's mutex serves its waiters in order).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Gate {
+    lock: Arc<Mutex<()>>,
+    turns: Arc<AtomicU64>,
+}
+
+impl Gate {
+    pub(crate) async fn turn(&self) -> WriteTurn {
+        let asked = std::time::Instant::now();
+        let guard = Arc::clone(&self.lock).lock_owned().await;
+        self.turns.fetch_add(1, Ordering::Relaxed);
+        let waited = asked.elapsed();
+        if waited > SLOW_STATEMENT {
+            // What a statement waiting in the busy handler used to show as a slow statement.
+            tracing::warn!(
+                waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
+                "slow write turn: waited for the SQLite write lock"
+            );
+        }
+        WriteTurn(Some(guard))
+    }
+}
+
+/// A turn at SQLite's write lock: the other writes of the process wait until it is dropped.
+/// Empty on PostgreSQL.
+#[derive(Debug)]
+#[must_use = "the turn ends when it is dropped"]
+pub struct WriteTurn(#[allow(dead_code)] Option<OwnedMutexGuard<()>>);
+
+/// A write transaction that holds its [`WriteTurn`] until it ends: on SQLite begun with
+/// `BEGIN IMMEDIATE` (the write lock up front, never a failed upgrade), on PostgreSQL a plain
+/// `BEGIN`. Dereferences to the connection, like [`sqlx::Transaction`].
+#[derive(Debug)]
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    _turn: WriteTurn,
+}
+
+impl WriteTx {
+    /// Commits, then gives the turn to the next writer.
+    ///
+    /// # Errors
+    /// The commit's error; nothing of the transaction is kept then.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    /// Rolls back, then gives the turn to the next writer.
+    ///
+    /// # Errors
+    /// The rollback's error.
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl Deref for WriteTx {
+    type Target = AnyConnection;
+
+    fn deref(&self) -> &AnyConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+}
+
+/// How long a SQLite connection waits in its busy handler for a write lock another process
+/// holds (the CLI on the same file; this process's own writes queue at the gate instead).
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 10_000;
 
 /// What every connection runs once opened: PostgreSQL durable commits; SQLite WAL, durable
 /// commits, a busy timeout and foreign keys.
-fn session_setup(dialect: Dialect) -> &'static str {
+fn session_setup(dialect: Dialect, busy_timeout_ms: u32) -> String {
     match dialect {
-        Dialect::Sqlite => {
-            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+        Dialect::Sqlite => format!(
+            "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {busy_timeout_ms}; \
              PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
-        }
-        Dialect::Postgres => "SET synchronous_commit = on",
+        ),
+        Dialect::Postgres => "SET synchronous_commit = on".into(),
     }
 }
 
 /// Most connections per SQLite pool, whatever `TESSERA_DB_POOL_SIZE` says. SQLite lets one
-/// writer in at a time; more connections only wait in its busy handler, whose sleeps grow to
-/// 100 ms (see `docs/architecture.md` for the measurements behind the figure).
+/// writer in at a time; more connections would only wait for it (see `docs/architecture.md`
+/// for the measurements behind the figure).
 pub const SQLITE_MAX_CONNECTIONS: u32 = 8;
 
 /// A statement that takes longer is logged as a warning (`slow statement`, with its text and
@@ -112,6 +204,21 @@ impl Db {
     /// # Errors
     /// The connection error.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, sqlx::Error> {
+        Self::connect_with_busy_timeout(url, max_connections, SQLITE_BUSY_TIMEOUT_MS).await
+    }
+
+    /// [`Db::connect`] with SQLite's busy timeout set to `busy_timeout_ms` (0: a write that
+    /// finds the lock taken fails at once with `database is locked`). For tests that prove the
+    /// process's own writes never wait in the busy handler; PostgreSQL ignores it.
+    ///
+    /// # Errors
+    /// The connection error.
+    #[doc(hidden)]
+    pub async fn connect_with_busy_timeout(
+        url: &str,
+        max_connections: u32,
+        busy_timeout_ms: u32,
+    ) -> Result<Self, sqlx::Error> {
         install_default_drivers();
         let dialect = Dialect::of_url(url);
         if dialect == Dialect::Sqlite {
@@ -131,6 +238,8 @@ impl Db {
         }
         let options = AnyConnectOptions::from_str(url)?
             .log_slow_statements(log::LevelFilter::Warn, SLOW_STATEMENT);
+        let setup: Arc<str> = session_setup(dialect, busy_timeout_ms).into();
+        let gate = (dialect == Dialect::Sqlite).then(Gate::default);
         let pool = AnyPoolOptions::new()
             .max_connections(match dialect {
                 Dialect::Postgres => max_connections,
@@ -140,21 +249,58 @@ impl Db {
             // No ping before every query (a round trip each on the hot path); a broken
             // connection fails its query instead, and is dropped.
             .test_before_acquire(false)
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    conn.execute(session_setup(dialect)).await?;
-                    Ok(())
-                })
+            .after_connect({
+                let setup = Arc::clone(&setup);
+                move |conn, _| {
+                    let setup = Arc::clone(&setup);
+                    Box::pin(async move {
+                        conn.execute(&*setup).await?;
+                        Ok(())
+                    })
+                }
             })
             .connect_with(options.clone())
             .await?;
         let writer = (dialect == Dialect::Postgres || sqlite_path(url).is_some())
-            .then(|| Writer::spawn(options, dialect, session_setup(dialect)));
+            .then(|| Writer::spawn(options, dialect, setup, gate.clone()));
         Ok(Self {
             pool,
             dialect,
             writer,
+            gate,
         })
+    }
+
+    /// Waits for this process's turn at SQLite's write lock (FIFO, shared with the writer's
+    /// batches and every [`Db::begin_write`]); hold it across a single writing statement on
+    /// the pool. Returns at once on PostgreSQL.
+    pub async fn write_turn(&self) -> WriteTurn {
+        match &self.gate {
+            Some(gate) => gate.turn().await,
+            None => WriteTurn(None),
+        }
+    }
+
+    /// Begins a write transaction on a pool connection, in its turn ([`WriteTx`]). The turn
+    /// is taken before the connection, so a writer waiting for its turn holds none.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        let turn = self.write_turn().await;
+        let tx = match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        };
+        Ok(WriteTx { tx, _turn: turn })
+    }
+
+    /// How many write turns this process has taken (SQLite; 0 on PostgreSQL): for tests and
+    /// diagnostics.
+    pub fn write_turns(&self) -> u64 {
+        self.gate
+            .as_ref()
+            .map_or(0, |g| g.turns.load(Ordering::Relaxed))
     }
 
     /// What the store's writer has done so far (`None`: no writer, an in-memory store).
@@ -180,6 +326,7 @@ impl Db {
                 metadata: r.metadata.clone(),
             })
             .collect();
+        let _turn = self.write_turn().await;
         match append_returning(&self.pool, self.dialect, &events).await {
             Ok(cursor) => Appended::Done(cursor),
             Err(AppendError::Conflict) => Appended::Conflict,

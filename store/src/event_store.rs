@@ -90,6 +90,7 @@ async fn load_stream(
 }
 
 async fn delete_snapshots(db: &Db, aggregate_type: &str, id: &str) -> Result<(), sqlx::Error> {
+    let _turn = db.write_turn().await;
     sqlx::query("DELETE FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2")
         .bind(aggregate_type)
         .bind(id)
@@ -107,7 +108,7 @@ async fn save_snapshot(
     (last_sequence, ordinal): (i64, i64),
     payload: String,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = db.pool.begin().await?;
+    let mut tx = db.begin_write().await?;
     sqlx::query(
         "DELETE FROM snapshots \
          WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence < $3",

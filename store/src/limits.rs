@@ -40,6 +40,7 @@ pub async fn hit(
     window: Window,
     now: DateTime<Utc>,
 ) -> Result<i64, sqlx::Error> {
+    let _turn = db.write_turn().await;
     sqlx::query_scalar(
         "INSERT INTO rate_windows (key, window_start, count) VALUES ($1, $2, 1) \
          ON CONFLICT (key) DO UPDATE SET \
@@ -118,7 +119,10 @@ pub async fn count_login_failure(
         if version != 0 {
             q = q.bind(version);
         }
-        if q.execute(&db.pool).await?.rows_affected() == 1 {
+        let turn = db.write_turn().await;
+        let written = q.execute(&db.pool).await?.rows_affected();
+        drop(turn);
+        if written == 1 {
             return Ok(next);
         }
     }

@@ -15,9 +15,6 @@ use crate::{
     ts,
 };
 
-/// How long a runner leaves SQLite's write lock free between two batches of a backlog.
-const SQLITE_YIELD: Duration = Duration::from_millis(120);
-
 /// How often a reader waiting for an event hurries the loop again while nothing new is applied
 /// (see [`Runner::wait_for`]): each hurry costs one read-only look at the log.
 const REHURRY: Duration = Duration::from_millis(10);
@@ -88,12 +85,14 @@ impl<P: Projection> Runner<P> {
     /// # Errors
     /// Database errors.
     pub async fn new(db: Db, projection: P) -> Result<Arc<Self>, Error> {
+        let turn = db.write_turn().await;
         sqlx::query(
             "INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
         )
         .bind(projection.name())
         .execute(&db.pool)
         .await?;
+        drop(turn);
         let row = sqlx::query("SELECT tx_id, position FROM projection_checkpoints WHERE name = $1")
             .bind(projection.name())
             .fetch_one(&db.pool)
@@ -193,14 +192,14 @@ impl<P: Projection> Runner<P> {
     }
 
     async fn run_batch_of(&self, size: i64) -> Result<usize, Error> {
-        let mut tx = self.db.pool.begin().await?;
-        let (n, last) = match self.db.dialect {
+        let (tx, (n, last)) = match self.db.dialect {
             // Read first, lock after: a tick that finds nothing commits a read-only transaction
             // (no checkpoint write, no WAL flush), and one that finds events needs no separate
             // peek. The checkpoint in the database is never behind the one this process saw, so
             // nothing after `seen` means nothing to do; if another node moved it meanwhile,
             // the lock returns where it stands now and the batch is read again from there.
             Dialect::Postgres => {
+                let mut tx = self.db.begin_write().await?;
                 let seen = self.checkpoint();
                 let events = log::read_after(&mut tx, self.db.dialect, seen, size).await?;
                 if events.is_empty() {
@@ -208,18 +207,35 @@ impl<P: Projection> Runner<P> {
                     return Ok(0);
                 }
                 let from = self.lock_checkpoint(&mut tx).await?;
-                if from == seen {
+                let applied = if from == seen {
                     self.apply_events(&mut tx, from, &events).await?
                 } else {
                     drop(events);
                     self.apply_batch(&mut tx, from, size).await?
-                }
+                };
+                (tx, applied)
             }
-            // SQLite takes its write lock with the first statement (see `lock_checkpoint`);
-            // the loop peeks before it opens the transaction.
+            // SQLite: the same order, but the page is read before the write turn, on a
+            // connection of its own (a read is never blocked by the writer), so the process's
+            // one write lock is held only for applying; a tick that finds nothing takes no
+            // turn. The transaction is `BEGIN IMMEDIATE`, in the turn.
             Dialect::Sqlite => {
+                let seen = self.checkpoint();
+                let mut conn = self.db.pool.acquire().await?;
+                let events = log::read_after(&mut conn, self.db.dialect, seen, size).await?;
+                drop(conn);
+                if events.is_empty() {
+                    return Ok(0);
+                }
+                let mut tx = self.db.begin_write().await?;
                 let from = self.lock_checkpoint(&mut tx).await?;
-                self.apply_batch(&mut tx, from, size).await?
+                let applied = if from == seen {
+                    self.apply_events(&mut tx, from, &events).await?
+                } else {
+                    drop(events);
+                    self.apply_batch(&mut tx, from, size).await?
+                };
+                (tx, applied)
             }
         };
         tx.commit().await?;
@@ -241,14 +257,10 @@ impl<P: Projection> Runner<P> {
             if i64::try_from(n).unwrap_or(i64::MAX) < size {
                 return Ok(total);
             }
+            // No pause between batches on SQLite either: each batch queues for its turn at
+            // the write lock behind the writes already waiting (FIFO), so a backlog cannot
+            // starve the commands.
             size = BACKLOG_BATCH.max(self.batch);
-            // SQLite has one write lock and no queue: a runner that starts its next batch at
-            // once can starve a command waiting in its busy handler (seen in the benchmark as
-            // a 10 s `database is locked` while a 100k-event backlog was applied). Between
-            // batches, step aside for longer than the busy handler's longest sleep.
-            if self.db.dialect == Dialect::Sqlite {
-                tokio::time::sleep(SQLITE_YIELD).await;
-            }
         }
     }
 
@@ -258,7 +270,7 @@ impl<P: Projection> Runner<P> {
     /// # Errors
     /// As [`Runner::run_batch`]; the old tables stay then.
     pub async fn rebuild(&self) -> Result<usize, Error> {
-        let mut tx = self.db.pool.begin().await?;
+        let mut tx = self.db.begin_write().await?;
         self.lock_checkpoint(&mut tx).await?;
         for table in self.projection.tables() {
             sqlx::query(&format!("DELETE FROM {table}"))
@@ -373,15 +385,7 @@ impl<P: Projection> Runner<P> {
     }
 
     async fn tick(&self) -> Result<(), Error> {
-        // PostgreSQL: the batch's own read is the look (see `run_batch_of`).
-        if self.db.dialect == Dialect::Sqlite {
-            let mut conn = self.db.pool.acquire().await?;
-            let pending = log::has_after(&mut conn, self.db.dialect, self.checkpoint()).await?;
-            drop(conn);
-            if !pending {
-                return Ok(());
-            }
-        }
+        // The batch's own read is the look (see `run_batch_of`).
         self.catch_up().await?;
         Ok(())
     }

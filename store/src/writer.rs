@@ -14,7 +14,9 @@
 //!   commit.
 //! - SQLite: one `BEGIN IMMEDIATE … COMMIT` per batch with a `SAVEPOINT` per command; a
 //!   conflicting command's savepoint rolls back, the others commit. The commands no longer
-//!   wait for each other in SQLite's busy handler: only this connection writes their events.
+//!   wait for each other in SQLite's busy handler: only this connection writes their events,
+//!   and each batch takes its turn at the process's write gate ([`crate::Db::begin_write`])
+//!   with the other writes of the process, first come first served.
 //!
 //! A database failure answers every caller of the batch with the error (nothing is
 //! acknowledged that is not durable) and drops the connection; the next batch opens a new one,
@@ -37,6 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::{
     Conflict, Dialect,
     append::{insert_sql, last_position},
+    db::Gate,
     log::Cursor,
 };
 
@@ -113,11 +116,24 @@ pub struct WriterCounts {
 
 impl Writer {
     /// Starts the writer task on the current runtime. It connects with `options` (and
-    /// `setup`, the session settings every pool connection gets) at its first batch.
-    pub fn spawn(options: AnyConnectOptions, dialect: Dialect, setup: &'static str) -> Self {
+    /// `setup`, the session settings every pool connection gets) at its first batch, and
+    /// takes a turn at `gate` (SQLite: the process's write lock queue) for each batch.
+    pub(crate) fn spawn(
+        options: AnyConnectOptions,
+        dialect: Dialect,
+        setup: Arc<str>,
+        gate: Option<Gate>,
+    ) -> Self {
         let (queue, jobs) = mpsc::unbounded_channel();
         let counts = Arc::new(Counts::default());
-        tokio::spawn(run(options, dialect, setup, jobs, Arc::clone(&counts)));
+        tokio::spawn(run(
+            options,
+            dialect,
+            setup,
+            gate,
+            jobs,
+            Arc::clone(&counts),
+        ));
         Self { queue, counts }
     }
 
@@ -151,7 +167,8 @@ impl Writer {
 async fn run(
     options: AnyConnectOptions,
     dialect: Dialect,
-    setup: &'static str,
+    setup: Arc<str>,
+    gate: Option<Gate>,
     mut jobs: mpsc::UnboundedReceiver<Job>,
     counts: Arc<Counts>,
 ) {
@@ -165,9 +182,16 @@ async fn run(
                 None => return,
             },
         };
+        // SQLite: the batch waits its turn behind the other writes of the process (the
+        // consumers' transactions), and gathers whatever arrives meanwhile.
+        let turn = match &gate {
+            Some(gate) => Some(gate.turn().await),
+            None => None,
+        };
         let mut rows = first.rows.len();
         let mut batch = vec![first];
-        // Whatever arrived while the previous batch was being committed, and no more.
+        // Whatever arrived while the previous batch was being committed (or waited for its
+        // turn), and no more.
         while let Ok(job) = jobs.try_recv() {
             if rows + job.rows.len() > MAX_BATCH_ROWS {
                 held = Some(job);
@@ -177,7 +201,8 @@ async fn run(
             batch.push(job);
         }
         counts.started.fetch_add(1, Ordering::SeqCst);
-        let answers = flush(&mut conn, &options, dialect, setup, &batch).await;
+        let answers = flush(&mut conn, &options, dialect, &setup, &batch).await;
+        drop(turn);
         counts.batches.fetch_add(1, Ordering::SeqCst);
         counts
             .answered
@@ -194,7 +219,7 @@ async fn flush(
     conn: &mut Option<AnyConnection>,
     options: &AnyConnectOptions,
     dialect: Dialect,
-    setup: &'static str,
+    setup: &str,
     batch: &[Job],
 ) -> Vec<Appended> {
     let connection = match conn {
@@ -232,10 +257,7 @@ fn failed(batch: &[Job], e: sqlx::Error) -> Vec<Appended> {
         .collect()
 }
 
-async fn open(
-    options: &AnyConnectOptions,
-    setup: &'static str,
-) -> Result<AnyConnection, sqlx::Error> {
+async fn open(options: &AnyConnectOptions, setup: &str) -> Result<AnyConnection, sqlx::Error> {
     let mut conn = tokio::time::timeout(CONNECT_TIMEOUT, options.connect())
         .await
         .map_err(|_| {

@@ -77,6 +77,7 @@ impl MessageQueue {
             .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         let metadata = serde_json::to_string(&queued.metadata)
             .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+        let turn = self.db.write_turn().await;
         sqlx::query(
             "INSERT INTO message_outbox (id, channel, destination, subject, sealed_body, \
              challenge_id, factor_id, metadata, next_attempt_at) \
@@ -93,6 +94,7 @@ impl MessageQueue {
         .bind(ts(Utc::now()))
         .execute(&self.db.pool)
         .await?;
+        drop(turn);
         self.wake.notify_one();
         Ok(())
     }
@@ -125,7 +127,9 @@ impl MessageQueue {
             Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
             Dialect::Sqlite => "",
         };
-        let mut tx = self.db.pool.begin().await?;
+        // SQLite: `BEGIN IMMEDIATE` in the process's write turn, so the read and the
+        // updates after it are one serialised claim.
+        let mut tx = self.db.begin_write().await?;
         let rows = sqlx::query(&format!(
             "SELECT id, channel, destination, subject, sealed_body, challenge_id, factor_id, \
              metadata FROM message_outbox WHERE done_at IS NULL AND next_attempt_at <= $1 \
@@ -176,6 +180,7 @@ impl MessageQueue {
             }
         };
         let last_error = report.result.as_ref().err().map(|e| e.summary.clone());
+        let turn = self.db.write_turn().await;
         sqlx::query(
             "UPDATE message_outbox SET done_at = $1, sealed_body = NULL, \
              attempts = attempts + $2, last_error = $3 WHERE id = $4",
@@ -186,6 +191,7 @@ impl MessageQueue {
         .bind(&row.id)
         .execute(&self.db.pool)
         .await?;
+        drop(turn);
         let (Some(channel), Some(challenge_id), Some(factor_id)) = (
             channel,
             ChallengeId::parse(&row.challenge_id),
