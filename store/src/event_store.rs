@@ -108,6 +108,14 @@ async fn save_snapshot(
     payload: String,
 ) -> Result<(), sqlx::Error> {
     let mut tx = db.pool.begin().await?;
+    if db.dialect == crate::Dialect::Postgres {
+        // A snapshot is a cache: a crash that loses its commit costs a longer replay, never
+        // an event, so its commit need not wait for its own WAL flush (the WAL writer flushes
+        // it with others' soon after). Every command commit stays synchronous.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+    }
     sqlx::query(
         "DELETE FROM snapshots \
          WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence < $3",
