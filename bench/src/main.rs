@@ -592,21 +592,114 @@ async fn idle_rates(stats: Option<&sqlx::PgPool>) -> Option<(f64, f64, f64)> {
     Some(rates)
 }
 
+/// One statement's counters in `pg_stat_statements` (this database, summed over users and
+/// nesting levels): normalised text, calls, total execution time (ms), WAL records.
+type StatementCounters = BTreeMap<i64, (String, i64, f64, i64)>;
+
+/// The `pg_stat_statements` counters of the bench database, if the extension is loaded in the
+/// cluster (`shared_preload_libraries`); `None` otherwise (the bench then prints n/a).
+async fn statement_counters(pool: &sqlx::PgPool) -> Option<StatementCounters> {
+    type Row = (i64, String, i64, f64, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT queryid, min(query), sum(calls)::int8, sum(total_exec_time)::float8, \
+                sum(wal_records)::int8 \
+         FROM pg_stat_statements \
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+           AND queryid IS NOT NULL \
+         GROUP BY queryid",
+    )
+    .fetch_all(pool)
+    .await
+    .ok()?;
+    Some(
+        rows.into_iter()
+            .map(|(id, query, calls, ms, wal)| (id, (query, calls, ms, wal)))
+            .collect(),
+    )
+}
+
+/// Statements per verification over a scenario: `(text, calls, mean ms, WAL records)` per
+/// verification, most calls first; the bench's own statistics queries left out.
+type StatementWork = Vec<(String, f64, f64, f64)>;
+
+fn statement_work(before: &StatementCounters, after: &StatementCounters, n: f64) -> StatementWork {
+    let mut work: StatementWork = after
+        .iter()
+        .filter_map(|(id, (query, calls, ms, wal))| {
+            let (_, calls0, ms0, wal0) = before.get(id).cloned().unwrap_or_default();
+            let calls = calls - calls0;
+            if calls <= 0 || query.contains("pg_stat") {
+                return None;
+            }
+            let text: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+            let text = if text.chars().count() > 100 {
+                format!("{}…", text.chars().take(99).collect::<String>())
+            } else {
+                text
+            };
+            Some((
+                text,
+                calls as f64 / n,
+                (ms - ms0) / calls as f64,
+                (wal - wal0) as f64 / n,
+            ))
+        })
+        .collect();
+    work.sort_by(|a, b| b.1.total_cmp(&a.1));
+    work
+}
+
+fn print_statements(statements: Option<&Option<StatementWork>>) {
+    let Some(statements) = statements else {
+        return;
+    };
+    let Some(statements) = statements else {
+        println!(
+            "  {:<34} statements per verification: n/a (pg_stat_statements is not loaded in this cluster)",
+            ""
+        );
+        return;
+    };
+    println!(
+        "  {:<34} statements per verification (pg_stat_statements; calls, mean time, WAL records):",
+        ""
+    );
+    for (text, calls, mean, wal) in statements.iter().take(STATEMENTS_SHOWN) {
+        println!("    {calls:>7.3}  {mean:>7.3} ms  {wal:>6.2} WAL  {text}");
+    }
+    let rest: f64 = statements.iter().skip(STATEMENTS_SHOWN).map(|s| s.1).sum();
+    if rest > 0.0 {
+        println!(
+            "    {rest:>7.3}  (the other {} statements together)",
+            statements.len().saturating_sub(STATEMENTS_SHOWN)
+        );
+    }
+}
+
+/// How many statements the breakdown prints per scenario.
+const STATEMENTS_SHOWN: usize = 14;
+
+/// What [`measured`] counted on PostgreSQL: transactions, WAL syncs and WAL records per
+/// verification, and the statement breakdown (`None` inside: no `pg_stat_statements`).
+type Work = ((f64, f64, f64), Option<StatementWork>);
+
 async fn measured<F: Future<Output = (f64, Outcome)>>(
     stats: Option<&sqlx::PgPool>,
     idle: Option<(f64, f64, f64)>,
     run: F,
-) -> (f64, Outcome, Option<(f64, f64, f64)>) {
+) -> (f64, Outcome, Option<Work>) {
     let Some(pool) = stats else {
         let (rps, out) = run.await;
         return (rps, out, None);
     };
     tokio::time::sleep(STATS_SETTLE).await;
     let before = pg_stats(pool).await;
+    let statements_before = statement_counters(pool).await;
     let started = Instant::now();
     let (rps, out) = run.await;
     tokio::time::sleep(STATS_SETTLE).await;
     let after = pg_stats(pool).await;
+    let statements_after = statement_counters(pool).await;
     let window = started.elapsed().as_secs_f64();
     let (idle_x, idle_s, idle_r) = idle.unwrap_or_default();
     let n = out.latencies.len().max(1) as f64;
@@ -616,11 +709,15 @@ async fn measured<F: Future<Output = (f64, Outcome)>>(
         per(after.wal_sync, before.wal_sync, idle_s),
         per(after.wal_records, before.wal_records, idle_r),
     );
-    (rps, out, Some(work))
+    let statements = match (statements_before, statements_after) {
+        (Some(a), Some(b)) => Some(statement_work(&a, &b, n)),
+        _ => None,
+    };
+    (rps, out, Some((work, statements)))
 }
 
-fn print_work(work: Option<(f64, f64, f64)>) {
-    match work {
+fn print_work(work: Option<&Work>) {
+    match work.map(|w| w.0) {
         Some((xact, sync, records)) => println!(
             "  {:<34} per verification: {xact:.3} transactions (xact_commit), {sync:.3} WAL syncs, {records:.1} WAL records (all consumers on, the idle rate subtracted; WAL figures cluster-wide)",
             ""
@@ -630,6 +727,7 @@ fn print_work(work: Option<(f64, f64, f64)>) {
             ""
         ),
     }
+    print_statements(work.map(|w| &w.1));
 }
 
 /// The PostgreSQL floor at `clients`: durable one-row inserts, and read-then-insert.
@@ -918,6 +1016,13 @@ async fn bench_store(args: &Args, store: &str, pg_floor_seen: Option<f64>) -> Fi
     } else {
         None
     };
+    if let Some(pool) = &stats_pool {
+        // The statement breakdown, where the cluster loads the extension (not required: the
+        // bench prints n/a without it, and the view errors until it is preloaded).
+        let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(pool)
+            .await;
+    }
     let reader = bench_pool(&url).await;
     let totp = args.factor != "webauthn";
     let passkeys = args.factor != "totp";
@@ -941,11 +1046,11 @@ async fn bench_store(args: &Args, store: &str, pg_floor_seen: Option<f64>) -> Fi
         )
         .await;
         let (_, p99) = report("1. wrong codes", rps, out, &server);
-        print_work(work);
+        print_work(work.as_ref());
         figures.lag_p99 = print_lags(&mut lag.await.expect("probe"));
         figures.wrong_rps = rps;
         figures.wrong_p99 = p99;
-        figures.work = work;
+        figures.work = work.map(|w| w.0);
         let (rps, out, work) = measured(
             stats_pool.as_ref(),
             idle,
@@ -953,7 +1058,7 @@ async fn bench_store(args: &Args, store: &str, pg_floor_seen: Option<f64>) -> Fi
         )
         .await;
         report("2. valid codes", rps, out, &server);
-        print_work(work);
+        print_work(work.as_ref());
         let (rps, out) = drive(&server, &factors, 1, args.seconds.min(5), false).await;
         let (p50, _) = report("1. wrong codes, 1 client", rps, out, &server);
         base_p50 = p50;
@@ -968,7 +1073,7 @@ async fn bench_store(args: &Args, store: &str, pg_floor_seen: Option<f64>) -> Fi
         )
         .await;
         report("1p. wrong passkey signatures", rps, out, &server);
-        print_work(work);
+        print_work(work.as_ref());
         let (rps, out, work) = measured(
             stats_pool.as_ref(),
             idle,
@@ -976,7 +1081,7 @@ async fn bench_store(args: &Args, store: &str, pg_floor_seen: Option<f64>) -> Fi
         )
         .await;
         report("2p. valid passkeys", rps, out, &server);
-        print_work(work);
+        print_work(work.as_ref());
         let (rps, out) = drive(&server, &factors, 1, args.seconds.min(5), true).await;
         report("2p. valid passkeys, 1 client", rps, out, &server);
     }

@@ -109,6 +109,14 @@ async fn save_snapshot(
     payload: String,
 ) -> Result<(), sqlx::Error> {
     let mut tx = db.begin_write().await?;
+    if db.dialect == crate::Dialect::Postgres {
+        // A snapshot is a cache: a crash that loses its commit costs a longer replay, never
+        // an event, so its commit need not wait for its own WAL flush (the WAL writer flushes
+        // it with others' soon after). Every command commit stays synchronous.
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
+    }
     sqlx::query(
         "DELETE FROM snapshots \
          WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence < $3",
@@ -271,6 +279,17 @@ pub struct Then<Admit, Follow> {
 /// cost one durable commit instead of two. Lost races reload both, admit and decide again.
 /// [`Joint::Refused`]: not admitted (nothing written), with the second aggregate as loaded.
 ///
+/// Decided on the aggregates as kept in memory ([`Store::with_cache`]) or as the caller
+/// loaded them, without reading the database first: the append's unique key
+/// `(aggregate_type, aggregate_id, sequence)` judges every stream the commit writes to, so a
+/// stale state (another node, another task appended meanwhile) loses the append, and the
+/// retry reloads both from the database and decides again. A stream the outcome writes
+/// nothing to is not judged by the append (a refusal by `admit`, a rejection of the command,
+/// a success that leaves the user's count alone): before such an outcome is answered, that
+/// stream is read again, and if it grew the whole decision is made again on what was read.
+/// So every answer rests on states the database confirmed: on the append's key where the
+/// commit writes, on a read where it does not.
+///
 /// # Errors
 /// As [`Store::execute`]; a rejection of the second command is unexpected
 /// (`UnexpectedError`), as `follow` chooses only commands the aggregate always accepts.
@@ -295,22 +314,45 @@ where
     let first_metadata = command_metadata(metadata, command.name());
     let mut attempt = 1;
     let (mut first_loaded, mut second_loaded) = (first_loaded, second_loaded);
+    // Whether this attempt reads both streams from the database (after a lost race or an
+    // unconfirmed state), rather than starting from the kept or given states.
+    let mut reload = false;
     loop {
-        let (state, from) = match second_loaded.take() {
-            Some(preloaded) => preloaded,
+        let start = if reload {
+            None
+        } else {
+            second_loaded.take().or_else(|| second.kept(second_id))
+        };
+        let second_read = start.is_none();
+        let (state, from) = match start {
+            Some(start) => start,
             None => second.load(second_id).await.map_err(unexpected)?,
         };
         if !(then.admit)(&state) {
+            if !second_read {
+                // A refusal writes nothing: answer it only on a state read now.
+                reload = true;
+                continue;
+            }
             return Ok(Joint::Refused(state, from));
         }
-        let a = first
-            .decide(
-                first_id,
-                first_loaded.take(),
-                command.clone(),
-                &first_metadata,
-            )
-            .await?;
+        let start = if reload {
+            None
+        } else {
+            first_loaded.take().or_else(|| first.kept(first_id))
+        };
+        let first_read = start.is_none();
+        let a = match first
+            .decide(first_id, start, command.clone(), &first_metadata)
+            .await
+        {
+            // A rejection writes nothing either.
+            Err(AggregateError::UserError(_)) if !first_read => {
+                reload = true;
+                continue;
+            }
+            decided => decided?,
+        };
         let b = match (then.follow)(&a.events, &state) {
             Some(then) => {
                 let then_metadata = command_metadata(metadata, then.name());
@@ -326,6 +368,20 @@ where
                 state,
             },
         };
+        // The streams this outcome writes nothing to: confirm them by a read (of the events
+        // after the state's sequence: one query, usually returning nothing).
+        let confirmed =
+            (!a.serialized.is_empty() || first_read || first.unchanged(first_id, a.from).await?)
+                && (!b.serialized.is_empty()
+                    || second_read
+                    || second
+                        .unchanged(second_id, b.from)
+                        .await
+                        .map_err(unexpected)?);
+        if !confirmed {
+            reload = true;
+            continue;
+        }
         let rows: Vec<_> = a.rows().into_iter().chain(b.rows()).collect();
         if rows.is_empty() {
             return Ok(Joint::Committed(a.into_committed(), b.into_committed()));
@@ -341,6 +397,7 @@ where
             }
             Err(PersistenceError::OptimisticLockError) if attempt < first.max_attempts => {
                 attempt += 1;
+                reload = true;
                 back_off(attempt).await;
             }
             Err(e) => return Err(e.into()),
@@ -406,10 +463,9 @@ where
     /// one event per sequence, and nothing updates the log), so a kept `(state, n)` is the
     /// fold of those events for ever, and whatever any node or task appended after `n` is read
     /// from the database on every load. Loads therefore see exactly what they saw without the
-    /// cache; only the decoding of old events is saved. Commands are not decided on the kept
-    /// state without that read: some decisions look at an aggregate they write nothing to
-    /// (a verification is admitted by the user's hard lock, and a success writes no user
-    /// event), which no unique key would guard.
+    /// cache; only the decoding of old events is saved. [`execute_with`] (the proofs) decides
+    /// on the kept states without that read, the append's unique key judging every stream it
+    /// writes to and a read confirming those it does not ([`Store::kept`]).
     #[must_use]
     pub fn with_cache(mut self, capacity: usize) -> Self {
         self.cache = NonZeroUsize::new(capacity).map(|c| Mutex::new(LruCache::new(c)));
@@ -419,6 +475,19 @@ where
     /// The kept state of `id` and its sequence, if any.
     fn cached(&self, id: &str) -> Option<(A, usize)> {
         self.cache.as_ref()?.lock().ok()?.get(id).cloned()
+    }
+
+    /// The state of `id` as kept in memory, with its sequence, without asking the database:
+    /// a prefix of the stream that may have grown since. Only for a decision the append will
+    /// judge ([`execute_with`]), or an answer confirmed by a read before it is given.
+    pub fn kept(&self, id: &str) -> Option<(A, usize)> {
+        self.cached(id)
+    }
+
+    /// Whether `id`'s stream still ends at `sequence` (one query; a grown stream's new events
+    /// are folded into the kept state on the way).
+    async fn unchanged(&self, id: &str, sequence: usize) -> Result<bool, AggregateError<A::Error>> {
+        Ok(self.load(id).await?.1 == sequence)
     }
 
     /// Keeps `state`, the fold of `id`'s events up to `sequence` (unless a later one is kept).

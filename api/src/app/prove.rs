@@ -86,6 +86,29 @@ pub async fn authorized_factor(
     }
 }
 
+/// [`authorized_factor`] on the factor as kept in memory, without a read, when it passes
+/// there: its owner never changes, and the proof decided on it is judged by its append (a
+/// factor changed meanwhile loses the append and the proof is decided again on a fresh
+/// read; a rejection is confirmed by a read, `execute_with`). One that does not pass is read
+/// before the refusal is answered.
+///
+/// # Errors
+/// As [`authorized_factor`].
+async fn authorized_kept_factor(
+    state: &AppState,
+    call: &Call,
+    id: FactorId,
+) -> AppResult<(Factor, usize)> {
+    let caller = call.caller()?;
+    if let Some((f, seq)) = state.factors.kept(&id.to_string())
+        && f.exists()
+        && f.user_id.is_some_and(|owner| caller.may_act_on(owner))
+    {
+        return Ok((f, seq));
+    }
+    authorized_factor(state, call, id, false).await
+}
+
 /// `verifyFactor`: checks a code of an active factor.
 ///
 /// # Errors
@@ -96,7 +119,7 @@ pub async fn verify(
     factor_id: FactorId,
     pass_code: PassCode,
 ) -> AppResult<Proved> {
-    let loaded = authorized_factor(state, call, factor_id, false).await?;
+    let loaded = authorized_kept_factor(state, call, factor_id).await?;
     let command = FactorCommand::Verify {
         pass_code,
         challenge_id: None,
@@ -122,28 +145,33 @@ pub(crate) async fn prove(
     command: FactorCommand,
 ) -> AppResult<Proved> {
     let owner = loaded.0.user_id.ok_or(FactorError::NotFound)?;
-    crate::app::users::ensure_active_id(state, owner).await?;
     let metadata = call.metadata();
     let key = id.to_string();
-    let committed =
-        match check_and_count(state, &metadata, (id, Some(loaded)), command, owner).await {
-            Ok(Some(committed)) => committed,
-            Ok(None) => {
-                let (factor, _) = state.factors.load(&key).await?;
-                return Ok(Proved {
-                    outcome: FactorOutcome::LockedOut,
-                    factor,
-                });
-            }
-            Err(AggregateError::UserError(FactorError::EnrollmentExpired)) => {
-                let (factor, _) = state.factors.load(&key).await?;
-                return Ok(Proved {
-                    outcome: FactorOutcome::Expired,
-                    factor,
-                });
-            }
-            Err(e) => return Err(e.into()),
-        };
+    // A deactivated (or deleted) owner is refused inside the proof's commit, on a user state
+    // the database confirmed, like the hard lock.
+    let committed = match checked(state, &metadata, (id, Some(loaded)), command, owner, true).await
+    {
+        Ok(Checked::Inactive(user)) => {
+            crate::app::users::ensure_active(&user)?;
+            return Err(AppError::internal("an active user refused as inactive"));
+        }
+        Ok(Checked::Done(committed)) => *committed,
+        Ok(Checked::Locked) => {
+            let (factor, _) = state.factors.load(&key).await?;
+            return Ok(Proved {
+                outcome: FactorOutcome::LockedOut,
+                factor,
+            });
+        }
+        Err(AggregateError::UserError(FactorError::EnrollmentExpired)) => {
+            let (factor, _) = state.factors.load(&key).await?;
+            return Ok(Proved {
+                outcome: FactorOutcome::Expired,
+                factor,
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
     // The answer is built from the aggregate, so a plain verification does not wait for the
     // read models (that would put a second commit on the hot path); a change of status must
     // show in the very next query, so those wait.
@@ -180,14 +208,44 @@ fn changes_status(event: &FactorEvent) -> bool {
 pub(crate) async fn check_and_count(
     state: &AppState,
     metadata: &std::collections::HashMap<String, String>,
-    (factor_id, factor): (FactorId, Option<(Factor, usize)>),
+    factor: (FactorId, Option<(Factor, usize)>),
     command: FactorCommand,
     owner: UserId,
 ) -> Result<Option<Committed<Factor>>, AggregateError<FactorError>> {
+    Ok(
+        match checked(state, metadata, factor, command, owner, false).await? {
+            Checked::Done(committed) => Some(*committed),
+            Checked::Locked | Checked::Inactive(_) => None,
+        },
+    )
+}
+
+/// What [`checked`] came to.
+pub(crate) enum Checked {
+    /// The proof ran and committed (with its count on the user).
+    Done(Box<Committed<Factor>>),
+    /// The user is hard-locked: a refusal recorded, no check.
+    Locked,
+    /// The user is deactivated or deleted (only when asked to require an active one): nothing
+    /// written. The user as read.
+    Inactive(Box<User>),
+}
+
+/// [`check_and_count`], refusing also (with `require_active`) a deactivated or deleted owner,
+/// on the user as confirmed for the commit.
+async fn checked(
+    state: &AppState,
+    metadata: &std::collections::HashMap<String, String>,
+    (factor_id, factor): (FactorId, Option<(Factor, usize)>),
+    command: FactorCommand,
+    owner: UserId,
+    require_active: bool,
+) -> Result<Checked, AggregateError<FactorError>> {
     let factor_key = factor_id.to_string();
     let user_key = owner.to_string();
+    let active = |user: &User| crate::app::users::ensure_active(user).is_ok();
     let then = Then {
-        admit: proof::admits,
+        admit: |user: &User| (!require_active || active(user)) && proof::admits(user),
         follow: |events: &[EventEnvelope<Factor>], user: &User| {
             let payloads: Vec<FactorEvent> = events.iter().map(|e| e.payload.clone()).collect();
             proof::count_on_user(outcome_of(&payloads), user, factor_id)
@@ -203,6 +261,9 @@ pub(crate) async fn check_and_count(
     .await?;
     let (committed, counted) = match joint {
         Joint::Committed(committed, counted) => (committed, counted),
+        Joint::Refused(user, _) if require_active && !active(&user) => {
+            return Ok(Checked::Inactive(Box::new(user)));
+        }
         Joint::Refused(user, seq) => {
             let refused = state
                 .users
@@ -215,7 +276,7 @@ pub(crate) async fn check_and_count(
                 .await
                 .map_err(unexpected)?;
             state.settle(&user_key, &refused).await;
-            return Ok(None);
+            return Ok(Checked::Locked);
         }
     };
     if counted
@@ -227,7 +288,7 @@ pub(crate) async fn check_and_count(
     } else if !counted.events.is_empty() {
         state.nudge();
     }
-    Ok(Some(committed))
+    Ok(Checked::Done(Box::new(committed)))
 }
 
 /// Records a factor's answer on the challenge it was given for

@@ -3,7 +3,7 @@
 //! the next load, so revocations and hard locks hold at once on every node.
 
 use serde_json::json;
-use tessera_tests::{TestServer, both_stores, error_code};
+use tessera_tests::{TestServer, both_stores, error_code, error_reason};
 
 const PASSWORD: &str = "correct horse battery";
 const ME: &str = "{ me { id } }";
@@ -118,5 +118,148 @@ both_stores!(
             r["data"]["verifyFactor"]["factorResult"], "LOCKED_OUT",
             "{r}"
         );
+    }
+);
+
+// Proofs are decided on the kept factor and user without reading them first; the append's
+// unique key judges the streams they write to, a read confirms those they do not. Each test
+// below has node A keep a state that node B then changes, and would pass a stale answer if
+// either half were missing.
+
+/// `(user, factor, secret)` with node A having verified once (so keeping both aggregates).
+async fn kept_on_a(a: &TestServer, login: &str) -> (String, String, String) {
+    let (user, factor, secret) = a.active_totp(login).await;
+    let r = a.verify_raw(&factor, &a.wrong_code(&secret)).await;
+    assert_eq!(r["data"]["verifyFactor"]["factorResult"], "REJECTED", "{r}");
+    assert!(
+        a.server().state.users.kept(&user).is_some(),
+        "A keeps the user"
+    );
+    assert!(
+        a.server().state.factors.kept(&factor).is_some(),
+        "A keeps the factor"
+    );
+    (user, factor, secret)
+}
+
+/// The `FailedAttempt`s on the user's stream, as the database has them.
+async fn failures_on_user(s: &TestServer, user: &str) -> usize {
+    let (state, _) = s.server().state.users.load_by_replay(user).await.unwrap();
+    usize::try_from(state.consecutive_failures).unwrap()
+}
+
+both_stores!(
+    a_user_deactivated_on_one_node_is_refused_at_once_on_another_that_kept_it,
+    |store| async move {
+        let a = TestServer::start(store).await;
+        let b = a.another_node().await;
+        let (alice, alice_factor, alice_secret) = kept_on_a(&a, "alice").await;
+        let (bob, bob_factor, bob_secret) = kept_on_a(&a, "bob").await;
+        for user in [&alice, &bob] {
+            b.ok(
+                "mutation($u: ID!) { deactivateUser(input: {userId: $u}) { user { id } } }",
+                json!({ "u": user }),
+            )
+            .await;
+        }
+        // A right code writes nothing to the user: the read before the answer sees it.
+        a.clock.advance(chrono::TimeDelta::seconds(30));
+        let r = a.verify_raw(&alice_factor, &a.code(&alice_secret, 0)).await;
+        assert_eq!(error_reason(&r), "USER_DEACTIVATED", "{r}");
+        // A wrong code would write to the user: its append loses to the deactivation.
+        let r = a.verify_raw(&bob_factor, &a.wrong_code(&bob_secret)).await;
+        assert_eq!(error_reason(&r), "USER_DEACTIVATED", "{r}");
+        for (user, factor) in [(&alice, &alice_factor), (&bob, &bob_factor)] {
+            assert_eq!(failures_on_user(&b, user).await, 1, "nothing counted since");
+            let (f, _) = b
+                .server()
+                .state
+                .factors
+                .load_by_replay(factor)
+                .await
+                .unwrap();
+            assert_eq!(f.consecutive_failures, 1, "nothing checked since");
+        }
+    }
+);
+
+both_stores!(
+    a_factor_removed_on_one_node_is_not_verified_on_another_that_kept_it,
+    |store| async move {
+        let a = TestServer::start(store).await;
+        let b = a.another_node().await;
+        let (_, factor, secret) = kept_on_a(&a, "alice").await;
+        b.ok(
+            "mutation($f: ID!) { removeFactor(input: {factorId: $f}) { status } }",
+            json!({ "f": factor }),
+        )
+        .await;
+        a.clock.advance(chrono::TimeDelta::seconds(30));
+        let r = a.verify_raw(&factor, &a.code(&secret, 0)).await;
+        assert_eq!(error_reason(&r), "FACTOR_REMOVED", "{r}");
+    }
+);
+
+both_stores!(
+    a_factor_unlocked_on_one_node_verifies_on_another_that_kept_it_locked,
+    |store| async move {
+        let a = TestServer::start_with(store, |c| {
+            c.lockout_threshold = 2;
+            c.hard_lock_threshold = 100;
+        })
+        .await;
+        let b = a.another_node().await;
+        let (_, factor, secret) = kept_on_a(&a, "alice").await;
+        let r = a.verify_raw(&factor, &a.wrong_code(&secret)).await;
+        assert_eq!(
+            r["data"]["verifyFactor"]["factor"]["status"], "LOCKED_OUT",
+            "{r}"
+        );
+        b.ok(
+            "mutation($f: ID!) { unlockFactor(input: {factorId: $f}) { status } }",
+            json!({ "f": factor }),
+        )
+        .await;
+        // A keeps the factor locked; a refusal writes nothing, so it is read again first.
+        a.clock.advance(chrono::TimeDelta::seconds(30));
+        let r = a.verify_raw(&factor, &a.code(&secret, 0)).await;
+        assert_eq!(r["data"]["verifyFactor"]["factorResult"], "SUCCESS", "{r}");
+    }
+);
+
+both_stores!(
+    a_success_on_a_node_that_kept_a_user_without_failures_resets_the_failures_counted_since,
+    |store| async move {
+        let a = TestServer::start_with(store, |c| {
+            c.lockout_threshold = 100;
+            c.hard_lock_threshold = 100;
+        })
+        .await;
+        let b = a.another_node().await;
+        let alice = a.create_user("alice").await;
+        let (first, first_secret) = a.enroll_totp(&alice).await;
+        a.activate(&first, &a.code(&first_secret, 0)).await;
+        let (second, second_secret) = a.enroll_totp(&alice).await;
+        a.activate(&second, &a.code(&second_secret, 0)).await;
+        // A keeps alice with no failure counted, and her first factor.
+        a.clock.advance(chrono::TimeDelta::seconds(30));
+        let r = a.verify_raw(&first, &a.code(&first_secret, 0)).await;
+        assert_eq!(r["data"]["verifyFactor"]["factorResult"], "SUCCESS", "{r}");
+        let (kept, _) = a.server().state.users.kept(&alice).expect("A keeps alice");
+        assert_eq!(kept.consecutive_failures, 0);
+        // B counts two failures on her, through the second factor: nothing written to the
+        // first, whose next append therefore does not conflict.
+        for _ in 0..2 {
+            let r = b.verify_raw(&second, &b.wrong_code(&second_secret)).await;
+            assert_eq!(r["data"]["verifyFactor"]["factorResult"], "REJECTED", "{r}");
+        }
+        assert_eq!(failures_on_user(&b, &alice).await, 2);
+        // A success on A resets them: on its kept user there was nothing to reset (the
+        // success would write to the factor alone), and only the read of the user before
+        // the commit finds the two.
+        a.clock.advance(chrono::TimeDelta::seconds(30));
+        let r = a.verify_raw(&first, &a.code(&first_secret, 0)).await;
+        assert_eq!(r["data"]["verifyFactor"]["factorResult"], "SUCCESS", "{r}");
+        assert_eq!(failures_on_user(&b, &alice).await, 0, "the count was reset");
     }
 );

@@ -198,3 +198,72 @@ postgres!(
         assert_eq!(incidents, 7, "{api:?}");
     }
 );
+
+postgres!(
+    wrong_codes_on_two_factors_over_two_nodes_that_keep_the_user_hard_lock_at_exactly_the_threshold,
+    |store| async move {
+        // Both nodes decide on the user as they keep it, each node's copy outdated by the
+        // other's every count: only the append's key keeps the count exact.
+        let a = TestServer::start_with(store, |c| {
+            c.lockout_threshold = 100;
+            c.hard_lock_threshold = 7;
+        })
+        .await;
+        let b = a.another_node().await;
+        let user = a.create_user("carol").await;
+        let mut factors = Vec::new();
+        for _ in 0..2 {
+            let (factor, secret) = a.enroll_totp(&user).await;
+            a.activate(&factor, &a.code(&secret, 0)).await;
+            factors.push((factor, a.wrong_code(&secret)));
+        }
+        // Both nodes keep carol and both factors.
+        for node in [&a, &b] {
+            for (factor, wrong) in &factors {
+                let r = node.verify_raw(factor, wrong).await;
+                assert_eq!(r["data"]["verifyFactor"]["factorResult"], "REJECTED", "{r}");
+            }
+        }
+        let nodes = [&a, &b];
+        let history = History::new();
+        join_all((0..40).map(|i| {
+            let (factor, wrong) = &factors[(i / 2) % 2];
+            history.verify(i % 2, nodes[i % 2], factor, wrong)
+        }))
+        .await;
+        let ops = history.ops();
+        answered_by_both(&ops, 40);
+        let log = log_with_gapless_sequences(&a, &ops).await;
+        let rejected = ops.iter().filter(|o| o.result() == "REJECTED").count();
+        assert_eq!(
+            rejected, 3,
+            "the 4 before and 3 of these reach the threshold: {ops:?}"
+        );
+        assert!(
+            ops.iter()
+                .all(|o| o.result() == "REJECTED" || o.result() == "LOCKED_OUT"),
+            "{ops:?}"
+        );
+        // The refusals are on record too (reason LOCKED), but not counted.
+        let on_user = |reason: &str| {
+            log.iter()
+                .filter(|e| {
+                    e["aggregateId"] == user.as_str()
+                        && e["payload"]["FailedAttempt"]["reason"] == reason
+                })
+                .count()
+        };
+        assert_eq!(
+            on_user("FACTOR_CHECK_FAILED"),
+            7,
+            "exactly the threshold counted on the user"
+        );
+        assert_eq!(
+            on_user("LOCKED"),
+            37,
+            "every other attempt refused unchecked"
+        );
+        let (carol, _) = b.server().state.users.load_by_replay(&user).await.unwrap();
+        assert!(carol.second_factor_locked);
+    }
+);
