@@ -77,6 +77,11 @@ struct Args {
     /// Path of the server binary.
     #[arg(long, default_value = "target/release/tessera")]
     server: String,
+    /// The server's `TESSERA_LOG` filter (its log lines are passed through to stderr, slow
+    /// statements counted): e.g. `warn,tessera::access=info,sqlx::query=debug` to see each
+    /// request's and each statement's duration.
+    #[arg(long, default_value = "warn")]
+    server_log: String,
     /// Instead of the verifyFactor scenarios: a cheap query's latency idle and during a flood
     /// of anonymous logins by `--clients` clients, and the server's RSS (the argon2 pool).
     #[arg(long)]
@@ -122,7 +127,7 @@ impl Server {
                 "TESSERA_MASTER_KEY",
                 "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
             )
-            .env("TESSERA_LOG", "warn")
+            .env("TESSERA_LOG", &args.server_log)
             .env("TESSERA_LOG_FORMAT", "text")
             .env("TESSERA_WEBAUTHN_RP_ID", "localhost")
             .env("TESSERA_WEBAUTHN_ORIGINS", ORIGIN)
@@ -1063,6 +1068,7 @@ async fn bench_store(args: &Args, store: &str, pg_floor_seen: Option<f64>) -> Fi
         let (p50, _) = report("1. wrong codes, 1 client", rps, out, &server);
         base_p50 = p50;
         figures.one_client_p50 = p50;
+        transport_floor(&server, args.seconds.min(2)).await;
     }
     if passkeys {
         let factors = Arc::new(seed(&server, args.passkey_users, "pk", true).await);
@@ -1244,6 +1250,47 @@ async fn probe(server: &Server, deadline: Instant) -> Vec<Duration> {
     }
     latencies.sort_unstable();
     latencies
+}
+
+/// What one client's request costs without the verification: `GET /healthz` (HTTP and the
+/// middleware), and `{ __typename }` over GraphQL with the admin key (adding the body, the
+/// authentication, the document and the response), each for `seconds` on one keep-alive
+/// connection; printed as p50/p99 beside the one-client scenario.
+async fn transport_floor(server: &Server, seconds: u64) {
+    let mut health = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        let r = server
+            .http
+            .get(format!("{}/healthz", server.base))
+            .send()
+            .await
+            .expect("healthz");
+        assert!(r.status().is_success());
+        r.bytes().await.expect("healthz body");
+        health.push(t.elapsed());
+    }
+    let mut typename = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        let t = Instant::now();
+        let r = server.gql("{ __typename }", Value::Null).await;
+        assert_eq!(r["data"]["__typename"], "Query", "{r}");
+        typename.push(t.elapsed());
+    }
+    for (name, mut latencies) in [
+        ("floor: GET /healthz, 1 client", health),
+        ("floor: { __typename }, 1 client", typename),
+    ] {
+        latencies.sort_unstable();
+        println!(
+            "  {name:<34} {:>8.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+            latencies.len() as f64 / seconds.max(1) as f64,
+            percentile(&latencies, 0.5),
+            percentile(&latencies, 0.99),
+        );
+    }
 }
 
 /// `--login-flood`: a cheap query's p50/p99 idle and while `--clients` clients log in as
