@@ -37,9 +37,13 @@ both_stores!(no_event_committed_late_is_skipped, |store| async move {
         let mut open = lite.begin().await.unwrap();
         insert_registered(&mut open, Dialect::Sqlite, "late").await;
         let other = tokio::time::timeout(std::time::Duration::from_millis(300), async {
-            let mut conn = lite.acquire().await.unwrap();
+            // Detached: when the timeout drops this future, the `BEGIN IMMEDIATE` still runs on
+            // and succeeds once `open` commits; a pooled connection would then go back to the
+            // pool holding the write lock, and the catch-up below would find the file locked.
+            // Dropped, the detached connection closes, which rolls its transaction back.
+            let mut conn = lite.acquire().await.unwrap().detach();
             sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut *conn)
+                .execute(&mut conn)
                 .await
                 .map(|_| ())
         })

@@ -291,10 +291,16 @@ both_stores!(
         assert_eq!(error_code(&r), "BAD_USER_INPUT", "{r}");
         assert_eq!(error_reason(&r), "STATE_TOO_LARGE", "{r}");
 
-        let before = s
-            .all_events(json!({ "aggregateType": "Challenge" }), 500)
-            .await
-            .len();
+        // Counted in the table itself: the events API shows only what every older transaction
+        // of the cluster has finished with, so on PostgreSQL it can lag behind a commit.
+        let challenges = || async {
+            s.log_identities()
+                .await
+                .into_iter()
+                .filter(|(kind, _, _)| kind == "Challenge")
+                .count()
+        };
+        let before = challenges().await;
         let mut refused = None;
         for n in 0..STEP_UP_STARTS_PER_MINUTE + 1 {
             let r = s.gql(start, json!({ "u": user, "s": { "n": n } })).await;
@@ -312,10 +318,7 @@ both_stores!(
         assert_eq!(error_reason(&r), "STEP_UP_RATE_LIMITED", "{r}");
         let retry = r["errors"][0]["extensions"]["retryAfter"].as_i64().unwrap();
         assert!((1..=60).contains(&retry), "{r}");
-        let after = s
-            .all_events(json!({ "aggregateType": "Challenge" }), 500)
-            .await
-            .len();
+        let after = challenges().await;
         assert_eq!(
             after - before,
             STEP_UP_STARTS_PER_MINUTE as usize,
