@@ -173,6 +173,24 @@ impl<P: Projection> Runner<P> {
         Ok((events.len(), last))
     }
 
+    /// Locks the checkpoint and applies `events`, read after `seen`; if another node moved the
+    /// checkpoint meanwhile, they are dropped and the batch is read again from where it stands.
+    async fn lock_and_apply(
+        &self,
+        conn: &mut AnyConnection,
+        seen: Cursor,
+        events: Vec<StoredEvent>,
+        size: i64,
+    ) -> Result<(usize, Cursor), Error> {
+        let from = self.lock_checkpoint(conn).await?;
+        if from == seen {
+            self.apply_events(conn, from, &events).await
+        } else {
+            drop(events);
+            self.apply_batch(conn, from, size).await
+        }
+    }
+
     fn publish(&self, cursor: Cursor) {
         self.applied.send_if_modified(|seen| {
             let newer = cursor > *seen;
@@ -206,13 +224,7 @@ impl<P: Projection> Runner<P> {
                     tx.commit().await?;
                     return Ok(0);
                 }
-                let from = self.lock_checkpoint(&mut tx).await?;
-                let applied = if from == seen {
-                    self.apply_events(&mut tx, from, &events).await?
-                } else {
-                    drop(events);
-                    self.apply_batch(&mut tx, from, size).await?
-                };
+                let applied = self.lock_and_apply(&mut tx, seen, events, size).await?;
                 (tx, applied)
             }
             // SQLite: the same order, but the page is read before the write turn, on a
@@ -228,13 +240,7 @@ impl<P: Projection> Runner<P> {
                     return Ok(0);
                 }
                 let mut tx = self.db.begin_write().await?;
-                let from = self.lock_checkpoint(&mut tx).await?;
-                let applied = if from == seen {
-                    self.apply_events(&mut tx, from, &events).await?
-                } else {
-                    drop(events);
-                    self.apply_batch(&mut tx, from, size).await?
-                };
+                let applied = self.lock_and_apply(&mut tx, seen, events, size).await?;
                 (tx, applied)
             }
         };
