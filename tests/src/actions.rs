@@ -74,11 +74,18 @@ impl TestServer {
     /// the current code is fresh. Returns (user id, factor id, secret).
     pub async fn active_totp(&self, login: &str) -> (String, String, String) {
         let user = self.create_user(login).await;
-        let (factor, secret) = self.enroll_totp(&user).await;
-        let result = self.activate(&factor, &self.code(&secret, 0)).await;
-        assert_eq!(result["factorResult"], "SUCCESS", "{result}");
+        let (factor, secret) = self.active_totp_of(&user).await;
         self.clock.advance(chrono::TimeDelta::seconds(30));
         (user, factor, secret)
+    }
+
+    /// Enrolls a TOTP factor for `user` and activates it with the current code (the clock is
+    /// not moved); returns `(factor_id, secret_base32)`.
+    pub async fn active_totp_of(&self, user: &str) -> (String, String) {
+        let (factor, secret) = self.enroll_totp(user).await;
+        let result = self.activate(&factor, &self.code(&secret, 0)).await;
+        assert_eq!(result["factorResult"], "SUCCESS", "{result}");
+        (factor, secret)
     }
 
     /// `activateFactor`; returns the payload.
